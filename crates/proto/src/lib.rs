@@ -1,0 +1,26 @@
+//! The tcpchat wire protocol, without I/O.
+//!
+//! This crate is the single place where the protocol's strings (`HELLO-FROM`, `SEND-OK`, ...)
+//! are spelled, where lines are cut from a byte stream ([`Framer`]), where lines become typed
+//! values ([`Request`], [`Reply`]) and back, and where names are validated ([`Username`]).
+//! Everything that speaks the protocol (server, client, checker, trace analyzer, load
+//! generator) goes through it.
+//!
+//! It deliberately does no I/O, reads no clock and keeps no session state: which request is
+//! allowed *when* (before or after login) is the server's session machine's business. That
+//! keeps this crate small enough to fuzz and to test exhaustively. The normative description
+//! is `docs/protocol.md`.
+
+mod framer;
+mod message;
+mod name;
+
+pub use framer::{FrameError, Framer, OVERLONG_HEAD_BYTES};
+pub use message::{Command, Reply, ReplyError, Request, RequestError};
+pub use name::{NameError, Username, MAX_NAME_BYTES};
+
+/// The TCP port the public course server used; existing clients default to it.
+pub const DEFAULT_PORT: u16 = 5378;
+
+/// Default longest line, in bytes, not counting the terminating `\n` (a `\r` before it counts).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 4096;

@@ -1,0 +1,153 @@
+//! User names and their rules.
+
+use std::fmt;
+
+/// Longest accepted user name, in bytes of UTF-8.
+pub const MAX_NAME_BYTES: usize = 32;
+
+/// Why a name was refused. Every variant maps to `BAD-RQST-BODY` on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("name is empty")]
+    Empty,
+    #[error("name is longer than {max} bytes")]
+    TooLong { max: usize },
+    #[error("name contains a space or other whitespace")]
+    Whitespace,
+    #[error("name contains a comma")]
+    Comma,
+    #[error("name contains a control character")]
+    Control,
+    #[error("name is not valid UTF-8")]
+    NotUtf8,
+}
+
+/// A user name that follows the protocol's rules: 1 to [`MAX_NAME_BYTES`] bytes of UTF-8, no
+/// whitespace, no commas, no control characters. Names compare byte for byte (case-sensitive,
+/// no Unicode normalization), as `docs/protocol.md` decides.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Username(Box<str>);
+
+impl Username {
+    /// Validates `name` under the protocol's rules.
+    ///
+    /// # Errors
+    /// The first rule the name breaks.
+    pub fn parse(name: &str) -> Result<Self, NameError> {
+        Self::parse_with_limit(name, MAX_NAME_BYTES)
+    }
+
+    /// Validates a name received from a peer that may allow longer names than we do
+    /// (a client reading another server's `LIST-OK`). Same rules, another length limit.
+    ///
+    /// # Errors
+    /// The first rule the name breaks.
+    pub fn parse_with_limit(name: &str, max_bytes: usize) -> Result<Self, NameError> {
+        check(name, max_bytes)?;
+        Ok(Self(name.into()))
+    }
+
+    /// Like [`Username::parse`], from raw bytes off the wire.
+    ///
+    /// # Errors
+    /// [`NameError::NotUtf8`] or the first rule the name breaks.
+    pub fn from_bytes(name: &[u8]) -> Result<Self, NameError> {
+        std::str::from_utf8(name)
+            .map_err(|_| NameError::NotUtf8)
+            .and_then(Self::parse)
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn check(name: &str, max_bytes: usize) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > max_bytes {
+        return Err(NameError::TooLong { max: max_bytes });
+    }
+    for c in name.chars() {
+        if c == ',' {
+            return Err(NameError::Comma);
+        }
+        if c.is_whitespace() {
+            return Err(NameError::Whitespace);
+        }
+        if c.is_control() {
+            return Err(NameError::Control);
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl AsRef<str> for Username {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Username {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table() {
+        let long = "x".repeat(MAX_NAME_BYTES);
+        let too_long = "x".repeat(MAX_NAME_BYTES + 1);
+        let cases: &[(&str, Result<(), NameError>)] = &[
+            ("alice", Ok(())),
+            ("Alice_2", Ok(())),
+            ("żółw🐢", Ok(())),
+            (&long, Ok(())),
+            ("", Err(NameError::Empty)),
+            (
+                &too_long,
+                Err(NameError::TooLong {
+                    max: MAX_NAME_BYTES,
+                }),
+            ),
+            ("a b", Err(NameError::Whitespace)),
+            ("a\tb", Err(NameError::Whitespace)),
+            ("a\u{a0}b", Err(NameError::Whitespace)),
+            ("a,b", Err(NameError::Comma)),
+            ("a\u{7}b", Err(NameError::Control)),
+            ("a\u{7f}", Err(NameError::Control)),
+        ];
+        for (input, want) in cases {
+            let got = Username::parse(input).map(|_| ());
+            assert_eq!(&got, want, "name {input:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_bytes() {
+        assert_eq!(Username::from_bytes(b"al\xffce"), Err(NameError::NotUtf8));
+    }
+
+    #[test]
+    fn names_are_case_sensitive() {
+        assert_ne!(Username::parse("bob"), Username::parse("Bob"));
+    }
+}
