@@ -1,0 +1,330 @@
+//! One connection's task: the I/O around a [`Session`].
+//!
+//! A single task per connection waits on four things at once: the socket becoming readable,
+//! its [`Outbox`] receiving lines, the socket becoming writable (only while a batch is
+//! pending) and the session's next deadline; plus the server's shutdown. Reads are handled a
+//! chunk at a time and the replies they produce are written before the next wait, so a
+//! request and its answer cost one wakeup. Nothing here decides protocol behaviour; that is
+//! the session's job.
+//!
+//! Memory: an idle connection holds no read buffer, no write buffer and no partial line; they
+//! exist only while there is something in them (see `docs/architecture.md`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tcpchat_proto::{FrameError, Framer, Reply};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::listener::Shared;
+use crate::outbox::Outbox;
+use crate::session::{Session, Step, Timeout};
+
+/// Bytes read per `read` call. Allocated only while the peer is sending.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The peer closed its side (after everything it sent was answered).
+    PeerClosed,
+    /// Reset or another socket error.
+    Error,
+    /// Its outbox overflowed: it stopped reading.
+    Overflow,
+    /// Login refused with `BUSY` (cluster store unavailable).
+    Busy,
+    Timeout(Timeout),
+    Shutdown,
+}
+
+/// Serves one accepted connection until it ends. `_permit` is its slot under
+/// `--max-clients`, returned when this future completes, whatever way it ends.
+pub(crate) async fn serve<H: Hub>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shared: Arc<Shared<H>>,
+    _permit: OwnedSemaphorePermit,
+    cancel: CancellationToken,
+) {
+    let span = tracing::info_span!("conn", %peer, id);
+    async move {
+        configure_socket(&stream, &shared.config);
+        let config = &shared.config;
+        let mut conn = Connection {
+            outbox: Arc::new(Outbox::new(config.outbox_limit_bytes)),
+            session: Session::new(
+                Instant::now().into_std(),
+                config.handshake_timeout,
+                config.idle_timeout,
+            ),
+            lease: None,
+            hub: &shared.hub,
+            stream,
+            pending: Vec::new(),
+            written: 0,
+        };
+        let framer = Framer::new(config.max_line_bytes);
+        let end = conn.run(framer, &cancel, config.shutdown_grace).await;
+        let name = conn.session.name().cloned();
+        drop(conn.lease.take());
+        match (name, end) {
+            (Some(name), end) => info!(%name, ?end, "logged out"),
+            (None, End::Timeout(Timeout::Handshake)) => info!("closed: no login in time"),
+            (None, end) => debug!(?end, "closed"),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+fn configure_socket(stream: &TcpStream, config: &Config) {
+    // Replies are batched by the outbox; Nagle would only add latency on top.
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    if let Some(ka) = config.keepalive {
+        let sock = SockRef::from(stream);
+        let params = TcpKeepalive::new()
+            .with_time(ka.idle)
+            .with_interval(ka.interval)
+            .with_retries(ka.probes);
+        if let Err(e) = sock.set_tcp_keepalive(&params) {
+            debug!(error = %e, "cannot enable TCP keepalive");
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Err(e) = sock.set_tcp_user_timeout(Some(ka.detection_time())) {
+            debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
+        }
+    }
+}
+
+struct Connection<'h, H: Hub> {
+    stream: TcpStream,
+    outbox: Arc<Outbox>,
+    session: Session,
+    lease: Option<H::Lease>,
+    hub: &'h H,
+    /// The batch being written, taken from the outbox, and how much of it is out.
+    pending: Vec<u8>,
+    written: usize,
+}
+
+/// What handling input asks the loop to do next.
+type Flow = Result<(), End>;
+
+impl<H: Hub> Connection<'_, H> {
+    async fn run(
+        &mut self,
+        mut framer: Framer,
+        cancel: &CancellationToken,
+        grace: Duration,
+    ) -> End {
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
+        let mut armed: Option<std::time::Instant> = None;
+        let mut read_buf: Vec<u8> = Vec::new();
+
+        let end = loop {
+            // Queue → socket before waiting: replies produced by the last read go out now.
+            if let Err(end) = self.flush_ready() {
+                break end;
+            }
+            let deadline = self.session.poll_timeout();
+            if deadline != armed {
+                if let Some(at) = deadline {
+                    sleep.as_mut().reset(at.into());
+                }
+                armed = deadline;
+            }
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break End::Shutdown,
+                ready = self.stream.readable() => {
+                    if let Err(e) = ready {
+                        debug!(error = %e, "readable failed");
+                        break End::Error;
+                    }
+                    match self.read_some(&mut framer, &mut read_buf).await {
+                        Ok(()) => {}
+                        Err(end) => break end,
+                    }
+                }
+                () = self.outbox.ready(), if self.pending.is_empty() => {}
+                ready = self.stream.writable(), if !self.pending.is_empty() => {
+                    if let Err(e) = ready {
+                        debug!(error = %e, "writable failed");
+                        break End::Error;
+                    }
+                }
+                () = &mut sleep, if armed.is_some() => {
+                    if let Some(timeout) = self.session.handle_timeout(Instant::now().into_std()) {
+                        break End::Timeout(timeout);
+                    }
+                    armed = None;
+                }
+            }
+        };
+        match end {
+            End::PeerClosed | End::Busy | End::Shutdown | End::Timeout(_) => {
+                self.close_gracefully(grace).await;
+            }
+            // Nobody is reading: don't spend time on a last write.
+            End::Error | End::Overflow => {}
+        }
+        end
+    }
+
+    /// One `read` and everything it completes. A clean EOF returns `Err(PeerClosed)` only
+    /// after every complete line before it was handled.
+    async fn read_some(&mut self, framer: &mut Framer, read_buf: &mut Vec<u8>) -> Flow {
+        if read_buf.is_empty() {
+            read_buf.resize(READ_CHUNK_BYTES, 0);
+        }
+        let n = match self.stream.try_read(read_buf) {
+            Ok(0) => {
+                if framer.has_partial_line() {
+                    debug!("peer closed in the middle of a line; the partial line is dropped");
+                }
+                return Err(End::PeerClosed);
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Idle again: give the buffer back instead of holding it while waiting.
+                *read_buf = Vec::new();
+                return Ok(());
+            }
+            Err(e) => {
+                debug!(error = %e, "read failed");
+                return Err(End::Error);
+            }
+        };
+        let mut input = &read_buf[..n];
+        loop {
+            match framer.next_line(&mut input) {
+                Ok(Some(line)) => self.handle_line(line).await?,
+                Ok(None) => break,
+                Err(FrameError::LineTooLong { limit, head }) => {
+                    debug!(limit, "line too long; discarding it");
+                    let now = Instant::now().into_std();
+                    let reply = self.session.handle_overlong(&head, now);
+                    self.reply(&reply)?;
+                }
+            }
+        }
+        if n < read_buf.len() {
+            // A short read almost always means the socket is drained.
+            *read_buf = Vec::new();
+        }
+        Ok(())
+    }
+
+    async fn handle_line(&mut self, line: &[u8]) -> Flow {
+        debug!(line = %String::from_utf8_lossy(line), "request");
+        let now = Instant::now().into_std();
+        match self.session.handle_line(line, now) {
+            Step::Reply(reply) => self.reply(&reply),
+            Step::Login(name) => {
+                let outcome = self.hub.login(&name, &self.outbox).await;
+                let outcome = outcome.map(|lease| self.lease = Some(lease));
+                let logged_in = outcome.is_ok();
+                let step = self.session.handle_login(name, outcome);
+                if logged_in {
+                    if let Reply::Hello(name) = &step.reply {
+                        info!(%name, "logged in");
+                    }
+                }
+                self.reply(&step.reply)?;
+                if step.close {
+                    warn!("login refused: presence service unavailable");
+                    return Err(End::Busy);
+                }
+                Ok(())
+            }
+            Step::List => {
+                let names = self.hub.list().await;
+                self.reply(&Reply::ListOk(names))
+            }
+            Step::Send { to, body } => {
+                // The session only yields Send after login, so there is a name.
+                let Some(from) = self.session.name() else {
+                    return self.reply(&Reply::BadRqstHdr);
+                };
+                let outcome = self.hub.deliver(from, &to, body).await;
+                let reply = self.session.handle_delivery(outcome);
+                self.reply(&reply)
+            }
+        }
+    }
+
+    fn reply(&self, reply: &Reply<'_>) -> Flow {
+        debug!(?reply, "reply");
+        self.outbox.push_with(|buf| reply.encode(buf)).map_err(|_| {
+            warn!("outgoing queue full: peer is not reading; dropping it");
+            End::Overflow
+        })
+    }
+
+    /// Writes as much as the socket takes without waiting: the pending batch, then whatever
+    /// the outbox has gathered since.
+    fn flush_ready(&mut self) -> Flow {
+        loop {
+            if self.pending.is_empty() {
+                let (batch, overflowed) = self.outbox.take();
+                if overflowed {
+                    warn!("outgoing queue full: peer is not reading; dropping it");
+                    return Err(End::Overflow);
+                }
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                self.pending = batch;
+                self.written = 0;
+            }
+            match self.stream.try_write(&self.pending[self.written..]) {
+                Ok(n) => {
+                    self.written += n;
+                    if self.written == self.pending.len() {
+                        self.outbox.recycle(std::mem::take(&mut self.pending));
+                        self.written = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => {
+                    debug!(error = %e, "write failed");
+                    return Err(End::Error);
+                }
+            }
+        }
+    }
+
+    /// Frees the name, writes what is still queued (bounded by `grace`), then half-closes
+    /// so the peer reads everything before seeing EOF.
+    async fn close_gracefully(&mut self, grace: Duration) {
+        drop(self.lease.take());
+        let rest = self.outbox.close();
+        let stream = &mut self.stream;
+        let pending = &self.pending[self.written..];
+        let flush = async {
+            stream.write_all(pending).await?;
+            stream.write_all(&rest).await?;
+            stream.shutdown().await
+        };
+        match tokio::time::timeout(grace, flush).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!(error = %e, "final flush failed"),
+            Err(_) => debug!("final flush timed out"),
+        }
+    }
+}

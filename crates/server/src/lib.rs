@@ -1,0 +1,26 @@
+//! The tcpchat server.
+//!
+//! Three layers, each replaceable without touching the others:
+//!
+//! - [`session`]: the per-connection protocol machine. Pure logic: it takes lines and the time
+//!   and says what to reply, what to ask the hub, and when to give up on the peer. It decides
+//!   every `BAD-RQST-HDR` / `BAD-RQST-BODY`; nothing else does.
+//! - [`hub`]: presence (who is logged in) and routing (deliver a line to a name), behind the
+//!   narrow [`Hub`] trait. [`MemoryHub`] is the single-process implementation; the cluster
+//!   backend implements the same trait in its own crate, so connection handling never changes.
+//! - [`run`] and the connection driver: tokio I/O around the two, with a bounded [`Outbox`] per
+//!   connection, admission control (`BUSY`), timeouts, TCP keepalive and graceful shutdown.
+//!
+//! The normative protocol, with every limit and its default, is `docs/protocol.md`.
+
+mod config;
+mod connection;
+pub mod hub;
+mod listener;
+mod outbox;
+pub mod session;
+
+pub use config::{Config, Keepalive};
+pub use hub::{Delivery, Hub, LoginError, MemoryHub};
+pub use listener::{run, run_with_hub};
+pub use outbox::{Outbox, PushError};

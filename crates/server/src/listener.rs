@@ -1,0 +1,170 @@
+//! The accept loop: admission control, accept-error back-off, graceful shutdown.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tcpchat_proto::Reply;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::connection;
+use crate::hub::{Hub, MemoryHub};
+
+/// First pause after a failed `accept`; doubled on each failure in a row.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause after failed `accept`s.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Rejected connections allowed to linger at once while `BUSY` is delivered to them. Beyond
+/// this, `BUSY` is written without waiting and the socket is closed at once.
+const BUSY_LINGER_MAX: usize = 256;
+/// How long a rejected connection may linger for `BUSY` to be read.
+const BUSY_LINGER: Duration = Duration::from_secs(2);
+
+/// What every connection task shares.
+pub(crate) struct Shared<H> {
+    pub(crate) hub: H,
+    pub(crate) config: Config,
+}
+
+/// Serves the classic protocol on `listener` with the in-memory hub until `shutdown`
+/// completes, then stops accepting, lets connections flush for `config.shutdown_grace` and
+/// returns.
+///
+/// The caller binds the listener (tests bind port 0) and owns the shutdown signal.
+///
+/// # Errors
+/// Only if the listener's address cannot be read; accept errors are logged and retried.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    run_with_hub(listener, config, MemoryHub::new(), shutdown).await
+}
+
+/// Like [`run`], with presence and routing provided by `hub` (e.g. a cluster backend).
+///
+/// # Errors
+/// Only if the listener's address cannot be read; accept errors are logged and retried.
+pub async fn run_with_hub<H: Hub>(
+    listener: TcpListener,
+    config: Config,
+    hub: H,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let addr = listener.local_addr()?;
+    info!(%addr, max_clients = config.max_clients, "listening");
+    let grace = config.shutdown_grace;
+    let slots = Arc::new(Semaphore::new(config.max_clients));
+    let busy_slots = Arc::new(Semaphore::new(BUSY_LINGER_MAX));
+    let shared = Arc::new(Shared { hub, config });
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    tokio::pin!(shutdown);
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut next_id: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                next_id += 1;
+                match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(permit) => {
+                        tracker.spawn(connection::serve(
+                            stream,
+                            peer,
+                            next_id,
+                            Arc::clone(&shared),
+                            permit,
+                            cancel.clone(),
+                        ));
+                    }
+                    Err(_) => {
+                        debug!(%peer, "server full; answering BUSY");
+                        match Arc::clone(&busy_slots).try_acquire_owned() {
+                            Ok(permit) => {
+                                tracker.spawn(reject_busy(stream, permit, cancel.clone()));
+                            }
+                            // Too many rejections in flight: answer without lingering.
+                            Err(_) => drop(stream.try_write(&Reply::Busy.to_line())),
+                        }
+                    }
+                }
+            }
+            // Errors about one connection that died in the queue: just take the next one.
+            Err(e) if is_per_connection(&e) => debug!(error = %e, "accept: peer gone"),
+            Err(e) => {
+                // Typically EMFILE/ENFILE (out of descriptors) or ENOBUFS: retrying at once
+                // would spin. Back off and let connections close.
+                warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+
+    info!(connections = tracker.len(), "shutting down");
+    drop(listener);
+    cancel.cancel();
+    tracker.close();
+    // Each connection flushes within `grace`; the extra second covers the close itself.
+    if tokio::time::timeout(grace + Duration::from_secs(1), tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            connections = tracker.len(),
+            "connections still open after the shutdown grace period"
+        );
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+/// Tells a connection beyond `--max-clients` that the server is full, then closes it.
+///
+/// The client may already have sent `HELLO-FROM`; closing with unread input would make the
+/// kernel send RST, which can destroy `BUSY` before the client reads it. So: write `BUSY`,
+/// half-close, read and discard until the client closes (bounded by [`BUSY_LINGER`]).
+async fn reject_busy(
+    mut stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    cancel: CancellationToken,
+) {
+    let linger = async {
+        stream.write_all(&Reply::Busy.to_line()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 512];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), io::Error>(())
+    };
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        _ = tokio::time::timeout(BUSY_LINGER, linger) => {}
+    }
+}

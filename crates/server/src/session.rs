@@ -1,0 +1,365 @@
+//! The per-connection protocol machine, without I/O.
+//!
+//! A [`Session`] is fed each line (or overlong-line report) with the current time and answers
+//! with a [`Step`]: a reply to send, or an operation for the hub whose outcome is fed back with
+//! [`Session::handle_login`] / [`Session::handle_delivery`]. It also owns the connection's
+//! deadlines ([`Session::poll_timeout`], [`Session::handle_timeout`]). Because it never touches
+//! a socket or a clock, every rule of `docs/protocol.md` is tested here directly.
+
+use std::time::{Duration, Instant};
+
+use tcpchat_proto::{Command, Reply, Request, RequestError, Username};
+
+use crate::hub::{Delivery, LoginError};
+
+/// What the connection should do with one line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// Send this reply; nothing else happens.
+    Reply(Reply<'static>),
+    /// Ask the hub to log this name in, then call [`Session::handle_login`].
+    Login(Username),
+    /// Ask the hub who is online and send `LIST-OK`.
+    List,
+    /// Ask the hub to deliver `body` to `to`, then call [`Session::handle_delivery`].
+    Send { to: Username, body: &'a str },
+}
+
+/// Why a session gave up on its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// Connected but never logged in within the handshake timeout.
+    Handshake,
+    /// Logged in but silent for longer than the idle timeout.
+    Idle,
+}
+
+/// What the connection does after a login attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LoginStep {
+    pub reply: Reply<'static>,
+    /// Close the connection after sending `reply` (`BUSY`).
+    pub close: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    AwaitingLogin,
+    LoggedIn(Username),
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub struct Session {
+    state: State,
+    connected_at: Instant,
+    last_activity: Instant,
+    handshake_timeout: Duration,
+    idle_timeout: Option<Duration>,
+}
+
+impl Session {
+    /// A session for a connection accepted at `now`.
+    pub fn new(now: Instant, handshake_timeout: Duration, idle_timeout: Option<Duration>) -> Self {
+        Self {
+            state: State::AwaitingLogin,
+            connected_at: now,
+            last_activity: now,
+            handshake_timeout,
+            idle_timeout,
+        }
+    }
+
+    /// The logged-in name, if any.
+    pub fn name(&self) -> Option<&Username> {
+        match &self.state {
+            State::LoggedIn(name) => Some(name),
+            State::AwaitingLogin => None,
+        }
+    }
+
+    /// Decides what one complete line means in the current state.
+    ///
+    /// Before login only `HELLO-FROM` is allowed; after it, `HELLO-FROM` is not. A command
+    /// that is not allowed now is a header error whatever its body; a command allowed now
+    /// with a bad body is a body error.
+    pub fn handle_line<'a>(&mut self, line: &'a [u8], now: Instant) -> Step<'a> {
+        self.last_activity = now;
+        let parsed = Request::parse(line);
+        let command = match &parsed {
+            Ok(Request::HelloFrom(_)) => Some(Command::HelloFrom),
+            Ok(Request::List) => Some(Command::List),
+            Ok(Request::Send { .. }) => Some(Command::Send),
+            Err(e) => e.command(),
+        };
+        if !self.allows(command) {
+            return Step::Reply(Reply::BadRqstHdr);
+        }
+        match parsed {
+            Ok(Request::HelloFrom(name)) => Step::Login(name),
+            Ok(Request::List) => Step::List,
+            Ok(Request::Send { to, body }) => Step::Send { to, body },
+            Err(RequestError::UnknownCommand) => Step::Reply(Reply::BadRqstHdr),
+            Err(_) => Step::Reply(Reply::BadRqstBody),
+        }
+    }
+
+    /// The reply to a line that exceeded the line limit, from its first bytes: a body error
+    /// if it starts with a command allowed now (an overlong name or message), else a header
+    /// error. The line itself is gone and is never acted on.
+    pub fn handle_overlong(&mut self, head: &[u8], now: Instant) -> Reply<'static> {
+        self.last_activity = now;
+        if self.allows(Command::of_line(head)) {
+            Reply::BadRqstBody
+        } else {
+            Reply::BadRqstHdr
+        }
+    }
+
+    fn allows(&self, command: Option<Command>) -> bool {
+        matches!(
+            (&self.state, command),
+            (State::AwaitingLogin, Some(Command::HelloFrom))
+                | (State::LoggedIn(_), Some(Command::List | Command::Send))
+        )
+    }
+
+    /// Records the hub's answer to [`Step::Login`] and says what to reply.
+    pub fn handle_login(&mut self, name: Username, outcome: Result<(), LoginError>) -> LoginStep {
+        match outcome {
+            Ok(()) => {
+                let reply = Reply::Hello(name.clone());
+                self.state = State::LoggedIn(name);
+                LoginStep {
+                    reply,
+                    close: false,
+                }
+            }
+            // The connection stays open: the client may try another name.
+            Err(LoginError::InUse) => LoginStep {
+                reply: Reply::InUse,
+                close: false,
+            },
+            Err(LoginError::Unavailable) => LoginStep {
+                reply: Reply::Busy,
+                close: true,
+            },
+        }
+    }
+
+    /// The reply to [`Step::Send`] given what the hub did with the message.
+    pub fn handle_delivery(&self, outcome: Delivery) -> Reply<'static> {
+        match outcome {
+            Delivery::Delivered => Reply::SendOk,
+            Delivery::NoSuchUser => Reply::BadDestUser,
+        }
+    }
+
+    /// The next instant at which [`Session::handle_timeout`] should be called, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::AwaitingLogin => Some(self.connected_at + self.handshake_timeout),
+            State::LoggedIn(_) => self.idle_timeout.map(|t| self.last_activity + t),
+        }
+    }
+
+    /// Checks the deadlines at `now`. `Some` means close the connection.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<Timeout> {
+        let deadline = self.poll_timeout()?;
+        if now < deadline {
+            return None;
+        }
+        Some(match self.state {
+            State::AwaitingLogin => Timeout::Handshake,
+            State::LoggedIn(_) => Timeout::Idle,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HANDSHAKE: Duration = Duration::from_secs(30);
+
+    fn name(s: &str) -> Username {
+        Username::parse(s).expect("valid test name")
+    }
+
+    fn logged_in(now: Instant) -> Session {
+        let mut s = Session::new(now, HANDSHAKE, None);
+        assert_eq!(
+            s.handle_line(b"HELLO-FROM me", now),
+            Step::Login(name("me"))
+        );
+        s.handle_login(name("me"), Ok(()));
+        s
+    }
+
+    #[test]
+    fn before_login() {
+        let now = Instant::now();
+        let cases: &[(&[u8], Step<'_>)] = &[
+            (b"HELLO-FROM alice", Step::Login(name("alice"))),
+            (b"HELLO-FROM", Step::Reply(Reply::BadRqstBody)),
+            (b"HELLO-FROM a b", Step::Reply(Reply::BadRqstBody)),
+            (b"HELLO-FROM a,b", Step::Reply(Reply::BadRqstBody)),
+            (b"LIST", Step::Reply(Reply::BadRqstHdr)),
+            (b"SEND bob hi", Step::Reply(Reply::BadRqstHdr)),
+            (b"SEND", Step::Reply(Reply::BadRqstHdr)),
+            (b"", Step::Reply(Reply::BadRqstHdr)),
+            (b"hello-from alice", Step::Reply(Reply::BadRqstHdr)),
+            (b"\xff", Step::Reply(Reply::BadRqstHdr)),
+        ];
+        for (line, want) in cases {
+            let mut s = Session::new(now, HANDSHAKE, None);
+            assert_eq!(
+                &s.handle_line(line, now),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+            assert_eq!(s.name(), None);
+        }
+    }
+
+    #[test]
+    fn after_login() {
+        let now = Instant::now();
+        let cases: &[(&[u8], Step<'_>)] = &[
+            (b"LIST", Step::List),
+            (b"LIST x", Step::Reply(Reply::BadRqstBody)),
+            (
+                b"SEND bob hi  there",
+                Step::Send {
+                    to: name("bob"),
+                    body: "hi  there",
+                },
+            ),
+            (
+                b"SEND me x",
+                Step::Send {
+                    to: name("me"),
+                    body: "x",
+                },
+            ),
+            (b"SEND", Step::Reply(Reply::BadRqstBody)),
+            (b"SEND bob", Step::Reply(Reply::BadRqstBody)),
+            (b"SEND bob ", Step::Reply(Reply::BadRqstBody)),
+            (b"SEND bob \xc3\x28", Step::Reply(Reply::BadRqstBody)),
+            (b"HELLO-FROM other", Step::Reply(Reply::BadRqstHdr)),
+            (b"HELLO-FROM", Step::Reply(Reply::BadRqstHdr)),
+            (b"", Step::Reply(Reply::BadRqstHdr)),
+            (b"WHO", Step::Reply(Reply::BadRqstHdr)),
+            (b"send bob hi", Step::Reply(Reply::BadRqstHdr)),
+        ];
+        for (line, want) in cases {
+            let mut s = logged_in(now);
+            assert_eq!(
+                &s.handle_line(line, now),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn overlong_lines() {
+        let now = Instant::now();
+        let mut s = Session::new(now, HANDSHAKE, None);
+        assert_eq!(
+            s.handle_overlong(b"HELLO-FROM xxxxx", now),
+            Reply::BadRqstBody
+        );
+        assert_eq!(
+            s.handle_overlong(b"SEND bob xxxxxxx", now),
+            Reply::BadRqstHdr
+        );
+        let mut s = logged_in(now);
+        assert_eq!(
+            s.handle_overlong(b"SEND bob xxxxxxx", now),
+            Reply::BadRqstBody
+        );
+        assert_eq!(
+            s.handle_overlong(b"HELLO-FROM xxxxx", now),
+            Reply::BadRqstHdr
+        );
+        assert_eq!(
+            s.handle_overlong(b"xxxxxxxxxxxxxxxx", now),
+            Reply::BadRqstHdr
+        );
+    }
+
+    #[test]
+    fn login_outcomes() {
+        let now = Instant::now();
+        let mut s = Session::new(now, HANDSHAKE, None);
+        let step = s.handle_login(name("bob"), Err(LoginError::InUse));
+        assert_eq!(
+            step,
+            LoginStep {
+                reply: Reply::InUse,
+                close: false
+            }
+        );
+        assert_eq!(
+            s.name(),
+            None,
+            "a taken name leaves the session able to retry"
+        );
+        let step = s.handle_login(name("bob"), Err(LoginError::Unavailable));
+        assert_eq!(
+            step,
+            LoginStep {
+                reply: Reply::Busy,
+                close: true
+            }
+        );
+        let step = s.handle_login(name("bobby"), Ok(()));
+        assert_eq!(step.reply, Reply::Hello(name("bobby")));
+        assert_eq!(s.name(), Some(&name("bobby")));
+    }
+
+    #[test]
+    fn delivery_outcomes() {
+        let s = logged_in(Instant::now());
+        assert_eq!(s.handle_delivery(Delivery::Delivered), Reply::SendOk);
+        assert_eq!(s.handle_delivery(Delivery::NoSuchUser), Reply::BadDestUser);
+    }
+
+    #[test]
+    fn handshake_deadline() {
+        let t0 = Instant::now();
+        let mut s = Session::new(t0, HANDSHAKE, None);
+        assert_eq!(s.poll_timeout(), Some(t0 + HANDSHAKE));
+        // Activity does not extend the handshake: junk lines cannot hold a slot forever.
+        s.handle_line(b"LIST", t0 + Duration::from_secs(29));
+        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(29)), None);
+        assert_eq!(s.handle_timeout(t0 + HANDSHAKE), Some(Timeout::Handshake));
+    }
+
+    #[test]
+    fn no_deadline_after_login_without_idle_timeout() {
+        let s = logged_in(Instant::now());
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn idle_deadline_moves_with_activity() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(100);
+        let mut s = Session::new(t0, HANDSHAKE, Some(idle));
+        s.handle_line(b"HELLO-FROM me", t0);
+        s.handle_login(name("me"), Ok(()));
+        let t1 = t0 + Duration::from_secs(90);
+        s.handle_line(b"LIST", t1);
+        assert_eq!(
+            s.handle_timeout(t0 + idle),
+            None,
+            "activity at t1 moved the deadline"
+        );
+        assert_eq!(s.poll_timeout(), Some(t1 + idle));
+        assert_eq!(s.handle_timeout(t1 + idle), Some(Timeout::Idle));
+    }
+}

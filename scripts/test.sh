@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this).
+#
+# Installs the programs the tests drive (tmux, tcpdump, tshark, redis-server, haproxy) from
+# Debian packages when they are missing, then runs the quality gates and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# program:debian-package pairs the tests need.
+needed=(tmux:tmux)
+
+missing=()
+for pair in "${needed[@]}"; do
+  prog=${pair%%:*} pkg=${pair#*:}
+  command -v "$prog" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing test dependencies: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== tests"
+cargo nextest run --workspace --no-fail-fast
+cargo test --workspace --doc
