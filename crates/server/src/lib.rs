@@ -22,5 +22,5 @@ pub mod session;
 
 pub use config::{Config, Keepalive};
 pub use hub::{Delivery, Hub, LoginError, MemoryHub};
-pub use listener::{run, run_with_hub};
+pub use listener::{bind, run, run_with_hub, LISTEN_BACKLOG};
 pub use outbox::{Outbox, PushError};

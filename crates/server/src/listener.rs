@@ -168,3 +168,24 @@ async fn reject_busy(
         _ = tokio::time::timeout(BUSY_LINGER, linger) => {}
     }
 }
+
+/// Connections the kernel may hold completed but not yet accepted. Bursts of thousands of
+/// simultaneous connects (a class logging in at once, a load test) must not be refused; the
+/// kernel caps this at `net.core.somaxconn` (4096 by default on current Linux).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds a listening socket the way the server wants it: `SO_REUSEADDR` (restart without
+/// waiting for TIME_WAIT), a deep accept backlog, non-blocking, ready for [`run`]. IPv6
+/// addresses work; `[::]` also accepts IPv4 where the system allows dual-stack sockets.
+///
+/// # Errors
+/// The address cannot be bound (in use, not local, no permission).
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}

@@ -1,0 +1,68 @@
+//! The `tcpchat` binary: command-line parsing, logging, exit codes. Nothing else lives here;
+//! each subcommand's work is one call into its library crate.
+//!
+//! Exit codes: 0 success, 1 the work failed (or, for checkers, found problems), 2 invalid
+//! usage or settings.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod logging;
+mod serve;
+
+/// A chat system for the classic line protocol over TCP: server, client, conformance
+/// checker, packet-trace analyzer and load generator.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tcpchat",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(flatten)]
+    log: logging::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the chat server (default 0.0.0.0:5378, everything in one process).
+    Serve(serve::ServeArgs),
+}
+
+/// An error in what the user asked for (settings, arguments, files): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.log);
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => report(&err),
+    }
+}
+
+fn report(err: &anyhow::Error) -> ExitCode {
+    // A closed stdout (`tcpchat trace x.pcap | head`) is not an error worth a message.
+    let broken_pipe = err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("tcpchat: {err:#}");
+    if err.chain().any(|e| e.is::<UsageError>()) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    }
+}
