@@ -1,0 +1,211 @@
+//! What the user typed, as a typed command.
+//!
+//! Two vocabularies are understood side by side: the classic one of the course clients
+//! (`@user message`, `!who`, `!quit`) and the IRC-style slash commands that weechat and irssi
+//! users reach for (`/msg`, `/query`, `/who`, `/quit`, `/help`). Anything else is text for the
+//! open conversation. Parsing here knows nothing about the connection; [`crate::Client`] decides
+//! what a command means in the current state.
+
+use tcpchat_proto::{NameError, Username};
+
+/// One line of user input, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserCommand {
+    /// Text for the open conversation.
+    Say(String),
+    /// `@user text` or `/msg user text`: send `text` to `to` (and open that conversation).
+    Msg { to: Username, text: String },
+    /// `/query user` or a lone `@user`: open the conversation with `user`.
+    Query(Username),
+    /// `/close`: close the open conversation.
+    Close,
+    /// `!who` or `/who`: ask who is online.
+    Who,
+    /// `!quit` or `/quit`: leave.
+    Quit,
+    /// `/help`.
+    Help,
+    /// An empty line.
+    Nothing,
+}
+
+/// Why a line could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("unknown command {0} (type /help for the list)")]
+    UnknownCommand(String),
+    #[error("usage: {0}")]
+    Usage(&'static str),
+    #[error("{name:?} is not a user name: {err}")]
+    BadName { name: String, err: NameError },
+}
+
+/// The commands, for `/help` and the plain mode's `--help`: (what to type, what it does).
+pub const HELP: &[(&str, &str)] = &[
+    ("text", "send text to the open conversation"),
+    ("@user text", "send text to user (opens the conversation)"),
+    ("/msg user text", "the same"),
+    (
+        "/query user",
+        "open the conversation with user (also: @user)",
+    ),
+    ("/close", "close the open conversation"),
+    ("!who  /who", "who is online"),
+    ("/help", "this help"),
+    ("!quit  /quit", "leave"),
+    ("//text", "send text that starts with a /"),
+];
+
+/// What a user name may be, in words, for prompts and errors.
+pub const NAME_RULES: &str =
+    "a name is 1 to 32 bytes, with no spaces, commas or control characters";
+
+/// Parses one line of input (without its newline).
+///
+/// # Errors
+/// An unknown `/command`, a command without its arguments, or a recipient that cannot be a
+/// user name.
+pub fn parse(line: &str) -> Result<UserCommand, InputError> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.trim().is_empty() {
+        return Ok(UserCommand::Nothing);
+    }
+    if let Some(rest) = line.strip_prefix("//") {
+        return Ok(UserCommand::Say(format!("/{rest}")));
+    }
+    if let Some(rest) = line.strip_prefix('@') {
+        let (to, text) = split_word(rest);
+        if to.is_empty() {
+            return Err(InputError::Usage("@user message"));
+        }
+        let to = peer(to)?;
+        return Ok(match text {
+            Some(text) if !text.is_empty() => UserCommand::Msg {
+                to,
+                text: text.to_owned(),
+            },
+            _ => UserCommand::Query(to),
+        });
+    }
+    match line.trim_end() {
+        "!who" => return Ok(UserCommand::Who),
+        "!quit" => return Ok(UserCommand::Quit),
+        _ => {}
+    }
+    let Some(slash) = line.strip_prefix('/') else {
+        return Ok(UserCommand::Say(line.to_owned()));
+    };
+    let (word, rest) = split_word(slash);
+    let rest = rest.unwrap_or_default();
+    match word {
+        "msg" | "m" => {
+            let (to, text) = split_word(rest.trim_start());
+            match (to, text) {
+                ("", _) | (_, None | Some("")) => Err(InputError::Usage("/msg user message")),
+                (to, Some(text)) => Ok(UserCommand::Msg {
+                    to: peer(to)?,
+                    text: text.to_owned(),
+                }),
+            }
+        }
+        "query" | "q" => match rest.trim() {
+            "" => Err(InputError::Usage("/query user")),
+            to => Ok(UserCommand::Query(peer(to)?)),
+        },
+        "close" => Ok(UserCommand::Close),
+        "who" | "list" => Ok(UserCommand::Who),
+        "quit" | "exit" => Ok(UserCommand::Quit),
+        "help" | "?" => Ok(UserCommand::Help),
+        _ => Err(InputError::UnknownCommand(format!("/{word}"))),
+    }
+}
+
+/// A recipient: the protocol's character rules, but no length limit, since another server may
+/// allow longer names than ours and will say so itself.
+fn peer(name: &str) -> Result<Username, InputError> {
+    Username::parse_with_limit(name, usize::MAX).map_err(|err| InputError::BadName {
+        name: name.to_owned(),
+        err,
+    })
+}
+
+fn split_word(s: &str) -> (&str, Option<&str>) {
+    match s.split_once(' ') {
+        Some((word, rest)) => (word, Some(rest)),
+        None => (s, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Username {
+        Username::parse(s).expect("test name is valid")
+    }
+
+    fn msg(to: &str, text: &str) -> Result<UserCommand, InputError> {
+        Ok(UserCommand::Msg {
+            to: name(to),
+            text: text.to_owned(),
+        })
+    }
+
+    #[test]
+    fn table() {
+        use UserCommand::*;
+        let cases: Vec<(&str, Result<UserCommand, InputError>)> = vec![
+            ("", Ok(Nothing)),
+            ("   ", Ok(Nothing)),
+            ("hello there", Ok(Say("hello there".into()))),
+            (
+                "  leading spaces kept",
+                Ok(Say("  leading spaces kept".into())),
+            ),
+            ("@bob hi", msg("bob", "hi")),
+            ("@bob  two  spaces ", msg("bob", " two  spaces ")),
+            ("@bob 👋 日本", msg("bob", "👋 日本")),
+            ("@bob", Ok(Query(name("bob")))),
+            ("@bob ", Ok(Query(name("bob")))),
+            ("@", Err(InputError::Usage("@user message"))),
+            ("@ hi", Err(InputError::Usage("@user message"))),
+            (
+                "@a,b hi",
+                Err(InputError::BadName {
+                    name: "a,b".into(),
+                    err: NameError::Comma,
+                }),
+            ),
+            ("!who", Ok(Who)),
+            ("!quit", Ok(Quit)),
+            ("!quit ", Ok(Quit)),
+            ("!other", Ok(Say("!other".into()))),
+            ("/who", Ok(Who)),
+            ("/quit", Ok(Quit)),
+            ("/help", Ok(Help)),
+            ("/close", Ok(Close)),
+            ("/msg bob hi there", msg("bob", "hi there")),
+            ("/msg  bob hi", msg("bob", "hi")),
+            ("/msg bob", Err(InputError::Usage("/msg user message"))),
+            ("/msg", Err(InputError::Usage("/msg user message"))),
+            ("/query carol", Ok(Query(name("carol")))),
+            ("/query carol ", Ok(Query(name("carol")))),
+            ("/query", Err(InputError::Usage("/query user"))),
+            ("/frob x", Err(InputError::UnknownCommand("/frob".into()))),
+            ("//not a command", Ok(Say("/not a command".into()))),
+            ("text\r", Ok(Say("text".into()))),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line), want, "input {line:?}");
+        }
+    }
+
+    #[test]
+    fn long_recipient_names_are_left_to_the_server() {
+        let long = "x".repeat(100);
+        assert!(matches!(
+            parse(&format!("@{long} hi")),
+            Ok(UserCommand::Msg { .. })
+        ));
+    }
+}

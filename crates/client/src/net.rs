@@ -1,0 +1,251 @@
+//! The tokio side of the client: one TCP connection at a time, driven by [`Effect`]s.
+//!
+//! [`Link`] opens the connection when the machine says [`Effect::Connect`], writes each
+//! [`Effect::Send`], closes on [`Effect::Disconnect`], and hands back what happened on the
+//! socket as [`NetEvent`]s for [`feed`] to pass to the machine. Each connection is numbered,
+//! so a late event from one that was already dropped is never mistaken for the current one's.
+//! There is no protocol knowledge here: bytes go to [`Client::handle_bytes`] uncut.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::state::{Client, Effect};
+
+/// How long opening a connection may take before it counts as failed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// What happened on the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    Connected,
+    ConnectFailed(String),
+    Bytes(Vec<u8>),
+    Closed(String),
+}
+
+/// At most one connection to the server, opened and closed on the machine's say-so.
+#[derive(Debug)]
+pub struct Link {
+    server: String,
+    generation: u64,
+    writer: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    task: Option<JoinHandle<()>>,
+    events_tx: mpsc::UnboundedSender<(u64, NetEvent)>,
+    events_rx: mpsc::UnboundedReceiver<(u64, NetEvent)>,
+}
+
+impl Link {
+    /// A link to `server` (`host:port`), not connected yet.
+    pub fn new(server: impl Into<String>) -> Self {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        Self {
+            server: server.into(),
+            generation: 0,
+            writer: None,
+            task: None,
+            events_tx,
+            events_rx,
+        }
+    }
+
+    /// The server this link connects to.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Carries out the network effects and returns the rest ([`Effect::Show`],
+    /// [`Effect::Exit`]) in order, for the caller.
+    pub fn apply(&mut self, effects: Vec<Effect>) -> Vec<Effect> {
+        let mut rest = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Connect => self.connect(),
+                Effect::Send(line) => {
+                    // A send to a connection that just died is lost with it; the machine
+                    // hears of the death through `Closed` and settles the message.
+                    if let Some(writer) = &self.writer {
+                        let _ = writer.send(line);
+                    }
+                }
+                Effect::Disconnect => self.disconnect(),
+                other => rest.push(other),
+            }
+        }
+        rest
+    }
+
+    /// The next event of the current connection. Waits forever when there is none.
+    pub async fn next(&mut self) -> NetEvent {
+        loop {
+            // The sender half lives in `self`, so the channel never closes.
+            let Some((generation, event)) = self.events_rx.recv().await else {
+                return std::future::pending().await;
+            };
+            if generation == self.generation {
+                if matches!(event, NetEvent::ConnectFailed(_) | NetEvent::Closed(_)) {
+                    self.writer = None;
+                    self.task = None;
+                }
+                return event;
+            }
+        }
+    }
+
+    fn connect(&mut self) {
+        self.disconnect();
+        let (writer, lines) = mpsc::unbounded_channel();
+        let task = tokio::spawn(connection(
+            self.server.clone(),
+            self.generation,
+            lines,
+            self.events_tx.clone(),
+        ));
+        self.writer = Some(writer);
+        self.task = Some(task);
+    }
+
+    fn disconnect(&mut self) {
+        self.generation += 1;
+        self.writer = None;
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.disconnect();
+    }
+}
+
+/// Passes a [`NetEvent`] to the machine.
+pub fn feed(client: &mut Client, event: NetEvent, now: Instant) -> Vec<Effect> {
+    match event {
+        NetEvent::Connected => client.handle_connected(now),
+        NetEvent::ConnectFailed(why) => client.handle_connect_failed(&why, now),
+        NetEvent::Bytes(bytes) => client.handle_bytes(&bytes, now),
+        NetEvent::Closed(why) => client.handle_closed(&why, now),
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none (for a `select!` arm).
+pub async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `HOST[:PORT]` as given on the command line, with the default port added when missing.
+/// IPv6 addresses may be bracketed (`[::1]:5378`) or bare (`::1`).
+pub fn server_address(arg: &str) -> String {
+    let port = tcpchat_proto::DEFAULT_PORT;
+    if arg.parse::<std::net::SocketAddr>().is_ok() {
+        return arg.to_owned();
+    }
+    if arg.parse::<std::net::Ipv6Addr>().is_ok() {
+        return format!("[{arg}]:{port}");
+    }
+    if arg.starts_with('[') && arg.ends_with(']') {
+        return format!("{arg}:{port}");
+    }
+    match arg.rsplit_once(':') {
+        Some((host, p)) if !host.is_empty() && p.parse::<u16>().is_ok() => arg.to_owned(),
+        _ => format!("{arg}:{port}"),
+    }
+}
+
+async fn connection(
+    server: String,
+    generation: u64,
+    mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
+    events: mpsc::UnboundedSender<(u64, NetEvent)>,
+) {
+    let send = |event| {
+        // The receiver lives as long as the `Link`; if it is gone nobody is listening.
+        let _ = events.send((generation, event));
+    };
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&server)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => return send(NetEvent::ConnectFailed(describe(&err, &server))),
+        Err(_) => {
+            return send(NetEvent::ConnectFailed(format!(
+                "{server} did not answer within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    // Chat lines are small and interactive; waiting to coalesce them only adds latency.
+    let _ = stream.set_nodelay(true);
+    send(NetEvent::Connected);
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buf = vec![0; READ_BUFFER_BYTES];
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            read = reader.read(&mut buf) => match read {
+                Ok(0) => return send(NetEvent::Closed("the server closed the connection".into())),
+                Ok(n) => send(NetEvent::Bytes(buf[..n].to_vec())),
+                Err(err) => return send(NetEvent::Closed(describe(&err, &server))),
+            },
+            line = lines.recv() => {
+                let Some(line) = line else {
+                    let _ = writer.shutdown().await;
+                    return;
+                };
+                batch.clear();
+                batch.extend_from_slice(&line);
+                while let Ok(more) = lines.try_recv() {
+                    batch.extend_from_slice(&more);
+                }
+                if let Err(err) = writer.write_all(&batch).await {
+                    return send(NetEvent::Closed(describe(&err, &server)));
+                }
+            }
+        }
+    }
+}
+
+/// An I/O error in words, with a hint where there is an obvious one.
+fn describe(err: &io::Error, server: &str) -> String {
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => format!(
+            "{server} refused the connection (is a server running there? start one with `tcpchat serve`)"
+        ),
+        io::ErrorKind::ConnectionReset => "the connection was reset".to_owned(),
+        io::ErrorKind::ConnectionAborted => "the connection was aborted".to_owned(),
+        io::ErrorKind::BrokenPipe => "the server closed the connection".to_owned(),
+        io::ErrorKind::TimedOut => "the connection timed out".to_owned(),
+        _ => format!("{server}: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses() {
+        let cases = [
+            ("localhost", "localhost:5378"),
+            ("localhost:6000", "localhost:6000"),
+            ("chat.example.org", "chat.example.org:5378"),
+            ("127.0.0.1", "127.0.0.1:5378"),
+            ("127.0.0.1:1", "127.0.0.1:1"),
+            ("::1", "[::1]:5378"),
+            ("[::1]", "[::1]:5378"),
+            ("[::1]:7", "[::1]:7"),
+        ];
+        for (arg, want) in cases {
+            assert_eq!(server_address(arg), want, "argument {arg:?}");
+        }
+    }
+}

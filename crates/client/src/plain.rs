@@ -1,0 +1,147 @@
+//! The plain line mode: commands in, one friendly line per event out.
+//!
+//! For pipes, scripts and terminals that cannot host the full-screen UI. It reads the same
+//! commands as the UI (`@bob hi`, `!who`, `/quit`...) one per line, and writes what happened
+//! as sentences (`<bob> hi`, `delivered to bob: hi`, `online: alice, bob`), never a protocol
+//! line. The end of the input is `/quit`: the answers to messages still on their way are
+//! awaited (up to [`crate::QUIT_GRACE`]) so that `echo '@bob hi' | tcpchat connect --plain`
+//! reports whether the message arrived.
+
+use std::io::{self, BufRead, Write};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::net::{self, Link};
+use crate::state::{Client, Config, Effect, Event, LoginError};
+use crate::HELP;
+
+/// Why the plain mode stopped without the user asking.
+#[derive(Debug, thiserror::Error)]
+pub enum PlainError {
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    #[error("cannot write the output: {0}")]
+    Output(io::Error),
+}
+
+/// Reads lines from standard input on a thread of its own and hands them over.
+///
+/// A plain thread rather than `tokio::io::stdin`, whose blocking read cannot be cancelled and
+/// would keep the runtime from shutting down while the terminal waits for a line. The channel
+/// closes at the end of the input; a read error ends it too. Bytes that are not UTF-8 are
+/// replaced, not fatal.
+pub fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let mut stdin = io::stdin().lock();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match stdin.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line);
+                    if tx
+                        .send(text.trim_end_matches(['\n', '\r']).to_owned())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    tracing::warn!(%err, "cannot read standard input");
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Runs a session with `server` (`host:port`): commands from `input` (closed = end of input),
+/// events to `output`, until `/quit`, the end of the input, or a login failure.
+///
+/// # Errors
+/// [`PlainError::Login`] when connecting or logging in is impossible (the first time: later
+/// losses are retried); [`PlainError::Output`] when `output` fails, except for a broken pipe,
+/// which ends the session quietly (the reader went away).
+pub async fn run(
+    server: &str,
+    config: Config,
+    mut input: mpsc::UnboundedReceiver<String>,
+    output: &mut impl Write,
+) -> Result<(), PlainError> {
+    let mut client = Client::new(config);
+    let mut link = Link::new(server);
+    let mut input_open = true;
+    let mut effects = client.start(Instant::now());
+    loop {
+        for effect in link.apply(effects) {
+            match effect {
+                Effect::Show(event) => match show(output, server, &event) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+                    Err(err) => return Err(PlainError::Output(err)),
+                },
+                Effect::Exit(result) => return result.map_err(PlainError::Login),
+                Effect::Connect | Effect::Send(_) | Effect::Disconnect => {}
+            }
+        }
+        let deadline = client.poll_timeout();
+        effects = tokio::select! {
+            line = input.recv(), if input_open => match line {
+                Some(line) => client.handle_input(&line, Instant::now()),
+                None => {
+                    input_open = false;
+                    client.handle_quit(Instant::now())
+                }
+            },
+            event = link.next() => net::feed(&mut client, event, Instant::now()),
+            () = net::sleep_until(deadline) => client.handle_timeout(Instant::now()),
+        };
+    }
+}
+
+/// Writes one event as one line (the help as several).
+///
+/// # Errors
+/// When `out` fails.
+pub fn show(out: &mut impl Write, server: &str, event: &Event) -> io::Result<()> {
+    match event {
+        Event::NameNeeded(None) => writeln!(out, "type your name"),
+        Event::NameNeeded(Some(problem)) => writeln!(out, "{problem}; type another name"),
+        Event::LoggedIn { name, again: false } => {
+            writeln!(out, "logged in to {server} as {name}")
+        }
+        Event::LoggedIn { name, again: true } => {
+            writeln!(out, "reconnected to {server} as {name}")
+        }
+        Event::Message { from, text } => writeln!(out, "<{from}> {text}"),
+        Event::Delivered { to, text } => writeln!(out, "delivered to {to}: {text}"),
+        Event::NotDelivered { to, text, why } => {
+            writeln!(out, "not delivered to {to} ({why}): {text}")
+        }
+        Event::Online(names) => {
+            let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+            writeln!(out, "online: {}", names.join(", "))
+        }
+        // Only seen between two `!who`s here; the answer to the second says it all.
+        Event::Joined(_) | Event::Left(_) => Ok(()),
+        Event::Offline { reason, retry_in } => writeln!(
+            out,
+            "{reason}; reconnecting in {}s",
+            retry_in.as_secs_f32().ceil()
+        ),
+        Event::Opened(peer) => writeln!(out, "talking to {peer}: plain text now goes to them"),
+        Event::Notice(text) => writeln!(out, "{text}"),
+        Event::Help => {
+            for (usage, what) in HELP {
+                writeln!(out, "  {usage:<16} {what}")?;
+            }
+            Ok(())
+        }
+    }?;
+    out.flush()
+}

@@ -1,0 +1,657 @@
+//! The machine driven directly: scripted server lines, typed input, a fake clock.
+
+use super::*;
+
+fn name(s: &str) -> Username {
+    Username::parse(s).expect("test name is valid")
+}
+
+/// A client plus everything it asked for, under a clock that only moves when told.
+struct Harness {
+    client: Client,
+    now: Instant,
+    /// Lines written to the server, without `\n`.
+    sent: Vec<String>,
+    shown: Vec<Event>,
+    connects: usize,
+    disconnects: usize,
+    exit: Option<Result<(), LoginError>>,
+}
+
+impl Harness {
+    fn new(config: Config) -> Self {
+        let now = Instant::now();
+        let mut h = Self {
+            client: Client::new(config),
+            now,
+            sent: Vec::new(),
+            shown: Vec::new(),
+            connects: 0,
+            disconnects: 0,
+            exit: None,
+        };
+        let effects = h.client.start(now);
+        h.apply(effects);
+        h
+    }
+
+    /// Interactive, logged in as alice, with the initial LIST answered.
+    fn online() -> Self {
+        let mut h = Self::new(Config::interactive(Some(name("alice"))));
+        h.client_connected();
+        h.server("HELLO alice");
+        h.server("LIST-OK alice,bob");
+        h.take_sent();
+        h.shown.clear();
+        h
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            assert!(self.exit.is_none(), "effect {effect:?} after exit");
+            match effect {
+                Effect::Connect => self.connects += 1,
+                Effect::Send(line) => {
+                    assert_eq!(line.last(), Some(&b'\n'));
+                    let text = String::from_utf8(line[..line.len() - 1].to_vec())
+                        .expect("client writes UTF-8");
+                    self.sent.push(text);
+                }
+                Effect::Disconnect => self.disconnects += 1,
+                Effect::Show(event) => self.shown.push(event),
+                Effect::Exit(result) => self.exit = Some(result),
+            }
+        }
+    }
+
+    fn client_connected(&mut self) {
+        let effects = self.client.handle_connected(self.now);
+        self.apply(effects);
+    }
+
+    fn server(&mut self, line: &str) {
+        let effects = self
+            .client
+            .handle_bytes(format!("{line}\n").as_bytes(), self.now);
+        self.apply(effects);
+    }
+
+    fn closed(&mut self) {
+        let effects = self.client.handle_closed("reset", self.now);
+        self.apply(effects);
+    }
+
+    fn connect_failed(&mut self) {
+        let effects = self.client.handle_connect_failed("refused", self.now);
+        self.apply(effects);
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let effects = self.client.handle_input(line, self.now);
+        self.apply(effects);
+    }
+
+    /// Moves the clock by `d`, firing the timer as often as it falls due.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(at) = self.client.poll_timeout() {
+            if at > end {
+                break;
+            }
+            self.now = self.now.max(at);
+            let effects = self.client.handle_timeout(self.now);
+            self.apply(effects);
+        }
+        self.now = end;
+    }
+
+    fn take_sent(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.sent)
+    }
+
+    fn take_shown(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.shown)
+    }
+
+    /// The delivery states of the messages to `peer`, oldest first.
+    fn states(&self, peer: &str) -> Vec<(String, Delivery)> {
+        let target = Target::Peer(name(peer));
+        let buffer = self
+            .client
+            .buffers()
+            .iter()
+            .find(|b| b.target == target)
+            .expect("conversation exists");
+        buffer
+            .entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::Outgoing { text, state, .. } => Some((text.clone(), *state)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn owned(lines: &[&str]) -> Vec<String> {
+    lines.iter().map(|l| (*l).to_owned()).collect()
+}
+
+#[test]
+fn logs_in_and_chats() {
+    let mut h = Harness::new(Config::interactive(Some(name("alice"))));
+    assert_eq!(h.connects, 1);
+    assert_eq!(h.client.phase(), &Phase::Connecting);
+    h.client_connected();
+    assert_eq!(h.take_sent(), owned(&["HELLO-FROM alice"]));
+    h.server("HELLO alice");
+    assert_eq!(h.client.phase(), &Phase::Online);
+    assert_eq!(
+        h.take_shown(),
+        vec![Event::LoggedIn {
+            name: name("alice"),
+            again: false
+        }]
+    );
+    // The online list is fetched without the user asking.
+    assert_eq!(h.take_sent(), owned(&["LIST"]));
+    h.server("LIST-OK bob,alice");
+    assert_eq!(h.client.online(), Some(&[name("alice"), name("bob")][..]));
+    assert_eq!(h.take_shown(), vec![], "an unasked list is not announced");
+
+    h.type_line("@bob hi  there 👋");
+    assert_eq!(h.take_sent(), owned(&["SEND bob hi  there 👋"]));
+    assert_eq!(
+        h.states("bob"),
+        vec![("hi  there 👋".into(), Delivery::Sending)]
+    );
+    h.server("SEND-OK");
+    assert_eq!(
+        h.states("bob"),
+        vec![("hi  there 👋".into(), Delivery::Delivered)]
+    );
+    assert_eq!(
+        h.take_shown(),
+        vec![Event::Delivered {
+            to: name("bob"),
+            text: "hi  there 👋".into()
+        }]
+    );
+
+    // Sending opened the conversation, so plain text goes there now.
+    h.type_line("and more");
+    assert_eq!(h.take_sent(), owned(&["SEND bob and more"]));
+
+    h.server("DELIVERY bob hello  alice");
+    assert_eq!(
+        h.take_shown(),
+        vec![Event::Message {
+            from: name("bob"),
+            text: "hello  alice".into()
+        }]
+    );
+}
+
+#[test]
+fn replies_are_matched_to_requests_in_order() {
+    let mut h = Harness::online();
+    h.type_line("@bob one");
+    h.type_line("@carol two");
+    h.type_line("!who");
+    h.type_line("@bob three");
+    assert_eq!(
+        h.take_sent(),
+        owned(&["SEND bob one", "SEND carol two", "LIST", "SEND bob three"])
+    );
+    // A DELIVERY between replies answers nothing.
+    h.server("SEND-OK");
+    h.server("DELIVERY carol hey");
+    h.server("BAD-DEST-USER");
+    h.server("LIST-OK alice,bob");
+    h.server("BAD-RQST-BODY");
+    assert_eq!(
+        h.states("bob"),
+        vec![
+            ("one".into(), Delivery::Delivered),
+            ("three".into(), Delivery::NotDelivered(Undelivered::Refused)),
+        ]
+    );
+    assert_eq!(
+        h.states("carol"),
+        vec![(
+            "two".into(),
+            Delivery::NotDelivered(Undelivered::UserOffline)
+        )]
+    );
+    let shown = h.take_shown();
+    assert!(shown.contains(&Event::Online(vec![name("alice"), name("bob")])));
+    assert!(shown.contains(&Event::NotDelivered {
+        to: name("carol"),
+        text: "two".into(),
+        why: Undelivered::UserOffline
+    }));
+}
+
+#[test]
+fn the_same_events_however_the_bytes_are_cut() {
+    let transcript: &[u8] = "HELLO alice\nLIST-OK alice,bob\nDELIVERY bob żółw 🐢\r\nSEND-OK\nBAD-DEST-USER\nDELIVERY bob  x \n".as_bytes();
+    let run = |cuts: &[usize]| {
+        let mut h = Harness::new(Config::interactive(Some(name("alice"))));
+        h.client_connected();
+        h.type_line("@bob a");
+        h.type_line("@carol b");
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&transcript.len())) {
+            let effects = h.client.handle_bytes(&transcript[start..cut], h.now);
+            h.apply(effects);
+            start = cut;
+        }
+        (
+            h.take_sent(),
+            h.take_shown(),
+            h.states("bob"),
+            h.states("carol"),
+        )
+    };
+    let whole = run(&[]);
+    assert_eq!(whole.2, vec![("a".into(), Delivery::Delivered)]);
+    for i in 0..=transcript.len() {
+        assert_eq!(run(&[i]), whole, "cut at byte {i}");
+    }
+    let every_byte: Vec<usize> = (1..transcript.len()).collect();
+    assert_eq!(run(&every_byte), whole, "one byte at a time");
+}
+
+#[test]
+fn asks_for_a_name_when_none_was_given() {
+    let mut h = Harness::new(Config::interactive(None));
+    assert_eq!(h.connects, 0, "no connection before there is a name");
+    assert_eq!(h.take_shown(), vec![Event::NameNeeded(None)]);
+    h.type_line("no spaces please");
+    assert_eq!(h.connects, 0);
+    assert!(matches!(
+        h.take_shown().as_slice(),
+        [Event::NameNeeded(Some(NameProblem::Invalid {
+            err: NameError::Whitespace,
+            ..
+        }))]
+    ));
+    h.type_line("alice");
+    assert_eq!(h.connects, 1);
+    h.client_connected();
+    assert_eq!(h.take_sent(), owned(&["HELLO-FROM alice"]));
+}
+
+#[test]
+fn a_taken_name_asks_again_on_the_same_connection() {
+    let mut h = Harness::new(Config::interactive(Some(name("bob"))));
+    h.client_connected();
+    h.take_sent();
+    h.server("IN-USE");
+    assert_eq!(
+        h.take_shown(),
+        vec![Event::NameNeeded(Some(NameProblem::Taken(name("bob"))))]
+    );
+    h.type_line("bob2");
+    assert_eq!(
+        h.connects, 1,
+        "the server keeps the connection open after IN-USE"
+    );
+    assert_eq!(h.take_sent(), owned(&["HELLO-FROM bob2"]));
+    h.server("HELLO bob2");
+    assert_eq!(h.client.name(), Some(&name("bob2")));
+    assert_eq!(h.client.phase(), &Phase::Online);
+}
+
+#[test]
+fn a_refused_name_asks_again() {
+    let mut h = Harness::new(Config::interactive(Some(name("bob"))));
+    h.client_connected();
+    h.server("BAD-RQST-BODY");
+    assert_eq!(
+        h.take_shown(),
+        vec![Event::NameNeeded(Some(NameProblem::Refused(name("bob"))))]
+    );
+}
+
+#[test]
+fn a_script_fails_on_login_problems() {
+    let cases: Vec<(&str, &str, LoginError)> = vec![
+        ("IN-USE", "bob", LoginError::NameTaken(name("bob"))),
+        ("BAD-RQST-BODY", "bob", LoginError::NameRefused(name("bob"))),
+        ("BUSY", "bob", LoginError::ServerFull),
+    ];
+    for (reply, who, want) in cases {
+        let mut h = Harness::new(Config::script(Some(name(who))));
+        h.client_connected();
+        h.server(reply);
+        assert_eq!(h.exit, Some(Err(want)), "after {reply}");
+    }
+
+    let mut h = Harness::new(Config::script(Some(name("bob"))));
+    h.connect_failed();
+    assert_eq!(
+        h.exit,
+        Some(Err(LoginError::CannotConnect("refused".into())))
+    );
+
+    let mut h = Harness::new(Config::script(None));
+    h.type_line("a,b");
+    assert!(matches!(
+        h.exit,
+        Some(Err(LoginError::InvalidName {
+            err: NameError::Comma,
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn a_full_server_is_retried_with_back_off() {
+    let mut h = Harness::new(Config::interactive(Some(name("alice"))));
+    h.client_connected();
+    h.server("BUSY");
+    assert_eq!(h.disconnects, 1);
+    assert!(matches!(
+        h.take_shown().as_slice(),
+        [Event::Offline {
+            reason: Offline::Busy,
+            retry_in
+        }] if *retry_in == Duration::from_secs(1)
+    ));
+    h.advance(Duration::from_millis(999));
+    assert_eq!(h.connects, 1);
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.connects, 2);
+}
+
+#[test]
+fn back_off_doubles_up_to_a_limit_and_resets_after_login() {
+    let mut h = Harness::new(Config::interactive(Some(name("alice"))));
+    let mut delays = Vec::new();
+    for _ in 0..8 {
+        h.connect_failed();
+        match h.take_shown().pop() {
+            Some(Event::Offline { retry_in, .. }) => delays.push(retry_in.as_secs()),
+            other => panic!("expected Offline, got {other:?}"),
+        }
+        let connects = h.connects;
+        h.advance(Duration::from_secs(60));
+        assert_eq!(h.connects, connects + 1);
+    }
+    assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+
+    h.client_connected();
+    h.server("HELLO alice");
+    h.closed();
+    match h.take_shown().pop() {
+        Some(Event::Offline { retry_in, .. }) => assert_eq!(retry_in.as_secs(), 1),
+        other => panic!("expected Offline, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_lost_connection_reconnects_and_keeps_the_history() {
+    let mut h = Harness::online();
+    h.type_line("@bob before");
+    h.server("SEND-OK");
+    h.type_line("in flight");
+    h.take_sent();
+    h.closed();
+    assert!(matches!(
+        h.client.phase(),
+        Phase::Waiting {
+            reason: Offline::Lost(_),
+            ..
+        }
+    ));
+    assert_eq!(
+        h.states("bob"),
+        vec![
+            ("before".into(), Delivery::Delivered),
+            (
+                "in flight".into(),
+                Delivery::NotDelivered(Undelivered::Unconfirmed)
+            ),
+        ]
+    );
+
+    // Typed while offline: kept, and sent once logged in again.
+    h.type_line("while away");
+    assert_eq!(h.take_sent(), Vec::<String>::new());
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.connects, 2);
+    h.client_connected();
+    assert_eq!(h.take_sent(), owned(&["HELLO-FROM alice"]));
+    h.take_shown();
+    h.server("HELLO alice");
+    assert_eq!(h.take_sent(), owned(&["LIST", "SEND bob while away"]));
+    assert!(h.take_shown().contains(&Event::LoggedIn {
+        name: name("alice"),
+        again: true
+    }));
+    h.server("LIST-OK alice,bob");
+    h.server("SEND-OK");
+    assert_eq!(
+        h.states("bob"),
+        vec![
+            ("before".into(), Delivery::Delivered),
+            (
+                "in flight".into(),
+                Delivery::NotDelivered(Undelivered::Unconfirmed)
+            ),
+            ("while away".into(), Delivery::Delivered),
+        ]
+    );
+    assert_eq!(h.client.open_index(), 1, "the open conversation stays open");
+}
+
+#[test]
+fn our_name_still_taken_after_a_reconnection_is_retried_not_asked() {
+    let mut h = Harness::online();
+    h.closed();
+    h.advance(Duration::from_secs(1));
+    h.client_connected();
+    h.take_shown();
+    h.server("IN-USE");
+    assert!(matches!(
+        h.client.phase(),
+        Phase::Waiting {
+            reason: Offline::NameStillTaken(_),
+            ..
+        }
+    ));
+    assert_eq!(h.disconnects, 1);
+}
+
+#[test]
+fn a_silent_server_counts_as_gone() {
+    let mut h = Harness::online();
+    h.type_line("@bob hello?");
+    h.advance(Duration::from_secs(19));
+    assert_eq!(h.client.phase(), &Phase::Online);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.disconnects, 1);
+    assert!(matches!(
+        h.client.phase(),
+        Phase::Waiting {
+            reason: Offline::NoReply(_),
+            ..
+        }
+    ));
+    assert_eq!(
+        h.states("bob"),
+        vec![(
+            "hello?".into(),
+            Delivery::NotDelivered(Undelivered::Unconfirmed)
+        )]
+    );
+}
+
+#[test]
+fn the_online_list_stays_fresh() {
+    let mut h = Harness::online();
+    h.type_line("/query bob");
+    h.take_shown();
+    h.advance(Duration::from_secs(5));
+    assert_eq!(h.take_sent(), owned(&["LIST"]));
+    // No second LIST while the first is unanswered.
+    h.advance(Duration::from_secs(5));
+    assert_eq!(h.take_sent(), Vec::<String>::new());
+    h.server("LIST-OK alice,carol");
+    assert_eq!(
+        h.take_shown(),
+        vec![Event::Joined(name("carol")), Event::Left(name("bob"))]
+    );
+    let last = h
+        .client
+        .open_buffer()
+        .entries
+        .last()
+        .map(|e| e.kind.clone());
+    assert_eq!(last, Some(EntryKind::Notice("bob went offline".into())));
+}
+
+#[test]
+fn unread_counts_follow_the_open_conversation() {
+    let mut h = Harness::online();
+    h.type_line("/query bob");
+    h.server("DELIVERY carol psst");
+    h.server("DELIVERY carol psst again");
+    h.server("DELIVERY bob visible");
+    let unread: Vec<(usize, usize)> = h
+        .client
+        .buffers()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (i, b.unread))
+        .collect();
+    assert_eq!(unread, vec![(0, 0), (1, 0), (2, 2)]);
+    h.client.select(2);
+    assert_eq!(h.client.buffers()[2].unread, 0);
+}
+
+#[test]
+fn quit_waits_for_answers_then_leaves() {
+    let mut h = Harness::online();
+    h.type_line("@bob last words");
+    h.type_line("/quit");
+    assert_eq!(h.exit, None);
+    h.type_line("@bob ignored after quit");
+    assert_eq!(h.take_sent(), owned(&["SEND bob last words"]));
+    h.server("SEND-OK");
+    assert_eq!(h.exit, Some(Ok(())));
+    assert_eq!(h.disconnects, 1);
+
+    let mut h = Harness::online();
+    h.type_line("!quit");
+    assert_eq!(h.exit, Some(Ok(())), "nothing to wait for");
+
+    let mut h = Harness::online();
+    h.type_line("@bob never answered");
+    h.type_line("/quit");
+    h.advance(QUIT_GRACE);
+    assert_eq!(h.exit, Some(Ok(())));
+}
+
+#[test]
+fn end_of_input_before_login_still_sends_what_was_typed() {
+    // `echo '@bob hi' | tcpchat connect --plain --name alice`
+    let mut h = Harness::new(Config::script(Some(name("alice"))));
+    h.type_line("@bob hi");
+    let effects = h.client.handle_quit(h.now);
+    h.apply(effects);
+    assert_eq!(h.exit, None);
+    h.client_connected();
+    h.server("HELLO alice");
+    assert_eq!(h.take_sent(), owned(&["HELLO-FROM alice", "SEND bob hi"]));
+    h.server("SEND-OK");
+    assert!(h.take_shown().contains(&Event::Delivered {
+        to: name("bob"),
+        text: "hi".into()
+    }));
+    assert_eq!(h.exit, Some(Ok(())));
+
+    // And a script that cannot connect fails even though it is quitting.
+    let mut h = Harness::new(Config::script(Some(name("alice"))));
+    h.type_line("@bob hi");
+    let effects = h.client.handle_quit(h.now);
+    h.apply(effects);
+    h.connect_failed();
+    assert_eq!(
+        h.exit,
+        Some(Err(LoginError::CannotConnect("refused".into())))
+    );
+}
+
+#[test]
+fn commands_that_need_a_conversation_or_a_connection_explain() {
+    let mut h = Harness::online();
+    h.type_line("hello?");
+    assert!(matches!(h.take_shown().as_slice(), [Event::Notice(t)] if t.contains("@user")));
+    h.type_line("/nope");
+    assert!(
+        matches!(h.take_shown().as_slice(), [Event::Notice(t)] if t.contains("unknown command /nope"))
+    );
+    h.type_line("/help");
+    assert_eq!(h.take_shown(), vec![Event::Help]);
+    assert_eq!(h.take_sent(), Vec::<String>::new());
+    h.type_line("/query dave");
+    assert_eq!(h.take_shown(), vec![Event::Opened(name("dave"))]);
+    h.type_line("/close");
+    assert_eq!(h.client.open_index(), 0);
+}
+
+#[test]
+fn too_long_messages_are_refused_locally() {
+    let mut h = Harness::online();
+    let long = "x".repeat(DEFAULT_MAX_LINE_BYTES);
+    h.type_line(&format!("@bob {long}"));
+    assert_eq!(h.take_sent(), Vec::<String>::new());
+    assert_eq!(
+        h.states("bob"),
+        vec![(long, Delivery::NotDelivered(Undelivered::TooLong))]
+    );
+}
+
+#[test]
+fn garbage_and_unsolicited_replies_are_ignored() {
+    let mut h = Harness::online();
+    h.server("WHAT IS THIS");
+    h.server("SEND-OK");
+    h.server("\u{1b}[2J");
+    assert_eq!(h.client.phase(), &Phase::Online);
+    assert_eq!(h.take_shown(), vec![]);
+    h.type_line("@bob still fine");
+    h.server("SEND-OK");
+    assert_eq!(
+        h.states("bob"),
+        vec![("still fine".into(), Delivery::Delivered)]
+    );
+}
+
+#[test]
+fn messages_to_yourself_arrive() {
+    let mut h = Harness::online();
+    h.type_line("@alice note to self");
+    assert_eq!(h.take_sent(), owned(&["SEND alice note to self"]));
+    h.server("SEND-OK");
+    h.server("DELIVERY alice note to self");
+    let kinds: Vec<_> = h
+        .client
+        .open_buffer()
+        .entries
+        .iter()
+        .map(|e| &e.kind)
+        .collect();
+    assert!(matches!(
+        kinds.as_slice(),
+        [
+            EntryKind::Outgoing {
+                state: Delivery::Delivered,
+                ..
+            },
+            EntryKind::Incoming { .. }
+        ]
+    ));
+}
