@@ -7,6 +7,9 @@
 //! [`Effect`]s the caller must carry out (open a connection, write a line, show an event, exit).
 //! The tokio runner ([`crate::net`]), the plain mode and the full-screen UI are all thin shells
 //! around it, and the tests below drive it directly, without sockets or a runtime.
+//!
+//! A misbehaving server is logged at `debug`, not `warn`: under the full-screen UI stderr is
+//! the screen, and what the user needs to know is shown as state instead.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -411,7 +414,7 @@ impl Client {
                     self.handle_line(&line, now);
                 }
                 Ok(None) => break,
-                Err(err) => tracing::warn!(%err, "server line ignored"),
+                Err(err) => tracing::debug!(%err, "server line ignored"),
             }
         }
         self.take()
@@ -442,7 +445,11 @@ impl Client {
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Effect> {
         if let Some(by) = self.quit_by {
             if now >= by {
-                self.finish(Ok(()));
+                if !self.config.interactive && !self.logged_in_once {
+                    self.finish(Err(LoginError::NoReply(QUIT_GRACE)));
+                } else {
+                    self.finish(Ok(()));
+                }
                 return self.take();
             }
         }
@@ -714,7 +721,9 @@ impl Client {
             self.phase,
             Phase::Connecting | Phase::LoggingIn | Phase::Online
         );
-        if can_still_send && self.has_unanswered() {
+        // A script also waits for the login's outcome, so that it can fail if there is none.
+        let login_pending = !self.config.interactive && !self.logged_in_once;
+        if can_still_send && (self.has_unanswered() || login_pending) {
             self.quit_by = Some(now + QUIT_GRACE);
         } else {
             self.finish(Ok(()));
@@ -733,7 +742,7 @@ impl Client {
         let reply = match Reply::parse(line) {
             Ok(reply) => reply,
             Err(err) => {
-                tracing::warn!(%err, "unexpected line from the server ignored");
+                tracing::debug!(%err, "unexpected line from the server ignored");
                 return;
             }
         };
@@ -749,7 +758,7 @@ impl Client {
             _ => {}
         }
         let Some((pending, _)) = self.pending.pop_front() else {
-            tracing::warn!(?reply, "reply to no request ignored");
+            tracing::debug!(?reply, "reply to no request ignored");
             return;
         };
         match (pending, reply) {
@@ -776,7 +785,7 @@ impl Client {
                 self.presence(names, asked, now);
             }
             (Pending::List { .. }, other) => {
-                tracing::warn!(reply = ?other, "unexpected answer to LIST");
+                tracing::debug!(reply = ?other, "unexpected answer to LIST");
             }
             (Pending::Send { to, id }, Reply::SendOk) => {
                 self.settle(&to, id, Delivery::Delivered);
@@ -788,7 +797,7 @@ impl Client {
                 self.settle(&to, id, Delivery::NotDelivered(Undelivered::UserOffline));
             }
             (Pending::Send { to, id }, other) => {
-                tracing::warn!(reply = ?other, "server refused a message");
+                tracing::debug!(reply = ?other, "server refused a message");
                 self.settle(&to, id, Delivery::NotDelivered(Undelivered::Refused));
             }
         }
@@ -819,6 +828,9 @@ impl Client {
         }
         while let Some((to, id)) = self.outbox.pop_front() {
             self.write_message(to, id, now);
+        }
+        if self.quit_by.is_some() && !self.has_unanswered() {
+            self.finish(Ok(()));
         }
     }
 

@@ -655,3 +655,34 @@ fn messages_to_yourself_arrive() {
         ]
     ));
 }
+
+#[test]
+fn a_script_without_input_still_reports_its_login() {
+    // `tcpchat connect --plain --name alice < /dev/null` says whether it could log in.
+    let mut h = Harness::new(Config::script(Some(name("alice"))));
+    let effects = h.client.handle_quit(h.now);
+    h.apply(effects);
+    assert_eq!(h.exit, None);
+    h.client_connected();
+    h.server("IN-USE");
+    assert_eq!(h.exit, Some(Err(LoginError::NameTaken(name("alice")))));
+
+    let mut h = Harness::new(Config::script(Some(name("alice"))));
+    let effects = h.client.handle_quit(h.now);
+    h.apply(effects);
+    h.client_connected();
+    h.server("HELLO alice");
+    assert_eq!(h.exit, Some(Ok(())));
+
+    let mut h = Harness::new(Config::script(Some(name("alice"))));
+    let effects = h.client.handle_quit(h.now);
+    h.apply(effects);
+    h.advance(QUIT_GRACE);
+    assert_eq!(h.exit, Some(Err(LoginError::NoReply(QUIT_GRACE))));
+
+    // A person quitting while connecting is not kept waiting.
+    let mut h = Harness::new(Config::interactive(Some(name("alice"))));
+    let effects = h.client.handle_quit(h.now);
+    h.apply(effects);
+    assert_eq!(h.exit, Some(Ok(())));
+}
