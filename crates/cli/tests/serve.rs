@@ -206,3 +206,76 @@ fn environment_and_config_file_are_read() {
     assert_eq!(wait_exit(&mut child).code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Out of file descriptors: accept fails with EMFILE. The server must log it, back off
+/// (not spin, not exit) and serve again once descriptors are free.
+#[test]
+fn accept_errors_back_off_and_recover() {
+    let bin = env!("CARGO_BIN_EXE_tcpchat");
+    // A hard limit of 40 descriptors: the server cannot raise it, and runs out after ~30
+    // connections (the runtime and the listener use the rest).
+    let mut child = tcpchat_sh(&format!(
+        "ulimit -n 40 && exec {bin} serve --listen 127.0.0.1:0 --max-clients 1000"
+    ));
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr: SocketAddr = loop {
+        let line = rx.recv_timeout(PATIENCE).expect("listening line");
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .expect("addr")
+                .parse()
+                .expect("addr");
+        }
+    };
+    // More connections than descriptors: the kernel completes them, the server cannot
+    // accept them all.
+    let mut held = Vec::new();
+    for i in 0..60 {
+        let (mut r, mut w) = line_client(addr);
+        w.write_all(format!("HELLO-FROM c{i}\n").as_bytes())
+            .expect("write");
+        held.push((r.get_mut().try_clone().expect("clone"), w));
+    }
+    let saw_backoff = loop {
+        match rx.recv_timeout(PATIENCE) {
+            Ok(line) if line.contains("accept failed") => break true,
+            Ok(_) => {}
+            Err(_) => break false,
+        }
+    };
+    assert!(saw_backoff, "EMFILE was not logged as an accept failure");
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "server exited on EMFILE"
+    );
+    drop(held);
+    // Descriptors are free again: a new client is served (after the back-off ends and the
+    // backlog of closed connections drains).
+    let (mut r, mut w) = line_client(addr);
+    w.write_all(b"HELLO-FROM after\n").expect("write");
+    assert_eq!(read_line(&mut r), "HELLO after\n");
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
+
+fn tcpchat_sh(script: &str) -> Child {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", script]);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TCPCHAT_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sh")
+}
