@@ -1,0 +1,295 @@
+//! Load and limits: many clients at once, a client that stops reading, the client limit.
+
+use std::time::Duration;
+
+use tcpchat_proto::{Reply, Request};
+use tokio::time::Instant;
+
+use super::{require_listed, CaseResult, Ctx, Done};
+use crate::client::{Client, Got};
+use crate::failure::Failure;
+
+/// Clients online at once in `many-clients`: the original project's promise.
+pub(crate) const MANY_CLIENTS: usize = 64;
+
+/// The slow reader's socket receive buffer: small, so the server's side fills up soon.
+const STUCK_RECV_BUFFER_BYTES: u32 = 4096;
+/// Size of each message flooding the slow reader.
+const FLOOD_BODY_BYTES: usize = 1000;
+/// Messages per write while flooding; their replies are read before the next write.
+const FLOOD_WINDOW: usize = 64;
+/// Give up flooding after this much: a server whose queue is bounded has dropped the reader
+/// long before (kernel buffers hold a few MiB at most).
+const FLOOD_MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// Pause between two tries while waiting for a slot to be freed.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+pub(super) async fn many_clients(cx: &mut Ctx) -> CaseResult {
+    if let Some(capacity) = cx.capacity {
+        if capacity < MANY_CLIENTS {
+            return Ok(Done::Skipped(format!(
+                "needs {MANY_CLIENTS} clients and --capacity is {capacity}"
+            )));
+        }
+    }
+    let mut clients: Vec<Client> = Vec::with_capacity(MANY_CLIENTS);
+    for _ in 0..MANY_CLIENTS {
+        let online = clients.len();
+        let client = cx.login().await.map_err(|f| {
+            f.note(format!(
+                "{online} of this case's clients were online when the next one could not log in"
+            ))
+        })?;
+        clients.push(client);
+    }
+    let names: Vec<_> = clients.iter().map(|c| c.name().clone()).collect();
+    let body = |i: usize| format!("ring message from client {i}");
+
+    // Everyone sends to the next one round the ring, all before anyone reads.
+    for (i, client) in clients.iter_mut().enumerate() {
+        let to = names[(i + 1) % MANY_CLIENTS].clone();
+        client.send(&Request::Send { to, body: &body(i) }).await?;
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let prev = (i + MANY_CLIENTS - 1) % MANY_CLIENTS;
+        let from_prev = body(prev);
+        client
+            .expect_unordered(
+                "get SEND-OK for its message and the message from the previous client",
+                &[
+                    Reply::SendOk,
+                    Reply::Delivery {
+                        from: names[prev].clone(),
+                        body: &from_prev,
+                    },
+                ],
+            )
+            .await?;
+    }
+    let step = format!("list who is online, all {MANY_CLIENTS} included");
+    let first = &mut clients[0];
+    let listed = cx.list(first, &step).await?;
+    let want: Vec<_> = names.iter().collect();
+    require_listed(first, &step, &listed, &want)?;
+    Ok(Done::Passed)
+}
+
+pub(super) async fn slow_reader(cx: &mut Ctx) -> CaseResult {
+    let mut stuck = cx.connect_with(Some(STUCK_RECV_BUFFER_BYTES)).await?;
+    cx.log_in(&mut stuck).await?;
+    let mut f = cx.login().await?;
+    let mut body = String::from("flood ");
+    body.extend(std::iter::repeat_n('x', FLOOD_BODY_BYTES - body.len()));
+    let mut window = Vec::new();
+    for _ in 0..FLOOD_WINDOW {
+        Request::Send {
+            to: stuck.name().clone(),
+            body: &body,
+        }
+        .encode(&mut window);
+    }
+    f.log_note(&format!(
+        "-> SEND {} {}... ({FLOOD_BODY_BYTES}-byte messages, {FLOOD_WINDOW} per write, \
+             {} never reads)",
+        stuck.name(),
+        &body[..10],
+        stuck.label()
+    ));
+
+    let mut sent = 0usize;
+    let mut dropped = false;
+    while !dropped && sent * FLOOD_BODY_BYTES < FLOOD_MAX_BYTES {
+        let flooded = mib(sent * FLOOD_BODY_BYTES);
+        if let Err(got) = f.write_quietly(&window).await {
+            return Err(Failure::new(
+                format!("{}: send more messages after {sent} ({flooded})", f.label()),
+                "the server to keep reading from the sender",
+                got.to_string(),
+            )
+            .note(stall_note(stuck.label())));
+        }
+        for _ in 0..FLOOD_WINDOW {
+            let got = f.recv_quietly().await;
+            match &got {
+                Got::Line(l) if l == b"SEND-OK" => {}
+                Got::Line(l) if l == b"BAD-DEST-USER" => dropped = true,
+                _ => {
+                    let step = format!(
+                        "get a reply to each message, after {sent} messages ({flooded}) to {} \
+                         which reads nothing",
+                        stuck.label()
+                    );
+                    f.log_received(&got);
+                    let failure = f.mismatch(
+                        &step,
+                        "SEND-OK, or BAD-DEST-USER once the reader is dropped",
+                        &got,
+                    );
+                    return Err(if matches!(got, Got::Timeout(_)) {
+                        failure.note(stall_note(stuck.label()))
+                    } else {
+                        failure
+                    });
+                }
+            }
+            sent += 1;
+        }
+    }
+    let outcome = if dropped {
+        format!(
+            "BAD-DEST-USER after {sent} messages ({}): {} was dropped",
+            mib(sent * FLOOD_BODY_BYTES),
+            stuck.label()
+        )
+    } else {
+        format!(
+            "SEND-OK for all {sent} messages ({})",
+            mib(sent * FLOOD_BODY_BYTES)
+        )
+    };
+    f.log_note(&format!("<- {outcome}"));
+
+    // Everyone else is unaffected.
+    let mut b = cx.login().await?;
+    let mut c = cx.login().await?;
+    let note = "not stalled";
+    b.send(&Request::Send {
+        to: c.name().clone(),
+        body: note,
+    })
+    .await?;
+    b.expect("send a message while the reader is stuck", &Reply::SendOk)
+        .await?;
+    c.expect(
+        "receive a message while another client is stuck",
+        &Reply::Delivery {
+            from: b.name().clone(),
+            body: note,
+        },
+    )
+    .await?;
+
+    if !dropped {
+        return Err(Failure::new(
+            format!(
+                "{}: flood {} (which reads nothing) until the server drops it",
+                f.label(),
+                stuck.label()
+            ),
+            format!(
+                "BAD-DEST-USER within {} (the reader dropped)",
+                mib(FLOOD_MAX_BYTES)
+            ),
+            outcome,
+        )
+        .note(
+            "the server queued everything for a client that read nothing: bound each \
+             connection's outgoing queue and drop a client whose queue is full",
+        ));
+    }
+    Ok(Done::Passed)
+}
+
+fn stall_note(stuck: &str) -> String {
+    format!(
+        "the server stopped serving the sender while {stuck} was not reading: never wait on \
+         a slow reader; queue for it (bounded) and drop it when its queue is full"
+    )
+}
+
+fn mib(bytes: usize) -> String {
+    // Only for display; the sizes involved are far below f64's exact integer range.
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+pub(super) async fn busy(cx: &mut Ctx) -> CaseResult {
+    let Some(capacity) = cx.capacity else {
+        return Ok(Done::Skipped(
+            "give --capacity N (the server's client limit) to check BUSY".to_string(),
+        ));
+    };
+    let mut online: Vec<Client> = Vec::new();
+    let mut saw_busy = false;
+    for i in 1..=capacity + 1 {
+        let mut c = cx.connect().await?;
+        let name = cx.fresh_name();
+        let step = format!("log in as client {i} of at most {capacity}");
+        let got = match c.write(&Request::HelloFrom(name.clone()).to_line()).await {
+            Ok(()) => c.recv().await,
+            // A server that answers BUSY on accept may have closed already; what it sent is
+            // still readable.
+            Err(_) => c.recv().await,
+        };
+        let hello = Reply::Hello(name.clone()).to_line();
+        match &got {
+            Got::Line(l) if l[..] == hello[..hello.len() - 1] => {
+                c.set_name(name);
+                online.push(c);
+            }
+            Got::Line(l) if l == b"BUSY" => {
+                c.expect_closed("after BUSY the server closes the connection")
+                    .await?;
+                saw_busy = true;
+                break;
+            }
+            _ => {
+                let expected = if i > capacity {
+                    "BUSY (the server is at its limit)".to_string()
+                } else {
+                    format!("HELLO {name}, or BUSY at the limit")
+                };
+                return Err(c.mismatch(&step, &expected, &got));
+            }
+        }
+    }
+    if !saw_busy {
+        return Err(Failure::new(
+            format!(
+                "client {}: log in past the limit of {capacity}",
+                capacity + 1
+            ),
+            "BUSY, then the server closes the connection",
+            format!("HELLO: {} clients online at once", online.len()),
+        )
+        .note("at the client limit, answer BUSY and close the connection"));
+    }
+
+    // A client leaves; its slot must come back.
+    let Some(leaving) = online.pop() else {
+        return Ok(Done::Skipped(
+            "the server was full before this case logged anyone in; try a larger --capacity"
+                .to_string(),
+        ));
+    };
+    let label = leaving.label().to_string();
+    leaving.close().await;
+    let deadline = Instant::now() + cx.timeout;
+    loop {
+        let mut c = cx.connect().await?;
+        let name = cx.fresh_name();
+        c.write(&Request::HelloFrom(name.clone()).to_line())
+            .await
+            .ok();
+        let step = format!("log in after {label} left and freed a slot");
+        let i = c
+            .expect_one_of(&step, &[Reply::Hello(name), Reply::Busy])
+            .await?;
+        if i == 0 {
+            return Ok(Done::Passed);
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure::new(
+                format!("{}: {step}", c.label()),
+                "HELLO: a slot is free again",
+                format!(
+                    "BUSY, still, {} after {label} left",
+                    crate::client::seconds(cx.timeout)
+                ),
+            )
+            .note("a connection's slot must be returned however it ends"));
+        }
+        drop(c);
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}

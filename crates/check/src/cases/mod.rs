@@ -1,0 +1,553 @@
+//! The cases: one per rule of the protocol, each a small script over real connections.
+//!
+//! Every case makes its own connections with names unique to the run, assumes nothing about
+//! who else is online, and leaves nothing open when it ends. The table in [`CASES`] is the
+//! order they run in; `docs/check.md` explains each one.
+
+mod commands;
+mod limits;
+mod login;
+mod presence;
+mod relay;
+mod stream;
+
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tcpchat_proto::{Reply, Request, Username};
+
+use crate::client::{Client, Got, Transcript};
+use crate::failure::Failure;
+
+/// What a case ends with when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Done {
+    Passed,
+    /// The case could not run; the reason says what it needs.
+    Skipped(String),
+}
+
+pub(crate) type CaseResult = Result<Done, Failure>;
+type CaseFuture<'a> = Pin<Box<dyn Future<Output = CaseResult> + Send + 'a>>;
+
+/// One named check.
+pub struct Case {
+    /// Short, stable, kebab-case name (`--only NAME`).
+    pub name: &'static str,
+    /// One line: what the case does.
+    pub description: &'static str,
+    /// The protocol rule it checks, as a failure report states it.
+    pub rule: &'static str,
+    pub(crate) run: for<'a> fn(&'a mut Ctx) -> CaseFuture<'a>,
+}
+
+impl std::fmt::Debug for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Case").field("name", &self.name).finish()
+    }
+}
+
+macro_rules! case {
+    ($name:literal, $run:path, $description:literal, $rule:literal $(,)?) => {
+        Case {
+            name: $name,
+            description: $description,
+            rule: $rule,
+            run: |cx| Box::pin($run(cx)),
+        }
+    };
+}
+
+/// Every case, in the order they run: basics first, so a server that cannot log anyone in
+/// fails early and visibly; the heavy ones (many clients, a slow reader, capacity) last.
+pub static CASES: &[Case] = &[
+    case!(
+        "login",
+        login::login,
+        "HELLO-FROM with a fresh name gets HELLO <name>",
+        "A client logs in with `HELLO-FROM <name>`; the server accepts with `HELLO <name>`, \
+         repeating the name exactly."
+    ),
+    case!(
+        "name-in-use",
+        login::name_in_use,
+        "a taken name gets IN-USE, and the same connection can retry with another",
+        "A name already logged in gets `IN-USE`. The connection stays open and the client may \
+         try another name on it."
+    ),
+    case!(
+        "name-empty",
+        login::name_empty,
+        "HELLO-FROM with an empty name gets BAD-RQST-BODY",
+        "Names are non-empty. An invalid name gets `BAD-RQST-BODY`, and the connection stays \
+         open for another try."
+    ),
+    case!(
+        "name-whitespace",
+        login::name_whitespace,
+        "a name with a space or tab gets BAD-RQST-BODY",
+        "Names contain no spaces (or other whitespace): the name is everything after \
+         `HELLO-FROM `, not its first word. An invalid name gets `BAD-RQST-BODY`."
+    ),
+    case!(
+        "name-comma",
+        login::name_comma,
+        "a name with a comma gets BAD-RQST-BODY",
+        "Names contain no commas, because `LIST-OK` separates names with commas. An invalid \
+         name gets `BAD-RQST-BODY`."
+    ),
+    case!(
+        "name-control",
+        login::name_control,
+        "a name with a control character gets BAD-RQST-BODY",
+        "Names contain no control characters (they would let one user garble another's \
+         terminal). An invalid name gets `BAD-RQST-BODY`."
+    ),
+    case!(
+        "name-too-long",
+        login::name_too_long,
+        "a 1000-byte name gets BAD-RQST-BODY",
+        "Names have a bounded length (32 bytes on the reference server; any sane bound is far \
+         below 1000). An invalid name gets `BAD-RQST-BODY`."
+    ),
+    case!(
+        "name-not-utf8",
+        login::name_not_utf8,
+        "a name that is not valid UTF-8 gets BAD-RQST-BODY",
+        "Every line is UTF-8 text, so a name with bytes that are not UTF-8 is invalid and gets \
+         `BAD-RQST-BODY`."
+    ),
+    case!(
+        "before-login",
+        commands::before_login,
+        "LIST, SEND, an empty line or garbage before login get BAD-RQST-HDR",
+        "Before login, any line other than `HELLO-FROM` gets `BAD-RQST-HDR`, nothing of it \
+         reaches anyone, and the client may still log in afterwards."
+    ),
+    case!(
+        "case-sensitive",
+        commands::case_sensitive,
+        "hello-from, list and send in lower case get BAD-RQST-HDR",
+        "Commands are case-sensitive: `list` is not `LIST`. An unknown command gets \
+         `BAD-RQST-HDR`, before login or after."
+    ),
+    case!(
+        "unknown-command",
+        commands::unknown_command,
+        "an unknown command after login gets BAD-RQST-HDR and the connection goes on",
+        "After login, a line whose command is unknown gets `BAD-RQST-HDR`; the connection stays \
+         usable."
+    ),
+    case!(
+        "empty-line",
+        commands::empty_line,
+        "an empty line after login gets BAD-RQST-HDR",
+        "After login, an empty line gets `BAD-RQST-HDR` (it is a line with no command), not \
+         silence."
+    ),
+    case!(
+        "second-hello",
+        commands::second_hello,
+        "HELLO-FROM after login gets BAD-RQST-HDR and changes nothing",
+        "After login, a second `HELLO-FROM` gets `BAD-RQST-HDR`: a connection cannot rename \
+         itself or hold two names."
+    ),
+    case!(
+        "list",
+        presence::list,
+        "LIST gets LIST-OK with everyone online, comma separated, the asker included",
+        "`LIST` gets `LIST-OK <name>,<name>,...`: every logged-in name exactly once, separated \
+         by commas alone (no spaces), the asker included."
+    ),
+    case!(
+        "send",
+        relay::send,
+        "SEND gets SEND-OK and the recipient gets DELIVERY <sender> <msg>",
+        "`SEND <user> <msg>` gets `SEND-OK`, and `<user>` gets `DELIVERY <sender> <msg>` with \
+         the sender's name."
+    ),
+    case!(
+        "send-spaces",
+        relay::send_spaces,
+        "a message with leading, trailing and repeated spaces is relayed byte for byte",
+        "The message is the rest of the line after `SEND <user> `, spaces included, and is \
+         relayed byte for byte: no trimming, no collapsing of spaces."
+    ),
+    case!(
+        "send-unicode",
+        relay::send_unicode,
+        "a message with accents, CJK and emoji (ZWJ sequences too) is relayed byte for byte",
+        "Lines are UTF-8 and the message is relayed byte for byte, multi-byte characters \
+         included."
+    ),
+    case!(
+        "send-self",
+        relay::send_self,
+        "SEND to yourself gets SEND-OK and a DELIVERY to yourself",
+        "Sending to yourself works like sending to anyone: `SEND-OK`, and a `DELIVERY` from \
+         yourself."
+    ),
+    case!(
+        "send-unknown-user",
+        relay::send_unknown_user,
+        "SEND to a name nobody uses gets BAD-DEST-USER",
+        "`SEND` to a user who is not logged in gets `BAD-DEST-USER`."
+    ),
+    case!(
+        "send-missing-user",
+        relay::send_missing_user,
+        "SEND with no user gets BAD-RQST-BODY",
+        "`SEND` without a user is a known command with an invalid body: `BAD-RQST-BODY`."
+    ),
+    case!(
+        "send-empty-message",
+        relay::send_empty_message,
+        "SEND with no message or an empty one gets BAD-RQST-BODY and delivers nothing",
+        "`SEND <user>` with no message, or an empty one, gets `BAD-RQST-BODY`; nothing from a \
+         rejected line reaches anyone."
+    ),
+    case!(
+        "send-not-utf8",
+        relay::send_not_utf8,
+        "a message that is not valid UTF-8 gets BAD-RQST-BODY and delivers nothing",
+        "A message that is not valid UTF-8 gets `BAD-RQST-BODY` and is not relayed."
+    ),
+    case!(
+        "crlf",
+        stream::crlf,
+        "lines ending in \\r\\n work: the \\r is not part of the name or the message",
+        "A trailing `\\r` before `\\n` is ignored (telnet and netcat send it), so it never \
+         becomes part of a name, a message or a reply."
+    ),
+    case!(
+        "pipelining",
+        stream::pipelining,
+        "many requests in one write get their replies, in order",
+        "A client may send several lines in one write; the server answers each, in the order \
+         of the requests."
+    ),
+    case!(
+        "byte-by-byte",
+        stream::byte_by_byte,
+        "lines sent one byte per write are put together before they are handled",
+        "TCP is a byte stream: a line may arrive in many pieces, and only `\\n` ends it. A \
+         server must buffer until `\\n`, not treat each read as a line."
+    ),
+    case!(
+        "message-order",
+        stream::message_order,
+        "100 messages from one sender arrive in the order sent",
+        "Messages from one sender to one recipient arrive in the order they were sent, and \
+         replies come in the order of the requests."
+    ),
+    case!(
+        "overlong-line",
+        stream::overlong_line,
+        "a 1 MiB line gets an error or a close, and is never relayed",
+        "A line longer than the server's limit is answered with an error and discarded (without \
+         ever holding it whole), or the connection is closed; it is never relayed."
+    ),
+    case!(
+        "name-freed",
+        presence::name_freed,
+        "after a client disconnects, LIST stops showing it and its name can log in again",
+        "A disconnect frees the name at once: `LIST` stops showing it and a new client can \
+         log in with it."
+    ),
+    case!(
+        "name-freed-reset",
+        presence::name_freed_reset,
+        "after a client's connection is reset (RST), its name is freed too",
+        "An abortive disconnect (a reset, as when a client is killed) frees the name like a \
+         clean one."
+    ),
+    case!(
+        "many-clients",
+        limits::many_clients,
+        "64 clients online at once each send and receive, and LIST shows them all",
+        "The server hosts at least 64 simultaneous clients (the original project's promise)."
+    ),
+    case!(
+        "slow-reader",
+        limits::slow_reader,
+        "a client that never reads does not stall its sender or anyone else, and is dropped",
+        "A slow or stuck reader never delays anyone else: its outgoing queue is bounded, the \
+         sender is never made to wait, and the reader is dropped when its queue is full."
+    ),
+    case!(
+        "busy",
+        limits::busy,
+        "at the client limit (--capacity) a new client gets BUSY and is closed",
+        "When the server is full, a new client gets `BUSY` and the server closes the \
+         connection; once a client leaves, the next one gets in."
+    ),
+];
+
+/// Looks a case up by name.
+pub fn find(name: &str) -> Option<&'static Case> {
+    CASES.iter().find(|c| c.name == name)
+}
+
+/// What every case gets: where the server is, how long to wait, unique names.
+pub(crate) struct Ctx {
+    pub(crate) addr: SocketAddr,
+    /// How long to wait for any one reply.
+    pub(crate) timeout: Duration,
+    /// The server's client limit, if the user told us.
+    pub(crate) capacity: Option<usize>,
+    /// A short random tag for this run; every name this run uses starts with it.
+    run_tag: String,
+    /// Names handed out so far, across cases.
+    names_used: usize,
+    /// Connections opened in the current case (for their labels).
+    clients_opened: usize,
+    transcript: Transcript,
+}
+
+impl Ctx {
+    pub(crate) fn new(addr: SocketAddr, timeout: Duration, capacity: Option<usize>) -> Self {
+        Self {
+            addr,
+            timeout,
+            capacity,
+            run_tag: run_tag(),
+            names_used: 0,
+            clients_opened: 0,
+            transcript: Transcript::default(),
+        }
+    }
+
+    /// Starts a new case: fresh labels, empty transcript.
+    pub(crate) fn begin_case(&mut self) {
+        self.clients_opened = 0;
+        self.transcript.take();
+    }
+
+    /// The conversation of the current case so far.
+    pub(crate) fn take_transcript(&self) -> Vec<String> {
+        self.transcript.take()
+    }
+
+    /// A name no one has used: the run's tag and a counter, short enough for any server.
+    pub(crate) fn fresh_name(&mut self) -> Username {
+        self.names_used += 1;
+        let name = format!("{}{}", self.run_tag, self.names_used);
+        Username::parse(&name).expect("the tag is lowercase letters and digits, the rest digits")
+    }
+
+    /// The run's tag, for building names by hand (an over-long one, say).
+    pub(crate) fn run_tag(&self) -> &str {
+        &self.run_tag
+    }
+
+    /// Opens a connection without logging in.
+    pub(crate) async fn connect(&mut self) -> Result<Client, Failure> {
+        self.connect_with(None).await
+    }
+
+    /// Opens a connection whose receive buffer is `recv_buffer` bytes.
+    pub(crate) async fn connect_with(
+        &mut self,
+        recv_buffer: Option<u32>,
+    ) -> Result<Client, Failure> {
+        let label = label(self.clients_opened);
+        self.clients_opened += 1;
+        Client::connect(
+            self.addr,
+            label,
+            self.timeout,
+            recv_buffer,
+            self.transcript.clone(),
+        )
+        .await
+    }
+
+    /// Opens a connection and logs it in with a fresh name.
+    pub(crate) async fn login(&mut self) -> Result<Client, Failure> {
+        let mut client = self.connect().await?;
+        self.log_in(&mut client).await?;
+        Ok(client)
+    }
+
+    /// Logs `client` in with a fresh name.
+    pub(crate) async fn log_in(&mut self, client: &mut Client) -> Result<(), Failure> {
+        let name = self.fresh_name();
+        client.send(&Request::HelloFrom(name.clone())).await?;
+        client
+            .expect("log in with a fresh name", &Reply::Hello(name.clone()))
+            .await?;
+        client.set_name(name);
+        Ok(())
+    }
+
+    /// Proves that nothing reached `watcher` before now. `from` (logged in) sends `watcher` a
+    /// marker; the first line the watcher gets must be that marker's `DELIVERY`. Whatever came
+    /// before it is something the server relayed and should not have.
+    ///
+    /// Sound because messages from one sender to one recipient keep their order, and the
+    /// server had answered the rejected line (or closed) before the marker was sent.
+    pub(crate) async fn expect_nothing_delivered(
+        &mut self,
+        watcher: &mut Client,
+        from: &mut Client,
+        what: &str,
+    ) -> Result<(), Failure> {
+        self.names_used += 1;
+        let marker = format!("marker {}", self.names_used);
+        let to = watcher.name().clone();
+        from.send(&Request::Send { to, body: &marker }).await?;
+        from.expect("send a marker message", &Reply::SendOk).await?;
+        let want = Reply::Delivery {
+            from: from.name().clone(),
+            body: &marker,
+        };
+        let step = format!("nothing of {what} reaches {}", watcher.label());
+        watcher.expect(&step, &want).await.map_err(|f| {
+            f.note(format!(
+                "{} should have received only the marker message; anything before it was \
+                 relayed from a line the server rejected",
+                watcher.label()
+            ))
+        })
+    }
+
+    /// Sends `LIST` on `client` and returns the names in the `LIST-OK`, checking its format.
+    pub(crate) async fn list(
+        &mut self,
+        client: &mut Client,
+        step: &str,
+    ) -> Result<Vec<Username>, Failure> {
+        client.send(&Request::List).await?;
+        read_list(client, step).await
+    }
+}
+
+/// Reads a `LIST-OK` and returns its names; anything else, or a malformed one, fails.
+pub(crate) async fn read_list(client: &mut Client, step: &str) -> Result<Vec<Username>, Failure> {
+    let got = client.recv().await;
+    let expected = "LIST-OK <name>,<name>,... (names separated by commas alone)";
+    let Got::Line(line) = &got else {
+        return Err(client.mismatch(step, expected, &got));
+    };
+    match Reply::parse(line) {
+        Ok(Reply::ListOk(names)) => Ok(names),
+        Ok(_) => Err(client.mismatch(step, expected, &got)),
+        Err(e) if line.starts_with(b"LIST-OK") => {
+            let failure = client.mismatch(step, expected, &got);
+            if failure.note.is_some() {
+                Err(failure)
+            } else {
+                Err(failure.note(format!(
+                    "not a valid LIST-OK: {e}; write `LIST-OK a,b,c` with no spaces"
+                )))
+            }
+        }
+        Err(_) => Err(client.mismatch(step, expected, &got)),
+    }
+}
+
+/// Requires `names` to contain each of `want` exactly once.
+pub(crate) fn require_listed(
+    client: &Client,
+    step: &str,
+    names: &[Username],
+    want: &[&Username],
+) -> Result<(), Failure> {
+    for w in want {
+        let count = names.iter().filter(|n| n == w).count();
+        if count != 1 {
+            let got = format!("LIST-OK {}", join_names(names));
+            let how = if count == 0 {
+                "is missing"
+            } else {
+                "appears more than once"
+            };
+            return Err(Failure::new(
+                format!("{}: {step}", client.label()),
+                format!("LIST-OK naming {w} exactly once"),
+                got,
+            )
+            .note(format!("{w} {how}")));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn join_names(names: &[Username]) -> String {
+    names
+        .iter()
+        .map(Username::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `A`..`Z`, then `C26`, `C27`, ...
+fn label(n: usize) -> String {
+    match u8::try_from(n) {
+        Ok(n) if n < 26 => char::from(b'A' + n).to_string(),
+        _ => format!("C{n}"),
+    }
+}
+
+/// Five random lowercase letters and digits, starting with a letter (`k3f9a`).
+fn run_tag() -> String {
+    // RandomState is seeded from the OS once per process and varies per instance: enough to
+    // keep two runs against one server, or two checkers at once, from colliding.
+    let mut bits = RandomState::new().hash_one(std::process::id());
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+    const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut tag = String::new();
+    tag.push(char::from(LETTERS[(bits % 26) as usize]));
+    bits /= 26;
+    for _ in 0..4 {
+        tag.push(char::from(ALNUM[(bits % 36) as usize]));
+        bits /= 36;
+    }
+    tag.push('_');
+    tag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_names_are_unique_kebab_case() {
+        let mut seen = std::collections::HashSet::new();
+        for case in CASES {
+            assert!(seen.insert(case.name), "duplicate case {}", case.name);
+            assert!(
+                case.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "{} is not kebab-case",
+                case.name
+            );
+            assert!(!case.description.is_empty() && !case.rule.is_empty());
+        }
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(label(0), "A");
+        assert_eq!(label(25), "Z");
+        assert_eq!(label(26), "C26");
+    }
+
+    #[test]
+    fn fresh_names_are_valid_and_distinct() {
+        let mut cx = Ctx::new(
+            "127.0.0.1:1".parse().expect("literal address"),
+            Duration::from_secs(1),
+            None,
+        );
+        let a = cx.fresh_name();
+        let b = cx.fresh_name();
+        assert_ne!(a, b);
+        assert!(a.as_str().len() <= 16, "{a}");
+    }
+}

@@ -1,0 +1,229 @@
+//! Results of a run and their two renderings: a table for people, JSON for machines.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::cases::Case;
+use crate::client::seconds;
+use crate::failure::Failure;
+
+/// How one case ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail(Box<Failure>),
+    /// Not run; the reason says what it needs (e.g. `--capacity`).
+    Skip(String),
+}
+
+/// One case's result.
+#[derive(Debug, Clone)]
+pub struct CaseReport {
+    pub case: &'static Case,
+    pub outcome: Outcome,
+    pub duration: Duration,
+}
+
+/// A whole run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// What the user asked for (`HOST[:PORT]`).
+    pub target: String,
+    /// The address it resolved to and the checker connected to.
+    pub address: SocketAddr,
+    pub cases: Vec<CaseReport>,
+    pub duration: Duration,
+}
+
+/// What happens while a run goes on, for a progress display.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// The target is resolved and reachable; `cases` cases will run.
+    Begin {
+        target: &'a str,
+        address: SocketAddr,
+        cases: usize,
+        timeout: Duration,
+    },
+    /// A case starts.
+    Started(&'static Case),
+    /// A case ended.
+    Finished(&'a CaseReport),
+}
+
+impl Report {
+    pub fn passed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Pass))
+    }
+
+    pub fn failed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Fail(_)))
+    }
+
+    pub fn skipped(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Skip(_)))
+    }
+
+    /// True when every case that ran passed: the run's exit status.
+    pub fn success(&self) -> bool {
+        self.failed() == 0
+    }
+
+    /// Names of the failed cases, in run order.
+    pub fn failed_names(&self) -> Vec<&'static str> {
+        self.cases
+            .iter()
+            .filter(|c| matches!(c.outcome, Outcome::Fail(_)))
+            .map(|c| c.case.name)
+            .collect()
+    }
+
+    fn count(&self, pick: impl Fn(&Outcome) -> bool) -> usize {
+        self.cases.iter().filter(|c| pick(&c.outcome)).count()
+    }
+
+    /// The report as JSON (what `--json` prints).
+    pub fn to_json(&self) -> Value {
+        let cases: Vec<Value> = self.cases.iter().map(CaseReport::to_json).collect();
+        json!({
+            "target": self.target,
+            "address": self.address.to_string(),
+            "passed": self.passed(),
+            "failed": self.failed(),
+            "skipped": self.skipped(),
+            "duration_ms": millis(self.duration),
+            "cases": cases,
+        })
+    }
+}
+
+impl CaseReport {
+    fn to_json(&self) -> Value {
+        let mut v = json!({
+            "name": self.case.name,
+            "description": self.case.description,
+            "duration_ms": millis(self.duration),
+        });
+        let fields = match &self.outcome {
+            Outcome::Pass => json!({ "outcome": "pass" }),
+            Outcome::Skip(reason) => json!({ "outcome": "skip", "reason": reason }),
+            Outcome::Fail(failure) => json!({
+                "outcome": "fail",
+                "rule": self.case.rule,
+                "failure": failure,
+            }),
+        };
+        if let (Value::Object(v), Value::Object(fields)) = (&mut v, fields) {
+            v.extend(fields);
+        }
+        v
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The plain-text rendering: a header, a row per case as it finishes, the failures in detail
+/// and a summary line.
+pub mod text {
+    use super::*;
+
+    /// Width of the case-name column: the longest name.
+    fn name_width() -> usize {
+        crate::cases::CASES
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The line printed before the first case.
+    pub fn header(target: &str, address: SocketAddr, cases: usize, timeout: Duration) -> String {
+        let shown = if target == address.to_string() {
+            target.to_string()
+        } else {
+            format!("{target} ({address})")
+        };
+        format!(
+            "checking {shown}: {cases} case{}, {} per reply\n",
+            if cases == 1 { "" } else { "s" },
+            seconds(timeout)
+        )
+    }
+
+    /// What is shown while a case runs (a terminal overwrites it with the row).
+    pub fn running(case: &Case) -> String {
+        format!("  ....  {:w$}", case.name, w = name_width())
+    }
+
+    /// One row of the table.
+    pub fn row(report: &CaseReport) -> String {
+        let (status, time, text) = match &report.outcome {
+            Outcome::Pass => (
+                "pass",
+                duration(report.duration),
+                report.case.description.to_string(),
+            ),
+            Outcome::Fail(_) => (
+                "FAIL",
+                duration(report.duration),
+                report.case.description.to_string(),
+            ),
+            Outcome::Skip(reason) => ("skip", String::new(), format!("skipped: {reason}")),
+        };
+        format!(
+            "  {status}  {:nw$}  {time:>7}  {text}\n",
+            report.case.name,
+            nw = name_width()
+        )
+    }
+
+    fn duration(d: Duration) -> String {
+        if d < Duration::from_secs(1) {
+            format!("{} ms", d.as_millis())
+        } else {
+            format!("{:.2} s", d.as_secs_f64())
+        }
+    }
+
+    /// Every failure in detail: the rule, the step, expected against got, the conversation.
+    pub fn failures(report: &Report) -> String {
+        let mut out = String::new();
+        for case in &report.cases {
+            let Outcome::Fail(f) = &case.outcome else {
+                continue;
+            };
+            let _ = writeln!(out, "\n{}: {}", case.case.name, case.case.description);
+            let _ = writeln!(out, "  rule:     {}", case.case.rule);
+            let _ = writeln!(out, "  step:     {}", f.step);
+            let _ = writeln!(out, "  expected: {}", f.expected);
+            let _ = writeln!(out, "  got:      {}", f.got);
+            if let Some(note) = &f.note {
+                let _ = writeln!(out, "  hint:     {note}");
+            }
+            if !f.transcript.is_empty() {
+                let _ = writeln!(out, "  conversation (-> sent, <- received):");
+                for line in &f.transcript {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+        }
+        out
+    }
+
+    /// The closing lines: time taken, then the counts.
+    pub fn summary(report: &Report) -> String {
+        format!(
+            "\nfinished in {:.2}s against {}\ncheck: {} passed, {} failed, {} skipped\n",
+            report.duration.as_secs_f64(),
+            report.address,
+            report.passed(),
+            report.failed(),
+            report.skipped()
+        )
+    }
+}

@@ -1,0 +1,491 @@
+//! A small reference server for the checker's own tests, with one planted defect at a time.
+//!
+//! With [`Defect::None`] it follows every decided rule, so the checker must pass it; with any
+//! other defect it breaks exactly one rule, the way real student servers do, so the checker
+//! must flag it. It is deliberately simple (one task per connection plus a writer, a mutex
+//! around the name table) and independent of `tcpchat-server`, so a shared misreading of the
+//! protocol would not cancel out.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tcpchat_proto::{NameError, Reply, Request, RequestError, Username};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// One way to get the protocol wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defect {
+    None,
+    /// Keeps the `\r` of a `\r\n` line end.
+    KeepsCr,
+    /// `LIST-OK a, b` instead of `LIST-OK a,b`.
+    SpacesInList,
+    /// `LIST-OK` leaves out the asker.
+    ListWithoutAsker,
+    /// Never answers `BUSY`: accepts everyone.
+    NoBusy,
+    /// Matches commands case-insensitively.
+    CaseInsensitive,
+    /// Forgets to free the name when a connection ends.
+    KeepsNameAfterDisconnect,
+    /// `SEND` to yourself gets `BAD-DEST-USER`.
+    RejectsSelfSend,
+    /// Trims spaces around the message.
+    TrimsMessage,
+    /// Relays messages that are not UTF-8 (lossily).
+    RelaysInvalidUtf8,
+    /// Accepts names with commas.
+    AcceptsCommaInName,
+    /// No upper bound on name length.
+    NoNameLengthLimit,
+    /// Takes the first word after `HELLO-FROM` as the name, ignoring the rest.
+    FirstWordIsName,
+    /// Answers `LIST` before login.
+    ListBeforeLogin,
+    /// Ignores empty lines instead of answering `BAD-RQST-HDR`.
+    IgnoresEmptyLine,
+    /// A second `HELLO-FROM` renames the connection.
+    SecondHelloRenames,
+    /// Treats what each read returns as whole lines: no buffering of a partial line.
+    LinePerRead,
+    /// No line limit: holds and relays a line of any length.
+    NoLineLimit,
+    /// Waits for a slow reader's queue instead of dropping the reader.
+    BlocksOnSlowReader,
+    /// Never drops a reader: its queue grows without bound.
+    UnboundedQueue,
+    /// `SEND-OK` for a recipient nobody uses.
+    SendOkToUnknownUser,
+    /// Relays `SEND <user> ` with an empty message.
+    RelaysEmptyMessage,
+    /// `SEND` with no user gets `BAD-RQST-HDR`.
+    MissingUserIsHeaderError,
+    /// Closes the connection after `IN-USE`.
+    ClosesOnInUse,
+    /// Closes the connection after an invalid name.
+    ClosesOnBadName,
+}
+
+/// Longest line the reference server takes, like the real one's default.
+const MAX_LINE_BYTES: usize = 4096;
+/// Lines queued for a connection before it counts as stuck.
+const OUTBOX_LINES: usize = 256;
+
+struct Peer {
+    tx: mpsc::Sender<Vec<u8>>,
+    unbounded: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    kill: CancellationToken,
+}
+
+struct Shared {
+    defect: Defect,
+    users: Mutex<HashMap<String, Peer>>,
+    slots: Arc<Semaphore>,
+}
+
+/// A running reference server; stops when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Starts a reference server with `defect` and room for `capacity` clients.
+pub async fn start(defect: Defect, capacity: usize) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
+    let shared = Arc::new(Shared {
+        defect,
+        users: Mutex::new(HashMap::new()),
+        slots: Arc::new(Semaphore::new(capacity)),
+    });
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = stopped.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            let permit = if defect == Defect::NoBusy {
+                None
+            } else {
+                match Arc::clone(&shared.slots).try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        tokio::spawn(busy(stream));
+                        continue;
+                    }
+                }
+            };
+            let shared = Arc::clone(&shared);
+            let stopped = stopped.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = stopped.cancelled() => {}
+                    () = serve(stream, &shared) => {}
+                }
+                drop(permit);
+            });
+        }
+    });
+    Server { addr, stop }
+}
+
+async fn busy(mut stream: TcpStream) {
+    let _ = stream.write_all(&Reply::Busy.to_line()).await;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 512];
+    let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
+async fn serve(stream: TcpStream, shared: &Shared) {
+    // Replies go out one write each; without this, Nagle holds each second one for an ACK.
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let kill = CancellationToken::new();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUTBOX_LINES);
+    let (utx, mut urx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer_kill = kill.clone();
+    let writer = tokio::spawn(async move {
+        loop {
+            let line = tokio::select! {
+                () = writer_kill.cancelled() => return,
+                l = rx.recv() => l,
+                l = urx.recv() => l,
+            };
+            let Some(line) = line else { return };
+            let done = tokio::select! {
+                () = writer_kill.cancelled() => return,
+                r = wr.write_all(&line) => r,
+            };
+            if done.is_err() {
+                writer_kill.cancel();
+                return;
+            }
+        }
+    });
+
+    let mut conn = Conn {
+        shared,
+        name: None,
+        tx: tx.clone(),
+        utx: utx.clone(),
+        kill: kill.clone(),
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    let mut discarding = false;
+    let mut chunk = vec![0u8; 4096];
+    'read: loop {
+        let n = tokio::select! {
+            () = kill.cancelled() => break,
+            r = rd.read(&mut chunk) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+        };
+        if shared.defect == Defect::LinePerRead {
+            let mut data = &chunk[..n];
+            if data.last() == Some(&b'\n') {
+                data = &data[..data.len() - 1];
+            }
+            for line in data.split(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line).to_vec();
+                if !conn.handle(&line).await {
+                    break 'read;
+                }
+            }
+            continue;
+        }
+        let mut data = &chunk[..n];
+        while !data.is_empty() {
+            if discarding {
+                match data.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        data = &data[i + 1..];
+                        discarding = false;
+                    }
+                    None => data = &[],
+                }
+                continue;
+            }
+            match data.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    buf.extend_from_slice(&data[..i]);
+                    data = &data[i + 1..];
+                    let mut line = std::mem::take(&mut buf);
+                    if shared.defect != Defect::KeepsCr && line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    if line.len() > MAX_LINE_BYTES && shared.defect != Defect::NoLineLimit {
+                        conn.reply(&Reply::BadRqstBody);
+                        continue;
+                    }
+                    if !conn.handle(&line).await {
+                        break 'read;
+                    }
+                }
+                None => {
+                    buf.extend_from_slice(data);
+                    data = &[];
+                    if buf.len() > MAX_LINE_BYTES && shared.defect != Defect::NoLineLimit {
+                        buf.clear();
+                        discarding = true;
+                        conn.reply(&Reply::BadRqstBody);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(name) = conn.name.take() {
+        if shared.defect != Defect::KeepsNameAfterDisconnect {
+            lock(&shared.users).remove(&name);
+        }
+    }
+    // Let queued replies go out, then stop the writer.
+    drop(conn);
+    drop(tx);
+    drop(utx);
+    let _ = tokio::time::timeout(Duration::from_millis(200), writer).await;
+    kill.cancel();
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Conn<'a> {
+    shared: &'a Shared,
+    name: Option<String>,
+    tx: mpsc::Sender<Vec<u8>>,
+    utx: mpsc::UnboundedSender<Vec<u8>>,
+    kill: CancellationToken,
+}
+
+impl Conn<'_> {
+    fn reply(&self, reply: &Reply<'_>) {
+        self.raw(reply.to_line());
+    }
+
+    fn raw(&self, line: Vec<u8>) {
+        // Our own replies: if even these do not fit, the client is not reading.
+        if self.tx.try_send(line).is_err() {
+            self.kill.cancel();
+        }
+    }
+
+    /// Handles one line; false to close the connection.
+    async fn handle(&mut self, line: &[u8]) -> bool {
+        let d = self.shared.defect;
+        let mut owned;
+        let mut line = line;
+        if d == Defect::CaseInsensitive {
+            let end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+            owned = line.to_vec();
+            owned[..end].make_ascii_uppercase();
+            line = &owned;
+        }
+        if d == Defect::FirstWordIsName && line.starts_with(b"HELLO-FROM ") {
+            let end = line[11..]
+                .iter()
+                .position(|&b| b == b' ' || b == b'\t')
+                .map_or(line.len(), |i| 11 + i);
+            owned = line[..end].to_vec();
+            line = &owned;
+        }
+        let parsed = Request::parse(line);
+        let Some(me) = self.name.clone() else {
+            return self.before_login(line, parsed);
+        };
+        match parsed {
+            Ok(Request::List) => self.list(&me),
+            Ok(Request::HelloFrom(new)) if d == Defect::SecondHelloRenames => {
+                let new = new.as_str().to_string();
+                let mut users = lock(&self.shared.users);
+                if let Some(peer) = users.remove(&me) {
+                    users.insert(new.clone(), peer);
+                }
+                drop(users);
+                self.raw(with_arg(&Reply::Hello(placeholder()), &new));
+                self.name = Some(new);
+            }
+            Ok(Request::Send { to, body }) => {
+                let body = if d == Defect::TrimsMessage {
+                    body.trim()
+                } else {
+                    body
+                };
+                self.send(&me, to.as_str(), body).await;
+            }
+            Err(RequestError::NotUtf8) if d == Defect::RelaysInvalidUtf8 => {
+                let text = String::from_utf8_lossy(line).into_owned();
+                let mut parts = text.splitn(3, ' ');
+                let (_, to, body) = (parts.next(), parts.next(), parts.next());
+                match (to, body) {
+                    (Some(to), Some(body)) => self.send(&me, to, body).await,
+                    _ => self.reply(&Reply::BadRqstBody),
+                }
+            }
+            Err(RequestError::BadSend) if d == Defect::RelaysEmptyMessage => {
+                let text = String::from_utf8_lossy(line).into_owned();
+                match text.strip_prefix("SEND ").and_then(|r| r.strip_suffix(' ')) {
+                    Some(to) => self.send(&me, to, "").await,
+                    _ => self.reply(&Reply::BadRqstBody),
+                }
+            }
+            Err(RequestError::BadSend)
+                if d == Defect::MissingUserIsHeaderError
+                    && (line == b"SEND" || line == b"SEND ") =>
+            {
+                self.reply(&Reply::BadRqstHdr);
+            }
+            Ok(Request::HelloFrom(_)) | Err(RequestError::UnknownCommand) => {
+                if !(line.is_empty() && d == Defect::IgnoresEmptyLine) {
+                    self.reply(&Reply::BadRqstHdr);
+                }
+            }
+            Err(_) => self.reply(&Reply::BadRqstBody),
+        }
+        true
+    }
+
+    fn before_login(&mut self, line: &[u8], parsed: Result<Request<'_>, RequestError>) -> bool {
+        let d = self.shared.defect;
+        match parsed {
+            Ok(Request::HelloFrom(name)) => self.login(name.as_str().to_string()),
+            Err(RequestError::BadName(NameError::Comma)) if d == Defect::AcceptsCommaInName => {
+                self.login(String::from_utf8_lossy(&line[11..]).into_owned())
+            }
+            Err(RequestError::BadName(NameError::TooLong { .. }))
+                if d == Defect::NoNameLengthLimit =>
+            {
+                self.login(String::from_utf8_lossy(&line[11..]).into_owned())
+            }
+            Err(RequestError::BadName(_)) => {
+                self.reply(&Reply::BadRqstBody);
+                d != Defect::ClosesOnBadName
+            }
+            Ok(Request::List) if d == Defect::ListBeforeLogin => {
+                self.list_names(None);
+                true
+            }
+            _ => {
+                if !(line.is_empty() && d == Defect::IgnoresEmptyLine) {
+                    self.reply(&Reply::BadRqstHdr);
+                }
+                true
+            }
+        }
+    }
+
+    fn login(&mut self, name: String) -> bool {
+        let mut users = lock(&self.shared.users);
+        if users.contains_key(&name) {
+            drop(users);
+            self.reply(&Reply::InUse);
+            return self.shared.defect != Defect::ClosesOnInUse;
+        }
+        users.insert(
+            name.clone(),
+            Peer {
+                tx: self.tx.clone(),
+                unbounded: (self.shared.defect == Defect::UnboundedQueue).then(|| self.utx.clone()),
+                kill: self.kill.clone(),
+            },
+        );
+        drop(users);
+        self.raw(with_arg(&Reply::Hello(placeholder()), &name));
+        self.name = Some(name);
+        true
+    }
+
+    fn list(&self, me: &str) {
+        self.list_names(Some(me));
+    }
+
+    fn list_names(&self, me: Option<&str>) {
+        let mut names: Vec<String> = lock(&self.shared.users).keys().cloned().collect();
+        if self.shared.defect == Defect::ListWithoutAsker {
+            names.retain(|n| Some(n.as_str()) != me);
+        }
+        names.sort();
+        let sep = if self.shared.defect == Defect::SpacesInList {
+            ", "
+        } else {
+            ","
+        };
+        self.raw(with_arg(&Reply::ListOk(Vec::new()), &names.join(sep)));
+    }
+
+    async fn send(&self, me: &str, to: &str, body: &str) {
+        let d = self.shared.defect;
+        if d == Defect::RejectsSelfSend && to == me {
+            self.reply(&Reply::BadDestUser);
+            return;
+        }
+        let mut line = Vec::new();
+        Reply::encode_delivery(&mut line, me, body);
+        let target = {
+            let users = lock(&self.shared.users);
+            users
+                .get(to)
+                .map(|p| (p.tx.clone(), p.unbounded.clone(), p.kill.clone()))
+        };
+        let Some((tx, unbounded, kill)) = target else {
+            let reply = if d == Defect::SendOkToUnknownUser {
+                Reply::SendOk
+            } else {
+                Reply::BadDestUser
+            };
+            self.reply(&reply);
+            return;
+        };
+        if let Some(utx) = unbounded {
+            let _ = utx.send(line);
+        } else if d == Defect::BlocksOnSlowReader {
+            let _ = tx.send(line).await;
+        } else if tx.try_send(line).is_err() {
+            // Its queue is full: drop that client, never wait for it.
+            kill.cancel();
+            lock(&self.shared.users).remove(to);
+            self.reply(&Reply::BadDestUser);
+            return;
+        }
+        self.reply(&Reply::SendOk);
+    }
+}
+
+/// A valid name to build a reply around; [`with_arg`] replaces it.
+fn placeholder() -> Username {
+    Username::parse("x").expect("literal name is valid")
+}
+
+/// `reply` (whose argument is [`placeholder`] or empty) with `arg` as its argument instead, so
+/// a defective server can send names the protocol crate would refuse to build.
+fn with_arg(reply: &Reply<'_>, arg: &str) -> Vec<u8> {
+    let line = reply.to_line();
+    let word_end = line
+        .iter()
+        .position(|&b| b == b' ')
+        .expect("the reply has an argument");
+    let mut out = line[..=word_end].to_vec();
+    out.extend_from_slice(arg.as_bytes());
+    out.push(b'\n');
+    out
+}
