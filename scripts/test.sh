@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # program:debian-package pairs the tests need.
-needed=(tmux:tmux)
+needed=(tmux:tmux tcpdump:tcpdump tshark:tshark)
 
 missing=()
 for pair in "${needed[@]}"; do

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod logging;
 mod serve;
+mod trace;
 
 /// A chat system for the classic line protocol over TCP: server, client, conformance
 /// checker, packet-trace analyzer and load generator.
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Run the chat server (default 0.0.0.0:5378, everything in one process).
     Serve(serve::ServeArgs),
+    /// Explain a pcap/pcapng capture of the chat protocol: handshake, messages, teardown.
+    Trace(trace::TraceArgs),
 }
 
 /// An error in what the user asked for (settings, arguments, files): exit code 2.
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
     logging::init(&cli.log);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Trace(args) => trace::run(args),
     };
     match result {
         Ok(code) => code,

@@ -43,6 +43,9 @@ pub struct Options {
     pub payloads: bool,
     /// Longest line the splitter holds.
     pub max_line_bytes: usize,
+    /// Hand out each direction's in-order stream bytes as `data` events (for comparing the
+    /// reassembly with other tools).
+    pub stream_data: bool,
 }
 
 impl Default for Options {
@@ -52,6 +55,7 @@ impl Default for Options {
             stream: None,
             payloads: false,
             max_line_bytes: tcpchat_proto::DEFAULT_MAX_LINE_BYTES,
+            stream_data: false,
         }
     }
 }
@@ -160,6 +164,9 @@ impl Analyzer {
             *next_stream += 1;
             let mut conn = Conn::new(stream, [src, dst], at, opts.max_line_bytes);
             conn.keep_payloads = opts.payloads;
+            for half in &mut conn.halves {
+                half.emit_data = opts.stream_data;
+            }
             let chat = match opts.stream {
                 Some(wanted) if wanted == stream => Chat::Yes(FoundBy::Requested),
                 Some(_) => Chat::No,
@@ -316,7 +323,7 @@ fn decide(t: &mut Tracked, produced: &[Pending]) {
             }
             Pending::Line { .. } => {}
             Pending::Segment { len, .. } => t.undecided_bytes += len,
-            Pending::Gap { .. } => {}
+            Pending::Gap { .. } | Pending::Data { .. } => {}
         }
     }
     if t.pending.len() + produced.len() > MAX_UNDECIDED_EVENTS
@@ -440,6 +447,7 @@ fn emit(
                 *t.anomalies.entry("missing_data".to_string()).or_default() += 1;
                 (side, at, EventKind::Gap { bytes, reason })
             }
+            Pending::Data { side, at, bytes } => (side, at, EventKind::Data { bytes }),
         };
         out.push_back(Output::Event(Event {
             stream: t.conn.stream,

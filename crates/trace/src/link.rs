@@ -180,10 +180,12 @@ pub fn tcp_segment(linktype: i32, data: &[u8]) -> Result<TcpSegment<'_>, Skip> {
     let tcp = match &sliced.transport {
         Some(TransportSlice::Tcp(tcp)) => tcp,
         _ => {
-            return Err(match &sliced.stop_err {
-                Some((etherparse::err::packet::SliceError::Len(_), _)) => Skip::Truncated,
-                _ => Skip::Malformed,
-            })
+            return match &sliced.stop_err {
+                Some((etherparse::err::packet::SliceError::Len(_), _)) => {
+                    cut_header(src, dst, payload.payload, declared_end)
+                }
+                _ => Err(Skip::Malformed),
+            }
         }
     };
     let body = tcp.payload();
@@ -229,6 +231,43 @@ pub fn tcp_segment(linktype: i32, data: &[u8]) -> Result<TcpSegment<'_>, Skip> {
         window: tcp.window_size(),
         window_scale,
         payload: body,
+        missing,
+    })
+}
+
+/// A TCP header whose options the snap length cut (SYNs carry 20 bytes of options, so a
+/// capture with `-s 68` keeps none of them whole): the fixed 20 bytes still say everything the
+/// analysis needs; the options and the payload count as missing.
+fn cut_header(
+    src: IpAddr,
+    dst: IpAddr,
+    bytes: &[u8],
+    declared_end: usize,
+) -> Result<TcpSegment<'_>, Skip> {
+    let fixed: &[u8; 20] = bytes
+        .get(..20)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(Skip::Truncated)?;
+    let u16_at = |i: usize| u16::from_be_bytes([fixed[i], fixed[i + 1]]);
+    let u32_at =
+        |i: usize| u32::from_be_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
+    let header_len = usize::from(fixed[12] >> 4) * 4;
+    if header_len < 20 {
+        return Err(Skip::Malformed);
+    }
+    let payload_start = bytes.as_ptr() as usize + header_len;
+    let missing = u32::try_from(declared_end.saturating_sub(payload_start)).unwrap_or(u32::MAX);
+    Ok(TcpSegment {
+        src,
+        dst,
+        src_port: u16_at(0),
+        dst_port: u16_at(2),
+        seq: u32_at(4),
+        ack: u32_at(8),
+        flags: Flags(fixed[13]),
+        window: u16_at(14),
+        window_scale: None,
+        payload: &[],
         missing,
     })
 }

@@ -92,6 +92,11 @@ pub enum EventKind {
     Line(Line),
     /// Stream bytes the capture does not hold.
     Gap { bytes: u64, reason: GapReason },
+    /// In-order stream bytes, hex-encoded; only with [`crate::Options::stream_data`].
+    Data {
+        #[serde(serialize_with = "hex")]
+        bytes: Vec<u8>,
+    },
 }
 
 /// A TCP segment's header facts and what they mean.
@@ -363,13 +368,17 @@ pub enum Output {
 
 fn hex_opt<S: serde::Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
     match bytes {
-        Some(b) => {
-            let mut out = String::with_capacity(b.len() * 2);
-            for byte in b {
-                out.push_str(&format!("{byte:02x}"));
-            }
-            s.serialize_str(&out)
-        }
+        Some(b) => hex(b, s),
         None => s.serialize_none(),
     }
+}
+
+fn hex<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    s.serialize_str(&out)
 }

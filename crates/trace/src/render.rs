@@ -242,6 +242,7 @@ impl<W: Write> TextRender<W> {
                 let words = if line.valid { words } else { p.yellow(&words) };
                 writeln!(self.out, "  {time:>11} {arrow}  {text}  {words}")?;
             }
+            EventKind::Data { .. } => {}
             EventKind::Gap { bytes, reason } => {
                 let why = match reason {
                     GapReason::AckedUnseen => {
@@ -254,7 +255,10 @@ impl<W: Write> TextRender<W> {
                 writeln!(
                     self.out,
                     "  {time:>11} {arrow}  {}",
-                    p.red(&format!("{bytes} bytes missing from the capture ({why})"))
+                    p.red(&format!(
+                        "{} missing from the capture ({why})",
+                        plural(*bytes, "byte")
+                    ))
                 )?;
             }
         }
@@ -298,12 +302,14 @@ impl<W: Write> TextRender<W> {
             parts.push(format!("handshake RTT {}", millis(rtt)));
         }
         parts.push(format!(
-            "{} lines from the client, {} from the server",
-            end.lines.client_to_server, end.lines.server_to_client
+            "{} from the client, {} from the server",
+            plural(end.lines.client_to_server, "line"),
+            end.lines.server_to_client
         ));
         parts.push(format!(
-            "{} bytes client→server, {} bytes server→client",
-            end.bytes.client_to_server, end.bytes.server_to_client
+            "{} client→server, {} server→client",
+            plural(end.bytes.client_to_server, "byte"),
+            plural(end.bytes.server_to_client, "byte")
         ));
         writeln!(self.out, "  {} {}", p.bold("summary:"), parts.join("; "))?;
         let t = &end.teardown;
@@ -421,9 +427,9 @@ impl<W: Write> Render for TextRender<W> {
         let streams: Vec<String> = s.chat_streams.iter().map(|n| format!("#{n}")).collect();
         writeln!(
             self.out,
-            "  {} TCP connections, {} chat connections{}",
-            s.tcp_connections,
-            s.chat_connections,
+            "  {}, {}{}",
+            plural(s.tcp_connections, "TCP connection"),
+            plural(s.chat_connections, "chat connection"),
             if streams.is_empty() {
                 String::new()
             } else {
@@ -517,9 +523,17 @@ fn segment_words(seg: &Segment, dir: Dir) -> String {
         });
     }
     if words.is_empty() && seg.len > 0 {
-        words.push(format!("{} bytes of data", seg.len));
+        words.push(format!("{} of data", plural(seg.len, "byte")));
     }
     words.join("; ")
+}
+
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {

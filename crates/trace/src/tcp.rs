@@ -49,6 +49,12 @@ pub enum Pending {
         bytes: u64,
         reason: GapReason,
     },
+    /// In-order stream bytes (only when asked for).
+    Data {
+        side: usize,
+        at: Step,
+        bytes: Vec<u8>,
+    },
 }
 
 /// Stream data that arrived ahead of a hole.
@@ -81,6 +87,8 @@ pub struct Half {
     lines: LineSplitter,
     /// Whether lines are cut at all (not for connections known not to be chat).
     pub split_lines: bool,
+    /// Whether in-order stream bytes are handed out as [`Pending::Data`].
+    pub emit_data: bool,
     pub bytes: u64,
     pub missing: u64,
     pub segments: u64,
@@ -103,6 +111,7 @@ impl Half {
             ended: false,
             lines: LineSplitter::new(max_line_bytes, false),
             split_lines: true,
+            emit_data: false,
             bytes: 0,
             missing: 0,
             segments: 0,
@@ -137,6 +146,13 @@ impl Half {
         out: &mut Vec<Pending>,
     ) {
         if !data.is_empty() {
+            if self.emit_data {
+                out.push(Pending::Data {
+                    side,
+                    at,
+                    bytes: data.to_vec(),
+                });
+            }
             if self.split_lines {
                 let mut lines = Vec::new();
                 self.lines.push(data, &mut lines);
