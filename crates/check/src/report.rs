@@ -123,6 +123,15 @@ impl CaseReport {
     }
 }
 
+/// Every case's name, description and rule as JSON (what `--list --json` prints).
+pub fn cases_json() -> Value {
+    let cases: Vec<Value> = crate::cases::CASES
+        .iter()
+        .map(|c| json!({ "name": c.name, "description": c.description, "rule": c.rule }))
+        .collect();
+    Value::Array(cases)
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -139,6 +148,21 @@ pub mod text {
             .map(|c| c.name.len())
             .max()
             .unwrap_or(0)
+    }
+
+    /// Every case with its one-line description (what `--list` prints).
+    pub fn case_list() -> String {
+        let mut out = String::new();
+        for case in crate::cases::CASES {
+            let _ = writeln!(
+                out,
+                "{:w$}  {}",
+                case.name,
+                case.description,
+                w = name_width()
+            );
+        }
+        out
     }
 
     /// The line printed before the first case.

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check;
 mod logging;
 mod serve;
 mod trace;
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// Run the chat server (default 0.0.0.0:5378, everything in one process).
     Serve(serve::ServeArgs),
+    /// Check any server against the protocol: named cases, pass/fail table, what to fix.
+    Check(check::CheckArgs),
     /// Explain a pcap/pcapng capture of the chat protocol: handshake, messages, teardown.
     Trace(trace::TraceArgs),
 }
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
     logging::init(&cli.log);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Check(args) => check::run(args),
         Command::Trace(args) => trace::run(args),
     };
     match result {

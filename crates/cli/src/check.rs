@@ -1,0 +1,133 @@
+//! `tcpchat check`: arguments, progress and exit codes; the cases and their verdicts are
+//! `tcpchat_check`.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tcpchat_check::report::text;
+use tcpchat_check::{CheckError, Config, Progress};
+
+use crate::UsageError;
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    tcpchat check 127.0.0.1:5378\n  \
+    tcpchat check chat.example.org --capacity 100 --only busy,slow-reader\n\n\
+    Exit status: 0 when every case that ran passed, 1 when one failed or the server cannot be\n\
+    reached, 2 for invalid arguments. What each case checks and why: docs/check.md")]
+pub struct CheckArgs {
+    /// The server to check: HOST, HOST:PORT or [IPv6]:PORT; the port defaults to 5378
+    #[arg(value_name = "HOST[:PORT]", required_unless_present = "list")]
+    target: Option<String>,
+
+    /// The server's client limit (its --max-clients); enables the `busy` case, which opens
+    /// that many connections plus one. Without it, `busy` is skipped
+    #[arg(long, value_name = "N")]
+    capacity: Option<usize>,
+
+    /// Run only this case; repeat the flag or separate names with commas (see --list)
+    #[arg(long, value_name = "CASE", value_delimiter = ',')]
+    only: Vec<String>,
+
+    /// List the cases with what each one checks, and exit
+    #[arg(long)]
+    list: bool,
+
+    /// Print one JSON object when done instead of the table (format: docs/check.md)
+    #[arg(long)]
+    json: bool,
+
+    /// Seconds to wait for each expected reply; a whole case may take 12 times this
+    #[arg(long, value_name = "SECS", default_value_t = tcpchat_check::DEFAULT_TIMEOUT.as_secs_f64())]
+    timeout: f64,
+}
+
+pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.list {
+        if args.json {
+            writeln!(out, "{:#}", tcpchat_check::report::cases_json())?;
+        } else {
+            write!(out, "{}", text::case_list())?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(target) = args.target else {
+        return Err(UsageError(
+            "give the server to check, e.g. tcpchat check 127.0.0.1:5378".into(),
+        )
+        .into());
+    };
+    let timeout = Duration::try_from_secs_f64(args.timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "invalid --timeout {}: give a number of seconds above zero, e.g. 5 or 0.5",
+                args.timeout
+            ))
+        })?;
+    let config = Config {
+        target,
+        capacity: args.capacity,
+        only: args.only,
+        timeout,
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let live = !args.json;
+    let tty = stdout.is_terminal();
+    let mut write_error = None;
+    let result = runtime.block_on(tcpchat_check::run(&config, |event| {
+        if !live || write_error.is_some() {
+            return;
+        }
+        let written = match event {
+            Progress::Begin {
+                target,
+                address,
+                cases,
+                timeout,
+            } => {
+                write!(out, "{}", text::header(target, address, cases, timeout))
+            }
+            Progress::Started(case) if tty => write!(out, "{}", text::running(case)),
+            Progress::Started(_) => Ok(()),
+            Progress::Finished(report) => {
+                let erase = if tty { "\r" } else { "" };
+                write!(out, "{erase}{}", text::row(report))
+            }
+        };
+        if let Err(e) = written.and_then(|()| out.flush()) {
+            write_error = Some(e);
+        }
+    }));
+    if let Some(e) = write_error {
+        return Err(e).context("cannot write the report");
+    }
+    let report = match result {
+        Ok(report) => report,
+        Err(
+            e @ (CheckError::UnknownCase(_) | CheckError::BadTarget(_) | CheckError::ZeroTimeout),
+        ) => return Err(UsageError(e.to_string()).into()),
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        writeln!(out, "{:#}", report.to_json())?;
+    } else {
+        write!(out, "{}{}", text::failures(&report), text::summary(&report))?;
+    }
+    out.flush()?;
+    Ok(if report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
