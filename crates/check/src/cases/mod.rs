@@ -254,9 +254,9 @@ pub static CASES: &[Case] = &[
     case!(
         "name-freed",
         presence::name_freed,
-        "after a client disconnects, LIST stops showing it and its name can log in again",
-        "A disconnect frees the name at once: `LIST` stops showing it and a new client can \
-         log in with it."
+        "a client that disconnects leaves LIST, cannot be sent to, and its name is free",
+        "A disconnect frees the name at once: `LIST` stops showing it, `SEND` to it gets \
+         `BAD-DEST-USER`, and a new client can log in with it."
     ),
     case!(
         "name-freed-reset",

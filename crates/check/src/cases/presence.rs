@@ -68,6 +68,18 @@ where
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 
+    w.send(&Request::Send {
+        to: name.clone(),
+        body: "are you still there?",
+    })
+    .await?;
+    w.expect(
+        &format!("send to {name}, which left LIST"),
+        &Reply::BadDestUser,
+    )
+    .await
+    .map_err(|f| f.note("a name that left LIST is not logged in: SEND to it gets BAD-DEST-USER"))?;
+
     let mut c = cx.connect().await?;
     c.send(&Request::HelloFrom(name.clone())).await?;
     c.expect(
