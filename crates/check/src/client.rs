@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout, timeout_at, Instant};
 
-use crate::failure::{escape, Failure};
+use crate::failure::{escape, quoted, Failure};
 
 /// Longest server line the checker keeps. A longer one is reported, not stored: a server that
 /// relays an overlong line must not make the checker allocate without bound either.
@@ -52,12 +52,12 @@ impl Got {
 impl fmt::Display for Got {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Got::Line(line) => f.write_str(&escape(line)),
+            Got::Line(line) => f.write_str(&quoted(line)),
             Got::Closed => f.write_str("(the server closed the connection)"),
             Got::ClosedMidLine(rest) => write!(
                 f,
                 "(the server closed the connection after an unfinished line: {})",
-                escape(rest)
+                quoted(rest)
             ),
             Got::Error(e) => write!(f, "(the connection failed: {e})"),
             Got::Timeout(t) => write!(f, "(nothing within {})", seconds(*t)),
@@ -294,7 +294,7 @@ impl Client {
         if got == Got::Line(want.to_vec()) {
             return Ok(());
         }
-        Err(self.mismatch(step, &escape(want), &got))
+        Err(self.mismatch(step, &quoted(want), &got))
     }
 
     /// Waits for the next line and requires it to be one of `wants`; returns which.
@@ -319,7 +319,7 @@ impl Client {
         }
         let expected = lines
             .iter()
-            .map(|l| escape(l))
+            .map(|l| quoted(l))
             .collect::<Vec<_>>()
             .join(" or ");
         Err(self.mismatch(step, &expected, &got))
@@ -351,7 +351,7 @@ impl Client {
             }
             let expected = left
                 .iter()
-                .map(|l| escape(l))
+                .map(|l| quoted(l))
                 .collect::<Vec<_>>()
                 .join(" and ");
             return Err(self.mismatch(step, &format!("{expected} (in any order)"), &got));

@@ -61,6 +61,12 @@ impl Failure {
     }
 }
 
+/// A line as a report shows it in `expected` and `got`: escaped and in double quotes, so leading
+/// and trailing spaces are visible.
+pub fn quoted(bytes: &[u8]) -> String {
+    format!("\"{}\"", escape(bytes))
+}
+
 /// Shows protocol bytes unambiguously on one line: `\r`, `\t`, other control characters and
 /// bytes that are not UTF-8 as escapes, a backslash as `\\`, long lines shortened.
 pub fn escape(bytes: &[u8]) -> String {

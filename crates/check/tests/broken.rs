@@ -132,6 +132,12 @@ defect_tests! {
     relays_empty_message: RelaysEmptyMessage => ["send-empty-message"];
     missing_user_is_header_error: MissingUserIsHeaderError => ["send-missing-user"];
     closes_on_in_use: ClosesOnInUse => ["name-in-use"];
+    accepts_empty_name: AcceptsEmptyName => ["name-empty"];
+    accepts_control_in_name: AcceptsControlInName => ["name-control"];
+    accepts_invalid_utf8_name: AcceptsInvalidUtf8Name => ["name-not-utf8"];
+    prefix_commands: PrefixCommands => ["unknown-command"];
+    latin1_messages: Latin1Messages => ["send-unicode", "send-not-utf8"];
+    client_limit_40: ClientLimit40 => ["many-clients"];
     closes_on_bad_name: ClosesOnBadName => [
         "name-empty", "name-whitespace", "name-comma", "name-control", "name-too-long",
         "name-not-utf8"

@@ -76,8 +76,7 @@ pub(super) async fn many_clients(cx: &mut Ctx) -> CaseResult {
 }
 
 pub(super) async fn slow_reader(cx: &mut Ctx) -> CaseResult {
-    let mut stuck = cx.connect_with(Some(STUCK_RECV_BUFFER_BYTES)).await?;
-    cx.log_in(&mut stuck).await?;
+    let stuck = cx.login_with(Some(STUCK_RECV_BUFFER_BYTES)).await?;
     let mut f = cx.login().await?;
     let mut body = String::from("flood ");
     body.extend(std::iter::repeat_n('x', FLOOD_BODY_BYTES - body.len()));

@@ -18,10 +18,15 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tcpchat_proto::{Reply, Request, Username};
 
 use crate::client::{Client, Got, Transcript};
 use crate::failure::Failure;
+
+/// Pause between logins while a full server frees the slots of closed connections.
+const BUSY_RETRY_INTERVAL: Duration = Duration::from_millis(20);
 
 /// What a case ends with when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,9 +373,57 @@ impl Ctx {
 
     /// Opens a connection and logs it in with a fresh name.
     pub(crate) async fn login(&mut self) -> Result<Client, Failure> {
-        let mut client = self.connect().await?;
-        self.log_in(&mut client).await?;
-        Ok(client)
+        self.login_with(None).await
+    }
+
+    /// Opens a connection (with `recv_buffer` as its receive buffer, if given) and logs it in
+    /// with a fresh name.
+    ///
+    /// A `BUSY` is retried, on a new connection, for up to the timeout: the server may still
+    /// be closing the previous case's connections, and a slot is free only once it has. A
+    /// server still full after that fails the login.
+    pub(crate) async fn login_with(&mut self, recv_buffer: Option<u32>) -> Result<Client, Failure> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let mut client = self.connect_with(recv_buffer).await?;
+            let name = self.fresh_name();
+            let hello = Reply::Hello(name.clone()).to_line();
+            // A server that answers BUSY at once may have closed before this write lands;
+            // what it sent is still readable, so a failed write is not the verdict.
+            let _ = client
+                .write(&Request::HelloFrom(name.clone()).to_line())
+                .await;
+            let got = client.recv().await;
+            match &got {
+                Got::Line(line) if line[..] == hello[..hello.len() - 1] => {
+                    client.set_name(name);
+                    return Ok(client);
+                }
+                Got::Line(line) if line == b"BUSY" && Instant::now() < deadline => {
+                    client.log_note(
+                        "(server full: earlier connections may still be closing; trying again)",
+                    );
+                    drop(client);
+                    tokio::time::sleep(BUSY_RETRY_INTERVAL).await;
+                }
+                _ => {
+                    let failure = client.mismatch(
+                        "log in with a fresh name",
+                        &crate::failure::quoted(&hello[..hello.len() - 1]),
+                        &got,
+                    );
+                    return Err(if got == Got::Line(b"BUSY".to_vec()) {
+                        failure.note(format!(
+                            "the server stayed full for {}; is its client limit lower than \
+                             this case needs?",
+                            crate::client::seconds(self.timeout)
+                        ))
+                    } else {
+                        failure
+                    });
+                }
+            }
+        }
     }
 
     /// Logs `client` in with a fresh name.

@@ -69,7 +69,22 @@ pub enum Defect {
     ClosesOnInUse,
     /// Closes the connection after an invalid name.
     ClosesOnBadName,
+    /// Accepts an empty name.
+    AcceptsEmptyName,
+    /// Accepts names with control characters.
+    AcceptsControlInName,
+    /// Accepts names that are not UTF-8 (decoding them lossily).
+    AcceptsInvalidUtf8Name,
+    /// Matches commands by prefix: `LISTS` is taken for `LIST`.
+    PrefixCommands,
+    /// Decodes messages as Latin-1 and relays them re-encoded, mangling non-ASCII text.
+    Latin1Messages,
+    /// Serves at most 40 clients, whatever it is told.
+    ClientLimit40,
 }
+
+/// The hard limit of [`Defect::ClientLimit40`].
+const DEFECT_CLIENT_LIMIT: usize = 40;
 
 /// Longest line the reference server takes, like the real one's default.
 const MAX_LINE_BYTES: usize = 4096;
@@ -111,7 +126,11 @@ pub async fn start(defect: Defect, capacity: usize) -> Server {
     let shared = Arc::new(Shared {
         defect,
         users: Mutex::new(HashMap::new()),
-        slots: Arc::new(Semaphore::new(capacity)),
+        slots: Arc::new(Semaphore::new(if defect == Defect::ClientLimit40 {
+            capacity.min(DEFECT_CLIENT_LIMIT)
+        } else {
+            capacity
+        })),
     });
     let stop = CancellationToken::new();
     let stopped = stop.clone();
@@ -326,12 +345,22 @@ impl Conn<'_> {
                 self.name = Some(new);
             }
             Ok(Request::Send { to, body }) => {
-                let body = if d == Defect::TrimsMessage {
-                    body.trim()
-                } else {
-                    body
+                let body = match d {
+                    Defect::TrimsMessage => body.trim().to_string(),
+                    Defect::Latin1Messages => latin1(body.as_bytes()),
+                    _ => body.to_string(),
                 };
-                self.send(&me, to.as_str(), body).await;
+                self.send(&me, to.as_str(), &body).await;
+            }
+            Err(RequestError::NotUtf8) if d == Defect::Latin1Messages => {
+                let (to, body) = split_send(line);
+                self.send(&me, &String::from_utf8_lossy(to), &latin1(body))
+                    .await;
+            }
+            Err(RequestError::UnknownCommand)
+                if d == Defect::PrefixCommands && line.starts_with(b"LIST") =>
+            {
+                self.list(&me);
             }
             Err(RequestError::NotUtf8) if d == Defect::RelaysInvalidUtf8 => {
                 let text = String::from_utf8_lossy(line).into_owned();
@@ -369,13 +398,18 @@ impl Conn<'_> {
         let d = self.shared.defect;
         match parsed {
             Ok(Request::HelloFrom(name)) => self.login(name.as_str().to_string()),
-            Err(RequestError::BadName(NameError::Comma)) if d == Defect::AcceptsCommaInName => {
-                self.login(String::from_utf8_lossy(&line[11..]).into_owned())
-            }
-            Err(RequestError::BadName(NameError::TooLong { .. }))
-                if d == Defect::NoNameLengthLimit =>
+            Err(RequestError::BadName(e))
+                if matches!(
+                    (d, &e),
+                    (Defect::AcceptsCommaInName, NameError::Comma)
+                        | (Defect::NoNameLengthLimit, NameError::TooLong { .. })
+                        | (Defect::AcceptsEmptyName, NameError::Empty)
+                        | (Defect::AcceptsControlInName, NameError::Control)
+                        | (Defect::AcceptsInvalidUtf8Name, NameError::NotUtf8)
+                ) =>
             {
-                self.login(String::from_utf8_lossy(&line[11..]).into_owned())
+                let name = line.get(b"HELLO-FROM ".len()..).unwrap_or_default();
+                self.login(String::from_utf8_lossy(name).into_owned())
             }
             Err(RequestError::BadName(_)) => {
                 self.reply(&Reply::BadRqstBody);
@@ -468,6 +502,20 @@ impl Conn<'_> {
             return;
         }
         self.reply(&Reply::SendOk);
+    }
+}
+
+/// Each byte as the character with that code point, as a Latin-1 decoder would.
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().copied().map(char::from).collect()
+}
+
+/// The recipient and message of a `SEND` line, as bytes.
+fn split_send(line: &[u8]) -> (&[u8], &[u8]) {
+    let rest = line.get(b"SEND ".len()..).unwrap_or_default();
+    match rest.iter().position(|&b| b == b' ') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &[]),
     }
 }
 
