@@ -413,6 +413,11 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         loop {
             if let Some(i) = self.unread.iter().position(|&b| b == b'\n') {
+                if i > MAX_REPLY_BYTES {
+                    self.overrun = true;
+                    self.unread = Vec::new();
+                    return Got::TooLong;
+                }
                 let line = self.unread[..i].to_vec();
                 self.unread.drain(..=i);
                 return Got::Line(line);
@@ -467,4 +472,103 @@ const MAX_LINES_SHOWN_PER_WRITE: usize = 12;
 fn first_line(bytes: &[u8]) -> String {
     let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
     escape(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A client connected to a peer that writes `chunks` (one write each), then closes.
+    /// The reads still see the bytes split wherever the kernel delivers them; the client must
+    /// give the same lines whatever the split.
+    async fn client_reading(chunks: Vec<Vec<u8>>, wait: Duration) -> Client {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("bound listener has an address");
+        tokio::spawn(async move {
+            let (mut peer, _) = listener.accept().await.expect("the client connects");
+            for chunk in chunks {
+                if peer.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Client::connect(addr, "A".into(), wait, None, Transcript::default())
+            .await
+            .expect("connects to the test peer")
+    }
+
+    #[tokio::test]
+    async fn reads_lines_exactly_keeping_cr_across_chunks() {
+        let chunks = vec![
+            b"HEL".to_vec(),
+            b"LO a\r\nLIST-OK a,".to_vec(),
+            b"b\nBUSY".to_vec(),
+        ];
+        let mut c = client_reading(chunks, Duration::from_secs(5)).await;
+        assert_eq!(c.recv().await, Got::Line(b"HELLO a\r".to_vec()));
+        assert_eq!(c.recv().await, Got::Line(b"LIST-OK a,b".to_vec()));
+        assert_eq!(c.recv().await, Got::ClosedMidLine(b"BUSY".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn reports_close_and_overlong_lines() {
+        let mut c = client_reading(vec![b"SEND-OK\n".to_vec()], Duration::from_secs(5)).await;
+        assert_eq!(c.recv().await, Got::Line(b"SEND-OK".to_vec()));
+        assert_eq!(c.recv().await, Got::Closed);
+
+        let long = vec![b'x'; MAX_REPLY_BYTES + 10];
+        let mut c = client_reading(vec![long, b"\n".to_vec()], Duration::from_secs(5)).await;
+        let got = c.recv().await;
+        assert!(got == Got::TooLong, "got {got}");
+        assert_eq!(
+            c.recv().await,
+            Got::TooLong,
+            "the stream is out of step for good"
+        );
+    }
+
+    #[tokio::test]
+    async fn times_out_when_nothing_comes() {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("bound listener has an address");
+        let wait = Duration::from_millis(50);
+        let transcript = Transcript::default();
+        let mut c = Client::connect(addr, "A".into(), wait, None, transcript.clone())
+            .await
+            .expect("the kernel accepts into the backlog");
+        assert_eq!(c.recv().await, Got::Timeout(wait));
+        assert_eq!(
+            transcript.take(),
+            ["A connected", "A <- (nothing within 0.05s)"]
+        );
+        drop(listener);
+    }
+
+    #[tokio::test]
+    async fn mismatch_on_a_kept_cr_says_so() {
+        let mut c = client_reading(vec![b"HELLO a\r\n".to_vec()], Duration::from_secs(5)).await;
+        let want = Reply::Hello(Username::parse("a").expect("valid name"));
+        let failure = c
+            .expect("log in", &want)
+            .await
+            .expect_err("the \\r is kept");
+        assert_eq!(failure.expected, "\"HELLO a\"");
+        assert_eq!(failure.got, "\"HELLO a\\r\"");
+        assert!(failure.note.is_some_and(|n| n.contains("\\r")));
+    }
+
+    #[test]
+    fn seconds_reads_naturally() {
+        assert_eq!(seconds(Duration::from_secs(5)), "5s");
+        assert_eq!(seconds(Duration::from_millis(500)), "0.5s");
+    }
 }

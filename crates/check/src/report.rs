@@ -14,6 +14,7 @@ use crate::failure::Failure;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Pass,
+    /// What went wrong, for the author to fix.
     Fail(Box<Failure>),
     /// Not run; the reason says what it needs (e.g. `--capacity`).
     Skip(String),
@@ -24,6 +25,7 @@ pub enum Outcome {
 pub struct CaseReport {
     pub case: &'static Case,
     pub outcome: Outcome,
+    /// Wall-clock time the case took, for the table; never part of a verdict.
     pub duration: Duration,
 }
 
@@ -55,14 +57,17 @@ pub enum Progress<'a> {
 }
 
 impl Report {
+    /// Cases that passed.
     pub fn passed(&self) -> usize {
         self.count(|o| matches!(o, Outcome::Pass))
     }
 
+    /// Cases that failed.
     pub fn failed(&self) -> usize {
         self.count(|o| matches!(o, Outcome::Fail(_)))
     }
 
+    /// Cases that did not run (see [`Outcome::Skip`]).
     pub fn skipped(&self) -> usize {
         self.count(|o| matches!(o, Outcome::Skip(_)))
     }
@@ -249,5 +254,113 @@ pub mod text {
             report.failed(),
             report.skipped()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cases::find;
+
+    fn case(name: &str) -> &'static Case {
+        find(name).expect("a case in the table")
+    }
+
+    fn sample() -> Report {
+        let failure = Failure::new("A: log in", "\"HELLO x\"", "\"HELLO x\\r\"")
+            .note("strip the \\r")
+            .with_transcript(vec!["A -> HELLO-FROM x".into(), "A <- HELLO x\\r".into()]);
+        Report {
+            target: "localhost:5378".into(),
+            address: "127.0.0.1:5378".parse().expect("literal address"),
+            cases: vec![
+                CaseReport {
+                    case: case("login"),
+                    outcome: Outcome::Pass,
+                    duration: Duration::from_millis(3),
+                },
+                CaseReport {
+                    case: case("crlf"),
+                    outcome: Outcome::Fail(Box::new(failure)),
+                    duration: Duration::from_millis(4),
+                },
+                CaseReport {
+                    case: case("busy"),
+                    outcome: Outcome::Skip("give --capacity N".into()),
+                    duration: Duration::ZERO,
+                },
+            ],
+            duration: Duration::from_millis(1500),
+        }
+    }
+
+    #[test]
+    fn counts_and_verdict() {
+        let report = sample();
+        assert_eq!(
+            (report.passed(), report.failed(), report.skipped()),
+            (1, 1, 1)
+        );
+        assert!(!report.success());
+        assert_eq!(report.failed_names(), ["crlf"]);
+    }
+
+    #[test]
+    fn json_shape() {
+        let v = sample().to_json();
+        assert_eq!(v["passed"], 1);
+        assert_eq!(v["failed"], 1);
+        assert_eq!(v["skipped"], 1);
+        assert_eq!(v["duration_ms"], 1500);
+        assert_eq!(v["address"], "127.0.0.1:5378");
+        let cases = v["cases"].as_array().expect("cases is an array");
+        assert_eq!(cases[0]["outcome"], "pass");
+        assert!(cases[0].get("failure").is_none());
+        assert_eq!(cases[1]["outcome"], "fail");
+        assert_eq!(cases[1]["failure"]["expected"], "\"HELLO x\"");
+        assert_eq!(cases[1]["failure"]["note"], "strip the \\r");
+        assert_eq!(cases[1]["failure"]["transcript"][1], "A <- HELLO x\\r");
+        assert_eq!(cases[1]["rule"], case("crlf").rule);
+        assert_eq!(cases[2]["outcome"], "skip");
+        assert_eq!(cases[2]["reason"], "give --capacity N");
+    }
+
+    #[test]
+    fn text_rows_failures_and_summary() {
+        let report = sample();
+        let rows: Vec<String> = report.cases.iter().map(text::row).collect();
+        assert!(rows[0].starts_with("  pass  login "), "{}", rows[0]);
+        assert!(rows[0].contains("3 ms"), "{}", rows[0]);
+        assert!(rows[1].starts_with("  FAIL  crlf "), "{}", rows[1]);
+        assert!(
+            rows[2].contains("skipped: give --capacity N"),
+            "{}",
+            rows[2]
+        );
+
+        let failures = text::failures(&report);
+        for want in [
+            "crlf: ",
+            "  rule:     A trailing",
+            "  step:     A: log in",
+            "  expected: \"HELLO x\"",
+            "  got:      \"HELLO x\\r\"",
+            "  hint:     strip the \\r",
+            "    A <- HELLO x\\r",
+        ] {
+            assert!(
+                failures.contains(want),
+                "{want:?} missing from:\n{failures}"
+            );
+        }
+        assert!(!failures.contains("login:"), "passed cases have no details");
+        assert!(text::summary(&report).ends_with("check: 1 passed, 1 failed, 1 skipped\n"));
+    }
+
+    #[test]
+    fn case_list_names_every_case() {
+        let list = text::case_list();
+        assert_eq!(list.lines().count(), crate::cases::CASES.len());
+        assert!(list.lines().all(|l| !l.trim().is_empty()));
     }
 }
