@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
+use tcpchat_redis::{ClusterConfig, NodeId, RedisHub};
 use tcpchat_server::{Config, Keepalive};
 use tracing::{info, warn};
 
@@ -68,6 +69,17 @@ pub struct ServeArgs {
     #[arg(long, env = "TCPCHAT_SHUTDOWN_GRACE", value_name = "DURATION")]
     shutdown_grace: Option<String>,
 
+    /// Cluster mode: share names and messages with every node using this Redis, e.g.
+    /// redis://10.0.0.5:6379 or redis://127.0.0.1:6379/2 (see docs/cluster.md)
+    /// [default: off, everything in this process]
+    #[arg(long, env = "TCPCHAT_CLUSTER", value_name = "URL")]
+    cluster: Option<String>,
+
+    /// Cluster mode: this node's id, unique among the nodes (letters, digits, '.', '_', '-')
+    /// [default: a random one, shown in the log]
+    #[arg(long, env = "TCPCHAT_NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+
     /// Read settings from this TOML file (keys as the flags, with underscores:
     /// listen, max_clients, max_line, handshake_timeout, ...); flags and environment win
     #[arg(long, env = "TCPCHAT_CONFIG", value_name = "FILE")]
@@ -88,6 +100,8 @@ struct FileSettings {
     keepalive_probes: Option<u32>,
     max_outbox: Option<usize>,
     shutdown_grace: Option<String>,
+    cluster: Option<String>,
+    node_id: Option<String>,
 }
 
 /// Resolved settings: where to listen and how to serve.
@@ -95,6 +109,15 @@ struct FileSettings {
 pub struct Settings {
     pub listen: SocketAddr,
     pub config: Config,
+    /// `Some` in cluster mode.
+    pub cluster: Option<Cluster>,
+}
+
+/// Cluster mode settings: which Redis, and this node's id.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Cluster {
+    pub url: String,
+    pub node_id: NodeId,
 }
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
@@ -215,8 +238,29 @@ impl ServeArgs {
             None => defaults.shutdown_grace,
         };
 
+        let node_id = match self.node_id.or(file.node_id) {
+            Some(id) => Some(NodeId::parse(&id).map_err(|e| usage(e.to_string()))?),
+            None => None,
+        };
+        let cluster = match self.cluster.or(file.cluster) {
+            Some(url) => {
+                tcpchat_redis::check_url(&url).map_err(|e| usage(e.to_string()))?;
+                Some(Cluster {
+                    url,
+                    node_id: node_id.unwrap_or_else(NodeId::random),
+                })
+            }
+            None if node_id.is_some() => {
+                return Err(usage(
+                    "node-id is only used in cluster mode: add --cluster redis://HOST:PORT",
+                ))
+            }
+            None => None,
+        };
+
         Ok(Settings {
             listen,
+            cluster,
             config: Config {
                 max_clients,
                 max_line_bytes,
@@ -232,7 +276,11 @@ impl ServeArgs {
 
 /// Runs `tcpchat serve` to completion.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let Settings { listen, config } = args.resolve()?;
+    let Settings {
+        listen,
+        config,
+        cluster,
+    } = args.resolve()?;
     raise_fd_limit(config.max_clients);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -241,7 +289,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let shutdown = shutdown_signal();
         let listener = tcpchat_server::bind(listen).map_err(|e| bind_error(listen, &e))?;
-        tcpchat_server::run(listener, config, shutdown).await?;
+        match cluster {
+            None => tcpchat_server::run(listener, config, shutdown).await?,
+            Some(Cluster { url, node_id }) => {
+                let hub = RedisHub::start(ClusterConfig::new(url, node_id))
+                    .await
+                    .map_err(|e| usage(e.to_string()))?;
+                tcpchat_server::run_with_hub(listener, config, hub.clone(), shutdown).await?;
+                hub.leave().await;
+            }
+        }
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -407,6 +464,30 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings() {
+        assert_eq!(resolve(&[]).expect("valid").cluster, None, "off by default");
+        let s =
+            resolve(&["--cluster", "redis://127.0.0.1:6400/1", "--node-id", "n1"]).expect("valid");
+        let c = s.cluster.expect("cluster mode");
+        assert_eq!(c.url, "redis://127.0.0.1:6400/1");
+        assert_eq!(c.node_id.as_str(), "n1");
+        let f = file("cluster = \"redis://10.1.2.3:6379\"\nnode_id = \"from-file\"\n");
+        let s = resolve(&["--config", &f.arg(), "--node-id", "flag"]).expect("valid");
+        let c = s.cluster.expect("cluster mode from the file");
+        assert_eq!(c.url, "redis://10.1.2.3:6379");
+        assert_eq!(c.node_id.as_str(), "flag", "flag wins over file");
+        let s = resolve(&["--cluster", "redis://127.0.0.1:6379"]).expect("valid");
+        assert!(
+            s.cluster
+                .expect("cluster")
+                .node_id
+                .as_str()
+                .starts_with("node-"),
+            "a random id when none is given"
+        );
+    }
+
+    #[test]
     fn invalid_settings_are_usage_errors() {
         let unknown_key = file("max_client = 3\n");
         let bad_toml = file("max_clients = \n");
@@ -427,6 +508,20 @@ mod tests {
             ),
             (vec!["--max-outbox".into(), "10".into()], "max-outbox"),
             (vec!["--listen".into(), "localhost".into()], "listen"),
+            (
+                vec!["--cluster".into(), "127.0.0.1:6379".into()],
+                "invalid cluster address",
+            ),
+            (
+                vec![
+                    "--cluster".into(),
+                    "redis://127.0.0.1:6379".into(),
+                    "--node-id".into(),
+                    "a b".into(),
+                ],
+                "invalid node id",
+            ),
+            (vec!["--node-id".into(), "n1".into()], "--cluster"),
             (
                 vec!["--config".into(), "/nonexistent/tcpchat.toml".into()],
                 "cannot read config file",

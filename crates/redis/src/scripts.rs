@@ -1,0 +1,198 @@
+//! The Lua scripts that make each cluster operation one atomic Redis call.
+//!
+//! Every operation that reads and then writes (claim a name only if free, publish only to a
+//! live owner) runs as a script, so no other node can act between the read and the write, and
+//! each costs one round trip. The keys they touch are listed in `docs/cluster.md`:
+//!
+//! | key | type | meaning |
+//! |---|---|---|
+//! | `tcpchat:epoch` | string | present while Redis holds cluster state; gone after a flush or a restart without persistence |
+//! | `tcpchat:settling` | string, expires | present for a while after the state was lost: logins wait while live nodes re-register |
+//! | `tcpchat:nodes` | set | node ids that have registered |
+//! | `tcpchat:alive:{node}` | string, expires | the node's lease, renewed while it lives |
+//! | `tcpchat:users:{node}` | set | names the node holds |
+//! | `tcpchat:user:{name}` | string | `"{node} {token}"`: who holds the name |
+//! | `tcpchat:deliver:{node}` | pub/sub channel | messages for the node's users, `"{to} {from} {body}"` |
+//!
+//! A name belongs to its holder only while the holder's node is alive: a dead node's names are
+//! free as soon as its `alive` key expires, without anyone deleting them (they are cleaned up
+//! lazily by the next `LIST`).
+//!
+//! Scripts compute key names from their arguments, which a standalone Redis (or a primary with
+//! replicas) allows; a Redis Cluster would need every key under one hash tag.
+
+use redis::Script;
+
+/// Shared prologue: `ARGV[1]` is always the calling node, `ARGV[2]` the settle time in ms,
+/// `ARGV[3]` the node lease in ms.
+///
+/// `fresh_store()` notices a Redis that lost the cluster state (no `tcpchat:epoch`), marks it
+/// as holding state again and starts the settle period, during which logins are refused so
+/// that every live node can re-register its users before anyone else claims their names.
+const PROLOGUE: &str = r"
+local node = ARGV[1]
+local function owner_of(v) return string.match(v, '^(%S+)') end
+local function alive(n) return redis.call('EXISTS', 'tcpchat:alive:' .. n) == 1 end
+local function fresh_store()
+  if redis.call('EXISTS', 'tcpchat:epoch') == 1 then return false end
+  redis.call('SET', 'tcpchat:epoch', '1')
+  redis.call('SET', 'tcpchat:settling', '1', 'PX', ARGV[2])
+  return true
+end
+";
+
+/// Claims `ARGV[4]` with token `ARGV[5]`. Returns `OK`, `IN-USE`, `SETTLING` (state was lost
+/// and nodes are re-registering) or `STALE` (this node's own lease lapsed; it must
+/// re-register first).
+const CLAIM: &str = r"
+if fresh_store() then return 'SETTLING' end
+if redis.call('EXISTS', 'tcpchat:settling') == 1 then return 'SETTLING' end
+if not alive(node) then return 'STALE' end
+local name = ARGV[4]
+local key = 'tcpchat:user:' .. name
+local v = redis.call('GET', key)
+if v then
+  local owner = owner_of(v)
+  if owner ~= node then
+    if alive(owner) then return 'IN-USE' end
+    redis.call('SREM', 'tcpchat:users:' .. owner, name)
+  end
+end
+redis.call('SET', key, node .. ' ' .. ARGV[5])
+redis.call('SADD', 'tcpchat:users:' .. node, name)
+return 'OK'
+";
+
+/// Frees `ARGV[4]` if it is still held with token `ARGV[5]`. A newer login of the same name
+/// on this node (another token) is left alone.
+const RELEASE: &str = r"
+local name = ARGV[4]
+local key = 'tcpchat:user:' .. name
+local v = redis.call('GET', key)
+if v == node .. ' ' .. ARGV[5] then
+  redis.call('DEL', key)
+elseif v and owner_of(v) == node then
+  return 0
+end
+redis.call('SREM', 'tcpchat:users:' .. node, name)
+return 1
+";
+
+/// Extends this node's lease. Returns 1, or 0 if the lease was gone (expired, or the state
+/// was lost): the node must then re-register with [`SYNC`].
+const RENEW: &str = r"
+fresh_store()
+if redis.call('SET', 'tcpchat:alive:' .. node, '1', 'PX', ARGV[3], 'XX') then return 1 end
+return 0
+";
+
+/// Makes Redis agree with this node: `ARGV[4..]` are `name, token` pairs of every user the
+/// node holds. Registers the node, claims each name unless a live node holds it, and frees
+/// names Redis still has for this node that it no longer holds. Returns the names that
+/// another live node holds (they were claimed elsewhere while this node was cut off).
+const SYNC: &str = r"
+fresh_store()
+redis.call('SET', 'tcpchat:alive:' .. node, '1', 'PX', ARGV[3])
+redis.call('SADD', 'tcpchat:nodes', node)
+local set = 'tcpchat:users:' .. node
+local old = redis.call('SMEMBERS', set)
+redis.call('DEL', set)
+local keep, conflicts = {}, {}
+for i = 4, #ARGV, 2 do
+  local name = ARGV[i]
+  local key = 'tcpchat:user:' .. name
+  local v = redis.call('GET', key)
+  local owner = v and owner_of(v)
+  if owner and owner ~= node and alive(owner) then
+    conflicts[#conflicts + 1] = name
+  else
+    redis.call('SET', key, node .. ' ' .. ARGV[i + 1])
+    redis.call('SADD', set, name)
+    keep[name] = true
+  end
+end
+for _, name in ipairs(old) do
+  if not keep[name] then
+    local key = 'tcpchat:user:' .. name
+    local v = redis.call('GET', key)
+    if v and owner_of(v) == node then redis.call('DEL', key) end
+  end
+end
+return conflicts
+";
+
+/// Everyone held by a live node. Nodes whose lease expired are cleaned up on the way.
+const LIST: &str = r"
+local out = {}
+for _, n in ipairs(redis.call('SMEMBERS', 'tcpchat:nodes')) do
+  local set = 'tcpchat:users:' .. n
+  if alive(n) then
+    for _, name in ipairs(redis.call('SMEMBERS', set)) do out[#out + 1] = name end
+  else
+    for _, name in ipairs(redis.call('SMEMBERS', set)) do
+      local key = 'tcpchat:user:' .. name
+      local v = redis.call('GET', key)
+      if v and owner_of(v) == n then redis.call('DEL', key) end
+    end
+    redis.call('DEL', set)
+    redis.call('SREM', 'tcpchat:nodes', n)
+  end
+end
+return out
+";
+
+/// Publishes `ARGV[5]` to the node holding `ARGV[4]`. Returns how many subscribers got it
+/// (1 when the owner's node is listening), or 0 if the name is free, held by a dead node, or
+/// held by the calling node (whose local lookup already failed).
+const ROUTE: &str = r"
+local v = redis.call('GET', 'tcpchat:user:' .. ARGV[4])
+if not v then return 0 end
+local owner = owner_of(v)
+if owner == node or not alive(owner) then return 0 end
+return redis.call('PUBLISH', 'tcpchat:deliver:' .. owner, ARGV[5])
+";
+
+/// Removes this node and frees all its names (clean shutdown).
+const LEAVE: &str = r"
+local set = 'tcpchat:users:' .. node
+for _, name in ipairs(redis.call('SMEMBERS', set)) do
+  local key = 'tcpchat:user:' .. name
+  local v = redis.call('GET', key)
+  if v and owner_of(v) == node then redis.call('DEL', key) end
+end
+redis.call('DEL', set, 'tcpchat:alive:' .. node)
+redis.call('SREM', 'tcpchat:nodes', node)
+return 1
+";
+
+/// The compiled scripts (each knows its SHA1; Redis loads them on first use and again after
+/// a restart).
+pub(crate) struct Scripts {
+    pub claim: Script,
+    pub release: Script,
+    pub renew: Script,
+    pub sync: Script,
+    pub list: Script,
+    pub route: Script,
+    pub leave: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        let s = |body: &str| Script::new(&format!("{PROLOGUE}{body}"));
+        Self {
+            claim: s(CLAIM),
+            release: s(RELEASE),
+            renew: s(RENEW),
+            sync: s(SYNC),
+            list: s(LIST),
+            route: s(ROUTE),
+            leave: s(LEAVE),
+        }
+    }
+}
+
+/// The channel a node's messages are published on.
+pub(crate) fn deliver_channel(node: &str) -> String {
+    format!("tcpchat:deliver:{node}")
+}
