@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # program:debian-package pairs the tests need.
-needed=(tmux:tmux tcpdump:tcpdump tshark:tshark ip:iproute2 python3:python3)
+needed=(tmux:tmux tcpdump:tcpdump tshark:tshark ip:iproute2 python3:python3 redis-server:redis-server haproxy:haproxy)
 
 missing=()
 for pair in "${needed[@]}"; do
