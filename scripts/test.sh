@@ -29,3 +29,21 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"
 cargo nextest run --workspace --no-fail-fast
 cargo test --workspace --doc
+
+echo "== tcpchat check against our own server (the real binary)"
+cargo build --quiet -p tcpchat
+tcpchat="${CARGO_TARGET_DIR:-target}/debug/tcpchat"
+log=$(mktemp)
+"$tcpchat" serve --listen 127.0.0.1:0 --max-clients 200 2>"$log" &
+server=$!
+trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
+addr=""
+for _ in $(seq 100); do
+  addr=$(sed -n 's/.*listening addr=\([^ ]*\).*/\1/p' "$log")
+  [ -n "$addr" ] && break
+  sleep 0.1
+done
+[ -n "$addr" ] || { echo "server did not start:"; cat "$log"; exit 1; }
+"$tcpchat" check "$addr" --capacity 200
+kill -TERM $server
+wait $server
