@@ -14,10 +14,11 @@ pub(crate) const MANY_CLIENTS: usize = 64;
 
 /// The slow reader's socket receive buffer: small, so the server's side fills up soon.
 const STUCK_RECV_BUFFER_BYTES: u32 = 4096;
-/// Size of each message flooding the slow reader.
-const FLOOD_BODY_BYTES: usize = 1000;
+/// Size of each message flooding the slow reader: well under any sane line limit (IRC's is
+/// 512 bytes), so only the slow reader is on trial.
+const FLOOD_BODY_BYTES: usize = 400;
 /// Messages per write while flooding; their replies are read before the next write.
-const FLOOD_WINDOW: usize = 64;
+const FLOOD_WINDOW: usize = 128;
 /// Give up flooding after this much: a server whose queue is bounded has dropped the reader
 /// long before (kernel buffers hold a few MiB at most).
 const FLOOD_MAX_BYTES: usize = 32 * 1024 * 1024;

@@ -115,9 +115,9 @@ pub static CASES: &[Case] = &[
     case!(
         "name-too-long",
         login::name_too_long,
-        "a 1000-byte name gets BAD-RQST-BODY",
-        "Names have a bounded length (32 bytes on the reference server; any sane bound is far \
-         below 1000). An invalid name gets `BAD-RQST-BODY`."
+        "a 256-byte name gets BAD-RQST-BODY",
+        "Names have a bounded length (32 bytes on tcpchat's own server; any sane bound is \
+         below 256). An invalid name gets `BAD-RQST-BODY`."
     ),
     case!(
         "name-not-utf8",
