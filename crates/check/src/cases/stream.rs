@@ -23,6 +23,9 @@ const ORDERED_MESSAGES: usize = 100;
 /// 4096 bytes), small enough to send quickly.
 const OVERLONG_BYTES: usize = 1024 * 1024;
 
+// A relayed overlong line must look too long to the watcher, never like a line it could match.
+const _: () = assert!(crate::client::MAX_REPLY_BYTES < OVERLONG_BYTES);
+
 /// `line` (with its `\n`) with `\r` put before the `\n`.
 fn with_cr(mut line: Vec<u8>) -> Vec<u8> {
     let at = line.len() - 1;
