@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use tcpchat_check::report::text;
-use tcpchat_check::{CheckError, Config, Progress};
+use tcpchat_check::{CheckError, Config, Progress, DEFAULT_TIMEOUT};
 
 use crate::UsageError;
 
@@ -41,7 +41,7 @@ pub struct CheckArgs {
     json: bool,
 
     /// Seconds to wait for each expected reply; a whole case may take 12 times this
-    #[arg(long, value_name = "SECS", default_value_t = tcpchat_check::DEFAULT_TIMEOUT.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT.as_secs_f64())]
     timeout: f64,
 }
 

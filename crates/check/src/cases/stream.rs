@@ -23,6 +23,13 @@ const ORDERED_MESSAGES: usize = 100;
 /// 4096 bytes), small enough to send quickly.
 const OVERLONG_BYTES: usize = 1024 * 1024;
 
+/// What to fix when an overlong line is silently dropped.
+const SILENT_DROP_NOTE: &str =
+    "the overlong line got no error reply: answer it with an error, or close the connection";
+/// What to fix when an overlong line gets anything but an error or a close.
+const OVERLONG_NOTE: &str = "a line over the server's limit is answered with an error and \
+                             discarded, or the connection is closed";
+
 // A relayed overlong line must look too long to the watcher, never like a line it could match.
 const _: () = assert!(crate::client::MAX_REPLY_BYTES < OVERLONG_BYTES);
 
@@ -245,9 +252,8 @@ pub(super) async fn overlong_line(cx: &mut Ctx) -> CaseResult {
                 }
                 Got::Line(l) if matches!(Reply::parse(l), Ok(Reply::ListOk(_))) => {
                     if errors == 0 {
-                        return Err(a
-                            .mismatch(step, "BAD-RQST-BODY (or BAD-RQST-HDR) before the LIST-OK", &got)
-                            .note("the overlong line got no error reply: answer it with an error, or close the connection"));
+                        let expected = "BAD-RQST-BODY (or BAD-RQST-HDR) before the LIST-OK";
+                        return Err(a.mismatch(step, expected, &got).note(SILENT_DROP_NOTE));
                     }
                     break;
                 }
@@ -256,9 +262,8 @@ pub(super) async fn overlong_line(cx: &mut Ctx) -> CaseResult {
                     break;
                 }
                 _ => {
-                    return Err(a
-                        .mismatch(step, "BAD-RQST-BODY or BAD-RQST-HDR, then LIST-OK; or a close", &got)
-                        .note("a line over the server's limit is answered with an error and discarded, or the connection is closed"));
+                    let expected = "BAD-RQST-BODY or BAD-RQST-HDR, then LIST-OK; or a close";
+                    return Err(a.mismatch(step, expected, &got).note(OVERLONG_NOTE));
                 }
             }
         }
