@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod connect;
 mod logging;
 mod serve;
 mod trace;
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run the chat server (default 0.0.0.0:5378, everything in one process).
     Serve(serve::ServeArgs),
+    /// Chat: a full-screen terminal client, or a plain line mode for scripts and pipes.
+    Connect(connect::ConnectArgs),
     /// Check any server against the protocol: named cases, pass/fail table, what to fix.
     Check(check::CheckArgs),
     /// Explain a pcap/pcapng capture of the chat protocol: handshake, messages, teardown.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     logging::init(&cli.log);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Connect(args) => connect::run(args),
         Command::Check(args) => check::run(args),
         Command::Trace(args) => trace::run(args),
     };

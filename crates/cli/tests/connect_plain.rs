@@ -1,0 +1,309 @@
+//! `tcpchat connect --plain` as the real binary against `tcpchat serve`: what a script sees.
+//!
+//! Every wait has a timeout that reports what did arrive; nothing is timed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn tcpchat() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcpchat"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TCPCHAT_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Lines of a child's stream, read on a thread.
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line that `matches`, keeping everything seen for the failure message.
+fn wait_for(
+    rx: &Receiver<String>,
+    seen: &mut Vec<String>,
+    what: &str,
+    matches: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if matches(&line) {
+                    return line;
+                }
+            }
+            Err(_) => panic!("no {what:?} within {PATIENCE:?}; seen so far:\n{seen:#?}"),
+        }
+    }
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(listen: &str) -> Self {
+        let mut child = tcpchat()
+            .args(["serve", "--listen", listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpchat serve");
+        let log = lines_of(child.stderr.take().expect("piped stderr"));
+        let mut seen = Vec::new();
+        let line = wait_for(&log, &mut seen, "listening", |l| {
+            l.contains("listening") && l.contains("addr=")
+        });
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || while log.recv().is_ok() {});
+        Self { child, addr }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Client {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: Receiver<String>,
+    err: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Client {
+    fn start(addr: SocketAddr, name: &str) -> Self {
+        let mut child = tcpchat()
+            .args(["connect", "--plain", "--name", name, &addr.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpchat connect");
+        let stdin = child.stdin.take();
+        let out = lines_of(child.stdout.take().expect("piped stdout"));
+        let err = lines_of(child.stderr.take().expect("piped stderr"));
+        Self {
+            child,
+            stdin,
+            out,
+            err,
+            seen: Vec::new(),
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("client reads its input");
+    }
+
+    fn expect(&mut self, want: &str) {
+        wait_for(&self.out, &mut self.seen, want, |l| l == want);
+    }
+
+    fn expect_prefix(&mut self, prefix: &str) -> String {
+        wait_for(&self.out, &mut self.seen, prefix, |l| l.starts_with(prefix))
+    }
+
+    /// Closes stdin and waits for the exit; returns the status, all stdout and all stderr.
+    fn finish(mut self) -> (ExitStatus, Vec<String>, Vec<String>) {
+        self.stdin = None;
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the client") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "client still running after its input ended; said {:#?}",
+                    self.seen
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = std::mem::take(&mut self.seen);
+        out.extend(self.out.try_iter());
+        // The reader threads end with the streams; give stderr's a moment to deliver.
+        let err: Vec<String> = self
+            .err
+            .recv_timeout(Duration::from_secs(2))
+            .into_iter()
+            .chain(self.err.try_iter())
+            .collect();
+        (status, out, err)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn no_protocol_lines(lines: &[String]) {
+    const WIRE: &[&str] = &[
+        "HELLO-FROM",
+        "SEND ",
+        "SEND-OK",
+        "DELIVERY",
+        "LIST-OK",
+        "BAD-DEST-USER",
+        "BAD-RQST",
+        "IN-USE",
+    ];
+    for line in lines {
+        assert!(
+            !WIRE.iter().any(|w| line.contains(w)),
+            "a protocol line reached the user: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn two_scripts_chat_through_the_server() {
+    let server = Server::start("127.0.0.1:0");
+    let addr = server.addr;
+    let mut alice = Client::start(addr, "alice");
+    alice.expect(&format!("logged in to {addr} as alice"));
+    let mut bob = Client::start(addr, "bob");
+    bob.expect(&format!("logged in to {addr} as bob"));
+
+    alice.type_line("@bob hi bob, 👋 żółw");
+    bob.expect("<alice> hi bob, 👋 żółw");
+    alice.expect("delivered to bob: hi bob, 👋 żółw");
+    bob.type_line("/msg alice  spaces   kept ");
+    alice.expect("<bob>  spaces   kept ");
+    bob.type_line("!who");
+    bob.expect("online: alice, bob");
+
+    alice.type_line("!quit");
+    let (status, out, err) = alice.finish();
+    assert!(status.success(), "alice: {status}; stderr {err:#?}");
+    no_protocol_lines(&out);
+    let (status, out, _) = bob.finish();
+    assert!(status.success());
+    no_protocol_lines(&out);
+}
+
+#[test]
+fn an_unknown_recipient_is_reported() {
+    let server = Server::start("127.0.0.1:0");
+    let mut alice = Client::start(server.addr, "alice");
+    alice.type_line("@ghost boo");
+    alice.expect("not delivered to ghost (user offline): boo");
+}
+
+#[test]
+fn a_piped_message_reports_its_delivery_and_exits() {
+    // printf '@bob hi\n' | tcpchat connect --plain --name carol
+    let server = Server::start("127.0.0.1:0");
+    let mut bob = Client::start(server.addr, "bob");
+    bob.expect(&format!("logged in to {} as bob", server.addr));
+    let mut carol = Client::start(server.addr, "carol");
+    carol.type_line("@bob hi");
+    let (status, out, err) = carol.finish();
+    assert!(status.success(), "{status}; stderr {err:#?}");
+    assert!(out.contains(&"delivered to bob: hi".to_owned()), "{out:#?}");
+    bob.expect("<carol> hi");
+}
+
+#[test]
+fn a_taken_name_exits_non_zero_and_says_why() {
+    let server = Server::start("127.0.0.1:0");
+    let mut first = Client::start(server.addr, "dave");
+    first.expect(&format!("logged in to {} as dave", server.addr));
+    let second = Client::start(server.addr, "dave");
+    let (status, _, err) = second.finish();
+    assert_eq!(status.code(), Some(1), "stderr {err:#?}");
+    assert!(
+        err.iter()
+            .any(|l| l.contains("the name dave is taken (choose another with --name)")),
+        "stderr {err:#?}"
+    );
+}
+
+#[test]
+fn no_server_exits_non_zero_and_says_what_to_try() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let client = Client::start(port, "erin");
+    let (status, _, err) = client.finish();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        err.iter()
+            .any(|l| l.contains("refused the connection") && l.contains("tcpchat serve")),
+        "stderr {err:#?}"
+    );
+}
+
+#[test]
+fn an_invalid_name_is_a_usage_error() {
+    let out = tcpchat()
+        .args(["connect", "--plain", "--name", "two words", "127.0.0.1:1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tcpchat connect");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no spaces, commas or control characters"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_server_going_away_and_coming_back() {
+    let mut server = Server::start("127.0.0.1:0");
+    let addr = server.addr;
+    let mut alice = Client::start(addr, "alice");
+    alice.expect(&format!("logged in to {addr} as alice"));
+    let mut bob = Client::start(addr, "bob");
+    bob.expect(&format!("logged in to {addr} as bob"));
+
+    server.kill();
+    alice.expect_prefix("connection lost");
+    bob.expect_prefix("connection lost");
+
+    let _server = Server::start(&addr.to_string());
+    alice.expect(&format!("reconnected to {addr} as alice"));
+    bob.expect(&format!("reconnected to {addr} as bob"));
+    alice.type_line("@bob still here?");
+    bob.expect("<alice> still here?");
+    alice.expect("delivered to bob: still here?");
+}

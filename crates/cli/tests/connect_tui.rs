@@ -1,0 +1,309 @@
+//! The full-screen client in a real terminal: tmux runs `tcpchat connect`, `send-keys`
+//! types, `capture-pane` reads the screen. Two people chat, the server goes away and comes
+//! back, and no protocol line ever appears on screen.
+//!
+//! Needs tmux (`scripts/test.sh` installs it). Without it the tests say so and pass, except
+//! under CI, where a missing tmux is a failure.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+const WIRE: &[&str] = &[
+    "HELLO-FROM",
+    "SEND ",
+    "SEND-OK",
+    "DELIVERY",
+    "LIST-OK",
+    "BAD-DEST-USER",
+    "BAD-RQST",
+    "IN-USE",
+];
+
+fn tmux_available() -> bool {
+    let found = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tmux is missing under CI (scripts/test.sh installs it)"
+        );
+        eprintln!("skipped: tmux is not installed (scripts/test.sh installs it)");
+    }
+    found
+}
+
+fn tcpchat() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcpchat"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TCPCHAT_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(listen: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = tcpchat()
+            .args(["serve", "--listen", listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpchat serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let addr = loop {
+            let line = rx
+                .recv_timeout(PATIENCE)
+                .unwrap_or_else(|_| panic!("server did not start; it said {seen:#?}"));
+            if line.contains("listening") {
+                if let Some(addr) = line
+                    .split("addr=")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|a| a.parse().ok())
+                {
+                    break addr;
+                }
+            }
+            seen.push(line);
+        };
+        Self { child, addr }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A private tmux server (its own socket), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(test: &str) -> Self {
+        Self {
+            socket: format!("tcpchat-{test}-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+            .expect("run tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Starts `tcpchat connect ARGS` in a new 100×24 window named `session`. When the client
+    /// exits, the shell prints its exit status on the (restored) screen.
+    fn start_client(&self, session: &str, args: &str) {
+        let command = format!(
+            "{} connect {args}; echo \"[exited $?]\"; sleep 600",
+            env!("CARGO_BIN_EXE_tcpchat")
+        );
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "100",
+            "-y",
+            "24",
+            "sh",
+            "-c",
+            &command,
+        ]);
+    }
+
+    fn keys(&self, session: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", session];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// Types `text` literally, then Enter.
+    fn type_line(&self, session: &str, text: &str) {
+        self.keys(session, &["-l", text]);
+        self.keys(session, &["Enter"]);
+    }
+
+    fn screen(&self, session: &str) -> String {
+        let out = self.run(&["capture-pane", "-p", "-t", session]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls the screen until `ready` holds; fails with the last screen. Every screen seen is
+    /// checked for protocol lines on the way.
+    fn wait_for(&self, session: &str, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let screen = self.screen(session);
+            for wire in WIRE {
+                assert!(
+                    !screen.contains(wire),
+                    "protocol text {wire:?} on {session}'s screen:\n{screen}"
+                );
+            }
+            if ready(&screen) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("{session}: no {what} within {PATIENCE:?}; the screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+#[test]
+fn two_people_chat_in_full_screen() {
+    if !tmux_available() {
+        return;
+    }
+    let server = Server::start("127.0.0.1:0");
+    let tmux = Tmux::new("chat");
+    tmux.start_client("alice", &format!("--name alice {}", server.addr));
+    tmux.start_client("bob", &server.addr.to_string());
+
+    tmux.wait_for("alice", "status bar", |s| s.contains("│ alice │ online"));
+    // Bob gave no name: the UI asks for one.
+    tmux.wait_for("bob", "name prompt", |s| s.contains("name:"));
+    tmux.type_line("bob", "alice");
+    tmux.wait_for("bob", "taken-name notice", |s| {
+        s.contains("the name alice is taken; type another name")
+    });
+    tmux.type_line("bob", "bob");
+    tmux.wait_for("bob", "login", |s| s.contains("│ bob │ online"));
+    tmux.wait_for("alice", "bob in the online list", |s| {
+        s.contains("online (2)") && s.contains("│ bob")
+    });
+
+    tmux.type_line("alice", "@bob hello from alice 👋");
+    tmux.wait_for("alice", "delivery mark", |s| {
+        s.contains("<alice> hello from alice 👋 ✓")
+    });
+    // bob's new conversation is unread until he opens it; Tab completes alice's name.
+    tmux.wait_for("bob", "unread count", |s| s.contains("alice (1)"));
+    tmux.keys("bob", &["-l", "/query al"]);
+    tmux.keys("bob", &["Tab", "Enter"]);
+    tmux.wait_for("bob", "alice's message", |s| {
+        s.contains("<alice> hello from alice 👋") && !s.contains("alice (1)")
+    });
+    tmux.type_line("bob", "hi alice, 日本語 works too");
+    tmux.wait_for("alice", "bob's reply", |s| {
+        s.contains("<bob> hi alice, 日本語 works too")
+    });
+
+    tmux.type_line("alice", "@nobody hello?");
+    tmux.wait_for("alice", "not delivered", |s| {
+        s.contains("not delivered: user offline")
+    });
+
+    tmux.keys("alice", &["F1"]);
+    tmux.wait_for("alice", "help", |s| s.contains("Ctrl-W Ctrl-U Ctrl-K"));
+    tmux.keys("alice", &["Escape"]);
+    tmux.wait_for("alice", "help closed", |s| {
+        !s.contains("Ctrl-W Ctrl-U Ctrl-K")
+    });
+
+    tmux.type_line("alice", "/quit");
+    let screen = tmux.wait_for("alice", "exit", |s| s.contains("[exited 0]"));
+    assert!(
+        !screen.contains("│"),
+        "the terminal was not restored after /quit:\n{screen}"
+    );
+    tmux.keys("bob", &["C-c"]);
+    tmux.wait_for("bob", "exit on Ctrl-C", |s| s.contains("[exited 0]"));
+}
+
+#[test]
+fn the_server_going_away_keeps_the_screen_and_reconnects() {
+    if !tmux_available() {
+        return;
+    }
+    let mut server = Server::start("127.0.0.1:0");
+    let addr = server.addr;
+    let tmux = Tmux::new("reconnect");
+    tmux.start_client("alice", &format!("--name alice {addr}"));
+    tmux.start_client("bob", &format!("--name bob {addr}"));
+    tmux.wait_for("bob", "login", |s| s.contains("│ bob │ online"));
+    tmux.wait_for("alice", "login", |s| s.contains("│ alice │ online"));
+    tmux.type_line("alice", "@bob before the outage");
+    tmux.wait_for("alice", "delivery", |s| {
+        s.contains("<alice> before the outage ✓")
+    });
+    tmux.wait_for("bob", "unread count", |s| s.contains("alice (1)"));
+    tmux.keys("bob", &["C-n"]);
+    tmux.wait_for("bob", "the conversation", |s| {
+        s.contains("<alice> before the outage")
+    });
+
+    server.kill();
+    tmux.wait_for("alice", "offline status", |s| {
+        s.contains("offline, retrying in")
+    });
+    tmux.type_line("alice", "typed while offline");
+    let screen = tmux.wait_for("alice", "queued message", |s| {
+        s.contains("typed while offline (waiting for the connection…)")
+    });
+    assert!(screen.contains("<alice> before the outage ✓"), "{screen}");
+
+    let _server = Server::start(&addr.to_string());
+    tmux.wait_for("alice", "reconnection", |s| {
+        s.contains("reconnected as alice")
+    });
+    tmux.wait_for("bob", "reconnection", |s| s.contains("reconnected as bob"));
+    // The queued message went out on login; bob may not have been back yet.
+    let screen = tmux.wait_for("alice", "an answer for the queued message", |s| {
+        s.contains("typed while offline ✓") || s.contains("typed while offline ✗")
+    });
+    assert!(
+        screen.contains("<alice> before the outage ✓"),
+        "history lost:\n{screen}"
+    );
+    tmux.type_line("alice", "after the outage");
+    tmux.wait_for("bob", "the message after the outage", |s| {
+        s.contains("<alice> after the outage")
+    });
+}
