@@ -42,13 +42,10 @@ pub enum InputError {
 
 /// The commands, for `/help` and the plain mode's `--help`: (what to type, what it does).
 pub const HELP: &[(&str, &str)] = &[
-    ("text", "send text to the open conversation"),
-    ("@user text", "send text to user (opens the conversation)"),
+    ("text", "send to the open conversation"),
+    ("@user text", "send to user, open that conversation"),
     ("/msg user text", "the same"),
-    (
-        "/query user",
-        "open the conversation with user (also: @user)",
-    ),
+    ("/query user", "open the conversation with user"),
     ("/close", "close the open conversation"),
     ("!who  /who", "who is online"),
     ("/help", "this help"),

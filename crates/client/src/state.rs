@@ -674,11 +674,16 @@ impl Client {
             .backoff_first
             .saturating_mul(1 << shift)
             .min(self.config.backoff_max);
+        // Only the first failure of a streak goes into the history; the retries that follow
+        // would bury the conversation, and the UI's status line shows the latest anyway.
+        let first = self.failures == 0;
         self.failures = self.failures.saturating_add(1);
-        let text = format!("{reason}; retrying in {}s", delay.as_secs_f32().ceil());
-        self.status_notice(&text, now);
-        if self.open != 0 && self.logged_in_once {
-            self.push_entry(self.open, now, EntryKind::Notice(text));
+        if first {
+            let text = format!("{reason}; retrying in {}s", delay.as_secs_f32().ceil());
+            self.status_notice(&text, now);
+            if self.open != 0 && self.logged_in_once {
+                self.push_entry(self.open, now, EntryKind::Notice(text));
+            }
         }
         self.out.push(Effect::Show(Event::Offline {
             reason: reason.clone(),
@@ -788,6 +793,7 @@ impl Client {
                 tracing::debug!(reply = ?other, "unexpected answer to LIST");
             }
             (Pending::Send { to, id }, Reply::SendOk) => {
+                self.seen_online(&to);
                 self.settle(&to, id, Delivery::Delivered);
             }
             (Pending::Send { to, id }, Reply::BadDestUser) => {
@@ -855,6 +861,7 @@ impl Client {
     }
 
     fn incoming(&mut self, from: Username, text: &str, now: Instant) {
+        self.seen_online(&from);
         let index = self.peer_index(&from);
         self.push_entry(
             index,
@@ -871,6 +878,15 @@ impl Client {
             from,
             text: text.to_owned(),
         }));
+    }
+
+    /// `name` just proved to be online: list it now rather than at the next refresh.
+    fn seen_online(&mut self, name: &Username) {
+        if let Some(online) = &mut self.online {
+            if let Err(i) = online.binary_search(name) {
+                online.insert(i, name.clone());
+            }
+        }
     }
 
     fn send_message(&mut self, to: Username, text: String, now: Instant) {

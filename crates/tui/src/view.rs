@@ -77,7 +77,7 @@ pub fn render(app: &App, frame: &mut Frame) {
     render_status(app, frame, status, area.width < MEDIUM_COLUMNS);
     render_input(app, frame, input);
     if app.help {
-        render_help(frame, main);
+        render_help(frame, area);
     }
 }
 
@@ -251,7 +251,6 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, show_conversation: bo
         }
     };
     let name = client.name().map_or("?", |n| n.as_str());
-    let left = format!(" {} │ {name} │ {state}", app.server);
     let mut right = String::new();
     if app.scroll.get() > 0 {
         right.push_str("more below: PgDn │ ");
@@ -266,7 +265,13 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, show_conversation: bo
     right.push_str("F1 help ");
     let width = area.width as usize;
     let room = width.saturating_sub(right.width() + 1);
-    let left = truncate(&left, room);
+    // The server is the first thing to go when the line is short.
+    let full = format!(" {} │ {name} │ {state}", app.server);
+    let left = if full.width() <= room {
+        full
+    } else {
+        truncate(&format!(" {name} │ {state}"), room)
+    };
     let gap = width.saturating_sub(left.width() + right.width());
     let text = format!("{left}{}{right}", " ".repeat(gap));
     let style = match client.phase() {
@@ -320,23 +325,26 @@ fn render_input(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 fn render_help(frame: &mut Frame, area: Rect) {
-    let mut lines = vec![Line::styled(
-        "Commands",
-        Style::new().add_modifier(Modifier::BOLD),
-    )];
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let mut commands = vec![Line::styled("Commands", bold)];
     for (usage, what) in HELP {
-        lines.push(Line::from(format!("  {usage:<16} {what}")));
+        commands.push(Line::from(format!("  {usage:<16} {what}")));
     }
-    lines.push(Line::raw(""));
-    lines.push(Line::styled(
-        "Keys",
-        Style::new().add_modifier(Modifier::BOLD),
-    ));
+    let mut keys = vec![Line::styled("Keys", bold)];
     for (key, what) in KEYS {
-        lines.push(Line::from(format!("  {key:<21} {what}")));
+        keys.push(Line::from(format!("  {key:<21} {what}")));
     }
-    let width = (lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 4).min(area.width);
-    let height = (lines.len() as u16 + 2).min(area.height);
+    let widest = |lines: &[Line]| lines.iter().map(Line::width).max().unwrap_or(0) as u16;
+    // Stacked when the screen is tall enough, side by side when it is not but wide enough.
+    let stacked_height = (commands.len() + 1 + keys.len()) as u16 + 2;
+    let side_width = widest(&commands) + widest(&keys) + 5;
+    let side_by_side = stacked_height > area.height && side_width <= area.width;
+    let (width, height) = if side_by_side {
+        (side_width, commands.len().max(keys.len()) as u16 + 2)
+    } else {
+        (widest(&commands).max(widest(&keys)) + 4, stacked_height)
+    };
+    let (width, height) = (width.min(area.width), height.min(area.height));
     let popup = Rect {
         x: area.x + (area.width - width) / 2,
         y: area.y + (area.height - height) / 2,
@@ -344,8 +352,22 @@ fn render_help(frame: &mut Frame, area: Rect) {
         height,
     };
     let block = Block::bordered().title(" help · Esc closes ");
+    let inner = block.inner(popup);
     frame.render_widget(Clear, popup);
-    frame.render_widget(Paragraph::new(lines).block(block), popup);
+    frame.render_widget(block, popup);
+    if side_by_side {
+        let [left, right] = Layout::horizontal([
+            Constraint::Length(widest(&commands) + 2),
+            Constraint::Min(1),
+        ])
+        .areas(inner);
+        frame.render_widget(Paragraph::new(commands), left);
+        frame.render_widget(Paragraph::new(keys), right);
+    } else {
+        commands.push(Line::raw(""));
+        commands.extend(keys);
+        frame.render_widget(Paragraph::new(commands), inner);
+    }
 }
 
 /// Replaces control characters (a peer's escape sequences must not reach our terminal).

@@ -198,7 +198,7 @@ fn a_narrow_terminal_keeps_the_conversation_and_names_it_below() {
             "      はちゃんと折り返される ✓",
             "",
             "",
-            " localhost: [2] bob │ F1 help",
+            " alice │ on [2] bob │ F1 help",
             "[bob]",
         ],
     );
@@ -269,7 +269,7 @@ fn a_lost_connection_keeps_the_history_and_counts_down() {
             " 1 status      │12:00 <alice> before the storm ✓                                    │ online (3)",
             " 2 bob         │12:00 -!- connection lost: the connection was reset; retrying in 1s │ alice",
             "               │12:00 <alice> after it (waiting for the connection…)                │ bob",
-            " localhost:5378 │ alice │ offline, retrying in 1s: connection lost: the connection was rese F1 help",
+            " alice │ offline, retrying in 1s: connection lost: the connection was reset                 F1 help",
             "[bob]",
         ],
     );
@@ -287,6 +287,13 @@ fn help_overlay_opens_and_closes() {
     assert!(!screen.contains("Ctrl-W"), "{screen}");
     s.key(KeyCode::F(1));
     assert!(s.draw(80, 24).join("\n").contains("Keys"));
+
+    // Too short for both lists one above the other: they go side by side.
+    let screen = s.draw(120, 14).join("\n");
+    assert!(
+        screen.contains("//text") && screen.contains("F1  "),
+        "{screen}"
+    );
 }
 
 #[test]

@@ -686,3 +686,44 @@ fn a_script_without_input_still_reports_its_login() {
     h.apply(effects);
     assert_eq!(h.exit, Some(Ok(())));
 }
+
+#[test]
+fn only_the_first_failure_of_a_streak_is_kept_in_the_history() {
+    let mut h = Harness::online();
+    h.type_line("/query bob");
+    h.closed();
+    for _ in 0..3 {
+        h.advance(Duration::from_secs(60));
+        h.connect_failed();
+    }
+    let notices = |b: &Buffer| {
+        b.entries
+            .iter()
+            .filter(|e| matches!(&e.kind, EntryKind::Notice(t) if t.contains("retrying")))
+            .count()
+    };
+    assert_eq!(notices(&h.client.buffers()[0]), 1);
+    assert_eq!(notices(h.client.open_buffer()), 1);
+    let offline = h
+        .take_shown()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Offline { .. }))
+        .count();
+    assert_eq!(offline, 4, "each failure is still an event");
+}
+
+#[test]
+fn a_message_from_someone_proves_they_are_online() {
+    let mut h = Harness::online();
+    h.server("DELIVERY carol hi");
+    assert_eq!(
+        h.client.online(),
+        Some(&[name("alice"), name("bob"), name("carol")][..])
+    );
+    h.type_line("@dave hi");
+    h.server("SEND-OK");
+    assert_eq!(h.client.online().map(<[Username]>::len), Some(4));
+    h.type_line("@dave again");
+    h.server("BAD-DEST-USER");
+    assert_eq!(h.client.online().map(<[Username]>::len), Some(3));
+}
