@@ -334,6 +334,8 @@ pub struct Client {
     next_refresh: Option<Instant>,
     failures: u32,
     quit_by: Option<Instant>,
+    /// The user asked who is online while not logged in.
+    who_wanted: bool,
     next_id: u64,
     out: Vec<Effect>,
 }
@@ -360,6 +362,7 @@ impl Client {
             next_refresh: None,
             failures: 0,
             quit_by: None,
+            who_wanted: false,
             next_id: 0,
             out: Vec::new(),
         }
@@ -534,7 +537,8 @@ impl Client {
                 if self.phase == Phase::Online {
                     self.request(Request::List, Pending::List { asked: true }, now);
                 } else {
-                    self.notice("not logged in right now; try again when back online", now);
+                    // Answered once logged in, like a message typed meanwhile.
+                    self.who_wanted = true;
                 }
             }
             Ok(UserCommand::Quit) => self.quit(now),
@@ -737,10 +741,11 @@ impl Client {
 
     fn has_unanswered(&self) -> bool {
         !self.outbox.is_empty()
+            || self.who_wanted
             || self
                 .pending
                 .iter()
-                .any(|(p, _)| matches!(p, Pending::Send { .. }))
+                .any(|(p, _)| matches!(p, Pending::Send { .. } | Pending::List { asked: true }))
     }
 
     fn handle_line(&mut self, line: &[u8], now: Instant) {
@@ -828,9 +833,13 @@ impl Client {
             self.push_entry(self.open, now, EntryKind::Notice(text));
         }
         self.out.push(Effect::Show(Event::LoggedIn { name, again }));
+        // One LIST serves both the user's `!who` and the refresh.
+        let asked = std::mem::take(&mut self.who_wanted);
         if let Some(every) = self.config.refresh_every {
             self.next_refresh = Some(now + every);
-            self.request(Request::List, Pending::List { asked: false }, now);
+        }
+        if asked || self.config.refresh_every.is_some() {
+            self.request(Request::List, Pending::List { asked }, now);
         }
         while let Some((to, id)) = self.outbox.pop_front() {
             self.write_message(to, id, now);

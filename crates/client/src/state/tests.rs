@@ -727,3 +727,21 @@ fn a_message_from_someone_proves_they_are_online() {
     h.server("BAD-DEST-USER");
     assert_eq!(h.client.online().map(<[Username]>::len), Some(3));
 }
+
+#[test]
+fn who_before_login_is_answered_after_it() {
+    // printf '!who\n' | tcpchat connect --plain --name alice
+    let mut h = Harness::new(Config::script(Some(name("alice"))));
+    h.type_line("!who");
+    let effects = h.client.handle_quit(h.now);
+    h.apply(effects);
+    h.client_connected();
+    h.server("HELLO alice");
+    assert_eq!(h.take_sent(), owned(&["HELLO-FROM alice", "LIST"]));
+    assert_eq!(h.exit, None, "still waiting for the list");
+    h.server("LIST-OK alice,bob");
+    assert!(h
+        .take_shown()
+        .contains(&Event::Online(vec![name("alice"), name("bob")])));
+    assert_eq!(h.exit, Some(Ok(())));
+}
