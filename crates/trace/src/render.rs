@@ -16,7 +16,14 @@ use crate::model::{
 };
 
 /// Events a text view holds per connection before printing them early.
-pub const MAX_BUFFERED_EVENTS: usize = 10_000;
+pub const MAX_BUFFERED_EVENTS: usize = 5_000;
+
+/// Events a text view holds across all connections; past this, every connection's events so
+/// far are printed (a capture with thousands of interleaved open connections).
+pub const MAX_TOTAL_BUFFERED_EVENTS: usize = 50_000;
+
+/// Chat connection numbers listed in the summary before the rest are only counted.
+const LISTED_STREAMS: usize = 20;
 
 /// Something that prints outputs.
 pub trait Render {
@@ -116,6 +123,7 @@ pub struct TextRender<W: Write> {
     hex: bool,
     starts: HashMap<u64, ConnectionStart>,
     buffered: HashMap<u64, Vec<Event>>,
+    total_buffered: usize,
     header_printed: HashMap<u64, bool>,
 }
 
@@ -128,12 +136,14 @@ impl<W: Write> TextRender<W> {
             hex,
             starts: HashMap::new(),
             buffered: HashMap::new(),
+            total_buffered: 0,
             header_printed: HashMap::new(),
         }
     }
 
     fn flush_stream(&mut self, stream: u64) -> io::Result<()> {
         let events = self.buffered.remove(&stream).unwrap_or_default();
+        self.total_buffered -= events.len();
         let continued = self.header_printed.insert(stream, true).unwrap_or(false);
         if let Some(start) = self.starts.get(&stream).cloned() {
             self.header(&start, continued)?;
@@ -375,8 +385,15 @@ impl<W: Write> Render for TextRender<W> {
                 let stream = e.stream;
                 let buf = self.buffered.entry(stream).or_default();
                 buf.push(e);
+                self.total_buffered += 1;
                 if buf.len() >= MAX_BUFFERED_EVENTS {
                     self.flush_stream(stream)?;
+                } else if self.total_buffered >= MAX_TOTAL_BUFFERED_EVENTS {
+                    let mut streams: Vec<u64> = self.buffered.keys().copied().collect();
+                    streams.sort_unstable();
+                    for stream in streams {
+                        self.flush_stream(stream)?;
+                    }
                 }
             }
             Output::End(end) => {
@@ -424,7 +441,18 @@ impl<W: Write> Render for TextRender<W> {
             frames.push_str(&format!(", {} s", secs(b.saturating_sub(a))));
         }
         writeln!(self.out, "  {}", frames)?;
-        let streams: Vec<String> = s.chat_streams.iter().map(|n| format!("#{n}")).collect();
+        let mut streams: Vec<String> = s
+            .chat_streams
+            .iter()
+            .take(LISTED_STREAMS)
+            .map(|n| format!("#{n}"))
+            .collect();
+        if s.chat_streams.len() > LISTED_STREAMS {
+            streams.push(format!(
+                "and {} more",
+                s.chat_streams.len() - LISTED_STREAMS
+            ));
+        }
         writeln!(
             self.out,
             "  {}, {}{}",
