@@ -409,3 +409,21 @@ async fn cluster_flags_are_checked_and_an_absent_redis_means_busy() {
     c.expect_closed().await;
     node.process.wait_log("cannot reach redis");
 }
+
+/// `--max-clients` is each node's own limit: a full node answers `BUSY` while another node
+/// of the same cluster still admits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_is_per_node() {
+    let redis = Redis::start();
+    let small = Node::start_with(&redis.url(), "small", &["--max-clients", "1"]);
+    let big = Node::start(&redis.url(), "big");
+    let mut ann = small.login("ann").await;
+    let mut extra = small.connect().await;
+    extra.send("HELLO-FROM bob").await;
+    extra.expect("BUSY").await;
+    extra.expect_closed().await;
+    let mut bob = big.login("bob").await;
+    bob.send("SEND ann hello from the other node").await;
+    bob.expect("SEND-OK").await;
+    ann.expect("DELIVERY bob hello from the other node").await;
+}
