@@ -40,7 +40,14 @@ pub enum TuiError {
 /// [`TuiError::Terminal`] when the terminal cannot be set up, drawn to or read from.
 /// [`TuiError::Login`] only for a session that is not [`Config::interactive`].
 pub async fn run(server: &str, config: Config) -> Result<(), TuiError> {
-    let mut terminal = ratatui::try_init()?;
+    let mut terminal = match ratatui::try_init() {
+        Ok(terminal) => terminal,
+        Err(err) => {
+            // Raw mode may be on already even though the rest failed.
+            ratatui::restore();
+            return Err(err.into());
+        }
+    };
     let result = event_loop(&mut terminal, server, config).await;
     ratatui::restore();
     result
