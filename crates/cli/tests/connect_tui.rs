@@ -2,8 +2,7 @@
 //! types, `capture-pane` reads the screen. Two people chat, the server goes away and comes
 //! back, and no protocol line ever appears on screen.
 //!
-//! Needs tmux (`scripts/test.sh` installs it). Without it the tests say so and pass, except
-//! under CI, where a missing tmux is a failure.
+//! Needs tmux (`scripts/test.sh` installs it); without it the tests fail and say so.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Output, Stdio};
@@ -21,19 +20,15 @@ const WIRE: &[&str] = &[
     "IN-USE",
 ];
 
-fn tmux_available() -> bool {
+fn require_tmux() {
     let found = Command::new("tmux")
         .arg("-V")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "tmux is missing under CI (scripts/test.sh installs it)"
-        );
-        eprintln!("skipped: tmux is not installed (scripts/test.sh installs it)");
-    }
-    found
+    assert!(
+        found,
+        "tmux is not installed: run the suite with ./scripts/test.sh, which installs it"
+    );
 }
 
 fn tcpchat() -> Command {
@@ -198,9 +193,7 @@ impl Drop for Tmux {
 
 #[test]
 fn two_people_chat_in_full_screen() {
-    if !tmux_available() {
-        return;
-    }
+    require_tmux();
     let server = Server::start("127.0.0.1:0");
     let tmux = Tmux::new("chat");
     tmux.start_client("alice", &format!("--name alice {}", server.addr));
@@ -259,9 +252,7 @@ fn two_people_chat_in_full_screen() {
 
 #[test]
 fn the_server_going_away_keeps_the_screen_and_reconnects() {
-    if !tmux_available() {
-        return;
-    }
+    require_tmux();
     let mut server = Server::start("127.0.0.1:0");
     let addr = server.addr;
     let tmux = Tmux::new("reconnect");
