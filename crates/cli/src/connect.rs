@@ -36,13 +36,19 @@ fn parse_name(name: &str) -> Result<Username, String> {
     Username::parse(name).map_err(|err| format!("{err} ({NAME_RULES})"))
 }
 
+/// Whether this run takes over the terminal: not asked for `--plain`, and both stdin and
+/// stdout are terminals.
+pub fn full_screen(args: &ConnectArgs) -> bool {
+    !args.plain && std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
+}
+
 /// Runs the client until the user quits.
 ///
 /// # Errors
 /// When connecting or logging in is impossible in plain mode, or the terminal fails.
 pub fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let server = server_address(&args.server);
-    let plain = args.plain || !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal();
+    let plain = !full_screen(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

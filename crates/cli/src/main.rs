@@ -49,7 +49,10 @@ pub struct UsageError(pub String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(&cli.log);
+    // The full-screen client owns the terminal: logs drawn over it would wreck the screen,
+    // so there they go to --log-file or nowhere.
+    let screen_busy = matches!(&cli.command, Command::Connect(args) if connect::full_screen(args));
+    logging::init(&cli.log, screen_busy);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Connect(args) => connect::run(args),
