@@ -427,3 +427,32 @@ async fn busy_is_per_node() {
     bob.expect("SEND-OK").await;
     ann.expect("DELIVERY bob hello from the other node").await;
 }
+
+/// The conformance checker passes against three nodes behind HAProxy, its users spread over
+/// the nodes by round-robin: for every client, the cluster is one server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcpchat_check_passes_against_three_nodes_behind_haproxy() {
+    let (_redis, nodes) = cluster(3);
+    // Wait until the cluster admits logins (a fresh Redis settles first).
+    drop(nodes[0].login("warmup").await);
+    let lb = Haproxy::start(&nodes.iter().map(|n| n.addr).collect::<Vec<_>>());
+    let out = tokio::process::Command::new(common::tcpchat_bin())
+        .args(["check", &lb.addr.to_string()])
+        .output()
+        .await
+        .expect("run tcpchat check");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tcpchat check failed against the cluster:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in &nodes {
+        assert!(
+            n.process.log().iter().any(|l| l.contains("logged in")),
+            "node {} got none of the checker's users; its log:\n{}",
+            n.id,
+            n.process.log_text()
+        );
+    }
+}
