@@ -375,6 +375,7 @@ fn emit(
                 ack,
                 len,
                 window,
+                window_scaled,
                 notes,
                 payload,
             } => {
@@ -392,6 +393,7 @@ fn emit(
                         ack,
                         len,
                         window,
+                        window_scaled,
                         notes,
                         payload,
                     }),

@@ -112,6 +112,9 @@ pub struct Segment {
     pub len: u64,
     /// Advertised window, as in the header (not scaled).
     pub window: u16,
+    /// The window in bytes (scaled as the handshake agreed); `null` when the handshake was
+    /// not captured and the scale is unknown.
+    pub window_scaled: Option<u64>,
     /// What the segment does in the connection's life, and anything unusual about it.
     pub notes: Vec<Note>,
     /// The captured payload, hex-encoded (only with `--hex`).

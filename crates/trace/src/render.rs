@@ -207,7 +207,11 @@ impl<W: Write> TextRender<W> {
                 if let Some(ack) = seg.ack {
                     header.push_str(&format!(" ack={ack}"));
                 }
-                header.push_str(&format!(" win={} len={}", seg.window, seg.len));
+                match seg.window_scaled {
+                    Some(w) => header.push_str(&format!(" win={w}")),
+                    None => header.push_str(&format!(" win={} (unscaled)", seg.window)),
+                }
+                header.push_str(&format!(" len={}", seg.len));
                 let words = segment_words(seg, e.dir);
                 let anomalous = seg.notes.iter().any(|n| n.is_anomaly());
                 let words = if anomalous {

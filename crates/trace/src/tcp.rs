@@ -35,6 +35,7 @@ pub enum Pending {
         ack: Option<u32>,
         len: u64,
         window: u16,
+        window_scaled: Option<u64>,
         notes: Vec<Note>,
         payload: Option<Vec<u8>>,
     },
@@ -87,6 +88,8 @@ pub struct Half {
     lines: LineSplitter,
     /// Whether lines are cut at all (not for connections known not to be chat).
     pub split_lines: bool,
+    /// The window scale this side announced in its SYN (`Some(0)` when it announced none).
+    window_scale: Option<u8>,
     /// Whether in-order stream bytes are handed out as [`Pending::Data`].
     pub emit_data: bool,
     pub bytes: u64,
@@ -111,6 +114,7 @@ impl Half {
             ended: false,
             lines: LineSplitter::new(max_line_bytes, false),
             split_lines: true,
+            window_scale: None,
             emit_data: false,
             bytes: 0,
             missing: 0,
@@ -343,6 +347,7 @@ impl Conn {
         // Opening.
         if flags.has(Flags::SYN) {
             let half = &mut self.halves[side];
+            half.window_scale = Some(seg.window_scale.unwrap_or(0));
             match half.isn {
                 Some(isn) if isn == seg.seq => notes.push(Note::SynRetransmission),
                 _ if half.started => {}
@@ -541,10 +546,27 @@ impl Conn {
             ack: ack_rel,
             len: wire_len,
             window: seg.window,
+            window_scaled: self.scaled_window(side, seg),
             notes,
             payload: self.keep_payloads.then(|| seg.payload.to_vec()),
         });
         out.append(&mut stream_events);
+    }
+
+    /// The window in bytes, when both SYNs were captured (RFC 7323: scaling applies only
+    /// when both sides offered it, and never to the SYNs themselves).
+    fn scaled_window(&self, side: usize, seg: &TcpSegment<'_>) -> Option<u64> {
+        if seg.flags.has(Flags::SYN) {
+            return Some(u64::from(seg.window));
+        }
+        let mine = self.halves[side].window_scale?;
+        let theirs = self.halves[1 - side].window_scale?;
+        let shift = if mine > 0 && theirs > 0 {
+            mine.min(14)
+        } else {
+            0
+        };
+        Some(u64::from(seg.window) << shift)
     }
 
     /// Ends both streams (the connection is over or the capture ended).
@@ -560,5 +582,203 @@ impl Conn {
         for half in &mut self.halves {
             half.split_lines = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LineStatus;
+
+    const C: usize = 0;
+    const S: usize = 1;
+
+    /// A connection driven by (side, seq, ack, flags, payload) tuples.
+    struct Drive {
+        conn: Conn,
+        out: Vec<Pending>,
+        frame: u64,
+    }
+
+    impl Drive {
+        fn new() -> Self {
+            let ends = [
+                "10.0.0.1:4000".parse().expect("address"),
+                "10.0.0.2:5378".parse().expect("address"),
+            ];
+            let first = Step {
+                frame: 1,
+                time_ns: 0,
+            };
+            Self {
+                conn: Conn::new(0, ends, first, 64),
+                out: Vec::new(),
+                frame: 0,
+            }
+        }
+
+        fn seg(&mut self, side: usize, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<Note> {
+            self.frame += 1;
+            let (src, dst) = (self.conn.ends[side], self.conn.ends[1 - side]);
+            let seg = TcpSegment {
+                src: src.ip(),
+                dst: dst.ip(),
+                src_port: src.port(),
+                dst_port: dst.port(),
+                seq,
+                ack,
+                flags: Flags(flags),
+                window: 100,
+                window_scale: None,
+                payload,
+                missing: 0,
+            };
+            let at = Step {
+                frame: self.frame,
+                time_ns: self.frame * 1000,
+            };
+            let before = self.out.len();
+            self.conn.handle_segment(side, &seg, at, &mut self.out);
+            match &self.out[before] {
+                Pending::Segment { notes, .. } => notes.clone(),
+                other => panic!("segment first, got {other:?}"),
+            }
+        }
+
+        fn handshake(&mut self) {
+            self.seg(C, 100, 0, Flags::SYN, b"");
+            self.seg(S, 500, 101, Flags::SYN | Flags::ACK, b"");
+            self.seg(C, 101, 501, Flags::ACK, b"");
+        }
+
+        fn lines(&self) -> Vec<(usize, String, LineStatus)> {
+            self.out
+                .iter()
+                .filter_map(|p| match p {
+                    Pending::Line { side, line, .. } => Some((
+                        *side,
+                        String::from_utf8_lossy(&line.bytes).into_owned(),
+                        line.status,
+                    )),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn gaps(&self) -> Vec<(usize, u64, GapReason)> {
+            self.out
+                .iter()
+                .filter_map(|p| match p {
+                    Pending::Gap {
+                        side,
+                        bytes,
+                        reason,
+                        ..
+                    } => Some((*side, *bytes, *reason)),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    const PA: u8 = Flags::PSH | Flags::ACK;
+    const A: u8 = Flags::ACK;
+
+    #[test]
+    fn handshake_notes_and_rtt() {
+        let mut d = Drive::new();
+        assert_eq!(d.seg(C, 100, 0, Flags::SYN, b""), [Note::Syn]);
+        assert_eq!(d.seg(S, 500, 101, Flags::SYN | A, b""), [Note::SynAck]);
+        assert_eq!(
+            d.seg(C, 101, 501, A, b""),
+            [Note::HandshakeAck { rtt_ns: 2000 }]
+        );
+        assert_eq!(d.conn.client, Some(C));
+        assert_eq!(d.seg(C, 100, 0, Flags::SYN, b""), [Note::SynRetransmission]);
+    }
+
+    #[test]
+    fn reordered_segments_wait_for_the_hole() {
+        let mut d = Drive::new();
+        d.handshake();
+        assert_eq!(
+            d.seg(C, 106, 501, PA, b"SEND b x\n"),
+            [Note::PreviousSegmentNotCaptured]
+        );
+        assert!(d.lines().is_empty(), "nothing delivered past the hole");
+        assert_eq!(d.seg(C, 101, 501, PA, b"LIST\n"), [Note::OutOfOrder]);
+        assert_eq!(d.seg(C, 101, 501, PA, b"LIST\n"), [Note::Retransmission]);
+        let texts: Vec<String> = d.lines().into_iter().map(|l| l.1).collect();
+        assert_eq!(texts, ["LIST", "SEND b x"]);
+    }
+
+    #[test]
+    fn partial_retransmission_delivers_only_the_new_part() {
+        let mut d = Drive::new();
+        d.handshake();
+        d.seg(C, 101, 501, PA, b"LI");
+        assert_eq!(
+            d.seg(C, 101, 501, PA, b"LIST\n"),
+            [Note::PartialRetransmission]
+        );
+        assert_eq!(d.lines(), [(C, "LIST".to_string(), LineStatus::Complete)]);
+        assert_eq!(d.conn.halves[C].bytes, 5);
+    }
+
+    #[test]
+    fn ack_past_unseen_data_declares_a_gap() {
+        let mut d = Drive::new();
+        d.handshake();
+        d.seg(C, 101, 501, PA, b"LIST\nSE");
+        // "ND b x\n" (7 bytes) never captured; the server acknowledges it.
+        assert_eq!(d.seg(S, 501, 115, A, b""), [Note::AckedUnseenSegment]);
+        assert_eq!(d.gaps(), [(C, 7, GapReason::AckedUnseen)]);
+        d.seg(C, 115, 501, PA, b"LIST\n");
+        let lines = d.lines();
+        assert_eq!(lines[1], (C, "SE".to_string(), LineStatus::CutByGap));
+        assert_eq!(lines[2], (C, "LIST".to_string(), LineStatus::AfterGap));
+    }
+
+    #[test]
+    fn keepalive_zero_window_and_teardown() {
+        let mut d = Drive::new();
+        d.handshake();
+        d.seg(C, 101, 501, PA, b"LIST\n");
+        assert_eq!(d.seg(C, 105, 501, A, b"\0"), [Note::KeepAlive]);
+        assert_eq!(d.conn.halves[C].bytes, 5, "a probe is not data");
+        assert_eq!(d.seg(S, 501, 106, A, b""), Vec::<Note>::new());
+        assert_eq!(
+            d.seg(C, 106, 501, Flags::FIN | A, b""),
+            [Note::Fin { first: true }]
+        );
+        assert_eq!(
+            d.seg(S, 501, 107, Flags::FIN | A, b""),
+            [Note::Fin { first: false }, Note::AcksFin]
+        );
+        assert!(d.conn.done_at.is_none());
+        assert_eq!(d.seg(C, 107, 502, A, b""), [Note::AcksFin]);
+        assert!(d.conn.done_at.is_some());
+        assert_eq!(d.conn.first_fin, Some(C));
+    }
+
+    #[test]
+    fn new_syn_after_close_is_a_new_connection() {
+        let mut d = Drive::new();
+        d.handshake();
+        let syn = |seq| TcpSegment {
+            src: d.conn.ends[C].ip(),
+            dst: d.conn.ends[S].ip(),
+            src_port: 4000,
+            dst_port: 5378,
+            seq,
+            ack: 0,
+            flags: Flags(Flags::SYN),
+            window: 0,
+            window_scale: None,
+            payload: &[],
+            missing: 0,
+        };
+        assert!(!d.conn.is_new_syn(C, &syn(100)), "a retransmitted SYN");
+        assert!(d.conn.is_new_syn(C, &syn(9000)), "another ISN");
     }
 }

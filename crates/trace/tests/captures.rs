@@ -232,6 +232,7 @@ struct Row {
     rst: bool,
     initial_rtt_ns: Option<u64>,
     acks_frame: Option<u64>,
+    window: u64,
 }
 
 fn tshark_rows(file: &Path) -> Vec<Row> {
@@ -245,6 +246,7 @@ fn tshark_rows(file: &Path) -> Vec<Row> {
         "tcp.flags.reset",
         "tcp.analysis.initial_rtt",
         "tcp.analysis.acks_frame",
+        "tcp.window_size",
     ];
     let mut args = vec!["-T", "fields", "-E", "separator=|"];
     for f in &fields {
@@ -271,6 +273,7 @@ fn tshark_rows(file: &Path) -> Vec<Row> {
                         + frac[..9].parse::<u64>().expect("fraction")
                 }),
                 acks_frame: c[8].parse().ok(),
+                window: c[9].parse().expect("window"),
             }
         })
         .collect()
@@ -336,6 +339,14 @@ fn reassembly_handshake_and_teardown_match_tshark() {
                     assert_eq!(fact.acked.map(|s| s.frame), acked_by, "{what}: FIN's ACK");
                 }
             }
+            // Every segment, with its window scaled as the handshake agreed.
+            let ours: Vec<(u64, Option<u64>)> = common::segments(&of_stream(&outputs, end.stream))
+                .iter()
+                .map(|(e, seg)| (e.frame, seg.window_scaled))
+                .collect();
+            let theirs: Vec<(u64, Option<u64>)> =
+                rows.iter().map(|r| (r.frame, Some(r.window))).collect();
+            assert_eq!(ours, theirs, "{what}: segments and their windows");
             let rst = rows.iter().find(|r| r.rst).map(|r| r.frame);
             assert_eq!(end.teardown.reset.map(|s| s.frame), rst, "{what}: RST");
             if let Some(r) = rows.iter().find(|r| r.rst) {

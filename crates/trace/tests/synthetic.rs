@@ -425,3 +425,62 @@ fn unsupported_link_type_is_named() {
         "{err}"
     );
 }
+
+fn text(bytes: Vec<u8>, view: tcpchat_trace::View) -> String {
+    let mut out = Vec::new();
+    tcpchat_trace::trace(
+        std::io::Cursor::new(bytes),
+        &Options::default(),
+        &view,
+        &mut out,
+    )
+    .expect("reads");
+    String::from_utf8(out).expect("utf-8")
+}
+
+#[test]
+fn timeline_explains_handshake_messages_and_teardown() {
+    let conv = chat_session("10.0.0.1:40000", "10.0.0.2:5378");
+    let out = text(
+        write(&conv.packets, Link::Ethernet, Format::PcapLeMicro),
+        tcpchat_trace::View::default(),
+    );
+    for want in [
+        "connection #0: client 10.0.0.1:40000 ⇄ server 10.0.0.2:5378",
+        "handshake 1/3: the client asks to open a connection",
+        "handshake 3/3: the connection is open (RTT 0.200 ms)",
+        "C → S  HELLO-FROM alice  client asks to log in as alice",
+        "C ← S  DELIVERY bob hello  alice  server delivers a message from bob",
+        "the client is done sending and starts closing (first FIN)",
+        "ending: closed cleanly: the client sent the first FIN; both FINs were acknowledged",
+        "1 TCP connection, 1 chat connection (#0)",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(!out.contains('\x1b'), "no colour unless asked");
+    let coloured = text(
+        write(&conv.packets, Link::Ethernet, Format::PcapLeMicro),
+        tcpchat_trace::View {
+            color: true,
+            ..Default::default()
+        },
+    );
+    assert!(coloured.contains("\x1b[1m"));
+}
+
+#[test]
+fn a_long_connection_is_printed_in_parts_not_held_whole() {
+    let mut c = Conv::new("10.0.0.1:40000", "10.0.0.2:5378");
+    c.handshake();
+    for i in 0..3_000 {
+        c.data(true, format!("SEND bob {i}\n").as_bytes());
+    }
+    c.close_by(true);
+    let out = text(
+        write(&c.packets, Link::Ethernet, Format::PcapLeMicro),
+        tcpchat_trace::View::default(),
+    );
+    assert!(out.contains("connection #0 (continued)"), "{}", &out[..400]);
+    assert_eq!(out.matches("client sends bob the message").count(), 3_000);
+    assert!(out.contains("SEND 3000"));
+}
