@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod check;
 mod connect;
 mod logging;
@@ -36,6 +37,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Chat: a full-screen terminal client, or a plain line mode for scripts and pipes.
     Connect(connect::ConnectArgs),
+    /// Load any chat server (classic or IRC): connections, throughput, latency, memory.
+    Bench(bench::BenchArgs),
     /// Check any server against the protocol: named cases, pass/fail table, what to fix.
     Check(check::CheckArgs),
     /// Explain a pcap/pcapng capture of the chat protocol: handshake, messages, teardown.
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Connect(args) => connect::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Check(args) => check::run(args),
         Command::Trace(args) => trace::run(args),
     };

@@ -1,0 +1,57 @@
+//! `tcpchat bench`: a load generator for chat servers, with measurements you can trust.
+//!
+//! Five scenarios ([`Scenario`]) drive many real TCP clients against any server speaking
+//! the classic protocol or IRC ([`Dialect`]), so the same load runs against tcpchat and
+//! against the IRC servers people would otherwise pick. Every delivered message is checked
+//! (sender, per-sender order, body); latency is taken from each message's intended send
+//! time into an HdrHistogram; clients beyond one process's descriptor limit run in worker
+//! processes whose results are merged exactly. [`run`] returns a [`Report`], which prints
+//! as a table, serializes as JSON and draws as SVG.
+//!
+//! This crate measures; it asserts nothing about speed. Pass/fail tests check counts (sent
+//! equals delivered, no errors), never timings. It is not a conformance checker either
+//! (`tcpchat check` is): it assumes the server basically works and reports what it sees.
+
+mod dialect;
+mod message;
+mod pacing;
+mod plan;
+mod plot;
+mod report;
+mod run;
+mod share;
+mod stats;
+
+use std::net::SocketAddr;
+
+pub use dialect::{Codec, Dialect, Event, Refusal};
+pub use message::{BodyError, Header, OrderCheck, MIN_BODY_BYTES};
+pub use pacing::Pacer;
+pub use plan::{Plan, Scenario, Share};
+pub use report::{LoginReport, MemoryReport, MessageReport, Report};
+pub use run::{resident_bytes, run, run_worker, Options};
+pub use share::{Counts, Failures};
+pub use stats::{Latency, Summary};
+
+/// Why a benchmark could not run or complete.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The options do not make sense.
+    #[error("{0}")]
+    Usage(String),
+    /// The target is not there, or is not the server it was said to be.
+    #[error("{target}: {why}")]
+    Target { target: SocketAddr, why: String },
+    /// Some clients could not log in, so the message scenario cannot be measured.
+    #[error("{failed} of {clients} clients could not log in (first: {first}); is the server's client limit high enough?")]
+    Login {
+        failed: u64,
+        clients: usize,
+        first: String,
+    },
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// A worker process could not be started or failed.
+    #[error("worker process failed")]
+    Worker(#[source] std::io::Error),
+}

@@ -1,0 +1,869 @@
+//! One process's share of the clients: connect, log in, send, receive, check, count.
+//!
+//! Each client is one task driving one non-blocking socket through a small state machine
+//! (connecting, logging in, ready, running, stopping). The run moves through [`Phase`]s set
+//! by the coordinator; the share reports [`ShareEvent`]s back. The same code runs inside the
+//! coordinating process or in a worker process (see [`crate::run`]), so a run of 19,000
+//! clients is the same as a run of 20, only spread out.
+//!
+//! Flow control between a sender and its recipient is end to end: a sender may have
+//! `window` messages sent and not yet *received by the recipient*. The recipient's task
+//! counts them into the sender's [`Flow`], which is why a pair (or a fan-in group) always
+//! lives in one process.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tcpchat_proto::Framer;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::time::Instant;
+
+use crate::dialect::{Codec, Dialect, Event, Refusal};
+use crate::message::{self, Header, OrderCheck};
+use crate::pacing::Pacer;
+use crate::plan::{Scenario, Share};
+use crate::stats::Latency;
+
+/// Where the run is. Only ever moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Phase {
+    /// Set up, nothing connected.
+    Wait,
+    /// Connect and log in.
+    Login,
+    /// The measured phase: send (message scenarios) or hold (idle).
+    Run,
+    /// Stop sending, wait for what is in flight, close.
+    Stop,
+}
+
+/// Running totals, reported while the run goes on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub logged_in: u64,
+    pub failed: u64,
+    pub sent: u64,
+    pub delivered: u64,
+}
+
+/// Logins that did not succeed, by what went wrong.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failures {
+    /// The connection was refused (nothing listening, or the backlog overflowed).
+    pub refused: u64,
+    /// `BUSY`, an IRC `ERROR` or error numeric.
+    pub busy: u64,
+    /// The name was taken.
+    pub in_use: u64,
+    /// No login reply within the login timeout.
+    pub timeout: u64,
+    /// The server closed or reset the connection before the login reply.
+    pub closed: u64,
+    /// The reply was not the expected protocol.
+    pub protocol: u64,
+    /// Anything else (e.g. out of local ports or descriptors).
+    pub other: u64,
+}
+
+impl Failures {
+    /// All failures.
+    pub fn total(&self) -> u64 {
+        self.refused
+            + self.busy
+            + self.in_use
+            + self.timeout
+            + self.closed
+            + self.protocol
+            + self.other
+    }
+
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, o: &Failures) {
+        self.refused += o.refused;
+        self.busy += o.busy;
+        self.in_use += o.in_use;
+        self.timeout += o.timeout;
+        self.closed += o.closed;
+        self.protocol += o.protocol;
+        self.other += o.other;
+    }
+}
+
+/// How the login phase went for a share.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoginOutcome {
+    pub logged_in: u64,
+    pub failures: Failures,
+    /// Connect-to-login time of each client that got in, µs.
+    pub latency: Latency,
+    /// From the start of the login phase to the last successful login, µs.
+    pub all_in_us: u64,
+    /// The first failure, described, for the error message.
+    pub first_failure: Option<String>,
+}
+
+/// How the measured phase went for a share.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunOutcome {
+    pub sent: u64,
+    pub delivered: u64,
+    /// Delivered before the measured phase ended (the rate's numerator).
+    pub delivered_in_window: u64,
+    /// `SEND-OK`s (classic only).
+    pub acknowledged: u64,
+    /// `BAD-DEST-USER` / IRC 401.
+    pub send_failed: u64,
+    /// Messages out of per-sender order.
+    pub order_violations: u64,
+    /// Bodies that were altered, truncated, or not from the expected sender.
+    pub content_errors: u64,
+    /// `BAD-RQST-*`, unparseable or unexpected lines.
+    pub protocol_errors: u64,
+    /// Clients whose connection ended during the run.
+    pub disconnected: u64,
+    /// Send-to-receive latency (from the intended send time), µs.
+    pub latency: Latency,
+    /// Fewest and most messages received from one sender (fan-in fairness).
+    pub per_sender_min: Option<u64>,
+    pub per_sender_max: Option<u64>,
+    /// The first problem seen, described.
+    pub first_problem: Option<String>,
+}
+
+/// What a share tells the coordinator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ShareEvent {
+    Progress(Counts),
+    LoggedIn(LoginOutcome),
+    Done(RunOutcome),
+    Failed(String),
+}
+
+/// A sender's end-to-end flow: written by the sender (`sent`, `finished`) and by its
+/// recipient (`delivered`, `notify`).
+#[derive(Debug, Default)]
+struct Flow {
+    sent: AtomicU64,
+    delivered: AtomicU64,
+    finished: AtomicBool,
+    notify: Notify,
+}
+
+impl Flow {
+    fn complete(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+            && self.delivered.load(Ordering::Acquire) >= self.sent.load(Ordering::Acquire)
+    }
+}
+
+/// State shared by a share's client tasks.
+struct State {
+    share: Share,
+    origin: Instant,
+    flows: Vec<Flow>,
+    logins: Semaphore,
+    logged_in: AtomicU64,
+    failed: AtomicU64,
+    sent: AtomicU64,
+    delivered: AtomicU64,
+    login: Mutex<LoginOutcome>,
+    run: Mutex<RunOutcome>,
+    /// When the Run phase started, ns since `origin`.
+    run_start_ns: AtomicU64,
+    login_start: Mutex<Option<Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Only counters are updated under these locks; a panic elsewhere cannot leave them
+    // inconsistent, so poisoning is ignored.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl State {
+    fn counts(&self) -> Counts {
+        Counts {
+            logged_in: self.logged_in.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+        }
+    }
+
+    fn local(&self, global: usize) -> Option<usize> {
+        global
+            .checked_sub(self.share.first)
+            .filter(|l| *l < self.share.count)
+    }
+
+    fn since_origin(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.origin)
+    }
+}
+
+/// How often a share reports [`Counts`].
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// Bytes read per `read`.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes read per `read` by clients that send nothing after login.
+const LOGIN_CHUNK_BYTES: usize = 2048;
+/// Latency samples a client keeps before adding them to the share's histogram.
+const SAMPLE_BATCH: usize = 1024;
+/// A client whose unsent bytes pass this has a server that stopped reading.
+const MAX_UNSENT_BYTES: usize = 64 << 20;
+
+/// Runs one share to completion: waits for [`Phase::Login`], reports `LoggedIn` when every
+/// client is in or has failed, runs until [`Phase::Stop`], drains, reports `Done`.
+pub async fn run_share(
+    share: Share,
+    mut phase: watch::Receiver<Phase>,
+    events: mpsc::UnboundedSender<ShareEvent>,
+) {
+    let state = Arc::new(State {
+        flows: (0..share.count).map(|_| Flow::default()).collect(),
+        logins: Semaphore::new(
+            share
+                .plan
+                .login_concurrency
+                .clamp(1, Semaphore::MAX_PERMITS),
+        ),
+        share,
+        origin: Instant::now(),
+        logged_in: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+        login: Mutex::new(LoginOutcome::default()),
+        run: Mutex::new(RunOutcome::default()),
+        run_start_ns: AtomicU64::new(0),
+        login_start: Mutex::new(None),
+    });
+    if phase.wait_for(|p| *p >= Phase::Login).await.is_err() {
+        return;
+    }
+    *lock(&state.login_start) = Some(Instant::now());
+    let mut tasks = tokio::task::JoinSet::new();
+    for local in 0..state.share.count {
+        tasks.spawn(client(Arc::clone(&state), local, phase.clone()));
+    }
+
+    // Progress, the end of the login phase, and the delivered count when Run ends.
+    let count = state.share.count as u64;
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    let mut reported_login = false;
+    let mut delivered_at_stop = None;
+    let mut coordinator_gone = false;
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => {
+                if joined.is_none() {
+                    break;
+                }
+            }
+            _ = tick.tick() => {}
+            changed = phase.changed(), if !coordinator_gone => {
+                if changed.is_err() {
+                    coordinator_gone = true;
+                    if *phase.borrow() < Phase::Stop {
+                        // Gone mid-run: nobody will read a result.
+                        tasks.abort_all();
+                        return;
+                    }
+                }
+            }
+        }
+        let counts = state.counts();
+        if !reported_login && counts.logged_in + counts.failed >= count {
+            reported_login = true;
+            let outcome = lock(&state.login).clone();
+            let _ = events.send(ShareEvent::LoggedIn(outcome));
+        }
+        if delivered_at_stop.is_none() && *phase.borrow() >= Phase::Stop {
+            delivered_at_stop = Some(counts.delivered);
+        }
+        let _ = events.send(ShareEvent::Progress(counts));
+    }
+    let counts = state.counts();
+    if !reported_login {
+        let outcome = lock(&state.login).clone();
+        let _ = events.send(ShareEvent::LoggedIn(outcome));
+    }
+    let mut outcome = std::mem::take(&mut *lock(&state.run));
+    outcome.delivered_in_window = delivered_at_stop.unwrap_or(counts.delivered);
+    let _ = events.send(ShareEvent::Progress(counts));
+    let _ = events.send(ShareEvent::Done(outcome));
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    LoggingIn,
+    Ready,
+    Running,
+    Stopping,
+}
+
+/// One client from connect to close.
+async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phase>) {
+    let plan = &state.share.plan;
+    let index = state.share.first + local;
+    let name = plan.name(index);
+    let partner = plan.scenario.partner(index, plan.clients);
+    let codec = Codec::new(plan.dialect, &plan.name(partner.unwrap_or(index)));
+
+    // Logins in progress are bounded; the permit is held until this one is answered.
+    let permit = state.logins.acquire().await;
+    let started = Instant::now();
+    let deadline = started + plan.login_timeout;
+    let stream =
+        match tokio::time::timeout_at(deadline, connect(plan.target, index, plan.spread_sources))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let kind = if e.kind() == io::ErrorKind::ConnectionRefused {
+                    Failure::Refused
+                } else {
+                    Failure::Other
+                };
+                return fail(
+                    &state,
+                    kind,
+                    format!("cannot connect to {}: {e}", plan.target),
+                );
+            }
+            Err(_) => {
+                return fail(
+                    &state,
+                    Failure::Timeout,
+                    format!(
+                        "no connection to {} within {:?}",
+                        plan.target, plan.login_timeout
+                    ),
+                );
+            }
+        };
+    let _ = stream.set_nodelay(true);
+
+    let mut c = Client {
+        state: &state,
+        local,
+        stream,
+        codec,
+        wbuf: Vec::new(),
+        wpos: 0,
+        stage: Stage::LoggingIn,
+        started,
+        sent: 0,
+        received: 0,
+        acknowledged: 0,
+        pending_acks: Vec::new(),
+        samples: Vec::new(),
+        orders: Vec::new(),
+        order_base: 0,
+        outcome: RunOutcome::default(),
+        failure: None,
+    };
+    c.codec.login(&mut c.wbuf, &name);
+    // Incoming flows: the partner's (pairs) or everyone's (fan-in recipient).
+    match plan.scenario {
+        Scenario::Throughput { .. } | Scenario::Latency { .. } => {
+            if let Some(p) = partner.and_then(|p| state.local(p)) {
+                c.order_base = p;
+                c.orders = vec![OrderCheck::default()];
+            }
+        }
+        Scenario::Fanin { .. } if index == 0 => {
+            c.orders = vec![OrderCheck::default(); state.share.count];
+        }
+        _ => {}
+    }
+    let out_flow = partner.map(|_| &state.flows[local]);
+    let pacer = match plan.scenario {
+        Scenario::Latency { rate } => Some(Pacer::new(rate, plan.clients, index)),
+        _ => None,
+    };
+    let window = match plan.scenario {
+        Scenario::Throughput { window } | Scenario::Fanin { window } => window,
+        _ => 0,
+    };
+
+    let mut framer = Framer::new(READ_CHUNK_BYTES);
+    // Clients that only log in read a few short lines: a small buffer keeps tens of
+    // thousands of them cheap to set up.
+    let chunk = if plan.scenario.sends() {
+        READ_CHUNK_BYTES
+    } else {
+        LOGIN_CHUNK_BYTES
+    };
+    let mut rbuf = vec![0u8; chunk];
+    let mut permit = Some(permit);
+    let sleep = tokio::time::sleep_until(deadline);
+    tokio::pin!(sleep);
+    let mut drain_deadline = None;
+    let mut run_start = Duration::ZERO;
+
+    loop {
+        if c.stage != Stage::LoggingIn {
+            permit.take();
+        }
+        if let Some(f) = c.failure.take() {
+            return fail(&state, f.0, f.1);
+        }
+        // Top up sends.
+        if c.stage == Stage::Running {
+            if let Some(flow) = out_flow {
+                let before = c.sent;
+                if let Some(pacer) = &pacer {
+                    let now = state.since_origin(Instant::now());
+                    let due = pacer.due(run_start, now);
+                    while c.sent < due {
+                        let intended = pacer.intended(run_start, c.sent).as_nanos() as u64;
+                        c.send(index, intended);
+                    }
+                    sleep
+                        .as_mut()
+                        .reset(state.origin + pacer.intended(run_start, c.sent));
+                } else {
+                    let now_ns = state.since_origin(Instant::now()).as_nanos() as u64;
+                    let delivered = flow.delivered.load(Ordering::Acquire);
+                    while c.sent - delivered < window {
+                        c.send(index, now_ns);
+                    }
+                }
+                if c.sent > before {
+                    flow.sent.store(c.sent, Ordering::Release);
+                    state.sent.fetch_add(c.sent - before, Ordering::Relaxed);
+                }
+            }
+        }
+        if let Err(e) = c.flush() {
+            c.lost_connection(&format!("write failed: {e}"));
+            break;
+        }
+        if c.wbuf.len() > MAX_UNSENT_BYTES {
+            c.lost_connection("the server stopped reading (64 MiB unsent)");
+            break;
+        }
+        if c.stage == Stage::Stopping {
+            if c.drained(out_flow) {
+                break;
+            }
+            if drain_deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        let waiting_flow = c.stage == Stage::Running && pacer.is_none() && out_flow.is_some();
+        let timed = match c.stage {
+            Stage::LoggingIn | Stage::Stopping => true,
+            Stage::Running => pacer.is_some() && out_flow.is_some(),
+            Stage::Ready => false,
+        };
+        tokio::select! {
+            biased;
+            changed = phase.changed(), if c.stage != Stage::Stopping => {
+                let p = if changed.is_err() { Phase::Stop } else { *phase.borrow_and_update() };
+                match (c.stage, p) {
+                    (Stage::Ready, Phase::Run) => {
+                        c.stage = Stage::Running;
+                        // The first client to see Run fixes the schedule's start for all.
+                        let now = state.since_origin(Instant::now()).as_nanos().max(1) as u64;
+                        let start = match state.run_start_ns.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
+                            Ok(_) => now,
+                            Err(earlier) => earlier,
+                        };
+                        run_start = Duration::from_nanos(start);
+                    }
+                    (Stage::Ready | Stage::Running, Phase::Stop) => {
+                        c.stage = Stage::Stopping;
+                        if let Some(flow) = out_flow {
+                            flow.finished.store(true, Ordering::Release);
+                        }
+                        let d = Instant::now() + plan.drain_timeout;
+                        drain_deadline = Some(d);
+                        sleep.as_mut().reset(Instant::now());
+                    }
+                    _ => {}
+                }
+            }
+            ready = c.stream.readable() => {
+                if let Err(e) = ready {
+                    c.lost_connection(&format!("read failed: {e}"));
+                    break;
+                }
+                match c.stream.try_read(&mut rbuf) {
+                    Ok(0) => {
+                        if c.stage == Stage::LoggingIn {
+                            return fail(&state, Failure::Closed, "the server closed the connection before answering the login".into());
+                        }
+                        if c.stage != Stage::Stopping || !c.drained(out_flow) {
+                            c.lost_connection("the server closed the connection");
+                        }
+                        break;
+                    }
+                    Ok(n) => {
+                        let now = Instant::now();
+                        let mut input = &rbuf[..n];
+                        loop {
+                            match framer.next_line(&mut input) {
+                                Ok(Some(line)) => c.handle_line(line, now),
+                                Ok(None) => break,
+                                Err(_) => c.problem("a line from the server is longer than 64 KiB"),
+                            }
+                        }
+                        c.flush_acks();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        if c.stage == Stage::LoggingIn {
+                            return fail(&state, Failure::Closed, format!("connection lost before the login reply: {e}"));
+                        }
+                        c.lost_connection(&format!("read failed: {e}"));
+                        break;
+                    }
+                }
+            }
+            ready = c.stream.writable(), if c.wpos < c.wbuf.len() => {
+                if let Err(e) = ready {
+                    c.lost_connection(&format!("write failed: {e}"));
+                    break;
+                }
+            }
+            () = notified(out_flow), if waiting_flow => {}
+            () = &mut sleep, if timed => {
+                match c.stage {
+                    Stage::LoggingIn => {
+                        return fail(&state, Failure::Timeout, format!("no login reply within {:?}", plan.login_timeout));
+                    }
+                    Stage::Stopping => {
+                        // Poll the drain condition (incoming flows finish elsewhere).
+                        sleep.as_mut().reset(Instant::now() + Duration::from_millis(10));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    c.finish();
+}
+
+async fn notified(flow: Option<&Flow>) {
+    match flow {
+        Some(f) => f.notify.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Refused,
+    Busy,
+    InUse,
+    Timeout,
+    Closed,
+    Protocol,
+    Other,
+}
+
+fn fail(state: &State, kind: Failure, why: String) {
+    let mut login = lock(&state.login);
+    let f = &mut login.failures;
+    match kind {
+        Failure::Refused => f.refused += 1,
+        Failure::Busy => f.busy += 1,
+        Failure::InUse => f.in_use += 1,
+        Failure::Timeout => f.timeout += 1,
+        Failure::Closed => f.closed += 1,
+        Failure::Protocol => f.protocol += 1,
+        Failure::Other => f.other += 1,
+    }
+    login.first_failure.get_or_insert(why);
+    state.failed.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Connects from a source address spread over 127.0.0.0/8 when the target is loopback, so
+/// the 4-tuples (and local ports) of many thousands of connections never run out.
+async fn connect(target: SocketAddr, index: usize, spread: bool) -> io::Result<TcpStream> {
+    let socket = match target {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if spread && target.ip().is_loopback() && target.is_ipv4() {
+        bind_no_port(&socket);
+        let host = 1 + (index % 250) as u8;
+        let octet = 1 + ((index / 250) % 200) as u8;
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, octet, host));
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    socket.connect(target).await
+}
+
+/// Lets the kernel pick the local port at `connect` time, from the full 4-tuple, instead of
+/// reserving one per source address at `bind` (`IP_BIND_ADDRESS_NO_PORT`, Linux ≥ 4.2).
+fn bind_no_port(socket: &TcpSocket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor, a pointer to a live c_int and its size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
+struct Client<'s> {
+    state: &'s State,
+    local: usize,
+    stream: TcpStream,
+    codec: Codec,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    stage: Stage,
+    started: Instant,
+    sent: u64,
+    received: u64,
+    acknowledged: u64,
+    /// Deliveries counted in this read, per sender (local index), not yet published.
+    pending_acks: Vec<(usize, u64)>,
+    samples: Vec<u64>,
+    orders: Vec<OrderCheck>,
+    order_base: usize,
+    outcome: RunOutcome,
+    failure: Option<(Failure, String)>,
+}
+
+impl Client<'_> {
+    fn send(&mut self, index: usize, intended_ns: u64) {
+        let size = self.state.share.plan.size;
+        let header = Header {
+            sender: index as u32,
+            seq: self.sent,
+            intended_ns,
+        };
+        self.codec
+            .send(&mut self.wbuf, |out| message::encode(out, size, header));
+        self.sent += 1;
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while self.wpos < self.wbuf.len() {
+            match self.stream.try_write(&self.wbuf[self.wpos..]) {
+                Ok(n) => self.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+        } else if self.wpos > 1 << 20 {
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
+        }
+        Ok(())
+    }
+
+    fn problem(&mut self, what: &str) {
+        self.outcome.protocol_errors += 1;
+        self.outcome
+            .first_problem
+            .get_or_insert_with(|| what.to_owned());
+    }
+
+    fn lost_connection(&mut self, why: &str) {
+        self.outcome.disconnected += 1;
+        let name = self
+            .state
+            .share
+            .plan
+            .name(self.state.share.first + self.local);
+        self.outcome
+            .first_problem
+            .get_or_insert_with(|| format!("{name}: {why}"));
+    }
+
+    fn handle_line(&mut self, line: &[u8], now: Instant) {
+        let event = self.codec.parse(line);
+        match (self.stage, event) {
+            (_, Event::Ping(token)) => {
+                let token = token.to_vec();
+                self.codec.pong(&mut self.wbuf, &token);
+            }
+            (Stage::LoggingIn, Event::LoggedIn) => {
+                self.stage = Stage::Ready;
+                let us = now.saturating_duration_since(self.started).as_micros() as u64;
+                let mut login = lock(&self.state.login);
+                login.logged_in += 1;
+                login.latency.record_micros(us);
+                if let Some(start) = *lock(&self.state.login_start) {
+                    let all_in = now.saturating_duration_since(start).as_micros() as u64;
+                    login.all_in_us = login.all_in_us.max(all_in);
+                }
+                self.state.logged_in.fetch_add(1, Ordering::Relaxed);
+            }
+            (Stage::LoggingIn, Event::Refused(r)) => {
+                let kind = match r {
+                    Refusal::Busy => Failure::Busy,
+                    Refusal::InUse => Failure::InUse,
+                };
+                self.failure = Some((
+                    kind,
+                    format!("login refused: {}", String::from_utf8_lossy(line)),
+                ));
+            }
+            (Stage::LoggingIn, Event::ProtocolError) => {
+                let kind = match self.codec.dialect() {
+                    // An IRC error numeric during registration: the server turned us away.
+                    Dialect::Irc => Failure::Busy,
+                    Dialect::Classic => Failure::Protocol,
+                };
+                self.failure = Some((
+                    kind,
+                    format!("unexpected login reply: {}", String::from_utf8_lossy(line)),
+                ));
+            }
+            (Stage::LoggingIn, _) => {}
+            (_, Event::Delivery { from, body }) => self.delivery(from, body, now),
+            (_, Event::SendOk) => self.acknowledged += 1,
+            (_, Event::SendFailed) => {
+                self.outcome.send_failed += 1;
+                self.outcome
+                    .first_problem
+                    .get_or_insert_with(|| "a message was refused: recipient not logged in".into());
+            }
+            (_, Event::ProtocolError | Event::LoggedIn | Event::Refused(_)) => {
+                let what = format!("unexpected line: {}", String::from_utf8_lossy(line));
+                self.problem(&what);
+            }
+            (_, Event::Other) => {}
+        }
+    }
+
+    fn delivery(&mut self, from: &str, body: &[u8], now: Instant) {
+        let plan = &self.state.share.plan;
+        let header = match message::decode(body, plan.size) {
+            Ok(h) => h,
+            Err(e) => {
+                self.outcome.content_errors += 1;
+                self.outcome
+                    .first_problem
+                    .get_or_insert_with(|| format!("bad message body from {from}: {e}"));
+                return;
+            }
+        };
+        let sender = header.sender as usize;
+        let slot = self
+            .state
+            .local(sender)
+            .filter(|_| plan.index_of(from) == Some(sender))
+            .and_then(|l| l.checked_sub(self.order_base).map(|s| (l, s)))
+            .filter(|(_, s)| *s < self.orders.len());
+        let Some((sender_local, slot)) = slot else {
+            self.outcome.content_errors += 1;
+            self.outcome
+                .first_problem
+                .get_or_insert_with(|| format!("message from unexpected sender {from}"));
+            return;
+        };
+        if !self.orders[slot].observe(header.seq) {
+            self.outcome
+                .first_problem
+                .get_or_insert_with(|| format!("message {} from {from} out of order", header.seq));
+        }
+        self.received += 1;
+        match self.pending_acks.last_mut() {
+            Some((s, n)) if *s == sender_local => *n += 1,
+            _ => self.pending_acks.push((sender_local, 1)),
+        }
+        let now_ns = self.state.since_origin(now).as_nanos() as u64;
+        self.samples
+            .push(now_ns.saturating_sub(header.intended_ns) / 1000);
+        if self.samples.len() >= SAMPLE_BATCH {
+            self.flush_samples();
+        }
+    }
+
+    fn flush_acks(&mut self) {
+        let mut total = 0;
+        for (sender, n) in self.pending_acks.drain(..) {
+            let flow = &self.state.flows[sender];
+            flow.delivered.fetch_add(n, Ordering::AcqRel);
+            flow.notify.notify_one();
+            total += n;
+        }
+        if total > 0 {
+            self.state.delivered.fetch_add(total, Ordering::Relaxed);
+        }
+    }
+
+    fn flush_samples(&mut self) {
+        if self.samples.is_empty() {
+            return;
+        }
+        let mut run = lock(&self.state.run);
+        for s in self.samples.drain(..) {
+            run.latency.record_micros(s);
+        }
+    }
+
+    /// Everything this client sent was received (and, classic, acknowledged), and every
+    /// flow it receives has finished and arrived.
+    fn drained(&self, out_flow: Option<&Flow>) -> bool {
+        let own = out_flow.is_none_or(|f| f.delivered.load(Ordering::Acquire) >= self.sent);
+        let acked = self.codec.dialect() != Dialect::Classic
+            || self.acknowledged + self.outcome.send_failed >= self.sent;
+        let incoming = if self.orders.len() == 1 {
+            self.state.flows[self.order_base].complete()
+        } else if self.orders.is_empty() {
+            true
+        } else {
+            self.state
+                .flows
+                .iter()
+                .enumerate()
+                .all(|(i, f)| i == self.local || f.complete())
+        };
+        own && acked && incoming
+    }
+
+    fn finish(mut self) {
+        self.flush_samples();
+        let mut run = lock(&self.state.run);
+        let o = &self.outcome;
+        run.sent += self.sent;
+        run.delivered += self.received;
+        run.acknowledged += self.acknowledged;
+        run.send_failed += o.send_failed;
+        run.content_errors += o.content_errors;
+        run.protocol_errors += o.protocol_errors;
+        run.disconnected += o.disconnected;
+        for order in &self.orders {
+            run.order_violations += order.violations;
+        }
+        if self.orders.len() > 1 {
+            let per_sender = self
+                .orders
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != self.local)
+                .map(|(_, o)| o.received());
+            run.per_sender_min = per_sender.clone().min();
+            run.per_sender_max = per_sender.max();
+        }
+        if run.first_problem.is_none() {
+            run.first_problem = self.outcome.first_problem.take();
+        }
+    }
+}

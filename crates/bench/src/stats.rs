@@ -1,0 +1,161 @@
+//! Latency histograms that can cross a process boundary and be merged.
+//!
+//! Values are microseconds in an HdrHistogram with three significant digits, from 1 µs to
+//! one hour. A worker process ships its histogram as the list of recorded (value, count)
+//! buckets; the parent adds them into its own. Merging bucket lists is exact: the merged
+//! histogram is the one a single process would have recorded.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Highest trackable latency: one hour, in µs.
+const MAX_MICROS: u64 = 3_600_000_000;
+
+/// A latency histogram in microseconds.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    hist: Histogram<u64>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Percentile summary of a [`Latency`], in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub count: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    pub mean_us: f64,
+}
+
+impl Latency {
+    /// An empty histogram.
+    pub fn new() -> Self {
+        // Bounds and precision are constants that hdrhistogram accepts.
+        let hist = Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid bounds");
+        Self { hist }
+    }
+
+    /// Records one latency; values beyond the range are clamped to it.
+    pub fn record_micros(&mut self, micros: u64) {
+        self.hist.saturating_record(micros.max(1));
+    }
+
+    /// Number of values recorded.
+    pub fn len(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.hist.is_empty()
+    }
+
+    /// Adds everything `other` recorded.
+    pub fn merge(&mut self, other: &Latency) {
+        // Same bounds on both sides, so adding cannot fail.
+        self.hist.add(&other.hist).expect("same bounds");
+    }
+
+    /// The value at `quantile` (0.0–1.0), in µs.
+    pub fn quantile(&self, quantile: f64) -> u64 {
+        self.hist.value_at_quantile(quantile)
+    }
+
+    /// The standard percentiles.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            count: self.hist.len(),
+            p50_us: self.quantile(0.5),
+            p90_us: self.quantile(0.9),
+            p99_us: self.quantile(0.99),
+            p999_us: self.quantile(0.999),
+            max_us: self.hist.max(),
+            mean_us: self.hist.mean(),
+        }
+    }
+
+    /// The recorded buckets, for shipping to another process.
+    pub fn to_buckets(&self) -> Vec<(u64, u64)> {
+        self.hist
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    /// Rebuilds a histogram from [`Latency::to_buckets`].
+    pub fn from_buckets(buckets: &[(u64, u64)]) -> Self {
+        let mut l = Self::new();
+        for &(value, count) in buckets {
+            // Values came out of a histogram with the same bounds.
+            let _ = l.hist.record_n(value, count);
+        }
+        l
+    }
+}
+
+impl Serialize for Latency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_buckets().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Latency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let buckets = Vec::<(u64, u64)>::deserialize(d)?;
+        Ok(Self::from_buckets(&buckets))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_shipped_histograms_equals_recording_in_one() {
+        let mut whole = Latency::new();
+        let mut parts = vec![Latency::new(), Latency::new(), Latency::new()];
+        for i in 0..30_000u64 {
+            let v = (i * 7919) % 100_000 + 1;
+            whole.record_micros(v);
+            parts[(i % 3) as usize].record_micros(v);
+        }
+        let mut merged = Latency::new();
+        for p in &parts {
+            let json = serde_json::to_string(p).expect("serializes");
+            let back: Latency = serde_json::from_str(&json).expect("deserializes");
+            merged.merge(&back);
+        }
+        assert_eq!(merged.summary(), whole.summary());
+        assert_eq!(merged.len(), 30_000);
+    }
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let mut l = Latency::new();
+        for v in 1..=1000 {
+            l.record_micros(v);
+        }
+        let s = l.summary();
+        assert_eq!(
+            (s.p50_us, s.p90_us, s.p99_us, s.max_us),
+            (500, 900, 990, 1000)
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_are_clamped() {
+        let mut l = Latency::new();
+        l.record_micros(0);
+        l.record_micros(u64::MAX);
+        assert_eq!(l.len(), 2);
+        assert!(l.summary().max_us >= MAX_MICROS);
+    }
+}

@@ -1,0 +1,172 @@
+//! Every scenario, briefly, against the real server on loopback. These assert counts
+//! (everyone logged in, sent = delivered, nothing lost, reordered or altered), never
+//! timings: how fast is `docs/performance.md`'s business.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tcpchat_bench::{BenchError, Dialect, Options, Plan, Report, Scenario};
+use tcpchat_server::Config;
+
+/// A server on its own runtime in a background thread, for the life of the test process.
+fn server(config: Config) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback");
+            tx.send(listener.local_addr().expect("local addr"))
+                .expect("test waits for the address");
+            tcpchat_server::run(listener, config, std::future::pending())
+                .await
+                .expect("server runs");
+        });
+    });
+    rx.recv().expect("server started")
+}
+
+fn plan(target: SocketAddr, scenario: Scenario, clients: usize) -> Plan {
+    Plan {
+        target,
+        dialect: Dialect::Classic,
+        scenario,
+        clients,
+        size: 64,
+        duration: Duration::from_millis(300),
+        login_timeout: Duration::from_secs(20),
+        login_concurrency: 1000,
+        drain_timeout: Duration::from_secs(20),
+        tag: format!("t{}x", scenario.name().len()),
+        spread_sources: true,
+    }
+}
+
+fn run(plan: Plan, server_pid: Option<u32>) -> Result<Report, BenchError> {
+    tcpchat_bench::run(Options {
+        plan,
+        server_pid,
+        clients_per_process: 10_000,
+        worker_command: None,
+        progress: false,
+    })
+}
+
+fn assert_clean(r: &Report) {
+    assert!(r.problems.is_empty(), "problems: {:#?}", r.problems);
+    assert_eq!(r.login.logged_in, r.clients as u64, "{}", r.table());
+    assert_eq!(r.login.failures.total(), 0, "{}", r.table());
+    if let Some(m) = &r.messages {
+        assert!(m.sent > 0, "nothing was sent:\n{}", r.table());
+        assert_eq!(m.sent, m.delivered, "{}", r.table());
+        assert_eq!(
+            m.acknowledged,
+            m.sent,
+            "every SEND got SEND-OK:\n{}",
+            r.table()
+        );
+        assert_eq!(
+            (
+                m.lost,
+                m.order_violations,
+                m.content_errors,
+                m.send_failed,
+                m.protocol_errors,
+                m.disconnected
+            ),
+            (0, 0, 0, 0, 0, 0),
+            "{}",
+            r.table()
+        );
+        assert_eq!(m.latency.count, m.delivered, "one latency per delivery");
+    }
+}
+
+#[test]
+fn every_scenario_against_the_real_server() {
+    let addr = server(Config::default());
+    let scenarios = [
+        (Scenario::Connect, 200),
+        (Scenario::Throughput { window: 16 }, 20),
+        (Scenario::Latency { rate: 2000.0 }, 20),
+        (Scenario::Fanin { window: 4 }, 20),
+        (Scenario::Idle, 100),
+    ];
+    for (scenario, clients) in scenarios {
+        let pid = (scenario == Scenario::Idle).then(std::process::id);
+        let report = run(plan(addr, scenario, clients), pid).expect("bench runs");
+        assert_clean(&report);
+        if scenario == Scenario::Idle {
+            let mem = report.memory.as_ref().expect("memory measured with a pid");
+            assert!(mem.logged_in_bytes.is_some() && mem.bytes_per_client.is_some());
+        }
+        if matches!(scenario, Scenario::Fanin { .. }) {
+            let m = report.messages.as_ref().expect("fanin sends");
+            let (lo, hi) = (
+                m.per_sender_min.expect("min"),
+                m.per_sender_max.expect("max"),
+            );
+            assert!(lo > 0 && lo <= hi, "every sender got through: {lo}..{hi}");
+        }
+    }
+}
+
+/// Beyond `--max-clients` the server answers BUSY, and the bench counts it as such.
+#[test]
+fn busy_beyond_the_client_limit_is_counted() {
+    let addr = server(Config {
+        max_clients: 20,
+        ..Config::default()
+    });
+    // Held open (idle) so the first 20 keep their slots while the rest arrive.
+    let mut p = plan(addr, Scenario::Idle, 30);
+    p.duration = Duration::from_millis(50);
+    p.login_concurrency = 1;
+    let r = run(p, None).expect("bench runs");
+    assert_eq!(r.login.logged_in, 20, "{}", r.table());
+    assert_eq!(r.login.failures.busy, 10, "{}", r.table());
+    assert_eq!(r.login.failures.total(), 10, "{}", r.table());
+}
+
+#[test]
+fn a_refused_target_is_a_clear_error() {
+    // Bind and drop: nothing listens on this port any more.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let err = run(plan(addr, Scenario::Connect, 5), None).expect_err("nothing listens");
+    assert!(err.to_string().contains("connection refused"), "got: {err}");
+}
+
+#[test]
+fn a_server_of_another_protocol_is_named() {
+    let addr = server(Config::default());
+    let mut p = plan(addr, Scenario::Connect, 5);
+    p.dialect = Dialect::Irc;
+    p.login_timeout = Duration::from_secs(2);
+    let err = run(p, None).expect_err("tcpchat does not speak IRC");
+    let msg = err.to_string();
+    assert!(msg.contains("--dialect classic"), "got: {msg}");
+}
+
+#[test]
+fn options_that_make_no_sense_are_usage_errors() {
+    let addr: SocketAddr = "127.0.0.1:9".parse().expect("literal");
+    let cases = [
+        (Scenario::Throughput { window: 8 }, 3, "even"),
+        (Scenario::Throughput { window: 0 }, 4, "--window"),
+        (Scenario::Latency { rate: 0.0 }, 4, "--rate"),
+        (Scenario::Fanin { window: 1 }, 1, "at least 2"),
+        (Scenario::Connect, 0, "--clients"),
+    ];
+    for (scenario, clients, says) in cases {
+        let err = run(plan(addr, scenario, clients), None).expect_err("invalid");
+        assert!(matches!(err, BenchError::Usage(_)), "{scenario:?}: {err}");
+        assert!(err.to_string().contains(says), "{scenario:?}: {err}");
+    }
+}

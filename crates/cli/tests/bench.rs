@@ -1,0 +1,140 @@
+//! `tcpchat bench` as the real binary: worker processes, JSON, plots, exit codes. Counts
+//! only, never timings.
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn tcpchat() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcpchat"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TCPCHAT_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+struct Server(Child, SocketAddr);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve() -> Server {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let child = tcpchat()
+        .args(["serve", "--listen", &addr.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tcpchat serve");
+    let started = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server(child, addr)
+}
+
+/// The number after `"key": ` in pretty-printed JSON (keys used here occur once).
+fn json_number(json: &str, key: &str) -> u64 {
+    let at = json
+        .find(&format!("\"{key}\": "))
+        .unwrap_or_else(|| panic!("no {key} in:\n{json}"));
+    let rest = &json[at + key.len() + 4..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end]
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number in:\n{json}"))
+}
+
+/// Clients spread over worker processes behave as one run: every message of every pair
+/// arrives, and the report says how many processes there were.
+#[test]
+fn workers_share_a_run() {
+    let server = serve();
+    let out = tcpchat()
+        .args([
+            "bench",
+            &server.1.to_string(),
+            "throughput",
+            "-n",
+            "12",
+            "-w",
+            "8",
+        ])
+        .args(["-d", "300ms", "--clients-per-process", "4", "--json"])
+        .output()
+        .expect("run bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}\nstdout: {stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_number(&stdout, "processes"), 3);
+    assert_eq!(json_number(&stdout, "logged_in"), 12);
+    let sent = json_number(&stdout, "sent");
+    assert!(sent > 0);
+    assert_eq!(json_number(&stdout, "delivered"), sent);
+    assert_eq!(json_number(&stdout, "lost"), 0);
+}
+
+#[test]
+fn plot_and_table() {
+    let server = serve();
+    let svg = std::env::temp_dir().join(format!("tcpchat-bench-{}.svg", std::process::id()));
+    let out = tcpchat()
+        .args([
+            "bench",
+            &server.1.to_string(),
+            "latency",
+            "-n",
+            "10",
+            "-r",
+            "500",
+            "-d",
+            "300ms",
+        ])
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .expect("run bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in ["scenario", "delivered/s", "latency", "sent / delivered"] {
+        assert!(stdout.contains(row), "table has {row}:\n{stdout}");
+    }
+    let drawn = std::fs::read_to_string(&svg).expect("plot written");
+    let _ = std::fs::remove_file(&svg);
+    assert!(drawn.contains("<svg") && drawn.contains("percentile"));
+}
+
+#[test]
+fn bad_target_exits_non_zero_with_a_message() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let out = tcpchat()
+        .args(["bench", &addr.to_string(), "connect", "-n", "3"])
+        .output()
+        .expect("run bench");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("connection refused"), "stderr: {stderr}");
+}
