@@ -40,7 +40,9 @@ pub const CASE_TIMEOUTS: u32 = 12;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The server, as `HOST`, `HOST:PORT`, `[IPv6]:PORT` or a bare IP address. The port
-    /// defaults to [`tcpchat_proto::DEFAULT_PORT`].
+    /// defaults to [`tcpchat_proto::DEFAULT_PORT`]. Several nodes of one cluster are separated
+    /// by commas: each case opens its connections on them in turn, so its first two users sit
+    /// on different nodes.
     pub target: String,
     /// The server's client limit, if known; the `busy` case needs it and is skipped without.
     pub capacity: Option<usize>,
@@ -114,8 +116,13 @@ pub async fn run(
         return Err(CheckError::ZeroTimeout);
     }
     let selected = select(&config.only)?;
-    let address = resolve(&config.target).await?;
-    probe(address, config.timeout).await?;
+    let mut nodes = Vec::new();
+    for target in config.target.split(',') {
+        let address = resolve(target.trim()).await?;
+        probe(address, config.timeout).await?;
+        nodes.push(address);
+    }
+    let address = nodes[0];
 
     progress(Progress::Begin {
         target: &config.target,
@@ -125,6 +132,7 @@ pub async fn run(
     });
     let started = Instant::now();
     let mut cx = cases::Ctx::new(address, config.timeout, config.capacity);
+    cx.spread_over(nodes);
     let case_limit = config.timeout * CASE_TIMEOUTS;
     let mut reports = Vec::with_capacity(selected.len());
     for case in selected {

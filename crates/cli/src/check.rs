@@ -19,8 +19,9 @@ use crate::UsageError;
     Exit status: 0 when every case that ran passed, 1 when one failed or the server cannot be\n\
     reached, 2 for invalid arguments. What each case checks and why: docs/check.md")]
 pub struct CheckArgs {
-    /// The server to check: HOST, HOST:PORT or [IPv6]:PORT; the port defaults to 5378
-    #[arg(value_name = "HOST[:PORT]", required_unless_present = "list")]
+    /// The server to check: HOST, HOST:PORT or [IPv6]:PORT; the port defaults to 5378. For a
+    /// cluster, its nodes separated by commas: each case's connections go to them in turn
+    #[arg(value_name = "HOST[:PORT][,...]", required_unless_present = "list")]
     target: Option<String>,
 
     /// The server's client limit (its --max-clients); enables the `busy` case, which opens

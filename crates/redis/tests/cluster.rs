@@ -456,3 +456,31 @@ async fn tcpchat_check_passes_against_three_nodes_behind_haproxy() {
         );
     }
 }
+
+/// `tcpchat check` given the three nodes themselves spreads each case's users over them in
+/// turn (so every two-user case crosses nodes), and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcpchat_check_spread_over_three_nodes_passes() {
+    let (_redis, nodes) = cluster(3);
+    drop(nodes[0].login("warmup").await);
+    let targets: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+    let out = tokio::process::Command::new(common::tcpchat_bin())
+        .args(["check", &targets.join(",")])
+        .output()
+        .await
+        .expect("run tcpchat check");
+    assert!(
+        out.status.success(),
+        "tcpchat check failed against the cluster's nodes:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in &nodes {
+        assert!(
+            n.process.log().iter().any(|l| l.contains("logged in")),
+            "node {} got none of the checker's users; its log:\n{}",
+            n.id,
+            n.process.log_text()
+        );
+    }
+}

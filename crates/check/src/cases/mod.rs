@@ -300,6 +300,8 @@ pub fn find(name: &str) -> Option<&'static Case> {
 /// What every case gets: where the server is, how long to wait, unique names.
 pub(crate) struct Ctx {
     pub(crate) addr: SocketAddr,
+    /// Where connections go, in turn (one address, or the nodes of a cluster).
+    nodes: Vec<SocketAddr>,
     /// How long to wait for any one reply.
     pub(crate) timeout: Duration,
     /// The server's client limit, if the user told us.
@@ -317,12 +319,21 @@ impl Ctx {
     pub(crate) fn new(addr: SocketAddr, timeout: Duration, capacity: Option<usize>) -> Self {
         Self {
             addr,
+            nodes: vec![addr],
             timeout,
             capacity,
             run_tag: run_tag(),
             names_used: 0,
             clients_opened: 0,
             transcript: Transcript::default(),
+        }
+    }
+
+    /// Opens connections on each of `nodes` in turn (a cluster's nodes) instead of `addr`
+    /// alone; an empty list changes nothing.
+    pub(crate) fn spread_over(&mut self, nodes: Vec<SocketAddr>) {
+        if !nodes.is_empty() {
+            self.nodes = nodes;
         }
     }
 
@@ -360,9 +371,10 @@ impl Ctx {
         recv_buffer: Option<u32>,
     ) -> Result<Client, Failure> {
         let label = label(self.clients_opened);
+        let addr = self.nodes[self.clients_opened % self.nodes.len()];
         self.clients_opened += 1;
         Client::connect(
-            self.addr,
+            addr,
             label,
             self.timeout,
             recv_buffer,
