@@ -299,7 +299,6 @@ pub fn find(name: &str) -> Option<&'static Case> {
 
 /// What every case gets: where the server is, how long to wait, unique names.
 pub(crate) struct Ctx {
-    pub(crate) addr: SocketAddr,
     /// Where connections go, in turn (one address, or the nodes of a cluster).
     nodes: Vec<SocketAddr>,
     /// How long to wait for any one reply.
@@ -318,7 +317,6 @@ pub(crate) struct Ctx {
 impl Ctx {
     pub(crate) fn new(addr: SocketAddr, timeout: Duration, capacity: Option<usize>) -> Self {
         Self {
-            addr,
             nodes: vec![addr],
             timeout,
             capacity,
@@ -329,8 +327,8 @@ impl Ctx {
         }
     }
 
-    /// Opens connections on each of `nodes` in turn (a cluster's nodes) instead of `addr`
-    /// alone; an empty list changes nothing.
+    /// Opens connections on each of `nodes` in turn (a cluster's nodes) instead of the one
+    /// address given to [`Ctx::new`]; an empty list changes nothing.
     pub(crate) fn spread_over(&mut self, nodes: Vec<SocketAddr>) {
         if !nodes.is_empty() {
             self.nodes = nodes;
