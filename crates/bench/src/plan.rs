@@ -60,6 +60,10 @@ impl Scenario {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub target: SocketAddr,
+    /// More nodes of the same cluster: client `i` connects to `[target, more_targets..][i % n]`,
+    /// so partners (`i`, `i ^ 1`) sit on different nodes.
+    #[serde(default)]
+    pub more_targets: Vec<SocketAddr>,
     pub dialect: Dialect,
     pub scenario: Scenario,
     /// Clients in the whole run.
@@ -81,6 +85,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Where client `index` connects: the targets in turn.
+    pub fn target_of(&self, index: usize) -> SocketAddr {
+        match index % (1 + self.more_targets.len()) {
+            0 => self.target,
+            i => self.more_targets[i - 1],
+        }
+    }
+
     /// The name of client `index`.
     pub fn name(&self, index: usize) -> String {
         format!("{}{index}", self.tag)

@@ -318,34 +318,33 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
     let permit = state.logins.acquire().await;
     let started = Instant::now();
     let deadline = started + plan.login_timeout;
-    let stream =
-        match tokio::time::timeout_at(deadline, connect(plan.target, index, plan.spread_sources))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                let kind = if e.kind() == io::ErrorKind::ConnectionRefused {
-                    Failure::Refused
-                } else {
-                    Failure::Other
-                };
-                return fail(
-                    &state,
-                    kind,
-                    format!("cannot connect to {}: {e}", plan.target),
-                );
-            }
-            Err(_) => {
-                return fail(
-                    &state,
-                    Failure::Timeout,
-                    format!(
-                        "no connection to {} within {:?}",
-                        plan.target, plan.login_timeout
-                    ),
-                );
-            }
-        };
+    let target = plan.target_of(index);
+    let stream = match tokio::time::timeout_at(
+        deadline,
+        connect(target, index, plan.spread_sources),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let kind = if e.kind() == io::ErrorKind::ConnectionRefused {
+                Failure::Refused
+            } else {
+                Failure::Other
+            };
+            return fail(&state, kind, format!("cannot connect to {target}: {e}"));
+        }
+        Err(_) => {
+            return fail(
+                &state,
+                Failure::Timeout,
+                format!(
+                    "no connection to {} within {:?}",
+                    target, plan.login_timeout
+                ),
+            );
+        }
+    };
     let _ = stream.set_nodelay(true);
 
     let mut c = Client {

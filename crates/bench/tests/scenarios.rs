@@ -34,6 +34,7 @@ fn server(config: Config) -> SocketAddr {
 fn plan(target: SocketAddr, scenario: Scenario, clients: usize) -> Plan {
     Plan {
         target,
+        more_targets: Vec::new(),
         dialect: Dialect::Classic,
         scenario,
         clients,

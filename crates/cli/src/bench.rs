@@ -45,8 +45,9 @@ enum DialectArg {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Server to load, HOST[:PORT]; the port defaults to 5378 (classic) or 6667 (irc)
-    #[arg(value_name = "HOST[:PORT]", required_unless_present = "worker")]
+    /// Server to load, HOST[:PORT]; the port defaults to 5378 (classic) or 6667 (irc). For a
+    /// cluster, its nodes separated by commas: clients connect to them in turn
+    #[arg(value_name = "HOST[:PORT][,...]", required_unless_present = "worker")]
     target: Option<String>,
 
     /// What load to generate
@@ -170,7 +171,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let (Some(target), Some(scenario)) = (args.target.as_deref(), args.scenario) else {
         return Err(usage("HOST[:PORT] and SCENARIO are required"));
     };
-    let target = resolve(target, args.dialect)?;
+    let mut targets = target
+        .split(',')
+        .map(|t| resolve(t.trim(), args.dialect))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let target = targets.remove(0);
     let scenario_kind = scenario;
     let scenario = match scenario {
         ScenarioArg::Connect => Scenario::Connect,
@@ -195,6 +200,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     });
     let plan = Plan {
         target,
+        more_targets: targets,
         dialect: match args.dialect {
             DialectArg::Classic => Dialect::Classic,
             DialectArg::Irc => Dialect::Irc,

@@ -484,3 +484,38 @@ async fn tcpchat_check_spread_over_three_nodes_passes() {
         );
     }
 }
+
+/// `tcpchat bench` given the three nodes spreads its clients over them in turn (each sender's
+/// partner on another node) and completes a throughput run with every message delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcpchat_bench_spreads_its_clients_over_three_nodes() {
+    let (_redis, nodes) = cluster(3);
+    drop(nodes[0].login("warmup").await);
+    let targets: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+    let out = tokio::process::Command::new(common::tcpchat_bin())
+        .args(["bench", &targets.join(","), "throughput", "--clients", "12"])
+        .args(["--duration", "1s", "--no-spread"])
+        .output()
+        .await
+        .expect("run tcpchat bench");
+    assert!(
+        out.status.success(),
+        "tcpchat bench failed against the cluster's nodes:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in &nodes {
+        let logins = n
+            .process
+            .log()
+            .iter()
+            .filter(|l| l.contains("logged in"))
+            .count();
+        assert!(
+            logins >= 4,
+            "node {} logged in {logins} of the 12 bench clients (expected 4 or more); its log:\n{}",
+            n.id,
+            n.process.log_text()
+        );
+    }
+}
