@@ -52,6 +52,11 @@ pub enum CaptureError {
     Truncated { offset: u64 },
     #[error("corrupt record at byte {offset}: {detail}")]
     Corrupt { offset: u64, detail: String },
+    #[error(
+        "unsupported link type {linktype} (in the file header); tcpchat trace reads {}",
+        crate::link::SUPPORTED_LINKTYPES
+    )]
+    UnsupportedLinkType { linktype: i32 },
     #[error("packet at byte {offset} names interface {interface}, but the section describes only {described}")]
     UnknownInterface {
         offset: u64,
@@ -130,7 +135,7 @@ impl CaptureReader {
         let inner = match pcap_parser::create_reader(READ_BUFFER_BYTES, FullReader(chained)) {
             Ok(r) => r,
             Err(PcapError::Eof) => return Err(CaptureError::Empty),
-            Err(PcapError::Incomplete(_)) | Err(PcapError::UnexpectedEof) => {
+            Err(PcapError::Incomplete(_)) | Err(PcapError::UnexpectedEof) if known => {
                 return Err(CaptureError::Truncated { offset: 0 })
             }
             Err(PcapError::ReadError) => {
@@ -184,6 +189,11 @@ impl CaptureReader {
                 Ok((len, block)) => {
                     let packet = match block {
                         PcapBlockOwned::LegacyHeader(header) => {
+                            if !crate::link::is_supported(header.network.0) {
+                                return Err(CaptureError::UnsupportedLinkType {
+                                    linktype: header.network.0,
+                                });
+                            }
                             self.legacy = Some(Legacy {
                                 linktype: header.network.0,
                                 nanos: header.is_nanosecond_precision(),
@@ -418,6 +428,10 @@ mod tests {
             CaptureReader::new(std::io::Cursor::new(
                 b"GIF89a this is not a capture at all, no sir, not at all".to_vec()
             )),
+            Err(CaptureError::NotACapture { .. })
+        ));
+        assert!(matches!(
+            CaptureReader::new(std::io::Cursor::new(b"short text\n".to_vec())),
             Err(CaptureError::NotACapture { .. })
         ));
     }

@@ -26,6 +26,23 @@ pub mod linktype {
 pub const SUPPORTED_LINKTYPES: &str =
     "Ethernet (with VLAN tags), Linux cooked v1 and v2, BSD loopback/null, raw IPv4/IPv6";
 
+/// Whether frames of this link type can be read.
+pub fn is_supported(linktype: i32) -> bool {
+    use linktype::*;
+    matches!(
+        linktype,
+        NULL | ETHERNET
+            | RAW_BSD_12
+            | RAW_BSD_14
+            | RAW
+            | LOOP
+            | LINUX_SLL
+            | IPV4
+            | IPV6
+            | LINUX_SLL2
+    )
+}
+
 /// TCP header flags, as on the wire (low byte of the flags field plus NS ignored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Flags(pub u8);

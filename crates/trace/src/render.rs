@@ -468,7 +468,7 @@ impl<W: Write> Render for TextRender<W> {
                 format!(" ({})", streams.join(", "))
             }
         )?;
-        if s.chat_connections == 0 {
+        if s.chat_connections == 0 && s.error.is_none() {
             writeln!(
                 self.out,
                 "  {}",

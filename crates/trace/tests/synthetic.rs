@@ -376,6 +376,10 @@ fn truncated_files_report_where_and_keep_what_came_before() {
                     }
                 }
                 Err(TraceError::Capture(tcpchat_trace::CaptureError::Empty)) => assert_eq!(cut, 0),
+                // Fewer bytes than a magic number: nothing says it was meant to be a capture.
+                Err(TraceError::Capture(tcpchat_trace::CaptureError::NotACapture { .. })) => {
+                    assert!(cut < 4, "{format:?} cut {cut}")
+                }
                 Err(e) => panic!("{format:?} cut at {cut}: unexpected {e}"),
             }
         }
@@ -410,9 +414,24 @@ fn unsupported_link_type_is_named() {
     let conv = chat_session("10.0.0.1:40000", "10.0.0.2:5378");
     let mut bytes = write(&conv.packets, Link::Ethernet, Format::PcapLeMicro);
     bytes[20..24].copy_from_slice(&105u32.to_le_bytes());
-    let err = analyze(bytes, &Options::default()).expect_err("802.11 is not read");
+    let err = analyze(bytes.clone(), &Options::default()).expect_err("802.11 is not read");
     assert!(
         err.to_string().contains("unsupported link type 105"),
+        "{err}"
+    );
+    // Said at once, even when the file holds no packet.
+    let err = analyze(bytes[..24].to_vec(), &Options::default()).expect_err("802.11");
+    assert!(
+        err.to_string().contains("unsupported link type 105"),
+        "{err}"
+    );
+    // pcapng says it per interface, at the first packet on it.
+    let mut ng = write(&conv.packets, Link::Ethernet, Format::Pcapng);
+    ng[36..38].copy_from_slice(&105u16.to_le_bytes());
+    let err = analyze(ng, &Options::default()).expect_err("802.11 in pcapng");
+    assert!(
+        err.to_string()
+            .contains("frame 1: unsupported link type 105"),
         "{err}"
     );
     let err = analyze(
