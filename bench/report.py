@@ -1,0 +1,162 @@
+"""Turns bench/compare's JSON results into docs/performance.md (called by bench/compare)."""
+import glob, json, os, platform, statistics, subprocess, sys
+
+results, out, runs, duration, elapsed, idle_clients, scale_clients = sys.argv[1:8]
+SERVERS = ["tcpchat", "ngircd", "inspircd"]
+LAYOUTS = ["pinned", "unpinned"]
+
+
+def load(server, layout, name):
+    reports = []
+    for path in sorted(glob.glob(f"{results}/{server}.{layout}.{name}.*.json")):
+        try:
+            with open(path) as f:
+                reports.append(json.load(f))
+        except (json.JSONDecodeError, OSError):
+            err = path[:-5] + ".err"
+            msg = open(err).read().strip() if os.path.exists(err) else "no output"
+            reports.append({"error": msg})
+    return reports
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def metric(server, layout, name, get):
+    return med([get(r) for r in load(server, layout, name) if "error" not in r])
+
+
+def problems(server, layout, name):
+    rs = load(server, layout, name)
+    bad = [r for r in rs if "error" in r or r.get("problems")]
+    if not bad:
+        return ""
+    first = bad[0].get("error") or "; ".join(bad[0]["problems"][:2])
+    return f"{len(bad)}/{len(rs)} runs: {first}"
+
+
+def msgs(k):
+    return lambda r: (r.get("messages") or {}).get(k)
+
+
+def lat(k):
+    return lambda r: ((r.get("messages") or {}).get("latency") or {}).get(k)
+
+
+def fmt_rate(v):
+    return "–" if v is None else f"{v:,.0f}"
+
+
+def fmt_ms(v):
+    return "–" if v is None else f"{v / 1000:.3f} ms"
+
+
+def fmt_ratio(a, b, higher_better=True):
+    if a is None or b is None or a == 0 or b == 0:
+        return "–"
+    return f"{(a / b if higher_better else b / a):.2f}×"
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        return "?"
+
+
+ROWS = [
+    ("throughput, window 64 (delivered msg/s)", "throughput64", msgs("delivered_per_sec"), fmt_rate, True),
+    ("throughput, window 16 (delivered msg/s)", "throughput16", msgs("delivered_per_sec"), fmt_rate, True),
+    ("latency at 20,000 msg/s, p50", "latency", lat("p50_us"), fmt_ms, False),
+    ("latency at 20,000 msg/s, p99", "latency", lat("p99_us"), fmt_ms, False),
+    ("latency at 20,000 msg/s, p99.9", "latency", lat("p999_us"), fmt_ms, False),
+    ("latency at 20,000 msg/s, max", "latency", lat("max_us"), fmt_ms, False),
+    ("connect burst of 2,000: logged in", "connect", lambda r: r["login"]["logged_in"], fmt_rate, True),
+    ("connect burst of 2,000: logins/s", "connect", lambda r: r["login"]["logins_per_sec"], fmt_rate, True),
+    ("connect burst of 2,000: all in after (s)", "connect", lambda r: r["login"]["seconds_until_all_in"], lambda v: "–" if v is None else f"{v:.2f}", False),
+    ("fan-in 99→1, window 8 (delivered msg/s)", "fanin", msgs("delivered_per_sec"), fmt_rate, True),
+    ("fan-in: server peak RSS (MiB)", "fanin", lambda r: (r.get("memory") or {}).get("peak_bytes"), lambda v: "–" if v is None else f"{v / 2**20:.1f}", False),
+]
+
+lines = []
+w = lines.append
+w("# Performance")
+w("")
+w("Measured by `bench/compare` (one command; see the README). Every number below is the median of")
+w(f"{runs} runs of {duration} per scenario, tcpchat, ngircd and InspIRCd in the same run on the same")
+w(f"machine over loopback. This run took {int(elapsed) // 60} min {int(elapsed) % 60} s. Regenerate with `bench/compare`;")
+w("the hand-written analysis at the end comes from `bench/notes.md`.")
+w("")
+w("## Machine and versions")
+w("")
+CPU = sh("lscpu | sed -n 's/^Model name: *//p'") or platform.processor()
+MEM = sh("free -g | awk '/Mem:/{print $2}'")
+w(f"- CPU: {CPU}, {os.cpu_count()} logical CPUs")
+w(f"- Memory: {MEM} GiB; kernel {platform.release()}; open-file limit {sh('ulimit -Hn')}")
+w(f"- tcpchat: `{sh('$CARGO_TARGET_DIR/release/tcpchat --version')}` (release build)")
+w(f"- ngircd: `{sh('ngircd --version | head -1')}`")
+w(f"- InspIRCd: `{sh('inspircd --version | head -1')}`")
+w("- Configs: `bench/conf/` (flood control, fake lag and command-rate limits off; connection limits raised; no DNS or ident)")
+w("- Load: `tcpchat bench`, 64-byte message bodies; classic dialect against tcpchat, IRC against the peers.")
+w("  A classic message costs tcpchat two lines out (`DELIVERY` to the recipient, `SEND-OK` to the sender); an IRC")
+w("  `PRIVMSG` costs one.")
+w("")
+for layout in LAYOUTS:
+    title = "pinned: server on core 0, bench on core 1" if layout == "pinned" else "unpinned: both free to use both cores"
+    w(f"## Results, {title}")
+    w("")
+    w("| scenario | tcpchat | ngircd | InspIRCd | tcpchat vs ngircd | tcpchat vs InspIRCd |")
+    w("|---|---:|---:|---:|---:|---:|")
+    for label, name, get, fmt, higher in ROWS:
+        vals = [metric(s, layout, name, get) for s in SERVERS]
+        w(f"| {label} | {fmt(vals[0])} | {fmt(vals[1])} | {fmt(vals[2])} | {fmt_ratio(vals[0], vals[1], higher)} | {fmt_ratio(vals[0], vals[2], higher)} |")
+    if layout == "pinned":
+        vals = [metric(s, layout, "idle", lambda r: (r.get("memory") or {}).get("bytes_per_client")) for s in SERVERS]
+        logged = [metric(s, layout, "idle", lambda r: r["login"]["logged_in"]) for s in SERVERS]
+        w(f"| idle {int(idle_clients):,} clients: server RSS per client | " + " | ".join("–" if v is None else f"{v:,.0f} B" for v in vals) +
+          f" | {fmt_ratio(vals[0], vals[1], False)} | {fmt_ratio(vals[0], vals[2], False)} |")
+        w(f"| idle: clients logged in | " + " | ".join(fmt_rate(v) for v in logged) + " | | |")
+    w("")
+    w("Ratios are tcpchat's advantage (>1× means tcpchat is better: more messages, lower latency, less memory).")
+    w("")
+    notes = []
+    for s in SERVERS:
+        for _, name, *_ in ROWS:
+            p = problems(s, layout, name)
+            if p and (s, name) not in [(n[0], n[1]) for n in notes]:
+                notes.append((s, name, p))
+    if notes:
+        w("Problems the bench reported (lost, refused or dropped messages and the like):")
+        w("")
+        for s, name, p in notes:
+            w(f"- {s}, {name}: {p}")
+        w("")
+
+scale = load("tcpchat", "pinned", "scale")
+w("## Scale: one tcpchat process at its client limit")
+w("")
+if scale and "error" not in scale[0]:
+    r = scale[0]
+    f = r["login"]["failures"]
+    mem = r.get("memory") or {}
+    w(f"`tcpchat serve --max-clients {int(scale_clients):,}`, then {r['clients']:,} clients (over {r['processes']} bench processes):")
+    w(f"{r['login']['logged_in']:,} logged in and held, {f['busy']:,} answered `BUSY`, {f['total'] if 'total' in f else sum(f.values()) - f['busy']:,} other failures;")
+    if mem.get("logged_in_bytes"):
+        w(f"server RSS {mem['logged_in_bytes'] / 2**20:.1f} MiB with everyone in ({(mem.get('bytes_per_client') or 0):,.0f} B per client).")
+else:
+    w(f"Not measured: {scale[0].get('error', 'no result') if scale else 'no result'}")
+w("")
+w("## Plots")
+w("")
+for s in SERVERS:
+    if os.path.exists(f"docs/performance/latency-{s}.svg"):
+        w(f"![latency percentiles and delivered rate, {s}](performance/latency-{s}.svg)")
+        w("")
+if os.path.exists("bench/notes.md"):
+    w(open("bench/notes.md").read().rstrip())
+    w("")
+os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+with open(out, "w") as f:
+    f.write("\n".join(lines))
