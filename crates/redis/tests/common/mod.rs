@@ -70,10 +70,27 @@ pub fn tcpchat_bin() -> &'static Path {
     })
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, for a program that takes a port number.
+///
+/// Drawn at random below Linux's ephemeral range (32768 and up), where every `bind` to port
+/// 0 of the many tests running at once lands, so another test cannot take it in the moment
+/// between this check and the program's own `bind`.
 pub fn free_port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").expect("bind loopback");
-    l.local_addr().expect("local addr").port()
+    use std::hash::{BuildHasher, Hasher};
+    for attempt in 0u64.. {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(attempt);
+        h.write_u32(std::process::id());
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        assert!(
+            attempt < 1000,
+            "no free loopback port between 20000 and 32000"
+        );
+    }
+    unreachable!("the loop returns or panics")
 }
 
 /// A child process killed when dropped, whose stderr and stdout lines are kept.
@@ -254,10 +271,14 @@ impl Redis {
         .arg(&self.dir);
         let p = Process::spawn("redis-server", cmd);
         let deadline = Instant::now() + PATIENCE;
-        while self.command(&["PING"]).as_deref() != Some("+PONG") {
+        // Ready when it answers, and the answer comes from this process, not another
+        // program that took the port.
+        let want = format!("process_id:{}", p.pid());
+        while !self.info("server").lines().any(|l| l.trim() == want) {
             assert!(
                 Instant::now() < deadline,
-                "redis-server on port {} did not answer PING; its log:\n{}",
+                "redis-server (pid {}) did not answer on port {}; its log:\n{}",
+                p.pid(),
                 self.port,
                 p.log_text()
             );
@@ -288,22 +309,29 @@ impl Redis {
         Some(line.trim_end().to_owned())
     }
 
+    /// `INFO section`, or an empty string if Redis cannot be reached.
+    pub fn info(&self, section: &str) -> String {
+        let read = || -> std::io::Result<String> {
+            let mut s = StdStream::connect(("127.0.0.1", self.port))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(
+                format!("*2\r\n$4\r\nINFO\r\n${}\r\n{section}\r\n", section.len()).as_bytes(),
+            )?;
+            let mut r = StdBufReader::new(s);
+            let mut header = String::new();
+            r.read_line(&mut header)?;
+            let len: usize = header.trim_start_matches('$').trim().parse().unwrap_or(0);
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body)?;
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        };
+        read().unwrap_or_default()
+    }
+
     /// `INFO commandstats` as (command, calls) pairs.
     pub fn command_calls(&self) -> std::collections::HashMap<String, u64> {
-        let mut s = StdStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
-        s.write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
-            .expect("write INFO");
-        let mut r = StdBufReader::new(s);
-        let mut header = String::new();
-        r.read_line(&mut header).expect("INFO reply");
-        let len: usize = header
-            .trim_start_matches('$')
-            .trim()
-            .parse()
-            .expect("bulk length");
-        let mut body = vec![0u8; len + 2];
-        r.read_exact(&mut body).expect("INFO body");
-        let body = String::from_utf8_lossy(&body);
+        let body = self.info("commandstats");
+        assert!(!body.is_empty(), "no INFO commandstats from redis");
         body.lines()
             .filter_map(|l| {
                 let l = l.strip_prefix("cmdstat_")?;
