@@ -211,13 +211,16 @@ impl<H: Hub> Connection<'_, H> {
             }
         };
         let mut input = &read_buf[..n];
+        // One clock read per chunk, not per line: every line in it arrived together, and
+        // reading the clock was a visible share of the per-message cost
+        // (docs/performance.md).
+        let now = Instant::now().into_std();
         loop {
             match framer.next_line(&mut input) {
-                Ok(Some(line)) => self.handle_line(line).await?,
+                Ok(Some(line)) => self.handle_line(line, now).await?,
                 Ok(None) => break,
                 Err(FrameError::LineTooLong { limit, head }) => {
                     debug!(limit, "line too long; discarding it");
-                    let now = Instant::now().into_std();
                     let reply = self.session.handle_overlong(&head, now);
                     self.reply(&reply)?;
                 }
@@ -230,9 +233,8 @@ impl<H: Hub> Connection<'_, H> {
         Ok(())
     }
 
-    async fn handle_line(&mut self, line: &[u8]) -> Flow {
+    async fn handle_line(&mut self, line: &[u8], now: std::time::Instant) -> Flow {
         debug!(line = %String::from_utf8_lossy(line), "request");
-        let now = Instant::now().into_std();
         match self.session.handle_line(line, now) {
             Step::Reply(reply) => self.reply(&reply),
             Step::Login(name) => {
