@@ -121,7 +121,7 @@ impl Analyzer {
         self.now_ns = frame.time_ns;
         self.summary.first_ns.get_or_insert(frame.time_ns);
         self.summary.last_ns = Some(frame.time_ns);
-        if frame.number % SWEEP_EVERY_FRAMES == 0 {
+        if frame.number.is_multiple_of(SWEEP_EVERY_FRAMES) {
             self.sweep(false);
         }
         let seg = match tcp_segment(frame.linktype, frame.data) {
