@@ -2,99 +2,15 @@
 //!
 //! Every wait has a timeout that reports what did arrive; nothing is timed.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Child, ChildStdin, ExitStatus, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-const PATIENCE: Duration = Duration::from_secs(30);
+mod common;
 
-fn tcpchat() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcpchat"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("TCPCHAT_") || key == "RUST_LOG" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
-
-/// Lines of a child's stream, read on a thread.
-fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a line that `matches`, keeping everything seen for the failure message.
-fn wait_for(
-    rx: &Receiver<String>,
-    seen: &mut Vec<String>,
-    what: &str,
-    matches: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                seen.push(line.clone());
-                if matches(&line) {
-                    return line;
-                }
-            }
-            Err(_) => panic!("no {what:?} within {PATIENCE:?}; seen so far:\n{seen:#?}"),
-        }
-    }
-}
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(listen: &str) -> Self {
-        let mut child = tcpchat()
-            .args(["serve", "--listen", listen])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tcpchat serve");
-        let log = lines_of(child.stderr.take().expect("piped stderr"));
-        let mut seen = Vec::new();
-        let line = wait_for(&log, &mut seen, "listening", |l| {
-            l.contains("listening") && l.contains("addr=")
-        });
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || while log.recv().is_ok() {});
-        Self { child, addr }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use common::{lines_of, tcpchat, wait_for, Server, PATIENCE};
 
 struct Client {
     child: Child,
@@ -196,7 +112,7 @@ fn no_protocol_lines(lines: &[String]) {
 
 #[test]
 fn two_scripts_chat_through_the_server() {
-    let server = Server::start("127.0.0.1:0");
+    let server = Server::start("127.0.0.1:0", &[]);
     let addr = server.addr;
     let mut alice = Client::start(addr, "alice");
     alice.expect(&format!("logged in to {addr} as alice"));
@@ -222,7 +138,7 @@ fn two_scripts_chat_through_the_server() {
 
 #[test]
 fn an_unknown_recipient_is_reported() {
-    let server = Server::start("127.0.0.1:0");
+    let server = Server::start("127.0.0.1:0", &[]);
     let mut alice = Client::start(server.addr, "alice");
     alice.type_line("@ghost boo");
     alice.expect("not delivered to ghost (user offline): boo");
@@ -231,7 +147,7 @@ fn an_unknown_recipient_is_reported() {
 #[test]
 fn a_piped_message_reports_its_delivery_and_exits() {
     // printf '@bob hi\n' | tcpchat connect --plain --name carol
-    let server = Server::start("127.0.0.1:0");
+    let server = Server::start("127.0.0.1:0", &[]);
     let mut bob = Client::start(server.addr, "bob");
     bob.expect(&format!("logged in to {} as bob", server.addr));
     let mut carol = Client::start(server.addr, "carol");
@@ -244,7 +160,7 @@ fn a_piped_message_reports_its_delivery_and_exits() {
 
 #[test]
 fn a_taken_name_exits_non_zero_and_says_why() {
-    let server = Server::start("127.0.0.1:0");
+    let server = Server::start("127.0.0.1:0", &[]);
     let mut first = Client::start(server.addr, "dave");
     first.expect(&format!("logged in to {} as dave", server.addr));
     let second = Client::start(server.addr, "dave");
@@ -289,7 +205,7 @@ fn an_invalid_name_is_a_usage_error() {
 
 #[test]
 fn the_server_going_away_and_coming_back() {
-    let mut server = Server::start("127.0.0.1:0");
+    let mut server = Server::start("127.0.0.1:0", &[]);
     let addr = server.addr;
     let mut alice = Client::start(addr, "alice");
     alice.expect(&format!("logged in to {addr} as alice"));
@@ -300,7 +216,7 @@ fn the_server_going_away_and_coming_back() {
     alice.expect_prefix("connection lost");
     bob.expect_prefix("connection lost");
 
-    let _server = Server::start(&addr.to_string());
+    let _server = Server::start(&addr.to_string(), &[]);
     alice.expect(&format!("reconnected to {addr} as alice"));
     bob.expect(&format!("reconnected to {addr} as bob"));
     alice.type_line("@bob still here?");

@@ -4,11 +4,12 @@
 //!
 //! Needs tmux (`scripts/test.sh` installs it); without it the tests fail and say so.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const PATIENCE: Duration = Duration::from_secs(30);
+mod common;
+
+use common::{Server, PATIENCE};
 const WIRE: &[&str] = &[
     "HELLO-FROM",
     "SEND ",
@@ -29,69 +30,6 @@ fn require_tmux() {
         found,
         "tmux is not installed: run the suite with ./scripts/test.sh, which installs it"
     );
-}
-
-fn tcpchat() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcpchat"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("TCPCHAT_") || key == "RUST_LOG" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(listen: &str) -> Self {
-        use std::io::{BufRead, BufReader};
-        let mut child = tcpchat()
-            .args(["serve", "--listen", listen])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tcpchat serve");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let addr = loop {
-            let line = rx
-                .recv_timeout(PATIENCE)
-                .unwrap_or_else(|_| panic!("server did not start; it said {seen:#?}"));
-            if line.contains("listening") {
-                if let Some(addr) = line
-                    .split("addr=")
-                    .nth(1)
-                    .and_then(|r| r.split_whitespace().next())
-                    .and_then(|a| a.parse().ok())
-                {
-                    break addr;
-                }
-            }
-            seen.push(line);
-        };
-        Self { child, addr }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// A private tmux server (its own socket), killed when dropped.
@@ -194,7 +132,7 @@ impl Drop for Tmux {
 #[test]
 fn two_people_chat_in_full_screen() {
     require_tmux();
-    let server = Server::start("127.0.0.1:0");
+    let server = Server::start("127.0.0.1:0", &[]);
     let tmux = Tmux::new("chat");
     tmux.start_client("alice", &format!("--name alice {}", server.addr));
     tmux.start_client("bob", &server.addr.to_string());
@@ -253,7 +191,7 @@ fn two_people_chat_in_full_screen() {
 #[test]
 fn the_server_going_away_keeps_the_screen_and_reconnects() {
     require_tmux();
-    let mut server = Server::start("127.0.0.1:0");
+    let mut server = Server::start("127.0.0.1:0", &[]);
     let addr = server.addr;
     let tmux = Tmux::new("reconnect");
     tmux.start_client("alice", &format!("--name alice {addr}"));
@@ -280,7 +218,7 @@ fn the_server_going_away_keeps_the_screen_and_reconnects() {
     });
     assert!(screen.contains("<alice> before the outage ✓"), "{screen}");
 
-    let _server = Server::start(&addr.to_string());
+    let _server = Server::start(&addr.to_string(), &[]);
     tmux.wait_for("alice", "reconnection", |s| {
         s.contains("reconnected as alice")
     });

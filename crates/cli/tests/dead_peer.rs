@@ -6,11 +6,13 @@
 //! (CI runs as root; `scripts/test.sh` is the supported way to run the suite).
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PATIENCE: Duration = Duration::from_secs(30);
+mod common;
+
+use common::{Server, PATIENCE};
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().unwrap_or_else(|e| {
@@ -110,30 +112,18 @@ fn list(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> String {
 #[test]
 fn dead_peer_found_by_keepalive_and_name_freed() {
     let link = Link::new();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_tcpchat"))
-        .args(["serve", "--listen", &format!("{}:0", link.host_ip)])
-        .args([
+    let server = Server::start(
+        &format!("{}:0", link.host_ip),
+        &[
             "--keepalive",
             "1s",
             "--keepalive-interval",
             "1s",
             "--keepalive-probes",
             "2",
-        ])
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn server");
-    let mut log = BufReader::new(server.stderr.take().expect("stderr"));
-    let server = Killed(server);
-    let mut first = String::new();
-    log.read_line(&mut first).expect("listening line");
-    let addr: SocketAddr = first
-        .split("addr=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
+        ],
+    );
+    let addr = server.addr;
 
     // The ghost: a client inside the namespace that logs in, then just waits.
     let script = format!(

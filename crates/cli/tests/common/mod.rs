@@ -1,0 +1,142 @@
+//! Shared helpers for the binary's integration tests: run `tcpchat` with a clean environment,
+//! start `tcpchat serve` on a chosen address and learn where it listens, read a child's
+//! output line by line with timeouts that report what did arrive.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+/// How long any single expectation may wait. It bounds a hang; it measures nothing.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The binary under test, with no stray `TCPCHAT_*` or `RUST_LOG` from the caller.
+pub fn tcpchat() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcpchat"));
+    scrub(&mut cmd);
+    cmd
+}
+
+/// Removes the settings a caller's environment could leak into a child.
+pub fn scrub(cmd: &mut Command) {
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TCPCHAT_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+/// Lines of a child's stream, read on a thread.
+pub fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line that `matches`, keeping everything seen for the failure message.
+pub fn wait_for(
+    rx: &Receiver<String>,
+    seen: &mut Vec<String>,
+    what: &str,
+    matches: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if matches(&line) {
+                    return line;
+                }
+            }
+            Err(_) => panic!("no {what:?} within {PATIENCE:?}; seen so far:\n{seen:#?}"),
+        }
+    }
+}
+
+/// The address in a `listening addr=...` log line.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    line.split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+}
+
+/// A running `tcpchat serve`, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Its log lines after the `listening` one.
+    pub log: Receiver<String>,
+}
+
+impl Server {
+    /// `tcpchat serve --listen LISTEN EXTRA...`, once it says where it listens.
+    pub fn start(listen: &str, extra: &[&str]) -> Self {
+        let mut cmd = tcpchat();
+        cmd.args(["serve", "--listen", listen]).args(extra);
+        Self::spawn(cmd)
+    }
+
+    /// Any command that ends up running `tcpchat serve` (e.g. through `sh -c` to set limits).
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpchat serve");
+        let log = lines_of(child.stderr.take().expect("piped stderr"));
+        let mut seen = Vec::new();
+        let line = wait_for(&log, &mut seen, "listening", |l| {
+            listening_addr(l).is_some()
+        });
+        let addr = listening_addr(&line).expect("checked by wait_for");
+        Self { child, addr, log }
+    }
+
+    /// Asks for a graceful shutdown.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to end.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
