@@ -175,6 +175,8 @@ struct State {
     run: Mutex<RunOutcome>,
     /// When the Run phase started, ns since `origin`.
     run_start_ns: AtomicU64,
+    /// Every client has finished (ends the pacing thread).
+    stopped: AtomicBool,
     login_start: Mutex<Option<Instant>>,
 }
 
@@ -240,6 +242,7 @@ pub async fn run_share(
         login: Mutex::new(LoginOutcome::default()),
         run: Mutex::new(RunOutcome::default()),
         run_start_ns: AtomicU64::new(0),
+        stopped: AtomicBool::new(false),
         login_start: Mutex::new(None),
     });
     if phase.wait_for(|p| *p >= Phase::Login).await.is_err() {
@@ -250,6 +253,13 @@ pub async fn run_share(
     for local in 0..state.share.count {
         tasks.spawn(client(Arc::clone(&state), local, phase.clone()));
     }
+    let ticker = match state.share.plan.scenario {
+        Scenario::Latency { rate } => {
+            let state = Arc::clone(&state);
+            Some(std::thread::spawn(move || tick_schedule(&state, rate)))
+        }
+        _ => None,
+    };
 
     // Progress, the end of the login phase, and the delivered count when Run ends.
     let count = state.share.count as u64;
@@ -286,6 +296,10 @@ pub async fn run_share(
             delivered_at_stop = Some(counts.delivered);
         }
         let _ = events.send(ShareEvent::Progress(counts));
+    }
+    state.stopped.store(true, Ordering::Release);
+    if let Some(t) = ticker {
+        let _ = t.join();
     }
     let counts = state.counts();
     if !reported_login {
@@ -455,7 +469,7 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
                 break;
             }
         }
-        let waiting_flow = c.stage == Stage::Running && pacer.is_none() && out_flow.is_some();
+        let waiting_flow = c.stage == Stage::Running && out_flow.is_some();
         let timed = match c.stage {
             Stage::LoggingIn | Stage::Stopping => true,
             Stage::Running => pacer.is_some() && out_flow.is_some(),
@@ -531,6 +545,8 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
                     break;
                 }
             }
+            // Window mode: the recipient received some; rate mode: the pacing thread says a
+            // message is due.
             () = notified(out_flow), if waiting_flow => {}
             () = &mut sleep, if timed => {
                 match c.stage {
@@ -547,6 +563,55 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
         }
     }
     c.finish();
+}
+
+/// The open-loop clock: wakes each sender of this share at its intended send times.
+///
+/// Tokio's timer wheel has millisecond granularity, which would add up to a millisecond of
+/// the bench's own lateness to every latency. A dedicated thread sleeping with a 1 ns timer
+/// slack wakes within microseconds; the sender then sends everything due (see [`Pacer`]).
+fn tick_schedule(state: &State, rate: f64) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+    let plan = &state.share.plan;
+    let senders: Vec<(usize, Pacer)> = (0..state.share.count)
+        .filter(|l| {
+            plan.scenario
+                .partner(state.share.first + l, plan.clients)
+                .is_some()
+        })
+        .map(|l| (l, Pacer::new(rate, plan.clients, state.share.first + l)))
+        .collect();
+    if senders.is_empty() {
+        return;
+    }
+    let start = loop {
+        if state.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        match state.run_start_ns.load(Ordering::Acquire) {
+            0 => std::thread::sleep(Duration::from_micros(200)),
+            ns => break Duration::from_nanos(ns),
+        }
+    };
+    let origin = state.origin.into_std();
+    // Senders' schedules interleave in index order: the m-th tick is sender m mod count's
+    // (m / count)-th message.
+    for m in 0u64.. {
+        if state.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let (local, pacer) = &senders[(m % senders.len() as u64) as usize];
+        let at = origin + pacer.intended(start, m / senders.len() as u64);
+        let now = std::time::Instant::now();
+        if at > now {
+            std::thread::sleep(at - now);
+        }
+        state.flows[*local].notify.notify_one();
+    }
 }
 
 async fn notified(flow: Option<&Flow>) {
