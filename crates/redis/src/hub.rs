@@ -192,8 +192,7 @@ impl Inner {
     }
 
     /// Re-registers every local user (the keeper's repair). Users whose names another live
-    /// node now holds lose them: they are unreachable at once and their connection closes at
-    /// its next request.
+    /// node now holds lose them: closing their outbox makes their connection end at once.
     async fn sync(&self) {
         let _exclusive = self.sync_gate.write().await;
         self.dirty.store(false, Ordering::Relaxed);

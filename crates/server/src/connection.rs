@@ -28,7 +28,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::listener::Shared;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, PushError};
 use crate::session::{Session, Step, Timeout};
 
 /// Bytes read per `read` call. Allocated only while the peer is sending.
@@ -45,6 +45,8 @@ enum End {
     Overflow,
     /// Login refused with `BUSY` (cluster store unavailable).
     Busy,
+    /// The hub closed its outbox (e.g. a cluster node lost the name while cut off).
+    Evicted,
     Timeout(Timeout),
     Shutdown,
 }
@@ -192,7 +194,7 @@ impl<H: Hub> Connection<'_, H> {
             }
         };
         match end {
-            End::PeerClosed | End::Busy | End::Shutdown | End::Timeout(_) => {
+            End::PeerClosed | End::Busy | End::Evicted | End::Shutdown | End::Timeout(_) => {
                 self.close_gracefully(grace).await;
             }
             // Nobody is reading: don't spend time on a last write.
@@ -301,10 +303,20 @@ impl<H: Hub> Connection<'_, H> {
     fn flush_ready(&mut self) -> Flow {
         loop {
             if self.pending.is_empty() {
-                let (batch, overflowed) = self.outbox.take();
-                if overflowed {
-                    warn!(peer = %self.peer, name = ?self.session.name(), "outgoing queue full: peer is not reading; dropping it");
-                    return Err(End::Overflow);
+                let (batch, refusing) = self.outbox.take();
+                match refusing {
+                    Some(PushError::Full) => {
+                        warn!(peer = %self.peer, name = ?self.session.name(), "outgoing queue full: peer is not reading; dropping it");
+                        return Err(End::Overflow);
+                    }
+                    Some(PushError::Closed) => {
+                        warn!(peer = %self.peer, name = ?self.session.name(), "evicted by the hub; closing");
+                        // What was queued before the eviction still goes out.
+                        self.pending = batch;
+                        self.written = 0;
+                        return Err(End::Evicted);
+                    }
+                    None => {}
                 }
                 if batch.is_empty() {
                     return Ok(());

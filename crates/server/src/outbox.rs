@@ -108,10 +108,19 @@ impl Outbox {
         self.ready.notified().await;
     }
 
-    /// Takes everything queued. Returns the bytes and whether the outbox has overflowed.
-    pub fn take(&self) -> (Vec<u8>, bool) {
+    /// Takes everything queued. Returns the bytes, and why the outbox refuses lines if it
+    /// does: [`PushError::Full`] (the peer stopped reading) or [`PushError::Closed`] (closed,
+    /// possibly by the hub evicting the user: the connection should end).
+    pub fn take(&self) -> (Vec<u8>, Option<PushError>) {
         let mut state = self.lock();
-        (std::mem::take(&mut state.queue), state.overflowed)
+        let refusing = if state.overflowed {
+            Some(PushError::Full)
+        } else if state.closed {
+            Some(PushError::Closed)
+        } else {
+            None
+        };
+        (std::mem::take(&mut state.queue), refusing)
     }
 
     /// Hands a written-out buffer back so the next batch can reuse its allocation.
@@ -131,12 +140,17 @@ impl Outbox {
         self.lock().spare = Vec::new();
     }
 
-    /// Refuses every later push; returns what was still queued, for a last flush.
+    /// Refuses every later push and wakes the connection's task, which then ends the
+    /// connection (a hub uses this to evict a user); returns what was still queued, for a
+    /// last flush.
     pub fn close(&self) -> Vec<u8> {
         let mut state = self.lock();
         state.closed = true;
         state.spare = Vec::new();
-        std::mem::take(&mut state.queue)
+        let rest = std::mem::take(&mut state.queue);
+        drop(state);
+        self.ready.notify_one();
+        rest
     }
 
     /// Bytes queued and not yet taken.
@@ -158,8 +172,8 @@ mod tests {
         let o = Outbox::new(100);
         o.push_with(line("a\n")).unwrap();
         o.push_with(line("b\n")).unwrap();
-        assert_eq!(o.take(), (b"a\nb\n".to_vec(), false));
-        assert_eq!(o.take(), (Vec::new(), false));
+        assert_eq!(o.take(), (b"a\nb\n".to_vec(), None));
+        assert_eq!(o.take(), (Vec::new(), None));
     }
 
     #[test]
@@ -169,8 +183,8 @@ mod tests {
             .expect("one big line fits an empty queue");
         assert_eq!(o.push_with(line("x\n")), Err(PushError::Full));
         assert_eq!(o.push_with(line("y\n")), Err(PushError::Full));
-        let (bytes, overflowed) = o.take();
-        assert!(overflowed);
+        let (bytes, refusing) = o.take();
+        assert_eq!(refusing, Some(PushError::Full));
         assert_eq!(bytes, b"0123456789\n");
     }
 
@@ -196,6 +210,16 @@ mod tests {
         o.recycle(Vec::with_capacity(RECYCLE_MAX_BYTES * 2));
         o.push_with(line("c\n")).unwrap();
         assert!(o.take().0.capacity() < RECYCLE_MAX_BYTES * 2);
+    }
+
+    #[tokio::test]
+    async fn close_wakes_the_owner_and_is_reported() {
+        let o = Outbox::new(100);
+        o.close();
+        tokio::time::timeout(std::time::Duration::from_secs(5), o.ready())
+            .await
+            .expect("close leaves a wakeup");
+        assert_eq!(o.take(), (Vec::new(), Some(PushError::Closed)));
     }
 
     #[tokio::test]
