@@ -10,6 +10,7 @@
 //! Memory: an idle connection holds no read buffer, no write buffer and no partial line; they
 //! exist only while there is something in them (see `docs/architecture.md`).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 use tcpchat_proto::{FrameError, Framer, Reply};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
@@ -51,39 +52,45 @@ enum End {
     Shutdown,
 }
 
-/// Serves one accepted connection until it ends. `_permit` is its slot under
+/// Serves one accepted connection until it ends. `permit` is its slot under
 /// `--max-clients`, returned when this future completes, whatever way it ends.
-pub(crate) async fn serve<H: Hub>(
+///
+/// A plain function returning the future, rather than an `async fn`: everything is moved
+/// into the [`Connection`] before the future exists, so the task does not also carry the
+/// arguments (an `async fn` keeps them in its state beside the values built from them).
+pub(crate) fn serve<H: Hub>(
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
     shared: Arc<Shared<H>>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     cancel: CancellationToken,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     // The span is at debug level: a live span costs ~400 bytes per connection in the
     // subscriber, too much for 10,000 idle clients. Events that matter at info and warn carry
     // `peer` themselves.
     let span = tracing::debug_span!("conn", %peer, id);
+    configure_socket(&stream, &shared.config);
+    let config = &shared.config;
+    let framer = Framer::new(config.max_line_bytes);
+    let grace = config.shutdown_grace;
+    let mut conn = Connection {
+        outbox: Arc::new(Outbox::new(config.outbox_limit_bytes)),
+        session: Session::new(
+            Instant::now().into_std(),
+            config.handshake_timeout,
+            config.idle_timeout,
+        ),
+        lease: None,
+        shared,
+        peer,
+        stream,
+        pending: Vec::new(),
+        written: 0,
+    };
     async move {
-        configure_socket(&stream, &shared.config);
-        let config = &shared.config;
-        let mut conn = Connection {
-            outbox: Arc::new(Outbox::new(config.outbox_limit_bytes)),
-            session: Session::new(
-                Instant::now().into_std(),
-                config.handshake_timeout,
-                config.idle_timeout,
-            ),
-            lease: None,
-            hub: &shared.hub,
-            peer,
-            stream,
-            pending: Vec::new(),
-            written: 0,
-        };
-        let framer = Framer::new(config.max_line_bytes);
-        let end = conn.run(framer, &cancel, config.shutdown_grace).await;
+        let _permit = permit;
+        let end = conn.run(framer, &cancel, grace).await;
         let name = conn.session.name().cloned();
         drop(conn.lease.take());
         match (name, end) {
@@ -93,7 +100,6 @@ pub(crate) async fn serve<H: Hub>(
         }
     }
     .instrument(span)
-    .await;
 }
 
 fn configure_socket(stream: &TcpStream, config: &Config) {
@@ -117,12 +123,12 @@ fn configure_socket(stream: &TcpStream, config: &Config) {
     }
 }
 
-struct Connection<'h, H: Hub> {
+struct Connection<H: Hub> {
     stream: TcpStream,
     outbox: Arc<Outbox>,
     session: Session,
     lease: Option<H::Lease>,
-    hub: &'h H,
+    shared: Arc<Shared<H>>,
     peer: SocketAddr,
     /// The batch being written, taken from the outbox, and how much of it is out.
     pending: Vec<u8>,
@@ -132,7 +138,7 @@ struct Connection<'h, H: Hub> {
 /// What handling input asks the loop to do next.
 type Flow = Result<(), End>;
 
-impl<H: Hub> Connection<'_, H> {
+impl<H: Hub> Connection<H> {
     async fn run(
         &mut self,
         mut framer: Framer,
@@ -160,26 +166,32 @@ impl<H: Hub> Connection<'_, H> {
                 }
                 armed = deadline;
             }
+            let interest = if self.pending.is_empty() {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break End::Shutdown,
-                ready = self.stream.readable() => {
-                    if let Err(e) = ready {
-                        debug!(error = %e, "readable failed");
-                        break End::Error;
-                    }
-                    match self.read_some(&mut framer, &mut read_buf).await {
-                        Ok(()) => {}
-                        Err(end) => break end,
+                // One readiness wait for both directions (each wait is a 150-byte future that
+                // every idle connection would carry): write interest only while a batch is
+                // pending; the write itself happens at the top of the loop.
+                ready = self.stream.ready(interest) => {
+                    let ready = match ready {
+                        Ok(ready) => ready,
+                        Err(e) => {
+                            debug!(error = %e, "readiness failed");
+                            break End::Error;
+                        }
+                    };
+                    if ready.is_readable() || ready.is_read_closed() {
+                        if let Err(end) = self.read_some(&mut framer, &mut read_buf).await {
+                            break end;
+                        }
                     }
                 }
                 () = self.outbox.ready(), if self.pending.is_empty() => {}
-                ready = self.stream.writable(), if !self.pending.is_empty() => {
-                    if let Err(e) = ready {
-                        debug!(error = %e, "writable failed");
-                        break End::Error;
-                    }
-                }
                 () = async {
                     match sleep.as_mut() {
                         Some(timer) => timer.as_mut().await,
@@ -255,7 +267,7 @@ impl<H: Hub> Connection<'_, H> {
         match self.session.handle_line(line, now) {
             Step::Reply(reply) => self.reply(&reply),
             Step::Login(name) => {
-                let outcome = self.hub.login(&name, &self.outbox).await;
+                let outcome = self.shared.hub.login(&name, &self.outbox).await;
                 let outcome = outcome.map(|lease| self.lease = Some(lease));
                 let logged_in = outcome.is_ok();
                 let step = self.session.handle_login(name, outcome);
@@ -272,7 +284,7 @@ impl<H: Hub> Connection<'_, H> {
                 Ok(())
             }
             Step::List => {
-                let mut names = self.hub.list().await;
+                let mut names = self.shared.hub.list().await;
                 // Sorted (byte order) so the same people always read the same way; hubs
                 // return them in whatever order they store them.
                 names.sort_unstable();
@@ -283,7 +295,7 @@ impl<H: Hub> Connection<'_, H> {
                 let Some(from) = self.session.name() else {
                     return self.reply(&Reply::BadRqstHdr);
                 };
-                let outcome = self.hub.deliver(from, &to, body).await;
+                let outcome = self.shared.hub.deliver(from, &to, body).await;
                 let reply = self.session.handle_delivery(outcome);
                 self.reply(&reply)
             }
