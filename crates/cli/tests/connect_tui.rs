@@ -9,17 +9,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Server, PATIENCE};
-const WIRE: &[&str] = &[
-    "HELLO-FROM",
-    "SEND ",
-    "SEND-OK",
-    "DELIVERY",
-    "LIST-OK",
-    "BAD-DEST-USER",
-    "BAD-RQST",
-    "IN-USE",
-];
+use common::{Server, PATIENCE, PROTOCOL_WORDS};
 
 fn require_tmux() {
     let found = Command::new("tmux")
@@ -104,7 +94,7 @@ impl Tmux {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let screen = self.screen(session);
-            for wire in WIRE {
+            for wire in PROTOCOL_WORDS {
                 assert!(
                     !screen.contains(wire),
                     "protocol text {wire:?} on {session}'s screen:\n{screen}"

@@ -447,7 +447,12 @@ async fn tcpchat_check_passes_against_three_nodes_behind_haproxy() {
         "tcpchat check failed against the cluster:\n{report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for n in &nodes {
+    assert_every_node_got_users(&nodes);
+}
+
+/// Each node logged in at least one of the checker's users: the load really was spread.
+fn assert_every_node_got_users(nodes: &[Node]) {
+    for n in nodes {
         assert!(
             n.process.log().iter().any(|l| l.contains("logged in")),
             "node {} got none of the checker's users; its log:\n{}",
@@ -475,14 +480,7 @@ async fn tcpchat_check_spread_over_three_nodes_passes() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    for n in &nodes {
-        assert!(
-            n.process.log().iter().any(|l| l.contains("logged in")),
-            "node {} got none of the checker's users; its log:\n{}",
-            n.id,
-            n.process.log_text()
-        );
-    }
+    assert_every_node_got_users(&nodes);
 }
 
 /// `tcpchat bench` given the three nodes spreads its clients over them in turn (each sender's

@@ -10,6 +10,18 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
+/// Words that only a protocol line contains: a chat client must never show one to its user.
+pub const PROTOCOL_WORDS: &[&str] = &[
+    "HELLO-FROM",
+    "SEND ",
+    "SEND-OK",
+    "DELIVERY",
+    "LIST-OK",
+    "BAD-DEST-USER",
+    "BAD-RQST",
+    "IN-USE",
+];
+
 /// How long any single expectation may wait. It bounds a hang; it measures nothing.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
