@@ -45,6 +45,11 @@ pub(crate) enum Got {
 }
 
 impl Got {
+    /// True when this is exactly the line a correct server sends for `reply`.
+    pub(crate) fn is(&self, reply: &Reply<'_>) -> bool {
+        matches!(self, Got::Line(line) if *line == reply_line(reply))
+    }
+
     /// True when the connection is over (closed or failed).
     pub(crate) fn is_closed(&self) -> bool {
         matches!(self, Got::Closed | Got::ClosedMidLine(_) | Got::Error(_))
@@ -69,6 +74,21 @@ impl fmt::Display for Got {
             ),
         }
     }
+}
+
+/// `reply` as the protocol crate encodes it, without its `\n`: the exact line expected.
+pub(crate) fn reply_line(reply: &Reply<'_>) -> Vec<u8> {
+    let mut line = reply.to_line();
+    line.pop();
+    line
+}
+
+/// `request` as the protocol crate encodes it, without its `\n`, for a case that changes
+/// it on purpose (a command word in lower case, bytes that are not UTF-8 appended).
+pub(crate) fn request_line(request: &Request<'_>) -> Vec<u8> {
+    let mut line = request.to_line();
+    line.pop();
+    line
 }
 
 /// A duration as people write it in a report: `5s`, `0.5s`.
@@ -286,8 +306,7 @@ impl Client {
 
     /// Waits for the next line and requires it to be exactly `want`.
     pub(crate) async fn expect(&mut self, step: &str, want: &Reply<'_>) -> Result<(), Failure> {
-        let line = want.to_line();
-        self.expect_line(step, &line[..line.len() - 1]).await
+        self.expect_line(step, &reply_line(want)).await
     }
 
     /// Waits for the next line and requires it to be exactly `want` (without `\n`).
@@ -306,14 +325,7 @@ impl Client {
         wants: &[Reply<'_>],
     ) -> Result<usize, Failure> {
         let got = self.recv().await;
-        let lines: Vec<Vec<u8>> = wants
-            .iter()
-            .map(|w| {
-                let mut l = w.to_line();
-                l.pop();
-                l
-            })
-            .collect();
+        let lines: Vec<Vec<u8>> = wants.iter().map(reply_line).collect();
         if let Got::Line(line) = &got {
             if let Some(i) = lines.iter().position(|l| l == line) {
                 return Ok(i);
@@ -335,14 +347,7 @@ impl Client {
         step: &str,
         wants: &[Reply<'_>],
     ) -> Result<(), Failure> {
-        let mut left: Vec<Vec<u8>> = wants
-            .iter()
-            .map(|w| {
-                let mut l = w.to_line();
-                l.pop();
-                l
-            })
-            .collect();
+        let mut left: Vec<Vec<u8>> = wants.iter().map(reply_line).collect();
         while !left.is_empty() {
             let got = self.recv().await;
             if let Got::Line(line) = &got {

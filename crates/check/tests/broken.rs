@@ -1,6 +1,6 @@
 //! Proof that the checker can fail: a reference server that follows every rule passes, and
 //! the same server with one planted defect fails, flagged by the case for that rule.
-//! See: #5 (item 4).
+//! See: #5 (item 4), #11 (point 5).
 
 mod support;
 
@@ -78,11 +78,10 @@ async fn reference_server_passes_every_case() {
     assert_eq!(report.passed(), tcpchat_check::CASES.len());
 }
 
-/// Every case that reads a `LIST-OK` and may see the defect there.
-const LISTING: &[&str] = &[
+/// Every case that reads a `LIST-OK` naming two or more users, so a space after a comma
+/// breaks it (a `LIST-OK` of one name has no comma).
+const LISTS_SEVERAL: &[&str] = &[
     "name-in-use",
-    "unknown-command",
-    "empty-line",
     "second-hello",
     "list",
     "crlf",
@@ -94,57 +93,24 @@ const LISTING: &[&str] = &[
     "many-clients",
 ];
 
-macro_rules! defect_tests {
-    ($($test:ident: $defect:ident => [$($must:literal),*] $(+ $may:expr)?;)*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                let may: &[&str] = [$($may)?].into_iter().next().unwrap_or(&[]);
-                flags(Defect::$defect, &[$($must),*], may).await;
-            }
-        )*
-    };
-}
+/// Every case that requires the asker in its `LIST-OK` (`overlong-line` takes one whoever
+/// it names).
+const LISTS_ASKER: &[&str] = &[
+    "name-in-use",
+    "unknown-command",
+    "empty-line",
+    "second-hello",
+    "list",
+    "crlf",
+    "pipelining",
+    "byte-by-byte",
+    "name-freed",
+    "name-freed-reset",
+    "many-clients",
+];
 
-defect_tests! {
-    keeps_cr: KeepsCr => ["crlf"];
-    spaces_in_list: SpacesInList => ["list"] + LISTING;
-    list_without_asker: ListWithoutAsker => ["list"] + LISTING;
-    rejects_sending_to_yourself: RejectsSelfSend => ["send-self"];
-    case_insensitive_commands: CaseInsensitive => ["case-sensitive"];
-    name_kept_after_disconnect: KeepsNameAfterDisconnect => ["name-freed", "name-freed-reset"];
-    no_busy: NoBusy => ["busy"];
-    trims_message: TrimsMessage => ["send-spaces"];
-    relays_invalid_utf8: RelaysInvalidUtf8 => ["send-not-utf8"];
-    accepts_comma_in_name: AcceptsCommaInName => ["name-comma"];
-    no_name_length_limit: NoNameLengthLimit => ["name-too-long"];
-    first_word_is_name: FirstWordIsName => ["name-whitespace"];
-    list_before_login: ListBeforeLogin => ["before-login"];
-    ignores_empty_line: IgnoresEmptyLine => ["empty-line", "before-login"];
-    second_hello_renames: SecondHelloRenames => ["second-hello"];
-    line_per_read: LinePerRead => ["byte-by-byte"] + LINE_PER_READ_ALSO;
-    no_line_limit: NoLineLimit => ["overlong-line"];
-    blocks_on_slow_reader: BlocksOnSlowReader => ["slow-reader"];
-    unbounded_queue: UnboundedQueue => ["slow-reader"];
-    send_ok_to_unknown_user: SendOkToUnknownUser => [
-        "send-unknown-user", "pipelining", "name-freed", "name-freed-reset"
-    ];
-    relays_empty_message: RelaysEmptyMessage => ["send-empty-message"];
-    missing_user_is_header_error: MissingUserIsHeaderError => ["send-missing-user"];
-    closes_on_in_use: ClosesOnInUse => ["name-in-use"];
-    accepts_empty_name: AcceptsEmptyName => ["name-empty"];
-    accepts_control_in_name: AcceptsControlInName => ["name-control"];
-    accepts_invalid_utf8_name: AcceptsInvalidUtf8Name => ["name-not-utf8"];
-    prefix_commands: PrefixCommands => ["unknown-command"];
-    latin1_messages: Latin1Messages => ["send-unicode", "send-not-utf8"];
-    client_limit_40: ClientLimit40 => ["many-clients"];
-    closes_on_bad_name: ClosesOnBadName => [
-        "name-empty", "name-whitespace", "name-comma", "name-control", "name-too-long",
-        "name-not-utf8"
-    ];
-}
-
-/// A server without line buffering breaks wherever a line can straddle two reads: big writes.
+/// A server without line buffering breaks wherever a line can straddle two reads: big
+/// writes, split wherever the kernel happens to split them.
 const LINE_PER_READ_ALSO: &[&str] = &[
     "overlong-line",
     "slow-reader",
@@ -152,3 +118,134 @@ const LINE_PER_READ_ALSO: &[&str] = &[
     "many-clients",
     "pipelining",
 ];
+
+/// One planted defect and what it must do to the run.
+struct Planted {
+    test: &'static str,
+    /// Cases that fail on every run: the rule the defect breaks.
+    must: &'static [&'static str],
+    /// Cases that may fail too (a rule every later case leans on, such as the `LIST-OK`
+    /// format, or bytes the kernel happens to split); every other case must pass.
+    may: &'static [&'static str],
+}
+
+/// Cases no defect can fail alone, and why; each still has a defect in whose `must` it is.
+const SHARED: &[(&str, &str)] = &[
+    (
+        "list",
+        "every case that reads a LIST-OK sees a defect in its format or its names",
+    ),
+    (
+        "send-unknown-user",
+        "pipelining sends to a name no one uses too, and name-freed to one that left",
+    ),
+];
+
+macro_rules! planted {
+    (@may) => { &[] };
+    (@may $may:expr) => { $may };
+    ($($test:ident: $defect:ident => $must:expr $(, $may:expr)?;)*) => {
+        /// Every planted defect, for the test that each case has one.
+        const PLANTED: &[Planted] = &[$(Planted {
+            test: stringify!($test),
+            must: $must,
+            may: planted!(@may $($may)?),
+        }),*];
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                flags(Defect::$defect, $must, planted!(@may $($may)?)).await;
+            }
+        )*
+    };
+}
+
+planted! {
+    names_ignore_case: NamesIgnoreCase => &["login"];
+    closes_on_in_use: ClosesOnInUse => &["name-in-use"];
+    accepts_empty_name: AcceptsEmptyName => &["name-empty"];
+    first_word_is_name: FirstWordIsName => &["name-whitespace"];
+    accepts_comma_in_name: AcceptsCommaInName => &["name-comma"];
+    accepts_control_in_name: AcceptsControlInName => &["name-control"];
+    no_name_length_limit: NoNameLengthLimit => &["name-too-long"];
+    accepts_invalid_utf8_name: AcceptsInvalidUtf8Name => &["name-not-utf8"];
+    closes_on_bad_name: ClosesOnBadName => &[
+        "name-empty", "name-whitespace", "name-comma", "name-control", "name-too-long",
+        "name-not-utf8"
+    ];
+    list_before_login: ListBeforeLogin => &["before-login"];
+    case_insensitive_commands: CaseInsensitive => &["case-sensitive"];
+    prefix_commands: PrefixCommands => &["unknown-command"];
+    ignores_empty_line: IgnoresEmptyLine => &["empty-line"];
+    second_hello_renames: SecondHelloRenames => &["second-hello"];
+    spaces_in_list: SpacesInList => LISTS_SEVERAL;
+    list_without_asker: ListWithoutAsker => LISTS_ASKER;
+    recipient_by_prefix: RecipientByPrefix => &["send"];
+    trims_message: TrimsMessage => &["send-spaces"];
+    drops_non_bmp: DropsNonBmp => &["send-unicode"];
+    latin1_messages: Latin1Messages => &["send-unicode", "send-not-utf8"];
+    rejects_sending_to_yourself: RejectsSelfSend => &["send-self"];
+    send_ok_to_unknown_user: SendOkToUnknownUser => &[
+        "send-unknown-user", "pipelining", "name-freed", "name-freed-reset"
+    ];
+    missing_user_is_header_error: MissingUserIsHeaderError => &["send-missing-user"];
+    relays_empty_message: RelaysEmptyMessage => &["send-empty-message"];
+    relays_invalid_utf8: RelaysInvalidUtf8 => &["send-not-utf8"];
+    keeps_cr: KeepsCr => &["crlf"];
+    drops_rest_after_login: DropsRestAfterLogin => &["pipelining"], &["byte-by-byte"];
+    line_per_read: LinePerRead => &["byte-by-byte"], LINE_PER_READ_ALSO;
+    sorts_burst: SortsBurst => &["message-order"];
+    no_line_limit: NoLineLimit => &["overlong-line"];
+    name_kept_after_eof: KeepsNameAfterEof => &["name-freed"];
+    name_kept_after_reset: KeepsNameAfterReset => &["name-freed-reset"];
+    client_limit_40: ClientLimit40 => &["many-clients"];
+    blocks_on_slow_reader: BlocksOnSlowReader => &["slow-reader"];
+    unbounded_queue: UnboundedQueue => &["slow-reader"];
+    no_busy: NoBusy => &["busy"];
+}
+
+/// A case that no defect can fail is a case that proves nothing: every registered case must
+/// have a planted defect that fails it and no other case (or, for the few in [`SHARED`], one
+/// that fails it among others). Adding a case without adding its defect fails here.
+/// See: #11 (point 5).
+#[test]
+fn every_case_has_a_defect_only_it_catches() {
+    let known = |name: &str| tcpchat_check::find(name).is_some();
+    for p in PLANTED {
+        for name in p.must.iter().chain(p.may) {
+            assert!(known(name), "{}: {name:?} is not a case", p.test);
+        }
+        assert!(
+            !p.must.is_empty(),
+            "{}: a defect must fail some case",
+            p.test
+        );
+    }
+    let mut missing = Vec::new();
+    for case in tcpchat_check::CASES {
+        let name = case.name;
+        let alone: Vec<_> = PLANTED
+            .iter()
+            .filter(|p| p.must == [name])
+            .map(|p| p.test)
+            .collect();
+        let among = PLANTED.iter().any(|p| p.must.contains(&name));
+        match SHARED.iter().find(|(shared, _)| *shared == name) {
+            Some((_, why)) => {
+                assert!(among, "{name} is shared ({why}) but no defect fails it");
+                assert!(
+                    alone.is_empty(),
+                    "{name} is listed as shared, yet {alone:?} fail it alone: take it out of \
+                     SHARED"
+                );
+            }
+            None if alone.is_empty() => missing.push(name),
+            None => {}
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "no planted defect fails only these cases: {missing:?}; add one to tests/support \
+         (or, if no defect can, say why in SHARED)"
+    );
+}

@@ -1,16 +1,43 @@
 //! Which commands are allowed when: before login, after login, spelled differently.
 
-use tcpchat_proto::Reply;
+use tcpchat_proto::{Command, Reply, Request};
 
 use super::{CaseResult, Ctx, Done};
+use crate::client::{reply_line, request_line};
+
+/// `line` with its command word (everything before the first space) rewritten by `recase`.
+fn recased(line: &[u8], recase: fn(&str) -> String) -> Vec<u8> {
+    let end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+    let word = String::from_utf8_lossy(&line[..end]);
+    let mut out = recase(&word).into_bytes();
+    out.extend_from_slice(&line[end..]);
+    out
+}
+
+/// `HELLO-FROM` as `Hello-From`: each part after a `-` capitalised, the rest in lower case.
+fn title_case(word: &str) -> String {
+    word.split('-')
+        .map(|part| {
+            let lower = part.to_ascii_lowercase();
+            let mut chars = lower.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
 
 pub(super) async fn before_login(cx: &mut Ctx) -> CaseResult {
     let mut watcher = cx.login().await?;
     let mut c = cx.connect().await?;
-    let send = format!("SEND {} sent before login", watcher.name());
+    let send = request_line(&Request::Send {
+        to: watcher.name().clone(),
+        body: "sent before login",
+    });
     let lines: [(&[u8], &str); 4] = [
-        (b"LIST", "LIST before login"),
-        (send.as_bytes(), "SEND before login"),
+        (&request_line(&Request::List), "LIST before login"),
+        (&send, "SEND before login"),
         (b"", "an empty line before login"),
         (b"WHAT-IS-THIS", "an unknown command before login"),
     ];
@@ -30,23 +57,33 @@ pub(super) async fn before_login(cx: &mut Ctx) -> CaseResult {
 pub(super) async fn case_sensitive(cx: &mut Ctx) -> CaseResult {
     let mut watcher = cx.login().await?;
     let mut c = cx.connect().await?;
-    let name = cx.fresh_name();
-    c.send_line(format!("hello-from {name}").as_bytes()).await?;
+    let hello = request_line(&Request::HelloFrom(cx.fresh_name()));
+    c.send_line(&recased(&hello, str::to_ascii_lowercase))
+        .await?;
     c.expect("log in with hello-from in lower case", &Reply::BadRqstHdr)
         .await?;
-    c.send_line(format!("Hello-From {name}").as_bytes()).await?;
+    c.send_line(&recased(&hello, title_case)).await?;
     c.expect("log in with Hello-From in mixed case", &Reply::BadRqstHdr)
         .await?;
     cx.log_in(&mut c).await?;
-    c.send_line(b"list").await?;
+    c.send_line(&recased(
+        &request_line(&Request::List),
+        str::to_ascii_lowercase,
+    ))
+    .await?;
     c.expect("send list in lower case", &Reply::BadRqstHdr)
         .await?;
-    let to = watcher.name().clone();
-    c.send_line(format!("send {to} lower-case send").as_bytes())
+    let send = |body| {
+        request_line(&Request::Send {
+            to: watcher.name().clone(),
+            body,
+        })
+    };
+    c.send_line(&recased(&send("lower-case send"), str::to_ascii_lowercase))
         .await?;
     c.expect("send send in lower case", &Reply::BadRqstHdr)
         .await?;
-    c.send_line(format!("Send {to} mixed-case send").as_bytes())
+    c.send_line(&recased(&send("mixed-case send"), title_case))
         .await?;
     c.expect("send Send in mixed case", &Reply::BadRqstHdr)
         .await?;
@@ -57,7 +94,11 @@ pub(super) async fn case_sensitive(cx: &mut Ctx) -> CaseResult {
 
 pub(super) async fn unknown_command(cx: &mut Ctx) -> CaseResult {
     let mut a = cx.login().await?;
-    for line in [&b"WHO"[..], b"QUIT now", b"LISTS", b"SEND-OK"] {
+    // Two that only start like a command (`LISTS`, and a reply word that starts with `SEND`):
+    // the command is the whole first word.
+    let lists = format!("{}S", Command::List.as_str());
+    let send_ok = reply_line(&Reply::SendOk);
+    for line in [&b"WHO"[..], b"QUIT now", lists.as_bytes(), &send_ok] {
         a.send_line(line).await?;
         a.expect(
             &format!("send the unknown command {}", String::from_utf8_lossy(line)),
@@ -83,18 +124,15 @@ pub(super) async fn second_hello(cx: &mut Ctx) -> CaseResult {
     let mut a = cx.login().await?;
     let first = a.name().clone();
     let second = cx.fresh_name();
-    a.send_line(format!("HELLO-FROM {second}").as_bytes())
-        .await?;
+    a.send(&Request::HelloFrom(second.clone())).await?;
     a.expect("log in again with another name", &Reply::BadRqstHdr)
         .await?;
-    a.send_line(format!("HELLO-FROM {first}").as_bytes())
-        .await?;
+    a.send(&Request::HelloFrom(first.clone())).await?;
     a.expect("log in again with the same name", &Reply::BadRqstHdr)
         .await?;
     // The second name must not have been taken by A: another client can have it.
     let mut b = cx.connect().await?;
-    b.send_line(format!("HELLO-FROM {second}").as_bytes())
-        .await?;
+    b.send(&Request::HelloFrom(second.clone())).await?;
     b.expect(
         &format!("log in as {second}, which A asked for after its login"),
         &Reply::Hello(second.clone()),

@@ -6,8 +6,8 @@ use tcpchat_proto::{Reply, Request};
 use tokio::time::Instant;
 
 use super::{require_listed, CaseResult, Ctx, Done};
-use crate::client::{Client, Got};
-use crate::failure::Failure;
+use crate::client::{reply_line, request_line, Client, Got};
+use crate::failure::{escape, quoted, Failure};
 
 /// Clients online at once in `many-clients`: the original project's promise.
 pub(crate) const MANY_CLIENTS: usize = 64;
@@ -89,11 +89,13 @@ pub(super) async fn slow_reader(cx: &mut Ctx) -> CaseResult {
         }
         .encode(&mut window);
     }
+    let shown = request_line(&Request::Send {
+        to: stuck.name().clone(),
+        body: &body[..10],
+    });
     f.log_note(&format!(
-        "-> SEND {} {}... ({FLOOD_BODY_BYTES}-byte messages, {FLOOD_WINDOW} per write, \
-             {} never reads)",
-        stuck.name(),
-        &body[..10],
+        "-> {}... ({FLOOD_BODY_BYTES}-byte messages, {FLOOD_WINDOW} per write, {} never reads)",
+        escape(&shown),
         stuck.label()
     ));
 
@@ -112,8 +114,8 @@ pub(super) async fn slow_reader(cx: &mut Ctx) -> CaseResult {
         for _ in 0..FLOOD_WINDOW {
             let got = f.recv_quietly().await;
             match &got {
-                Got::Line(l) if l == b"SEND-OK" => {}
-                Got::Line(l) if l == b"BAD-DEST-USER" => dropped = true,
+                got if got.is(&Reply::SendOk) => {}
+                got if got.is(&Reply::BadDestUser) => dropped = true,
                 _ => {
                     let step = format!(
                         "get a reply to each message, after {sent} messages ({flooded}) to {} \
@@ -121,11 +123,12 @@ pub(super) async fn slow_reader(cx: &mut Ctx) -> CaseResult {
                         stuck.label()
                     );
                     f.log_received(&got);
-                    let failure = f.mismatch(
-                        &step,
-                        "SEND-OK, or BAD-DEST-USER once the reader is dropped",
-                        &got,
+                    let expected = format!(
+                        "{}, or {} once the reader is dropped",
+                        quoted(&reply_line(&Reply::SendOk)),
+                        quoted(&reply_line(&Reply::BadDestUser))
                     );
+                    let failure = f.mismatch(&step, &expected, &got);
                     return Err(if matches!(got, Got::Timeout(_)) {
                         failure.note(stall_note(stuck.label()))
                     } else {
@@ -225,23 +228,24 @@ pub(super) async fn busy(cx: &mut Ctx) -> CaseResult {
         // it sent is still readable, so a failed write is not the verdict.
         let _ = c.write(&Request::HelloFrom(name.clone()).to_line()).await;
         let got = c.recv().await;
-        let hello = Reply::Hello(name.clone()).to_line();
+        let hello = Reply::Hello(name.clone());
         match &got {
-            Got::Line(l) if l[..] == hello[..hello.len() - 1] => {
+            got if got.is(&hello) => {
                 c.set_name(name);
                 online.push(c);
             }
-            Got::Line(l) if l == b"BUSY" => {
+            got if got.is(&Reply::Busy) => {
                 c.expect_closed("after BUSY the server closes the connection")
                     .await?;
                 saw_busy = true;
                 break;
             }
             _ => {
+                let busy = quoted(&reply_line(&Reply::Busy));
                 let expected = if i > capacity {
-                    "BUSY (the server is at its limit)".to_string()
+                    format!("{busy} (the server is at its limit)")
                 } else {
-                    format!("HELLO {name}, or BUSY at the limit")
+                    format!("{}, or {busy} at the limit", quoted(&reply_line(&hello)))
                 };
                 return Err(c.mismatch(&step, &expected, &got));
             }

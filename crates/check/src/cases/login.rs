@@ -1,19 +1,38 @@
 //! Logging in: the accepted name, a taken name, and every way a name can be invalid.
 
-use tcpchat_proto::{Reply, Request};
+use tcpchat_proto::{Command, Reply, Request, Username};
 
-use super::{CaseResult, Ctx, Done};
+use super::{malformed, CaseResult, Ctx, Done};
 
 /// Length of the name `name-too-long` sends: past any sane bound on a name (ours is 32
 /// bytes), yet well inside any sane line limit, so the answer is about the name.
 const TOO_LONG_NAME_BYTES: usize = 256;
 
 pub(super) async fn login(cx: &mut Ctx) -> CaseResult {
+    // Fresh names are in lower case; this one in upper case is just as fresh, and the same
+    // name in lower case is still free afterwards: names are compared byte for byte
+    // (docs/protocol.md, Names), so `Alice` and `alice` are two users.
+    let lower = cx.fresh_name();
+    let upper = Username::parse(&lower.as_str().to_ascii_uppercase())
+        .expect("a valid name in upper case is valid");
     let mut a = cx.connect().await?;
-    let name = cx.fresh_name();
-    a.send(&Request::HelloFrom(name.clone())).await?;
-    a.expect("log in with a fresh name", &Reply::Hello(name))
-        .await?;
+    a.send(&Request::HelloFrom(upper.clone())).await?;
+    a.expect(
+        "log in with a fresh name in upper case",
+        &Reply::Hello(upper.clone()),
+    )
+    .await
+    .map_err(|f| f.note("repeat the name exactly as the client wrote it"))?;
+    let mut b = cx.connect().await?;
+    b.send(&Request::HelloFrom(lower.clone())).await?;
+    b.expect(
+        &format!("log in as {lower}, which differs from A's {upper} only in case"),
+        &Reply::Hello(lower),
+    )
+    .await
+    .map_err(|f| {
+        f.note("names are case-sensitive: compare them byte for byte, without folding case")
+    })?;
     Ok(Done::Passed)
 }
 
@@ -34,12 +53,12 @@ pub(super) async fn name_in_use(cx: &mut Ctx) -> CaseResult {
 
 pub(super) async fn name_empty(cx: &mut Ctx) -> CaseResult {
     let mut c = cx.connect().await?;
-    c.send_line(b"HELLO-FROM ").await?;
+    c.send_line(&malformed(Command::HelloFrom, b"")).await?;
     c.expect("log in with an empty name", &Reply::BadRqstBody)
         .await?;
     // Without even the space, the name is just as missing; a server may also call the line
     // malformed, so either error is accepted here.
-    c.send_line(b"HELLO-FROM").await?;
+    c.send_line(Command::HelloFrom.as_str().as_bytes()).await?;
     c.expect_one_of(
         "send HELLO-FROM with no name at all",
         &[Reply::BadRqstBody, Reply::BadRqstHdr],
@@ -87,9 +106,7 @@ pub(super) async fn name_not_utf8(cx: &mut Ctx) -> CaseResult {
 /// `HELLO-FROM <name>` must get `BAD-RQST-BODY`, and the connection must still log in.
 async fn rejects_name(cx: &mut Ctx, name: &[u8], what: &str) -> CaseResult {
     let mut c = cx.connect().await?;
-    let mut line = b"HELLO-FROM ".to_vec();
-    line.extend_from_slice(name);
-    c.send_line(&line).await?;
+    c.send_line(&malformed(Command::HelloFrom, name)).await?;
     c.expect(
         &format!("log in with a name with {what}"),
         &Reply::BadRqstBody,

@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use tcpchat_proto::{Reply, Request, Username};
+use tcpchat_proto::{Command, Reply, Request, Username};
 
-use crate::client::{Client, Got, Transcript};
-use crate::failure::Failure;
+use crate::client::{reply_line, Client, Got, Transcript};
+use crate::failure::{escape, Failure};
 
 /// Pause between logins while a full server frees the slots of closed connections.
 const BUSY_RETRY_INTERVAL: Duration = Duration::from_millis(20);
@@ -73,9 +73,10 @@ pub static CASES: &[Case] = &[
     case!(
         "login",
         login::login,
-        "HELLO-FROM with a fresh name gets HELLO <name>",
+        "HELLO-FROM with a fresh name gets HELLO <name>, the name exactly, its case included",
         "A client logs in with `HELLO-FROM <name>`; the server accepts with `HELLO <name>`, \
-         repeating the name exactly."
+         repeating the name exactly. Names are case-sensitive: `Alice` and `alice` are two \
+         users."
     ),
     case!(
         "name-in-use",
@@ -171,9 +172,10 @@ pub static CASES: &[Case] = &[
     case!(
         "send",
         relay::send,
-        "SEND gets SEND-OK and the recipient gets DELIVERY <sender> <msg>",
+        "SEND gets SEND-OK and the recipient, and no one else, gets DELIVERY <sender> <msg>",
         "`SEND <user> <msg>` gets `SEND-OK`, and `<user>` gets `DELIVERY <sender> <msg>` with \
-         the sender's name."
+         the sender's name. The recipient is the whole name, byte for byte: what is sent to \
+         `bobby` never reaches `bob`."
     ),
     case!(
         "send-spaces",
@@ -397,7 +399,7 @@ impl Ctx {
         loop {
             let mut client = self.connect_with(recv_buffer).await?;
             let name = self.fresh_name();
-            let hello = Reply::Hello(name.clone()).to_line();
+            let hello = Reply::Hello(name.clone());
             // A server that answers BUSY at once may have closed before this write lands;
             // what it sent is still readable, so a failed write is not the verdict.
             let _ = client
@@ -405,11 +407,11 @@ impl Ctx {
                 .await;
             let got = client.recv().await;
             match &got {
-                Got::Line(line) if line[..] == hello[..hello.len() - 1] => {
+                got if got.is(&hello) => {
                     client.set_name(name);
                     return Ok(client);
                 }
-                Got::Line(line) if line == b"BUSY" && Instant::now() < deadline => {
+                got if got.is(&Reply::Busy) && Instant::now() < deadline => {
                     client.log_note(
                         "(server full: earlier connections may still be closing; trying again)",
                     );
@@ -419,10 +421,10 @@ impl Ctx {
                 _ => {
                     let failure = client.mismatch(
                         "log in with a fresh name",
-                        &crate::failure::quoted(&hello[..hello.len() - 1]),
+                        &crate::failure::quoted(&reply_line(&hello)),
                         &got,
                     );
-                    return Err(if got == Got::Line(b"BUSY".to_vec()) {
+                    return Err(if got.is(&Reply::Busy) {
                         failure.note(format!(
                             "the server stayed full for {}; is its client limit lower than \
                              this case needs?",
@@ -499,7 +501,7 @@ pub(crate) async fn read_list(client: &mut Client, step: &str) -> Result<Vec<Use
     match Reply::parse(line) {
         Ok(Reply::ListOk(names)) => Ok(names),
         Ok(_) => Err(client.mismatch(step, expected, &got)),
-        Err(e) if line.starts_with(b"LIST-OK") => {
+        Err(e) if line.starts_with(&reply_line(&Reply::ListOk(Vec::new()))) => {
             let failure = client.mismatch(step, expected, &got);
             if failure.note.is_some() {
                 Err(failure)
@@ -523,7 +525,7 @@ pub(crate) fn require_listed(
     for w in want {
         let count = names.iter().filter(|n| n == w).count();
         if count != 1 {
-            let got = format!("LIST-OK {}", join_names(names));
+            let got = listed(names);
             let how = if count == 0 {
                 "is missing"
             } else {
@@ -540,12 +542,18 @@ pub(crate) fn require_listed(
     Ok(())
 }
 
-pub(crate) fn join_names(names: &[Username]) -> String {
-    names
-        .iter()
-        .map(Username::as_str)
-        .collect::<Vec<_>>()
-        .join(",")
+/// The `LIST-OK` line naming `names`, as a report shows it.
+pub(crate) fn listed(names: &[Username]) -> String {
+    escape(&reply_line(&Reply::ListOk(names.to_vec())))
+}
+
+/// `command` followed by a space and `rest`: the start of a request that the protocol crate
+/// would refuse to build (an empty name, a `SEND` without a message), so a case can send it.
+pub(crate) fn malformed(command: Command, rest: &[u8]) -> Vec<u8> {
+    let mut line = command.as_str().as_bytes().to_vec();
+    line.push(b' ');
+    line.extend_from_slice(rest);
+    line
 }
 
 /// `A`..`Z`, then `C26`, `C27`, ...
@@ -592,6 +600,92 @@ mod tests {
             );
             assert!(!case.description.is_empty() && !case.rule.is_empty());
         }
+    }
+
+    /// The protocol's words, taken from the protocol crate itself.
+    fn wire_words() -> Vec<String> {
+        let name = Username::parse("x").expect("literal name");
+        let requests = [Command::HelloFrom, Command::List, Command::Send].map(Command::as_str);
+        let replies = [
+            Reply::Hello(name.clone()),
+            Reply::InUse,
+            Reply::Busy,
+            Reply::ListOk(Vec::new()),
+            Reply::SendOk,
+            Reply::BadDestUser,
+            Reply::Delivery {
+                from: name,
+                body: "x",
+            },
+            Reply::BadRqstHdr,
+            Reply::BadRqstBody,
+        ]
+        .map(|r| {
+            let line = reply_line(&r);
+            let word = line.split(|&b| b == b' ').next().unwrap_or_default();
+            String::from_utf8_lossy(word).into_owned()
+        });
+        requests
+            .iter()
+            .map(|w| w.to_string())
+            .chain(replies)
+            .collect()
+    }
+
+    /// The checker's docs promise that no wire string is spelled here: every line it sends or
+    /// expects is built by `tcpchat-proto` (malformed ones start from a proto-built line or
+    /// [`Command::as_str`]). Wire bytes are byte strings, so a byte-string literal holding a
+    /// protocol word, a `format!` turned into bytes, or one that starts with a protocol word and
+    /// an argument (`"SEND {to} ..."`), is a line spelled by hand. Prose (steps,
+    /// notes) may name the words; unit tests of the reader may spell what a server sends.
+    #[test]
+    fn no_wire_line_is_spelled_by_hand() {
+        let sources = [
+            ("cases/mod.rs", include_str!("mod.rs")),
+            ("cases/commands.rs", include_str!("commands.rs")),
+            ("cases/limits.rs", include_str!("limits.rs")),
+            ("cases/login.rs", include_str!("login.rs")),
+            ("cases/presence.rs", include_str!("presence.rs")),
+            ("cases/relay.rs", include_str!("relay.rs")),
+            ("cases/stream.rs", include_str!("stream.rs")),
+            ("client.rs", include_str!("../client.rs")),
+            ("lib.rs", include_str!("../lib.rs")),
+        ];
+        let words = wire_words();
+        let has_word = |text: &str| {
+            text.split(|c: char| !(c.is_ascii_uppercase() || c == '-'))
+                .any(|token| words.iter().any(|w| w == token))
+        };
+        let mut spelled = Vec::new();
+        for (file, source) in sources {
+            let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+            for (i, line) in code.lines().enumerate() {
+                let trimmed = line.trim_start();
+                if trimmed.starts_with("//") {
+                    continue;
+                }
+                let bytes_literal = line
+                    .split("b\"")
+                    .skip(1)
+                    .any(|rest| has_word(rest.split('"').next().unwrap_or_default()));
+                let formatted_bytes = line.contains("format!(")
+                    && (line.contains(".as_bytes()") || line.contains(".into_bytes()"))
+                    && has_word(line);
+                // `format!("SEND {}...")`: a request or reply with its arguments filled in.
+                let formatted_line = line
+                    .split("format!(\"")
+                    .skip(1)
+                    .any(|rest| words.iter().any(|w| rest.starts_with(&format!("{w} {{"))));
+                if bytes_literal || formatted_bytes || formatted_line {
+                    spelled.push(format!("{file}:{}: {}", i + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            spelled.is_empty(),
+            "build these lines with tcpchat_proto (Request/Reply encode, Command::as_str):\n{}",
+            spelled.join("\n")
+        );
     }
 
     #[test]

@@ -58,8 +58,8 @@ where
                 format!("{}: {step}", w.label()),
                 format!("a LIST-OK without {name}"),
                 format!(
-                    "LIST-OK {} (still listed {} after the disconnect)",
-                    super::join_names(&names),
+                    "{} (still listed {} after the disconnect)",
+                    super::listed(&names),
                     seconds(cx.timeout)
                 ),
             )

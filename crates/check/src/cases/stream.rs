@@ -19,7 +19,7 @@ const CR_HINT: &str = "a line may end in \\r\\n: strip one \\r before the \\n, t
 /// Messages in the ordering case.
 const ORDERED_MESSAGES: usize = 100;
 
-/// Length of the overlong line: far past any sane line limit (the reference server's is
+/// Length of the overlong line's message: far past any sane line limit (the reference server's is
 /// 4096 bytes), small enough to send quickly.
 const OVERLONG_BYTES: usize = 1024 * 1024;
 
@@ -209,10 +209,13 @@ pub(super) async fn message_order(cx: &mut Ctx) -> CaseResult {
 pub(super) async fn overlong_line(cx: &mut Ctx) -> CaseResult {
     let mut w = cx.login().await?;
     let mut a = cx.login().await?;
-    let head = format!("SEND {} ", w.name());
-    let mut line = head.clone().into_bytes();
-    line.resize(OVERLONG_BYTES, b'x');
-    line.push(b'\n');
+    let body = "x".repeat(OVERLONG_BYTES);
+    let line = Request::Send {
+        to: w.name().clone(),
+        body: &body,
+    }
+    .to_line();
+    let head = String::from_utf8_lossy(&line[..line.len() - 1 - body.len()]).into_owned();
 
     // A server may close the connection in the middle of the line: a write error is allowed.
     let mut a_open = match a.write_quietly(&line).await {

@@ -31,8 +31,23 @@ pub enum Defect {
     NoBusy,
     /// Matches commands case-insensitively.
     CaseInsensitive,
-    /// Forgets to free the name when a connection ends.
-    KeepsNameAfterDisconnect,
+    /// Forgets to free the name when a connection ends cleanly (FIN); a reset frees it.
+    KeepsNameAfterEof,
+    /// Forgets to free the name when a connection is reset (the read fails); a FIN frees it.
+    KeepsNameAfterReset,
+    /// Compares names without regard to case: `Alice` is taken once `alice` is online.
+    NamesIgnoreCase,
+    /// Finds the recipient by comparing only as many bytes as an online name has (C's
+    /// `strncmp(name, to, strlen(name))`), so a message to `bobby` reaches `bob`.
+    RecipientByPrefix,
+    /// Delivers the messages that came in one read to one recipient sorted by their text, as
+    /// a server batching them in a sorted map would (`message 10` before `message 2`).
+    SortsBurst,
+    /// Discards whatever came in the same read as the login line (a server that reads the
+    /// login with one reader, then starts another).
+    DropsRestAfterLogin,
+    /// Drops every character outside the Basic Multilingual Plane (emoji) from messages.
+    DropsNonBmp,
     /// `SEND` to yourself gets `BAD-DEST-USER`.
     RejectsSelfSend,
     /// Trims spaces around the message.
@@ -47,7 +62,7 @@ pub enum Defect {
     FirstWordIsName,
     /// Answers `LIST` before login.
     ListBeforeLogin,
-    /// Ignores empty lines instead of answering `BAD-RQST-HDR`.
+    /// Ignores empty lines after login instead of answering `BAD-RQST-HDR`.
     IgnoresEmptyLine,
     /// A second `HELLO-FROM` renames the connection.
     SecondHelloRenames,
@@ -207,15 +222,24 @@ async fn serve(stream: TcpStream, shared: &Shared) {
         tx: tx.clone(),
         utx: utx.clone(),
         kill: kill.clone(),
+        burst: Vec::new(),
     };
     let mut buf: Vec<u8> = Vec::new();
     let mut discarding = false;
     let mut chunk = vec![0u8; 4096];
+    let mut ending = Ending::Killed;
     'read: loop {
         let n = tokio::select! {
             () = kill.cancelled() => break,
             r = rd.read(&mut chunk) => match r {
-                Ok(0) | Err(_) => break,
+                Ok(0) => {
+                    ending = Ending::Eof;
+                    break;
+                }
+                Err(_) => {
+                    ending = Ending::Reset;
+                    break;
+                }
                 Ok(n) => n,
             },
         };
@@ -256,8 +280,15 @@ async fn serve(stream: TcpStream, shared: &Shared) {
                         conn.reply(&Reply::BadRqstBody);
                         continue;
                     }
+                    let was_in = conn.name.is_some();
                     if !conn.handle(&line).await {
                         break 'read;
+                    }
+                    if shared.defect == Defect::DropsRestAfterLogin
+                        && !was_in
+                        && conn.name.is_some()
+                    {
+                        data = &[];
                     }
                 }
                 None => {
@@ -271,9 +302,14 @@ async fn serve(stream: TcpStream, shared: &Shared) {
                 }
             }
         }
+        conn.flush_burst();
     }
     if let Some(name) = conn.name.take() {
-        if shared.defect != Defect::KeepsNameAfterDisconnect {
+        let keep = matches!(
+            (shared.defect, ending),
+            (Defect::KeepsNameAfterEof, Ending::Eof) | (Defect::KeepsNameAfterReset, Ending::Reset)
+        );
+        if !keep {
             lock(&shared.users).remove(&name);
         }
     }
@@ -283,6 +319,17 @@ async fn serve(stream: TcpStream, shared: &Shared) {
     drop(utx);
     let _ = tokio::time::timeout(Duration::from_millis(200), writer).await;
     kill.cancel();
+}
+
+/// How a connection's read loop ended.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// The client closed cleanly (FIN): the read returned 0.
+    Eof,
+    /// The read failed: a reset, as when the client is killed.
+    Reset,
+    /// The server ended it (shutdown, a dropped slow reader, a close after a reply).
+    Killed,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -295,9 +342,21 @@ struct Conn<'a> {
     tx: mpsc::Sender<Vec<u8>>,
     utx: mpsc::UnboundedSender<Vec<u8>>,
     kill: CancellationToken,
+    /// [`Defect::SortsBurst`]: deliveries held until the end of the read, with the
+    /// recipient's name and queue.
+    burst: Vec<(String, Vec<u8>, mpsc::Sender<Vec<u8>>)>,
 }
 
 impl Conn<'_> {
+    /// Hands out the deliveries held back by [`Defect::SortsBurst`], sorted.
+    fn flush_burst(&mut self) {
+        let mut burst = std::mem::take(&mut self.burst);
+        burst.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        for (_, line, tx) in burst {
+            let _ = tx.try_send(line);
+        }
+    }
+
     fn reply(&self, reply: &Reply<'_>) {
         self.raw(reply.to_line());
     }
@@ -348,6 +407,7 @@ impl Conn<'_> {
                 let body = match d {
                     Defect::TrimsMessage => body.trim().to_string(),
                     Defect::Latin1Messages => latin1(body.as_bytes()),
+                    Defect::DropsNonBmp => body.chars().filter(|&c| c <= '\u{ffff}').collect(),
                     _ => body.to_string(),
                 };
                 self.send(&me, to.as_str(), &body).await;
@@ -420,9 +480,7 @@ impl Conn<'_> {
                 true
             }
             _ => {
-                if !(line.is_empty() && d == Defect::IgnoresEmptyLine) {
-                    self.reply(&Reply::BadRqstHdr);
-                }
+                self.reply(&Reply::BadRqstHdr);
                 true
             }
         }
@@ -430,7 +488,14 @@ impl Conn<'_> {
 
     fn login(&mut self, name: String) -> bool {
         let mut users = lock(&self.shared.users);
-        if users.contains_key(&name) {
+        let taken = if self.shared.defect == Defect::NamesIgnoreCase {
+            users
+                .keys()
+                .any(|n| n.to_lowercase() == name.to_lowercase())
+        } else {
+            users.contains_key(&name)
+        };
+        if taken {
             drop(users);
             self.reply(&Reply::InUse);
             return self.shared.defect != Defect::ClosesOnInUse;
@@ -467,7 +532,7 @@ impl Conn<'_> {
         self.raw(with_arg(&Reply::ListOk(Vec::new()), &names.join(sep)));
     }
 
-    async fn send(&self, me: &str, to: &str, body: &str) {
+    async fn send(&mut self, me: &str, to: &str, body: &str) {
         let d = self.shared.defect;
         if d == Defect::RejectsSelfSend && to == me {
             self.reply(&Reply::BadDestUser);
@@ -477,11 +542,25 @@ impl Conn<'_> {
         Reply::encode_delivery(&mut line, me, body);
         let target = {
             let users = lock(&self.shared.users);
-            users
-                .get(to)
-                .map(|p| (p.tx.clone(), p.unbounded.clone(), p.kill.clone()))
+            let to = if d == Defect::RecipientByPrefix {
+                users
+                    .keys()
+                    .filter(|n| to.starts_with(n.as_str()))
+                    .min()
+                    .map_or(to, String::as_str)
+            } else {
+                to
+            };
+            users.get(to).map(|p| {
+                (
+                    to.to_string(),
+                    p.tx.clone(),
+                    p.unbounded.clone(),
+                    p.kill.clone(),
+                )
+            })
         };
-        let Some((tx, unbounded, kill)) = target else {
+        let Some((to, tx, unbounded, kill)) = target else {
             let reply = if d == Defect::SendOkToUnknownUser {
                 Reply::SendOk
             } else {
@@ -490,14 +569,19 @@ impl Conn<'_> {
             self.reply(&reply);
             return;
         };
-        if let Some(utx) = unbounded {
+        let held = self.burst.iter().filter(|(name, ..)| *name == to).count();
+        // Held lines still count against the recipient's queue, so a stuck reader is dropped
+        // as without the defect.
+        if d == Defect::SortsBurst && tx.capacity() > held {
+            self.burst.push((to, line, tx));
+        } else if let Some(utx) = unbounded {
             let _ = utx.send(line);
         } else if d == Defect::BlocksOnSlowReader {
             let _ = tx.send(line).await;
         } else if tx.try_send(line).is_err() {
             // Its queue is full: drop that client, never wait for it.
             kill.cancel();
-            lock(&self.shared.users).remove(to);
+            lock(&self.shared.users).remove(&to);
             self.reply(&Reply::BadDestUser);
             return;
         }
