@@ -20,7 +20,7 @@ mod client;
 mod failure;
 pub mod report;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -69,8 +69,8 @@ impl Config {
 pub enum CheckError {
     #[error("unknown case {0:?} (`tcpchat check --list` shows every case)")]
     UnknownCase(String),
-    #[error("invalid server address {0:?}: expected HOST, HOST:PORT or [IPv6]:PORT")]
-    BadTarget(String),
+    #[error(transparent)]
+    BadTarget(#[from] tcpchat_proto::AddressError),
     #[error("cannot resolve {target}: {source}")]
     Resolve {
         target: String,
@@ -174,8 +174,8 @@ pub async fn run(
 
 /// Resolves `HOST[:PORT]` to the first address it names.
 async fn resolve(target: &str) -> Result<SocketAddr, CheckError> {
-    let (host, port) = split_target(target)?;
-    let mut addrs = tokio::net::lookup_host((host.as_str(), port))
+    let target_addr = tcpchat_proto::HostPort::parse(target)?;
+    let mut addrs = tokio::net::lookup_host((target_addr.host(), target_addr.port()))
         .await
         .map_err(|source| CheckError::Resolve {
             target: target.to_string(),
@@ -184,29 +184,6 @@ async fn resolve(target: &str) -> Result<SocketAddr, CheckError> {
     addrs
         .next()
         .ok_or_else(|| CheckError::NoAddress(target.to_string()))
-}
-
-/// Splits `HOST[:PORT]` into host and port, the port defaulting to the protocol's.
-fn split_target(target: &str) -> Result<(String, u16), CheckError> {
-    let bad = || CheckError::BadTarget(target.to_string());
-    if let Ok(addr) = target.parse::<SocketAddr>() {
-        return Ok((addr.ip().to_string(), addr.port()));
-    }
-    if let Ok(ip) = target.parse::<IpAddr>() {
-        return Ok((ip.to_string(), tcpchat_proto::DEFAULT_PORT));
-    }
-    if let Some(inner) = target.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-        let ip: IpAddr = inner.parse().map_err(|_| bad())?;
-        return Ok((ip.to_string(), tcpchat_proto::DEFAULT_PORT));
-    }
-    let (host, port) = match target.rsplit_once(':') {
-        Some((host, port)) => (host, port.parse::<u16>().map_err(|_| bad())?),
-        None => (target, tcpchat_proto::DEFAULT_PORT),
-    };
-    if host.is_empty() || host.contains(':') || host.contains(char::is_whitespace) {
-        return Err(bad());
-    }
-    Ok((host.to_string(), port))
 }
 
 /// Connects once, so an unreachable server is one clear error instead of every case failing.
@@ -227,31 +204,6 @@ async fn probe(address: SocketAddr, wait: Duration) -> Result<(), CheckError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets() {
-        let port = tcpchat_proto::DEFAULT_PORT;
-        let ok: &[(&str, (&str, u16))] = &[
-            ("localhost", ("localhost", port)),
-            ("localhost:5379", ("localhost", 5379)),
-            ("127.0.0.1", ("127.0.0.1", port)),
-            ("127.0.0.1:1", ("127.0.0.1", 1)),
-            ("::1", ("::1", port)),
-            ("[::1]", ("::1", port)),
-            ("[::1]:5379", ("::1", 5379)),
-            ("chat.example.org:5378", ("chat.example.org", 5378)),
-        ];
-        for (input, (host, p)) in ok {
-            let got = split_target(input).map_err(|e| e.to_string());
-            assert_eq!(got, Ok((host.to_string(), *p)), "target {input:?}");
-        }
-        for bad in ["", ":5378", "host:port", "host:99999", "a b:1", "[::1"] {
-            assert!(
-                split_target(bad).is_err(),
-                "target {bad:?} should be refused"
-            );
-        }
-    }
 
     #[test]
     fn select_keeps_table_order_and_refuses_unknown_names() {

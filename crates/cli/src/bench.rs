@@ -130,22 +130,11 @@ fn resolve(target: &str, dialect: DialectArg) -> anyhow::Result<SocketAddr> {
         DialectArg::Classic => tcpchat_proto::DEFAULT_PORT,
         DialectArg::Irc => IRC_PORT,
     };
-    let with_port = if target.parse::<SocketAddr>().is_ok()
-        || target
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
-    {
-        target.to_owned()
-    } else if target.contains(':') && !target.starts_with('[') {
-        format!("[{target}]:{port}")
-    } else {
-        format!("{target}:{port}")
-    };
-    with_port
+    let server = tcpchat_proto::HostPort::parse_with_default(target, port)
+        .map_err(|e| usage(e.to_string()))?;
+    (server.host(), server.port())
         .to_socket_addrs()
-        .with_context(|| {
-            format!("cannot resolve {target:?} (expected HOST or HOST:PORT, e.g. 127.0.0.1:5378)")
-        })?
+        .with_context(|| format!("cannot resolve {target:?}"))?
         .next()
         .ok_or_else(|| usage(format!("{target:?} resolves to no address")))
 }

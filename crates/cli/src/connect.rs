@@ -47,7 +47,7 @@ pub fn full_screen(args: &ConnectArgs) -> bool {
 /// # Errors
 /// When connecting or logging in is impossible in plain mode, or the terminal fails.
 pub fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    let server = server_address(&args.server);
+    let server = server_address(&args.server).map_err(|e| crate::UsageError(e.to_string()))?;
     let plain = !full_screen(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

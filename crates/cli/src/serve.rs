@@ -1,13 +1,22 @@
 //! `tcpchat serve`: settings from flags, environment and an optional TOML file, then the
 //! server until SIGINT or SIGTERM.
 //!
-//! Precedence, highest first: command-line flag, environment variable, config file, built-in
-//! default. Clap fills a flag's value from its environment variable when the flag is absent,
-//! so "flag or env" arrives here as one `Option`, and the file only fills what is still unset.
+//! Every setting is declared once, in [`Settings`]: its flag, environment variable, file key
+//! (the field name), help text and type. The same struct is what clap fills from flags and
+//! environment and what serde fills from the file, each field an `Option` that is `None` when
+//! that source leaves it unset. Precedence, highest first: command-line flag, environment
+//! variable, config file, default. Clap already prefers a flag to its environment variable,
+//! so the two arrive as one value and the file fills only what is still unset.
+//!
+//! Defaults are the server's own, [`Config::default`]; `--help` shows them from there, so
+//! neither the help text nor this module repeats a number. The rules a value must obey are
+//! the server's too ([`Config::validate`]); this module only parses text into values.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,70 +24,133 @@ use clap::Args;
 use serde::Deserialize;
 use tcpchat_redis::{ClusterConfig, NodeId, RedisHub};
 use tcpchat_server::{Config, Keepalive};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::UsageError;
 
-/// Default listen address: every interface, the course server's port.
-const DEFAULT_LISTEN: &str = "0.0.0.0:5378";
+/// Default listen address: every interface, the protocol's port. The one default that is
+/// the binary's rather than the server's (the server is handed a bound listener).
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    tcpchat_proto::DEFAULT_PORT,
+);
 
-#[derive(Debug, Default, Args)]
-pub struct ServeArgs {
+/// Declares [`Settings`]: each field once, with its clap and serde attributes and the
+/// default `--help` shows for it (computed from [`Config::default`] by `|c| ...`). It also
+/// writes the two functions that would otherwise repeat the list of fields, so adding a
+/// setting is one entry here plus the code that uses the value.
+macro_rules! settings {
+    ($(
+        $(#[$attr:meta])*
+        $field:ident: $ty:ty = |$c:ident| $shown:expr;
+    )*) => {
+        // Plain comments, not `///`: clap would make a doc comment the subcommand's about.
+        // Every field optional: `None` means "this source does not set it".
+        #[derive(Debug, Default, Args, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[command(mut_args = show_default)]
+        pub struct Settings {
+            $( $(#[$attr])* $field: Option<$ty>, )*
+        }
+
+        impl Settings {
+            /// Each setting from `self`, or from `lower` where `self` leaves it unset.
+            fn or(self, lower: Self) -> Self {
+                Self { $( $field: self.$field.or(lower.$field), )* }
+            }
+
+            /// The default `--help` shows for the setting with clap id `id`.
+            fn shown_default(id: &str) -> Option<String> {
+                let defaults = Config::default();
+                $(
+                    if id == stringify!($field) {
+                        let $c = &defaults;
+                        return Some($shown.to_string());
+                    }
+                )*
+                None
+            }
+        }
+    };
+}
+
+settings! {
     /// Address to listen on, e.g. 0.0.0.0:5378, 127.0.0.1:6000 or [::]:5378
-    /// [default: 0.0.0.0:5378]
     #[arg(long, env = "TCPCHAT_LISTEN", value_name = "ADDR")]
-    listen: Option<SocketAddr>,
+    listen: Listen = |_c| DEFAULT_LISTEN;
 
     /// Connections served at once, logged in or not; one more is answered BUSY and closed
-    /// [default: 10000]
     #[arg(long, env = "TCPCHAT_MAX_CLIENTS", value_name = "N")]
-    max_clients: Option<usize>,
+    max_clients: usize = |c| c.max_clients;
 
     /// Longest accepted line in bytes, not counting the newline; longer lines get an error
-    /// reply and are discarded [default: 4096]
+    /// reply and are discarded
     #[arg(long, env = "TCPCHAT_MAX_LINE", value_name = "BYTES")]
-    max_line: Option<usize>,
+    max_line: usize = |c| c.max_line_bytes;
 
-    /// Close connections that have not logged in after this long, e.g. 30s [default: 30s]
+    /// Close connections that have not logged in after this long, e.g. 30s
     #[arg(long, env = "TCPCHAT_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
-    handshake_timeout: Option<String>,
+    handshake_timeout: Span = |c| Span(c.handshake_timeout);
 
     /// Close logged-in connections silent for this long; "off" never does (classic clients
-    /// cannot send keepalives, so dead peers are found by TCP keepalive) [default: off]
+    /// cannot send keepalives, so dead peers are found by TCP keepalive)
     #[arg(long, env = "TCPCHAT_IDLE_TIMEOUT", value_name = "DURATION")]
-    idle_timeout: Option<String>,
+    idle_timeout: SpanOrOff = |c| SpanOrOff(c.idle_timeout);
 
-    /// TCP keepalive: silence before probing a peer; "off" disables probing [default: 60s]
+    /// TCP keepalive: silence before probing a peer, in whole seconds; "off" disables probing
     #[arg(long, env = "TCPCHAT_KEEPALIVE", value_name = "DURATION")]
-    keepalive: Option<String>,
+    keepalive: SpanOrOff = |c| SpanOrOff(c.keepalive.map(|k| k.idle));
 
-    /// TCP keepalive: time between probes [default: 10s]
+    /// TCP keepalive: time between probes, in whole seconds
     #[arg(long, env = "TCPCHAT_KEEPALIVE_INTERVAL", value_name = "DURATION")]
-    keepalive_interval: Option<String>,
+    keepalive_interval: Span = |c| Span(c.keepalive.unwrap_or_default().interval);
 
-    /// TCP keepalive: unanswered probes before a peer is declared dead [default: 3]
+    /// TCP keepalive: unanswered probes before a peer is declared dead
     #[arg(long, env = "TCPCHAT_KEEPALIVE_PROBES", value_name = "N")]
-    keepalive_probes: Option<u32>,
+    keepalive_probes: u32 = |c| c.keepalive.unwrap_or_default().probes;
 
     /// Bytes that may wait unsent for one connection; a peer that stops reading is dropped
-    /// when it has this much queued [default: 262144]
+    /// when it has this much queued
     #[arg(long, env = "TCPCHAT_MAX_OUTBOX", value_name = "BYTES")]
-    max_outbox: Option<usize>,
+    max_outbox: usize = |c| c.outbox_limit_bytes;
 
-    /// On shutdown, how long connections get to receive what is queued for them [default: 5s]
+    /// On shutdown, how long connections get to receive what is queued for them; "off" or 0
+    /// closes them at once
     #[arg(long, env = "TCPCHAT_SHUTDOWN_GRACE", value_name = "DURATION")]
-    shutdown_grace: Option<String>,
+    shutdown_grace: SpanOrOff = |c| SpanOrOff(Some(c.shutdown_grace));
 
     /// Cluster mode: share names and messages with every node using this Redis, e.g.
     /// redis://10.0.0.5:6379 or redis://127.0.0.1:6379/2 (see docs/cluster.md)
-    /// [default: off, everything in this process]
     #[arg(long, env = "TCPCHAT_CLUSTER", value_name = "URL")]
-    cluster: Option<String>,
+    cluster: String = |_c| "off, everything in this process";
 
     /// Cluster mode: this node's id, unique among the nodes (letters, digits, '.', '_', '-')
-    /// [default: a random one, shown in the log]
     #[arg(long, env = "TCPCHAT_NODE_ID", value_name = "ID")]
-    node_id: Option<String>,
+    node_id: String = |_c| "a random one, shown in the log";
+}
+
+/// Appends "[default: ...]" to the help of each setting, from [`Settings::shown_default`].
+fn show_default(arg: clap::Arg) -> clap::Arg {
+    let Some(default) = Settings::shown_default(arg.get_id().as_str()) else {
+        return arg;
+    };
+    let with_default = |help: &clap::builder::StyledStr| format!("{help} [default: {default}]");
+    let help = arg.get_help().map(with_default);
+    let long_help = arg.get_long_help().map(with_default);
+    let arg = match help {
+        Some(help) => arg.help(help),
+        None => arg,
+    };
+    match long_help {
+        Some(long_help) => arg.long_help(long_help),
+        None => arg,
+    }
+}
+
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    settings: Settings,
 
     /// Read settings from this TOML file (keys as the flags, with underscores:
     /// listen, max_clients, max_line, handshake_timeout, ...); flags and environment win
@@ -86,27 +158,89 @@ pub struct ServeArgs {
     config: Option<PathBuf>,
 }
 
-/// The config file: the same settings as the flags, every one optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSettings {
-    listen: Option<String>,
-    max_clients: Option<usize>,
-    max_line: Option<usize>,
-    handshake_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    keepalive: Option<String>,
-    keepalive_interval: Option<String>,
-    keepalive_probes: Option<u32>,
-    max_outbox: Option<usize>,
-    shutdown_grace: Option<String>,
-    cluster: Option<String>,
-    node_id: Option<String>,
+/// An address to listen on: an IP address and a port (no name: the server binds, it does
+/// not resolve).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct Listen(SocketAddr);
+
+impl FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.trim().parse().map(Self).map_err(|e| {
+            format!(
+                "invalid listen address {s:?}: {e} (write IP:PORT, e.g. 0.0.0.0:5378 or [::]:5378)"
+            )
+        })
+    }
 }
+
+/// A duration, written as "30s", "1m 30s" or "500ms".
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct Span(Duration);
+
+impl FromStr for Span {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s.trim()).map(Self).map_err(|e| {
+            format!("invalid duration {s:?}: {e} (write one such as 30s, 2m or 500ms)")
+        })
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+/// A duration or "off" (`None`); any zero duration ("0", "0s") is off too.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct SpanOrOff(Option<Duration>);
+
+impl FromStr for SpanOrOff {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let v = s.trim();
+        if v.eq_ignore_ascii_case("off") || v == "0" {
+            return Ok(Self(None));
+        }
+        humantime::parse_duration(v)
+            .map(|d| Self((!d.is_zero()).then_some(d)))
+            .map_err(|e| {
+                format!("invalid duration {s:?}: {e} (write one such as 30s, 2m or 500ms, or off)")
+            })
+    }
+}
+
+impl fmt::Display for SpanOrOff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(d) if !d.is_zero() => Span(d).fmt(f),
+            _ => f.write_str("off"),
+        }
+    }
+}
+
+/// Serde's `try_from = "String"` for the value types: the same parser as the flags, so a
+/// value means the same and is refused with the same words from every source.
+macro_rules! from_string {
+    ($($ty:ty),*) => {$(
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse()
+            }
+        }
+    )*};
+}
+from_string!(Listen, Span, SpanOrOff);
 
 /// Resolved settings: where to listen and how to serve.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Settings {
+pub struct Resolved {
     pub listen: SocketAddr,
     pub config: Config,
     /// `Some` in cluster mode.
@@ -124,125 +258,53 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
-/// Parses "30s", "1m 30s", "500ms"; `allow_off` also accepts "off"/"0" as `None`.
-fn duration(name: &str, value: &str, allow_off: bool) -> anyhow::Result<Option<Duration>> {
-    let v = value.trim();
-    if allow_off && (v.eq_ignore_ascii_case("off") || v == "0") {
-        return Ok(None);
-    }
-    let d = humantime::parse_duration(v).map_err(|e| {
-        usage(format!(
-            "invalid {name} {value:?}: {e} (write a duration such as 30s, 2m or 500ms{})",
-            if allow_off { ", or off" } else { "" }
-        ))
-    })?;
-    if d.is_zero() {
-        return Err(usage(format!(
-            "invalid {name} {value:?}: must be longer than zero"
-        )));
-    }
-    Ok(Some(d))
-}
-
 impl ServeArgs {
     /// Merges flags/env, the config file and the defaults, and validates the result.
     ///
     /// # Errors
     /// A [`UsageError`] naming the setting, the bad value and what would be accepted.
-    pub fn resolve(self) -> anyhow::Result<Settings> {
+    pub fn resolve(self) -> anyhow::Result<Resolved> {
         let file = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     usage(format!("cannot read config file {}: {e}", path.display()))
                 })?;
-                toml::from_str::<FileSettings>(&text)
+                toml::from_str::<Settings>(&text)
                     .map_err(|e| usage(format!("invalid config file {}: {e}", path.display())))?
             }
-            None => FileSettings::default(),
+            None => Settings::default(),
         };
+        let s = self.settings.or(file);
+
         let defaults = Config::default();
+        let base = defaults.keepalive.unwrap_or_default();
+        let keepalive_idle = s
+            .keepalive
+            .map_or(defaults.keepalive.map(|k| k.idle), |v| v.0);
+        let config = Config {
+            max_clients: s.max_clients.unwrap_or(defaults.max_clients),
+            max_line_bytes: s.max_line.unwrap_or(defaults.max_line_bytes),
+            handshake_timeout: s
+                .handshake_timeout
+                .map_or(defaults.handshake_timeout, |v| v.0),
+            idle_timeout: s.idle_timeout.map_or(defaults.idle_timeout, |v| v.0),
+            keepalive: keepalive_idle.map(|idle| Keepalive {
+                idle,
+                interval: s.keepalive_interval.map_or(base.interval, |v| v.0),
+                probes: s.keepalive_probes.unwrap_or(base.probes),
+            }),
+            outbox_limit_bytes: s.max_outbox.unwrap_or(defaults.outbox_limit_bytes),
+            shutdown_grace: s
+                .shutdown_grace
+                .map_or(defaults.shutdown_grace, |v| v.0.unwrap_or_default()),
+        };
+        config.validate().map_err(|e| usage(e.to_string()))?;
 
-        let listen = match self.listen {
-            Some(addr) => addr,
-            None => {
-                let text = file.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-                text.parse().map_err(|e| {
-                    usage(format!(
-                        "invalid listen address {text:?}: {e} (write HOST:PORT, e.g. 0.0.0.0:5378 or [::]:5378)"
-                    ))
-                })?
-            }
-        };
-
-        let max_clients = self
-            .max_clients
-            .or(file.max_clients)
-            .unwrap_or(defaults.max_clients);
-        if max_clients == 0 {
-            return Err(usage("invalid max-clients 0: must be at least 1"));
-        }
-        let max_line_bytes = self
-            .max_line
-            .or(file.max_line)
-            .unwrap_or(defaults.max_line_bytes);
-        // The longest valid login line must fit, or nobody could log in.
-        let min_line = "HELLO-FROM ".len() + tcpchat_proto::MAX_NAME_BYTES;
-        if !(min_line..=1 << 24).contains(&max_line_bytes) {
-            return Err(usage(format!(
-                "invalid max-line {max_line_bytes}: must be between {min_line} (a login with the longest name) and 16777216"
-            )));
-        }
-        let outbox_limit_bytes = self
-            .max_outbox
-            .or(file.max_outbox)
-            .unwrap_or(defaults.outbox_limit_bytes);
-        if outbox_limit_bytes < max_line_bytes {
-            return Err(usage(format!(
-                "invalid max-outbox {outbox_limit_bytes}: must be at least max-line ({max_line_bytes}), or no full line could ever be queued"
-            )));
-        }
-
-        let handshake_timeout = match self.handshake_timeout.or(file.handshake_timeout) {
-            Some(v) => {
-                duration("handshake-timeout", &v, false)?.unwrap_or(defaults.handshake_timeout)
-            }
-            None => defaults.handshake_timeout,
-        };
-        let idle_timeout = match self.idle_timeout.or(file.idle_timeout) {
-            Some(v) => duration("idle-timeout", &v, true)?,
-            None => defaults.idle_timeout,
-        };
-        let base = Keepalive::default();
-        let keepalive_idle = match self.keepalive.or(file.keepalive) {
-            Some(v) => duration("keepalive", &v, true)?,
-            None => Some(base.idle),
-        };
-        let interval = match self.keepalive_interval.or(file.keepalive_interval) {
-            Some(v) => duration("keepalive-interval", &v, false)?.unwrap_or(base.interval),
-            None => base.interval,
-        };
-        let probes = self
-            .keepalive_probes
-            .or(file.keepalive_probes)
-            .unwrap_or(base.probes);
-        if probes == 0 {
-            return Err(usage("invalid keepalive-probes 0: must be at least 1"));
-        }
-        let keepalive = keepalive_idle.map(|idle| Keepalive {
-            idle,
-            interval,
-            probes,
-        });
-        let shutdown_grace = match self.shutdown_grace.or(file.shutdown_grace) {
-            Some(v) => duration("shutdown-grace", &v, true)?.unwrap_or(Duration::ZERO),
-            None => defaults.shutdown_grace,
-        };
-
-        let node_id = match self.node_id.or(file.node_id) {
+        let node_id = match s.node_id {
             Some(id) => Some(NodeId::parse(&id).map_err(|e| usage(e.to_string()))?),
             None => None,
         };
-        let cluster = match self.cluster.or(file.cluster) {
+        let cluster = match s.cluster {
             Some(url) => {
                 tcpchat_redis::check_url(&url).map_err(|e| usage(e.to_string()))?;
                 Some(Cluster {
@@ -258,29 +320,23 @@ impl ServeArgs {
             None => None,
         };
 
-        Ok(Settings {
-            listen,
+        Ok(Resolved {
+            listen: s.listen.map_or(DEFAULT_LISTEN, |l| l.0),
             cluster,
-            config: Config {
-                max_clients,
-                max_line_bytes,
-                handshake_timeout,
-                idle_timeout,
-                keepalive,
-                outbox_limit_bytes,
-                shutdown_grace,
-            },
+            config,
         })
     }
 }
 
 /// Runs `tcpchat serve` to completion.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let Settings {
+    let Resolved {
         listen,
         config,
         cluster,
     } = args.resolve()?;
+    // Every value in force, whichever source it came from: what an operator checks first.
+    debug!(%listen, ?config, cluster = cluster.as_ref().map(|c| c.url.as_str()), "settings");
     raise_fd_limit(config.max_clients);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -377,7 +433,7 @@ mod tests {
         args: ServeArgs,
     }
 
-    fn resolve(argv: &[&str]) -> anyhow::Result<Settings> {
+    fn resolve(argv: &[&str]) -> anyhow::Result<Resolved> {
         let mut full = vec!["serve"];
         full.extend_from_slice(argv);
         T::try_parse_from(full)
@@ -415,10 +471,142 @@ mod tests {
         }
     }
 
+    /// Every setting but the cluster ones, as flags and as file lines, with values derived
+    /// from `n` (so two calls differ in every one), and the `Config` they mean.
+    fn everything_set(listen: &str, n: u32) -> (Vec<String>, String, SocketAddr, Config) {
+        let values = [
+            ("listen", listen.to_owned()),
+            ("max_clients", n.to_string()),
+            ("max_line", (100 + n).to_string()),
+            ("handshake_timeout", format!("{n}s")),
+            ("idle_timeout", format!("{n}m")),
+            ("keepalive", format!("{}s", n + 1)),
+            ("keepalive_interval", format!("{}s", n + 2)),
+            ("keepalive_probes", (n + 3).to_string()),
+            ("max_outbox", (1000 + n).to_string()),
+            ("shutdown_grace", format!("{n}ms")),
+        ];
+        let flags = values
+            .iter()
+            .flat_map(|(key, v)| [format!("--{}", key.replace('_', "-")), v.clone()])
+            .collect();
+        let file = values
+            .iter()
+            .map(|(key, v)| match v.parse::<u64>() {
+                Ok(_) => format!("{key} = {v}\n"),
+                Err(_) => format!("{key} = {v:?}\n"),
+            })
+            .collect();
+        let secs = |s: u32| Duration::from_secs(u64::from(s));
+        let config = Config {
+            max_clients: n as usize,
+            max_line_bytes: 100 + n as usize,
+            handshake_timeout: secs(n),
+            idle_timeout: Some(secs(60 * n)),
+            keepalive: Some(Keepalive {
+                idle: secs(n + 1),
+                interval: secs(n + 2),
+                probes: n + 3,
+            }),
+            outbox_limit_bytes: 1000 + n as usize,
+            shutdown_grace: Duration::from_millis(u64::from(n)),
+        };
+        (flags, file, listen.parse().expect("addr"), config)
+    }
+
+    #[test]
+    fn each_source_sets_every_setting_and_flags_win_over_the_file() {
+        let (flags, _, flag_listen, flag_config) = everything_set("127.0.0.2:6001", 7);
+        let (_, file_text, file_listen, file_config) = everything_set("127.0.0.3:6002", 8);
+        let f = file(&file_text);
+        let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+
+        let s = resolve(&flag_refs).expect("flags alone");
+        assert_eq!((s.listen, &s.config), (flag_listen, &flag_config), "flags");
+        let s = resolve(&["--config", &f.arg()]).expect("file alone");
+        assert_eq!((s.listen, &s.config), (file_listen, &file_config), "file");
+        let mut both = vec!["--config", f.0.to_str().expect("utf-8 temp path")];
+        both.extend_from_slice(&flag_refs);
+        let s = resolve(&both).expect("flags and file");
+        assert_eq!(
+            (s.listen, &s.config),
+            (flag_listen, &flag_config),
+            "flags win"
+        );
+    }
+
+    /// `--help` shows each default, and those shown values, given back as flags, are exactly
+    /// [`Config::default`]: the help cannot drift from the defaults in force.
+    #[test]
+    fn help_shows_the_defaults_in_force() {
+        use clap::CommandFactory;
+        let mut cmd = T::command();
+        cmd.build();
+        let mut argv = Vec::new();
+        let mut described = Vec::new();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "config" | "help") {
+                continue;
+            }
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            let shown = help
+                .rsplit_once("[default: ")
+                .and_then(|(_, rest)| rest.strip_suffix(']'))
+                .unwrap_or_else(|| panic!("--help of {id} shows no default: {help:?}"))
+                .to_owned();
+            if matches!(id, "cluster" | "node_id") {
+                described.push(shown);
+                continue;
+            }
+            argv.push(format!(
+                "--{}",
+                arg.get_long().expect("every setting is a long flag")
+            ));
+            argv.push(shown);
+        }
+        assert_eq!(
+            argv.len(),
+            2 * 10,
+            "every setting shows its default: {argv:?}"
+        );
+        assert_eq!(
+            described,
+            [
+                "off, everything in this process",
+                "a random one, shown in the log"
+            ]
+        );
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let s = resolve(&refs).expect("the shown defaults are valid");
+        assert_eq!(s.config, Config::default(), "shown: {argv:?}");
+        assert_eq!(s.listen, DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn durations_and_off() {
+        let s = resolve(&[
+            "--idle-timeout",
+            "0s",
+            "--keepalive",
+            "OFF",
+            "--shutdown-grace",
+            "off",
+        ])
+        .expect("off values");
+        assert_eq!(s.config.idle_timeout, None);
+        assert_eq!(s.config.keepalive, None);
+        assert_eq!(s.config.shutdown_grace, Duration::ZERO);
+        let s = resolve(&["--idle-timeout", "1m 30s", "--handshake-timeout", "500ms"])
+            .expect("compound durations");
+        assert_eq!(s.config.idle_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(s.config.handshake_timeout, Duration::from_millis(500));
+    }
+
     #[test]
     fn defaults() {
         let s = resolve(&[]).expect("defaults are valid");
-        assert_eq!(s.listen, DEFAULT_LISTEN.parse().expect("addr"));
+        assert_eq!(s.listen, DEFAULT_LISTEN);
         assert_eq!(s.config, Config::default());
     }
 
@@ -491,6 +679,7 @@ mod tests {
     fn invalid_settings_are_usage_errors() {
         let unknown_key = file("max_client = 3\n");
         let bad_toml = file("max_clients = \n");
+        let bad_value = file("keepalive_interval = \"soon\"\n");
         let cases: Vec<(Vec<String>, &str)> = vec![
             (vec!["--max-clients".into(), "0".into()], "max-clients"),
             (vec!["--max-line".into(), "10".into()], "max-line"),
@@ -507,6 +696,18 @@ mod tests {
                 "keepalive-probes",
             ),
             (vec!["--max-outbox".into(), "10".into()], "max-outbox"),
+            (
+                vec!["--keepalive".into(), "1500ms".into()],
+                "invalid keepalive 1.5s: must be whole seconds",
+            ),
+            (
+                vec!["--keepalive-probes".into(), "200".into()],
+                "keepalive-probes",
+            ),
+            (
+                vec!["--config".into(), bad_value.arg()],
+                "invalid duration \"soon\"",
+            ),
             (vec!["--listen".into(), "localhost".into()], "listen"),
             (
                 vec!["--cluster".into(), "127.0.0.1:6379".into()],

@@ -2,11 +2,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 mod common;
 
-use common::{scrub, tcpchat, Server, PATIENCE};
+use common::{lines_of, scrub, tcpchat, wait_for, Server, PATIENCE};
+use tcpchat_server::{Config, Keepalive};
 
 fn serve(extra: &[&str]) -> Server {
     Server::start("127.0.0.1:0", extra)
@@ -178,4 +180,184 @@ fn accept_errors_back_off_and_recover() {
     assert_eq!(read_line(&mut r), "HELLO after\n");
     server.sigterm();
     assert_eq!(server.wait_exit().code(), Some(0));
+}
+
+/// A value the server itself refuses (not one clap can tell is wrong) exits 2 with the
+/// server's message naming the setting and the bound. See: #11
+#[test]
+fn values_the_server_refuses_exit_2_with_its_message() {
+    let max_line = Config::default().max_line_bytes;
+    let cases: &[(&[&str], String)] = &[
+        (
+            &["serve", "--max-outbox", "10"],
+            format!("invalid max-outbox 10: must be at least max-line ({max_line})"),
+        ),
+        (
+            &["serve", "--max-line", "20"],
+            "invalid max-line 20: must be between 43".to_owned(),
+        ),
+        (
+            &["serve", "--keepalive", "500ms"],
+            "invalid keepalive 500ms: must be whole seconds".to_owned(),
+        ),
+        (
+            &["serve", "--keepalive-probes", "0"],
+            "invalid keepalive-probes 0: must be from 1 to 127".to_owned(),
+        ),
+    ];
+    for (argv, want) in cases {
+        let out = tcpchat().args(*argv).output().expect("run tcpchat");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{argv:?}: stderr {stderr}");
+        assert!(
+            stderr.contains(want.as_str()),
+            "{argv:?}: want {want:?} in:\n{stderr}"
+        );
+    }
+}
+
+/// `--help` shows the defaults the server uses, taken from `Config::default()`.
+#[test]
+fn help_shows_the_server_defaults() {
+    let out = tcpchat()
+        .args(["serve", "--help"])
+        .output()
+        .expect("run tcpchat");
+    assert_eq!(out.status.code(), Some(0));
+    // Joined so a default wrapped onto the next line still reads as one phrase.
+    let help = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let d = Config::default();
+    let keepalive = d.keepalive.expect("keepalive on by default");
+    for shown in [
+        format!("[default: {}]", d.max_clients),
+        format!("[default: {}]", d.max_line_bytes),
+        format!("[default: {}]", d.outbox_limit_bytes),
+        format!("[default: {}]", keepalive.probes),
+        format!("[default: {}s]", d.handshake_timeout.as_secs()),
+        format!("[default: {}s]", keepalive.interval.as_secs()),
+        "[default: 0.0.0.0:5378]".to_owned(),
+        "[default: off]".to_owned(),
+    ] {
+        assert!(help.contains(&shown), "{shown} missing from:\n{help}");
+    }
+}
+
+/// Every setting but the cluster ones, with values derived from `n` (so two layers differ in
+/// every one): as (file key, value) pairs, and the `Config` they mean.
+fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
+    let values = vec![
+        ("max_clients", n.to_string()),
+        ("max_line", (100 + n).to_string()),
+        ("handshake_timeout", format!("{n}s")),
+        ("idle_timeout", format!("{n}m")),
+        ("keepalive", format!("{}s", n + 1)),
+        ("keepalive_interval", format!("{}s", n + 2)),
+        ("keepalive_probes", (n + 3).to_string()),
+        ("max_outbox", (1000 + n).to_string()),
+        ("shutdown_grace", format!("{n}ms")),
+    ];
+    let secs = |s: u32| Duration::from_secs(u64::from(s));
+    let config = Config {
+        max_clients: n as usize,
+        max_line_bytes: 100 + n as usize,
+        handshake_timeout: secs(n),
+        idle_timeout: Some(secs(60 * n)),
+        keepalive: Some(Keepalive {
+            idle: secs(n + 1),
+            interval: secs(n + 2),
+            probes: n + 3,
+        }),
+        outbox_limit_bytes: 1000 + n as usize,
+        shutdown_grace: Duration::from_millis(u64::from(n)),
+    };
+    (values, config)
+}
+
+/// Starts `cmd` (a `tcpchat serve` at debug level), returns its "settings" log line and
+/// stops it.
+fn settings_line(mut cmd: Command) -> String {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tcpchat serve");
+    let log = lines_of(child.stderr.take().expect("piped stderr"));
+    let mut seen = Vec::new();
+    let line = wait_for(&log, &mut seen, "settings", |l| l.contains(" settings "));
+    let _ = child.kill();
+    let _ = child.wait();
+    line
+}
+
+/// Precedence, each setting through each source: flag over environment over file over
+/// default, with the resolved settings read from the binary's own debug log. See: #11
+#[test]
+fn flag_over_environment_over_file_over_default() {
+    let dir = std::env::temp_dir().join(format!("tcpchat-layers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("tcpchat.toml");
+    let (file_values, file_config) = layer(20);
+    let (env_values, env_config) = layer(30);
+    let (flag_values, flag_config) = layer(40);
+    let mut text = String::from("listen = \"127.0.0.3:0\"\n");
+    for (key, v) in &file_values {
+        match v.parse::<u64>() {
+            Ok(_) => text.push_str(&format!("{key} = {v}\n")),
+            Err(_) => text.push_str(&format!("{key} = {v:?}\n")),
+        }
+    }
+    std::fs::write(&path, text).expect("write config");
+
+    let command = |env: bool, flags: bool| {
+        let mut cmd = tcpchat();
+        cmd.args(["--log-level", "debug", "serve", "--config"])
+            .arg(&path);
+        if env {
+            cmd.env("TCPCHAT_LISTEN", "127.0.0.4:0");
+            for (key, v) in &env_values {
+                cmd.env(format!("TCPCHAT_{}", key.to_uppercase()), v);
+            }
+        }
+        if flags {
+            cmd.args(["--listen", "127.0.0.5:0"]);
+            for (key, v) in &flag_values {
+                cmd.arg(format!("--{}", key.replace('_', "-"))).arg(v);
+            }
+        }
+        cmd
+    };
+    let cases = [
+        ("file", command(false, false), "127.0.0.3:0", &file_config),
+        (
+            "env over file",
+            command(true, false),
+            "127.0.0.4:0",
+            &env_config,
+        ),
+        (
+            "flags over env",
+            command(true, true),
+            "127.0.0.5:0",
+            &flag_config,
+        ),
+    ];
+    for (what, cmd, listen, config) in cases {
+        let line = settings_line(cmd);
+        assert!(line.contains(&format!("listen={listen}")), "{what}: {line}");
+        assert!(
+            line.contains(&format!("config={config:?}")),
+            "{what}: want {config:?} in\n{line}"
+        );
+    }
+    let mut cmd = tcpchat();
+    cmd.args(["--log-level", "debug", "serve", "--listen", "127.0.0.1:0"]);
+    let line = settings_line(cmd);
+    assert!(
+        line.contains(&format!("config={:?}", Config::default())),
+        "defaults: {line}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -144,23 +144,13 @@ pub async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// `HOST[:PORT]` as given on the command line, with the default port added when missing.
-/// IPv6 addresses may be bracketed (`[::1]:5378`) or bare (`::1`).
-pub fn server_address(arg: &str) -> String {
-    let port = tcpchat_proto::DEFAULT_PORT;
-    if arg.parse::<std::net::SocketAddr>().is_ok() {
-        return arg.to_owned();
-    }
-    if arg.parse::<std::net::Ipv6Addr>().is_ok() {
-        return format!("[{arg}]:{port}");
-    }
-    if arg.starts_with('[') && arg.ends_with(']') {
-        return format!("{arg}:{port}");
-    }
-    match arg.rsplit_once(':') {
-        Some((host, p)) if !host.is_empty() && p.parse::<u16>().is_ok() => arg.to_owned(),
-        _ => format!("{arg}:{port}"),
-    }
+/// `HOST[:PORT]` as given on the command line, as `host:port` with the protocol's port
+/// added when missing. IPv6 addresses may be bracketed (`[::1]:5378`) or bare (`::1`).
+///
+/// # Errors
+/// The text is not `HOST[:PORT]` (see [`tcpchat_proto::HostPort`]).
+pub fn server_address(arg: &str) -> Result<String, tcpchat_proto::AddressError> {
+    tcpchat_proto::HostPort::parse(arg).map(|a| a.to_string())
 }
 
 async fn connection(
@@ -244,8 +234,12 @@ mod tests {
             ("[::1]", "[::1]:5378"),
             ("[::1]:7", "[::1]:7"),
         ];
+        // Refused here rather than passed on to fail as a connection error.
+        for arg in ["localhost:port", "[::1", ""] {
+            assert!(server_address(arg).is_err(), "argument {arg:?}");
+        }
         for (arg, want) in cases {
-            assert_eq!(server_address(arg), want, "argument {arg:?}");
+            assert_eq!(server_address(arg).as_deref(), Ok(want), "argument {arg:?}");
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! This crate is the single place where the protocol's strings (`HELLO-FROM`, `SEND-OK`, ...)
 //! are spelled, where lines are cut from a byte stream ([`Framer`]), where lines become typed
-//! values ([`Request`], [`Reply`]) and back, and where names are validated ([`Username`]).
+//! values ([`Request`], [`Reply`]) and back, where names are validated ([`Username`]), and where
+//! a tool's `HOST[:PORT]` argument is read ([`HostPort`]).
 //! Everything that speaks the protocol (server, client, checker, trace analyzer, load
 //! generator) goes through it.
 //!
@@ -11,10 +12,12 @@
 //! keeps this crate small enough to fuzz and to test exhaustively. The normative description
 //! is `docs/protocol.md`.
 
+mod address;
 mod framer;
 mod message;
 mod name;
 
+pub use address::{AddressError, HostPort};
 pub use framer::{FrameError, Framer, OVERLONG_HEAD_BYTES};
 pub use message::{Command, Reply, ReplyError, Request, RequestError};
 pub use name::{NameError, Username, MAX_NAME_BYTES};

@@ -1,28 +1,47 @@
-//! Server settings. Parsing them (flags, environment, file) is the binary's job; this is only
-//! the validated result with documented defaults.
+//! Server settings. Parsing them (flags, environment, file) is the binary's job; this is the
+//! result, its documented defaults, and the rules a usable configuration obeys
+//! ([`Config::validate`]). The rules live here, not in the binary, because they are the
+//! server's own: [`crate::run`] refuses a configuration that breaks one, whoever built it.
 
 use std::time::Duration;
 
+/// Longest `max_line_bytes` accepted: a line is buffered whole, so this bounds the memory one
+/// connection can make the server hold while it reads.
+pub const MAX_LINE_LIMIT_BYTES: usize = 1 << 24;
+
+/// Longest keepalive idle time or probe interval, in seconds: Linux refuses larger values
+/// (`MAX_TCP_KEEPIDLE`, `MAX_TCP_KEEPINTVL`).
+const MAX_KEEPALIVE_SECS: u64 = 32_767;
+
+/// Most keepalive probes: Linux refuses more (`MAX_TCP_KEEPCNT`).
+const MAX_KEEPALIVE_PROBES: u32 = 127;
+
 /// Everything the server can be tuned with. [`Config::default`] is what `tcpchat serve` uses
 /// when nothing is set; `docs/protocol.md` lists the same values.
+///
+/// [`ConfigError`] names each setting as `tcpchat serve` and `docs/protocol.md` do (given in
+/// parentheses below), since that is the name an operator changes it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Connections served at once, logged in or not. One more gets `BUSY` and is closed.
+    /// Connections served at once, logged in or not. One more gets `BUSY` and is closed
+    /// (`max-clients`).
     pub max_clients: usize,
-    /// Longest accepted line in bytes, not counting `\n`.
+    /// Longest accepted line in bytes, not counting `\n` (`max-line`).
     pub max_line_bytes: usize,
-    /// A connection that has not logged in this long after connecting is closed.
+    /// A connection that has not logged in this long after connecting is closed
+    /// (`handshake-timeout`).
     pub handshake_timeout: Duration,
-    /// A logged-in connection that sends nothing this long is closed. `None` (the default):
-    /// never, because classic clients have no way to say "still here" while idle; dead peers
-    /// are found by TCP keepalive instead.
+    /// A logged-in connection that sends nothing this long is closed (`idle-timeout`). `None`
+    /// (the default): never, because classic clients have no way to say "still here" while
+    /// idle; dead peers are found by TCP keepalive instead.
     pub idle_timeout: Option<Duration>,
     /// TCP keepalive probing, to find peers that vanished without a FIN or RST.
     pub keepalive: Option<Keepalive>,
-    /// Bytes a connection may have queued for it and not yet written. A peer that stops
-    /// reading reaches this and is dropped, so it never slows anyone else down.
+    /// Bytes a connection may have queued for it and not yet written (`max-outbox`). A peer
+    /// that stops reading reaches this and is dropped, so it never slows anyone else down.
     pub outbox_limit_bytes: usize,
-    /// On shutdown, how long connections get to flush what is queued for them.
+    /// On shutdown, how long connections get to flush what is queued for them
+    /// (`shutdown-grace`).
     pub shutdown_grace: Duration,
 }
 
@@ -31,11 +50,11 @@ pub struct Config {
 /// found in the same time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
-    /// Silence before the first probe.
+    /// Silence before the first probe (`keepalive`). Whole seconds: the kernel counts in them.
     pub idle: Duration,
-    /// Time between probes.
+    /// Time between probes (`keepalive-interval`). Whole seconds, as `idle`.
     pub interval: Duration,
-    /// Unanswered probes before the connection is declared dead.
+    /// Unanswered probes before the connection is declared dead (`keepalive-probes`).
     pub probes: u32,
 }
 
@@ -67,5 +86,268 @@ impl Default for Config {
             outbox_limit_bytes: 256 * 1024,
             shutdown_grace: Duration::from_secs(5),
         }
+    }
+}
+
+/// A rule of [`Config`] that a configuration breaks. Each message names the setting, the
+/// value given and what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `max_clients` is 0: every connection would be answered `BUSY`.
+    #[error("invalid max-clients 0: must be at least 1")]
+    NoClients,
+    /// `max_line_bytes` is too short for the longest login line, or longer than
+    /// [`MAX_LINE_LIMIT_BYTES`].
+    #[error(
+        "invalid max-line {given}: must be between {min} (a login with the longest name) and {max}"
+    )]
+    LineLimit {
+        /// The value given.
+        given: usize,
+        /// `HELLO-FROM ` and a name of [`tcpchat_proto::MAX_NAME_BYTES`].
+        min: usize,
+        /// [`MAX_LINE_LIMIT_BYTES`].
+        max: usize,
+    },
+    /// `outbox_limit_bytes` is below `max_line_bytes`.
+    #[error(
+        "invalid max-outbox {given}: must be at least max-line ({max_line}), or no full line could ever be queued"
+    )]
+    OutboxBelowLine {
+        /// The value given.
+        given: usize,
+        /// The configuration's `max_line_bytes`.
+        max_line: usize,
+    },
+    /// A timeout that is set is zero: it would fire at once.
+    #[error("invalid {setting} 0s: must be longer than zero (or off, where that is allowed)")]
+    ZeroTimeout {
+        /// `handshake-timeout` or `idle-timeout`.
+        setting: &'static str,
+    },
+    /// A keepalive time is not a whole number of seconds from 1 to 32767, the kernel's range.
+    #[error(
+        "invalid {setting} {given:?}: must be whole seconds from 1s to {MAX_KEEPALIVE_SECS}s (the kernel counts keepalive time in seconds)"
+    )]
+    KeepaliveTime {
+        /// `keepalive` or `keepalive-interval`.
+        setting: &'static str,
+        /// The value given.
+        given: Duration,
+    },
+    /// `keepalive.probes` is outside 1 to 127, the kernel's range.
+    #[error("invalid keepalive-probes {given}: must be from 1 to {MAX_KEEPALIVE_PROBES}")]
+    KeepaliveProbes {
+        /// The value given.
+        given: u32,
+    },
+}
+
+impl Config {
+    /// Checks the rules a usable configuration obeys: at least one client; a login line with
+    /// the longest name fits in a line; a full line fits in the outbox; timeouts that are set
+    /// are longer than zero; keepalive values are within what the kernel accepts (otherwise
+    /// setting them fails on every connection and dead peers go unnoticed).
+    ///
+    /// # Errors
+    /// The first rule broken, as a [`ConfigError`] naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_clients == 0 {
+            return Err(ConfigError::NoClients);
+        }
+        let min_line = "HELLO-FROM ".len() + tcpchat_proto::MAX_NAME_BYTES;
+        if !(min_line..=MAX_LINE_LIMIT_BYTES).contains(&self.max_line_bytes) {
+            return Err(ConfigError::LineLimit {
+                given: self.max_line_bytes,
+                min: min_line,
+                max: MAX_LINE_LIMIT_BYTES,
+            });
+        }
+        if self.outbox_limit_bytes < self.max_line_bytes {
+            return Err(ConfigError::OutboxBelowLine {
+                given: self.outbox_limit_bytes,
+                max_line: self.max_line_bytes,
+            });
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(ConfigError::ZeroTimeout {
+                setting: "handshake-timeout",
+            });
+        }
+        if self.idle_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::ZeroTimeout {
+                setting: "idle-timeout",
+            });
+        }
+        if let Some(ka) = &self.keepalive {
+            for (setting, given) in [("keepalive", ka.idle), ("keepalive-interval", ka.interval)] {
+                let whole = given.subsec_nanos() == 0;
+                if !whole || !(1..=MAX_KEEPALIVE_SECS).contains(&given.as_secs()) {
+                    return Err(ConfigError::KeepaliveTime { setting, given });
+                }
+            }
+            if !(1..=MAX_KEEPALIVE_PROBES).contains(&ka.probes) {
+                return Err(ConfigError::KeepaliveProbes { given: ka.probes });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default configuration with one change.
+    fn with(change: impl FnOnce(&mut Config)) -> Config {
+        let mut config = Config::default();
+        change(&mut config);
+        config
+    }
+
+    /// The default configuration with one change to its keepalive.
+    fn keepalive(change: impl FnOnce(&mut Keepalive)) -> Config {
+        with(|c| change(c.keepalive.get_or_insert_with(Keepalive::default)))
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_rule_is_checked() {
+        use ConfigError::*;
+        let (secs, ms) = (Duration::from_secs, Duration::from_millis);
+        // The longest login line: "HELLO-FROM " (11 bytes) and a 32-byte name.
+        let (min, max) = (43, 1 << 24);
+        let cases: Vec<(&str, Config, Result<(), ConfigError>)> = vec![
+            ("no clients", with(|c| c.max_clients = 0), Err(NoClients)),
+            ("one client", with(|c| c.max_clients = 1), Ok(())),
+            (
+                "a login does not fit",
+                with(|c| c.max_line_bytes = min - 1),
+                Err(LineLimit {
+                    given: min - 1,
+                    min,
+                    max,
+                }),
+            ),
+            (
+                "a login just fits",
+                with(|c| c.max_line_bytes = min),
+                Ok(()),
+            ),
+            (
+                "lines too long to buffer",
+                with(|c| (c.max_line_bytes, c.outbox_limit_bytes) = (max + 1, 2 * max)),
+                Err(LineLimit {
+                    given: max + 1,
+                    min,
+                    max,
+                }),
+            ),
+            (
+                "outbox below a line",
+                with(|c| (c.max_line_bytes, c.outbox_limit_bytes) = (100, 99)),
+                Err(OutboxBelowLine {
+                    given: 99,
+                    max_line: 100,
+                }),
+            ),
+            (
+                "outbox of exactly a line",
+                with(|c| (c.max_line_bytes, c.outbox_limit_bytes) = (100, 100)),
+                Ok(()),
+            ),
+            (
+                "zero handshake timeout",
+                with(|c| c.handshake_timeout = Duration::ZERO),
+                Err(ZeroTimeout {
+                    setting: "handshake-timeout",
+                }),
+            ),
+            (
+                "zero idle timeout",
+                with(|c| c.idle_timeout = Some(Duration::ZERO)),
+                Err(ZeroTimeout {
+                    setting: "idle-timeout",
+                }),
+            ),
+            (
+                "sub-second idle timeout",
+                with(|c| c.idle_timeout = Some(ms(500))),
+                Ok(()),
+            ),
+            ("keepalive off", with(|c| c.keepalive = None), Ok(())),
+            (
+                "no probes",
+                keepalive(|k| k.probes = 0),
+                Err(KeepaliveProbes { given: 0 }),
+            ),
+            (
+                "more probes than the kernel takes",
+                keepalive(|k| k.probes = 128),
+                Err(KeepaliveProbes { given: 128 }),
+            ),
+            ("the most probes", keepalive(|k| k.probes = 127), Ok(())),
+            (
+                "sub-second keepalive",
+                keepalive(|k| k.idle = ms(500)),
+                Err(KeepaliveTime {
+                    setting: "keepalive",
+                    given: ms(500),
+                }),
+            ),
+            (
+                "fractional keepalive interval",
+                keepalive(|k| k.interval = ms(1500)),
+                Err(KeepaliveTime {
+                    setting: "keepalive-interval",
+                    given: ms(1500),
+                }),
+            ),
+            (
+                "keepalive interval beyond the kernel's range",
+                keepalive(|k| k.interval = secs(32_768)),
+                Err(KeepaliveTime {
+                    setting: "keepalive-interval",
+                    given: secs(32_768),
+                }),
+            ),
+            (
+                "the longest keepalive, the shortest interval, one probe",
+                keepalive(|k| {
+                    *k = Keepalive {
+                        idle: secs(32_767),
+                        interval: secs(1),
+                        probes: 1,
+                    }
+                }),
+                Ok(()),
+            ),
+        ];
+        for (what, config, want) in cases {
+            assert_eq!(config.validate(), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn messages_name_the_setting_and_the_bound() {
+        let err = with(|c| c.max_line_bytes = 10)
+            .validate()
+            .expect_err("too short");
+        assert_eq!(
+            err.to_string(),
+            "invalid max-line 10: must be between 43 (a login with the longest name) and 16777216"
+        );
+        let err = keepalive(|k| k.idle = Duration::from_millis(500))
+            .validate()
+            .expect_err("sub-second");
+        assert!(
+            err.to_string()
+                .starts_with("invalid keepalive 500ms: must be whole seconds"),
+            "{err}"
+        );
     }
 }

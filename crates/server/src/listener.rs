@@ -40,7 +40,9 @@ pub(crate) struct Shared<H> {
 /// The caller binds the listener (tests bind port 0) and owns the shutdown signal.
 ///
 /// # Errors
-/// Only if the listener's address cannot be read; accept errors are logged and retried.
+/// An [`io::ErrorKind::InvalidInput`] error wrapping the [`ConfigError`](crate::ConfigError)
+/// if `config` breaks a rule of [`Config::validate`], before anything is accepted; otherwise
+/// only if the listener's address cannot be read. Accept errors are logged and retried.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -52,13 +54,18 @@ pub async fn run(
 /// Like [`run`], with presence and routing provided by `hub` (e.g. a cluster backend).
 ///
 /// # Errors
-/// Only if the listener's address cannot be read; accept errors are logged and retried.
+/// As [`run`]: an invalid `config`, or a listener whose address cannot be read.
 pub async fn run_with_hub<H: Hub>(
     listener: TcpListener,
     config: Config,
     hub: H,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    // Checked here too, not only by the binary, so no caller can start a server that nobody
+    // can log in to or that drops every connection at its first line.
+    config
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let addr = listener.local_addr()?;
     info!(%addr, max_clients = config.max_clients, "listening");
     let grace = config.shutdown_grace;
