@@ -268,6 +268,42 @@ fn describe(err: &io::Error, server: &str) -> String {
 mod tests {
     use super::*;
 
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    #[tokio::test]
+    async fn a_connection_nobody_reads_is_dropped_not_queued_without_limit() {
+        // See: #11. The server accepts and never reads: the kernel's buffers fill, then the
+        // write queue; the next line finds it full and the connection is reported stuck.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let _server = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.expect("accept");
+            std::future::pending::<()>().await;
+            drop(socket);
+        });
+        let mut link = Link::new(addr.to_string());
+        link.apply(vec![Effect::Connect]);
+        let first = tokio::time::timeout(PATIENCE, link.next()).await;
+        assert_eq!(first, Ok(NetEvent::Connected));
+        let mut line = vec![b'x'; 64 * 1024];
+        line.push(b'\n');
+        // 256 MB in all, far beyond what any kernel buffers for one socket.
+        for _ in 0..4096 {
+            link.apply(vec![Effect::Send(line.clone())]);
+            if link.stuck.is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let event = tokio::time::timeout(PATIENCE, link.next()).await;
+        assert!(
+            matches!(&event, Ok(NetEvent::Closed(why)) if why.contains("could not be written")),
+            "{event:?}"
+        );
+    }
+
     #[test]
     fn server_addresses() {
         let cases = [
