@@ -1,4 +1,5 @@
-//! The machine driven directly: scripted server lines, typed input, a fake clock.
+//! The session and the conversations together, through the glue: scripted server lines, typed
+//! input, a fake clock.
 
 use std::time::Duration;
 
