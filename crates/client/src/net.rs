@@ -27,7 +27,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const READ_BUFFER_BYTES: usize = 8 * 1024;
 
-/// Socket events (each at most [`READ_BUFFER_BYTES`] of data) waiting for the client.
+/// Socket events (each at most one 8 KiB read) waiting for the client.
 pub const EVENT_QUEUE: usize = 64;
 
 /// Lines waiting to be written: the session's bound on unanswered requests, plus the login
