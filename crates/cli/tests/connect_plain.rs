@@ -213,3 +213,41 @@ fn the_server_going_away_and_coming_back() {
     bob.expect("<alice> still here?");
     alice.expect("delivered to bob: still here?");
 }
+
+#[test]
+fn a_name_typed_at_the_prompt_that_cannot_be_used_asks_again() {
+    // See: #11. Without --name the first input line is the name; a bad one asks again.
+    let server = Server::start("127.0.0.1:0", &[]);
+    let addr = server.addr;
+    let mut dave = Client::start(addr, "dave");
+    dave.expect(&format!("logged in to {addr} as dave"));
+
+    let mut child = tcpchat()
+        .args(["connect", "--plain", &addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tcpchat connect");
+    let stdin = child.stdin.take();
+    let out = lines_of(child.stdout.take().expect("piped stdout"));
+    let err = lines_of(child.stderr.take().expect("piped stderr"));
+    let mut prompt = Client {
+        child,
+        stdin,
+        out,
+        err,
+        seen: Vec::new(),
+    };
+    prompt.expect("type your name");
+    prompt.type_line("two words");
+    prompt.expect_prefix("\"two words\" cannot be used");
+    prompt.type_line("dave");
+    prompt.expect("the name dave is taken; type another name");
+    prompt.type_line("dave2");
+    prompt.expect(&format!("logged in to {addr} as dave2"));
+    prompt.type_line("/quit");
+    let (status, out, err) = prompt.finish();
+    assert!(status.success(), "{status}; stderr {err:#?}");
+    no_protocol_lines(&out);
+}

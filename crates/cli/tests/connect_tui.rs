@@ -1,6 +1,7 @@
 //! The full-screen client in a real terminal: tmux runs `tcpchat connect`, `send-keys`
 //! types, `capture-pane` reads the screen. Two people chat, the server goes away and comes
-//! back, and no protocol line ever appears on screen.
+//! back, a message arriving elsewhere is named at once, and no protocol line ever appears
+//! on screen.
 //!
 //! Needs tmux (`scripts/test.sh` installs it); without it the tests fail and say so.
 
@@ -144,13 +145,14 @@ fn two_people_chat_in_full_screen() {
     tmux.wait_for("alice", "delivery mark", |s| {
         s.contains("<alice> hello from alice 👋 ✓")
     });
-    // bob's new conversation is unread until he opens it; Tab completes alice's name.
-    tmux.wait_for("bob", "unread count", |s| s.contains("alice (1)"));
+    // bob had no conversation open: alice's first message opens hers. Tab completes names.
+    tmux.wait_for("bob", "alice's message", |s| {
+        s.contains("<alice> hello from alice 👋")
+            && s.contains("[alice]")
+            && !s.contains("alice (1)")
+    });
     tmux.keys("bob", &["-l", "/query al"]);
     tmux.keys("bob", &["Tab", "Enter"]);
-    tmux.wait_for("bob", "alice's message", |s| {
-        s.contains("<alice> hello from alice 👋") && !s.contains("alice (1)")
-    });
     tmux.type_line("bob", "hi alice, 日本語 works too");
     tmux.wait_for("alice", "bob's reply", |s| {
         s.contains("<bob> hi alice, 日本語 works too")
@@ -192,11 +194,11 @@ fn the_server_going_away_keeps_the_screen_and_reconnects() {
     tmux.wait_for("alice", "delivery", |s| {
         s.contains("<alice> before the outage ✓")
     });
-    tmux.wait_for("bob", "unread count", |s| s.contains("alice (1)"));
-    tmux.keys("bob", &["C-n"]);
-    tmux.wait_for("bob", "the conversation", |s| {
-        s.contains("<alice> before the outage")
-    });
+    tmux.wait_for(
+        "bob",
+        "the conversation, opened by its first message",
+        |s| s.contains("<alice> before the outage"),
+    );
 
     server.kill();
     tmux.wait_for("alice", "offline status", |s| {
@@ -224,5 +226,50 @@ fn the_server_going_away_keeps_the_screen_and_reconnects() {
     tmux.type_line("alice", "after the outage");
     tmux.wait_for("bob", "the message after the outage", |s| {
         s.contains("<alice> after the outage")
+    });
+}
+
+/// Logs `name` in over a raw connection (a script, not a screen) and returns it.
+fn raw_user(addr: std::net::SocketAddr, name: &str) -> std::net::TcpStream {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect as a raw user");
+    stream
+        .set_read_timeout(Some(PATIENCE))
+        .expect("a read timeout");
+    writeln!(stream, "HELLO-FROM {name}").expect("write the login");
+    let mut reply = String::new();
+    BufReader::new(stream.try_clone().expect("clone the stream"))
+        .read_line(&mut reply)
+        .expect("read the login's answer");
+    assert_eq!(reply.trim_end(), format!("HELLO {name}"));
+    stream
+}
+
+#[test]
+fn a_message_in_another_conversation_is_named_at_once() {
+    // See: #11. alice talks to bob; carol writes: alice sees who and what on the status line.
+    use std::io::Write;
+    require_tmux();
+    let server = Server::start("127.0.0.1:0", &[]);
+    let tmux = Tmux::new("arrival");
+    tmux.start_client("alice", &format!("--name alice {}", server.addr));
+    tmux.wait_for("alice", "login", |s| s.contains("│ alice │ online"));
+    tmux.type_line("alice", "/query bob");
+    tmux.wait_for("alice", "bob's conversation", |s| s.contains("[bob]"));
+
+    let mut carol = raw_user(server.addr, "carol");
+    writeln!(carol, "SEND alice lunch at noon?").expect("carol writes");
+    let screen = tmux.wait_for("alice", "the arrival notice", |s| {
+        s.contains("[3] carol: lunch at noon?")
+    });
+    assert!(screen.contains("carol (1)"), "no unread count:\n{screen}");
+    assert!(
+        screen.contains("[bob]"),
+        "the open conversation changed:\n{screen}"
+    );
+
+    tmux.keys("alice", &["M-3"]);
+    tmux.wait_for("alice", "carol's conversation, notice gone", |s| {
+        s.contains("<carol> lunch at noon?") && !s.contains("carol: lunch") && s.contains("[carol]")
     });
 }

@@ -1,25 +1,39 @@
-//! The tcpchat client, in three layers.
+//! The tcpchat client, as two machines without I/O and the shells around them.
 //!
-//! - [`Client`] (module `state`): the whole session logic as a state machine without I/O. It
-//!   takes what the user typed and what the server sent, with the time, and returns
-//!   [`Effect`]s: what to send, what to show, when to connect. Everything protocol-related
-//!   (login, matching each `SEND-OK` / `BAD-DEST-USER` to its message, reconnection with
-//!   back-off) lives here, so it is tested without sockets.
-//! - [`net`]: the tokio side: one TCP connection at a time, bytes in, lines out, and a loop
-//!   helper that carries out effects.
+//! - [`Session`] (module `session`): the protocol. Login, matching each `SEND-OK` /
+//!   `BAD-DEST-USER` to its message (replies come in request order), the store of messages
+//!   not yet answered, reconnection with back-off. Server bytes and the user's requests in,
+//!   [`Effect`]s out (lines to write, [`Event`]s, when to connect).
+//! - [`Conversations`] (module `conversations`): what the user reads. The status buffer and
+//!   one conversation per peer, their histories and unread counts, the open one, the notice
+//!   for a message that arrived elsewhere. It knows nothing of the protocol.
+//! - [`Client`] (module `client`): the glue. It parses what the user typed
+//!   ([`command`]) into session calls, and records the session's events in the conversations.
+//! - [`net`]: the tokio side: one TCP connection at a time, bytes in, lines out, through
+//!   bounded channels.
 //! - [`plain`]: the line mode for pipes and scripts: commands from stdin, one friendly line
 //!   per event on stdout.
 //!
-//! The full-screen UI is a separate crate (`tcpchat-tui`) that draws [`Client`]'s state. No
-//! layer here prints a protocol line: the user's words are `@bob hi`, never `SEND bob hi`.
+//! The machines take the time as `now` and are tested directly, without sockets. Everything
+//! they hold is bounded against a hostile or broken server (see each module). The full-screen
+//! UI is a separate crate (`tcpchat-tui`) that draws [`Client`]'s state. No layer here prints
+//! a protocol line: the user's words are `@bob hi`, never `SEND bob hi`.
 
+mod client;
 pub mod command;
+mod conversations;
 pub mod net;
 pub mod plain;
-mod state;
+mod session;
 
+pub use client::Client;
 pub use command::{InputError, UserCommand, HELP, NAME_RULES};
-pub use state::{
-    Buffer, Client, Config, Delivery, Effect, Entry, EntryKind, Event, LoginError, MsgId,
-    NameProblem, Offline, Phase, Target, Undelivered, MAX_SERVER_LINE_BYTES, QUIT_GRACE,
+pub use conversations::{
+    Arrival, Buffer, Conversations, Entry, EntryKind, Target, MAX_CONVERSATIONS, MAX_HISTORY_BYTES,
+    MAX_HISTORY_ENTRIES, PREVIEW_CHARS,
+};
+pub use session::{
+    one_line, Config, Delivery, Effect, Event, LoginError, MsgId, NameProblem, Offline, Outgoing,
+    Phase, Session, Undelivered, MAX_PENDING_REQUESTS, MAX_SERVER_LINE_BYTES,
+    MAX_UNSETTLED_MESSAGES, QUIT_GRACE,
 };

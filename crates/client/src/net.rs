@@ -5,6 +5,12 @@
 //! socket as [`NetEvent`]s for [`feed`] to pass to the machine. Each connection is numbered,
 //! so a late event from one that was already dropped is never mistaken for the current one's.
 //! There is no protocol knowledge here: bytes go to [`Client::handle_bytes`] uncut.
+//!
+//! Both channels are bounded. Events from the socket wait for room ([`EVENT_QUEUE`]), so a
+//! server that sends faster than the client draws only fills the kernel's buffers and then
+//! its own. Lines to write are at most [`WRITE_QUEUE_LINES`], more than the session ever has
+//! unanswered ([`crate::MAX_PENDING_REQUESTS`]); a connection whose queue is full anyway is
+//! not being written at all, and is dropped as stuck.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -14,12 +20,19 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::state::{Client, Effect};
+use crate::{Client, Effect, MAX_PENDING_REQUESTS};
 
 /// How long opening a connection may take before it counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Socket events (each at most one 8 KiB read) waiting for the client.
+pub const EVENT_QUEUE: usize = 64;
+
+/// Lines waiting to be written: the session's bound on unanswered requests, plus the login
+/// and a `LIST` written beside them.
+pub const WRITE_QUEUE_LINES: usize = MAX_PENDING_REQUESTS + 2;
 
 /// What happened on the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,16 +48,19 @@ pub enum NetEvent {
 pub struct Link {
     server: String,
     generation: u64,
-    writer: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    writer: Option<mpsc::Sender<Vec<u8>>>,
     task: Option<JoinHandle<()>>,
-    events_tx: mpsc::UnboundedSender<(u64, NetEvent)>,
-    events_rx: mpsc::UnboundedReceiver<(u64, NetEvent)>,
+    events_tx: mpsc::Sender<(u64, NetEvent)>,
+    events_rx: mpsc::Receiver<(u64, NetEvent)>,
+    /// The current connection was dropped here (its write queue was full): reported by the
+    /// next [`Link::next`].
+    stuck: Option<String>,
 }
 
 impl Link {
     /// A link to `server` (`host:port`), not connected yet.
     pub fn new(server: impl Into<String>) -> Self {
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         Self {
             server: server.into(),
             generation: 0,
@@ -52,6 +68,7 @@ impl Link {
             task: None,
             events_tx,
             events_rx,
+            stuck: None,
         }
     }
 
@@ -70,8 +87,18 @@ impl Link {
                 Effect::Send(line) => {
                     // A send to a connection that just died is lost with it; the machine
                     // hears of the death through `Closed` and settles the message.
-                    if let Some(writer) = &self.writer {
-                        let _ = writer.send(line);
+                    let full = self.writer.as_ref().is_some_and(|writer| {
+                        matches!(
+                            writer.try_send(line),
+                            Err(mpsc::error::TrySendError::Full(_))
+                        )
+                    });
+                    if full {
+                        self.disconnect();
+                        self.stuck = Some(format!(
+                            "{WRITE_QUEUE_LINES} lines could not be written to {}",
+                            self.server
+                        ));
                     }
                 }
                 Effect::Disconnect => self.disconnect(),
@@ -83,6 +110,9 @@ impl Link {
 
     /// The next event of the current connection. Waits forever when there is none.
     pub async fn next(&mut self) -> NetEvent {
+        if let Some(why) = self.stuck.take() {
+            return NetEvent::Closed(why);
+        }
         loop {
             // The sender half lives in `self`, so the channel never closes.
             let Some((generation, event)) = self.events_rx.recv().await else {
@@ -100,7 +130,7 @@ impl Link {
 
     fn connect(&mut self) {
         self.disconnect();
-        let (writer, lines) = mpsc::unbounded_channel();
+        let (writer, lines) = mpsc::channel(WRITE_QUEUE_LINES);
         let task = tokio::spawn(connection(
             self.server.clone(),
             self.generation,
@@ -112,6 +142,7 @@ impl Link {
     }
 
     fn disconnect(&mut self) {
+        self.stuck = None;
         self.generation += 1;
         self.writer = None;
         if let Some(task) = self.task.take() {
@@ -156,35 +187,40 @@ pub fn server_address(arg: &str) -> Result<String, tcpchat_proto::AddressError> 
 async fn connection(
     server: String,
     generation: u64,
-    mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
-    events: mpsc::UnboundedSender<(u64, NetEvent)>,
+    mut lines: mpsc::Receiver<Vec<u8>>,
+    events: mpsc::Sender<(u64, NetEvent)>,
 ) {
+    // Waits for room: reading stops while the client is behind. The receiver lives as long
+    // as the `Link`; if it is gone nobody is listening.
     let send = |event| {
-        // The receiver lives as long as the `Link`; if it is gone nobody is listening.
-        let _ = events.send((generation, event));
+        let events = events.clone();
+        async move {
+            let _ = events.send((generation, event)).await;
+        }
     };
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&server)).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => return send(NetEvent::ConnectFailed(describe(&err, &server))),
+        Ok(Err(err)) => return send(NetEvent::ConnectFailed(describe(&err, &server))).await,
         Err(_) => {
             return send(NetEvent::ConnectFailed(format!(
                 "{server} did not answer within {}s",
                 CONNECT_TIMEOUT.as_secs()
             )))
+            .await
         }
     };
     // Chat lines are small and interactive; waiting to coalesce them only adds latency.
     let _ = stream.set_nodelay(true);
-    send(NetEvent::Connected);
+    send(NetEvent::Connected).await;
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = vec![0; READ_BUFFER_BYTES];
     let mut batch = Vec::new();
     loop {
         tokio::select! {
             read = reader.read(&mut buf) => match read {
-                Ok(0) => return send(NetEvent::Closed("the server closed the connection".into())),
-                Ok(n) => send(NetEvent::Bytes(buf[..n].to_vec())),
-                Err(err) => return send(NetEvent::Closed(describe(&err, &server))),
+                Ok(0) => return send(NetEvent::Closed("the server closed the connection".into())).await,
+                Ok(n) => send(NetEvent::Bytes(buf[..n].to_vec())).await,
+                Err(err) => return send(NetEvent::Closed(describe(&err, &server))).await,
             },
             line = lines.recv() => {
                 let Some(line) = line else {
@@ -197,7 +233,7 @@ async fn connection(
                     batch.extend_from_slice(&more);
                 }
                 if let Err(err) = writer.write_all(&batch).await {
-                    return send(NetEvent::Closed(describe(&err, &server)));
+                    return send(NetEvent::Closed(describe(&err, &server))).await;
                 }
             }
         }
@@ -221,6 +257,42 @@ fn describe(err: &io::Error, server: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    #[tokio::test]
+    async fn a_connection_nobody_reads_is_dropped_not_queued_without_limit() {
+        // See: #11. The server accepts and never reads: the kernel's buffers fill, then the
+        // write queue; the next line finds it full and the connection is reported stuck.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let _server = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.expect("accept");
+            std::future::pending::<()>().await;
+            drop(socket);
+        });
+        let mut link = Link::new(addr.to_string());
+        link.apply(vec![Effect::Connect]);
+        let first = tokio::time::timeout(PATIENCE, link.next()).await;
+        assert_eq!(first, Ok(NetEvent::Connected));
+        let mut line = vec![b'x'; 64 * 1024];
+        line.push(b'\n');
+        // 256 MB in all, far beyond what any kernel buffers for one socket.
+        for _ in 0..4096 {
+            link.apply(vec![Effect::Send(line.clone())]);
+            if link.stuck.is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let event = tokio::time::timeout(PATIENCE, link.next()).await;
+        assert!(
+            matches!(&event, Ok(NetEvent::Closed(why)) if why.contains("could not be written")),
+            "{event:?}"
+        );
+    }
 
     #[test]
     fn server_addresses() {

@@ -3,9 +3,11 @@
 //! For pipes, scripts and terminals that cannot host the full-screen UI. It reads the same
 //! commands as the UI (`@bob hi`, `!who`, `/quit`...) one per line, and writes what happened
 //! as sentences (`<bob> hi`, `delivered to bob: hi`, `online: alice, bob`), never a protocol
-//! line. The end of the input is `/quit`: the answers to messages still on their way are
-//! awaited (up to [`crate::QUIT_GRACE`]) so that `echo '@bob hi' | tcpchat connect --plain`
-//! reports whether the message arrived.
+//! line. `/quit` leaves at once; the end of the input waits for the login and for the answers
+//! to messages still on their way (up to [`crate::QUIT_GRACE`]) so that
+//! `echo '@bob hi' | tcpchat connect --plain` reports whether the message arrived. A name
+//! typed at the prompt that cannot be used asks again; one given with `--name` ends the run
+//! with its reason, as a script wants.
 
 use std::io::{self, BufRead, Write};
 use std::time::Instant;
@@ -13,8 +15,10 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use crate::net::{self, Link};
-use crate::state::{Client, Config, Effect, Event, LoginError};
-use crate::HELP;
+use crate::{Client, Config, Effect, Event, LoginError, HELP};
+
+/// Input lines read ahead of the client; the reading thread waits when they are not taken.
+pub const INPUT_QUEUE_LINES: usize = 64;
 
 /// Why the plain mode stopped without the user asking.
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +34,9 @@ pub enum PlainError {
 /// A plain thread rather than `tokio::io::stdin`, whose blocking read cannot be cancelled and
 /// would keep the runtime from shutting down while the terminal waits for a line. The channel
 /// closes at the end of the input; a read error ends it too. Bytes that are not UTF-8 are
-/// replaced, not fatal.
-pub fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
+/// replaced, not fatal. At most [`INPUT_QUEUE_LINES`] lines are read ahead.
+pub fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(INPUT_QUEUE_LINES);
     std::thread::spawn(move || {
         let mut stdin = io::stdin().lock();
         let mut line = Vec::new();
@@ -43,7 +47,7 @@ pub fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&line);
                     if tx
-                        .send(text.trim_end_matches(['\n', '\r']).to_owned())
+                        .blocking_send(text.trim_end_matches(['\n', '\r']).to_owned())
                         .is_err()
                     {
                         break;
@@ -70,7 +74,7 @@ pub fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
 pub async fn run(
     server: &str,
     config: Config,
-    mut input: mpsc::UnboundedReceiver<String>,
+    mut input: mpsc::Receiver<String>,
     output: &mut impl Write,
 ) -> Result<(), PlainError> {
     let mut client = Client::new(config);
@@ -95,7 +99,7 @@ pub async fn run(
                 Some(line) => client.handle_input(&line, Instant::now()),
                 None => {
                     input_open = false;
-                    client.handle_quit(Instant::now())
+                    client.handle_end_of_input(Instant::now())
                 }
             },
             event = link.next() => net::feed(&mut client, event, Instant::now()),
@@ -119,8 +123,8 @@ pub fn show(out: &mut impl Write, server: &str, event: &Event) -> io::Result<()>
             writeln!(out, "reconnected to {server} as {name}")
         }
         Event::Message { from, text } => writeln!(out, "<{from}> {text}"),
-        Event::Delivered { to, text } => writeln!(out, "delivered to {to}: {text}"),
-        Event::NotDelivered { to, text, why } => {
+        Event::Delivered { to, text, .. } => writeln!(out, "delivered to {to}: {text}"),
+        Event::NotDelivered { to, text, why, .. } => {
             writeln!(out, "not delivered to {to} ({why}): {text}")
         }
         Event::Online(names) => {
@@ -129,7 +133,11 @@ pub fn show(out: &mut impl Write, server: &str, event: &Event) -> io::Result<()>
         }
         // Only seen between two `!who`s here; the answer to the second says it all.
         Event::Joined(_) | Event::Left(_) => Ok(()),
-        Event::Offline { reason, retry_in } => writeln!(
+        // The final answer is what a script wants to read.
+        Event::Sending { .. } => Ok(()),
+        Event::Offline {
+            reason, retry_in, ..
+        } => writeln!(
             out,
             "{reason}; reconnecting in {}s",
             retry_in.as_secs_f32().ceil()

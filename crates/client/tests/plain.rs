@@ -84,7 +84,7 @@ impl Write for LineWriter {
 }
 
 struct Plain {
-    input: Option<mpsc::UnboundedSender<String>>,
+    input: Option<mpsc::Sender<String>>,
     output: mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
     task: JoinHandle<Result<(), PlainError>>,
@@ -100,7 +100,7 @@ impl Plain {
     }
 
     fn with_config(addr: SocketAddr, config: Config) -> Self {
-        let (input, input_rx) = mpsc::unbounded_channel();
+        let (input, input_rx) = mpsc::channel(plain::INPUT_QUEUE_LINES);
         let (lines, output) = mpsc::unbounded_channel();
         let server = addr.to_string();
         let task = tokio::spawn(async move {
@@ -122,8 +122,8 @@ impl Plain {
         self.input
             .as_ref()
             .expect("input still open")
-            .send(line.to_owned())
-            .expect("client still reading");
+            .try_send(line.to_owned())
+            .expect("client still reading, with room for a line");
     }
 
     /// Waits for a line equal to `want`, skipping others; fails with everything seen.

@@ -96,7 +96,18 @@ impl App {
     /// Something happened on the connection.
     pub fn handle_net(&mut self, event: NetEvent, now: Instant) -> Vec<Effect> {
         self.now = now;
+        // On the status buffer with no conversation at all, a first message opens its
+        // conversation: there is nothing else the user could be looking at. See: #11
+        let nothing_open = self.client.buffers().len() == 1;
         let effects = net::feed(&mut self.client, event, now);
+        if nothing_open && self.client.open_index() == 0 && self.client.buffers().len() > 1 {
+            let first_message = effects
+                .iter()
+                .any(|e| matches!(e, Effect::Show(tcpchat_client::Event::Message { .. })));
+            if first_message {
+                self.client.select(1);
+            }
+        }
         self.absorb(effects)
     }
 
@@ -188,12 +199,8 @@ impl App {
         Vec::new()
     }
 
-    /// Ctrl-C: leave, after the answers to messages on their way; a second one leaves now.
+    /// Ctrl-C: leave at once, like `/quit`.
     fn interrupt(&mut self, now: Instant) -> Vec<Effect> {
-        if self.client.is_quitting() {
-            self.exit = Some(Ok(()));
-            return vec![Effect::Disconnect];
-        }
         let effects = self.client.handle_quit(now);
         self.absorb(effects)
     }

@@ -8,6 +8,9 @@
 //! [bob] how are you_
 //! ```
 //!
+//! A message that arrives in another conversation is named on the status line (`[3] carol:
+//! psst`) until that conversation is opened, besides its unread count.
+//!
 //! Narrow terminals drop the online list first, then the conversation list. Text is wrapped
 //! by display width (wide CJK and emoji take two columns), and control characters from the
 //! network are replaced, so a peer cannot send escape sequences to our terminal.
@@ -251,7 +254,19 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, show_conversation: bo
         }
     };
     let name = client.name().map_or("?", |n| n.as_str());
+    let width = area.width as usize;
     let mut right = String::new();
+    // A message elsewhere is seen at once, with where to find it (Alt-N). See: #11
+    if let Some(arrival) = client.conversations().arrival() {
+        let number = client
+            .buffers()
+            .iter()
+            .position(|b| b.target == Target::Peer(arrival.from.clone()))
+            .map_or_else(String::new, |i| format!("[{}] ", i + 1));
+        let note = format!("{number}{}: {}", arrival.from, clean(&arrival.preview));
+        right.push_str(&truncate(&note, width / 2));
+        right.push_str(" │ ");
+    }
     if app.scroll.get() > 0 {
         right.push_str("more below: PgDn │ ");
     }
@@ -263,7 +278,6 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, show_conversation: bo
         right.push_str(&format!("[{}] {open} │ ", client.open_index() + 1));
     }
     right.push_str("F1 help ");
-    let width = area.width as usize;
     let room = width.saturating_sub(right.width() + 1);
     // The server is the first thing to go when the line is short.
     let full = format!(" {} │ {name} │ {state}", app.server);

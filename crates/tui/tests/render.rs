@@ -164,7 +164,7 @@ fn a_conversation_with_unread_counts_and_delivery_states() {
             " 4 carol (2)   │                                                │ carol",
             "               │                                                │",
             "               │                                                │",
-            " localhost:5378 │ alice │ online                                        F1 help",
+            " localhost:5378 │ alice │ online                 [4] carol: over here │ F1 help",
             "[bob] typing…",
         ],
     );
@@ -302,7 +302,7 @@ fn page_up_scrolls_back() {
     for i in 1..=20 {
         s.server(&format!("DELIVERY bob message {i}"));
     }
-    s.key_with(KeyCode::Char('n'), KeyModifiers::CONTROL);
+    // The first message opened bob's conversation (nothing else was open).
     let bottom = s.draw(40, 6);
     assert_eq!(bottom[3], "12:00 <bob> message 20");
     s.key(KeyCode::PageUp);
@@ -379,12 +379,59 @@ fn ctrl_c_quits() {
     s.key_with(KeyCode::Char('c'), KeyModifiers::CONTROL);
     assert!(matches!(s.app.exit(), Some(Ok(()))));
 
-    // With a message on its way, the first Ctrl-C waits for its answer, a second one does not.
+    // With a message on its way, Ctrl-C does not wait for its answer. See: #11
     let mut s = Screen::online();
     s.type_line("@bob last");
     s.key_with(KeyCode::Char('c'), KeyModifiers::CONTROL);
-    assert!(s.app.exit().is_none());
-    assert!(s.draw(80, 4)[2].contains("leaving…"));
-    s.key_with(KeyCode::Char('c'), KeyModifiers::CONTROL);
     assert!(matches!(s.app.exit(), Some(Ok(()))));
+    assert!(
+        s.draw(80, 4)[0].contains("<alice> last ✗ not delivered: left before"),
+        "{:#?}",
+        s.draw(80, 4)
+    );
+}
+
+#[test]
+fn a_message_elsewhere_is_seen_at_once() {
+    // See: #11. Alice is talking to bob; carol writes.
+    let mut s = Screen::online();
+    s.type_line("/query bob");
+    s.server("DELIVERY carol are you free for lunch tomorrow? there is a new place");
+    assert_screen(
+        &s.draw(90, 5),
+        &[
+            " 1 status      │No messages with bob yet.                                 │ online (3)",
+            " 2 bob         │                                                          │ alice",
+            " 3 carol (1)   │                                                          │ bob",
+            " localhost:5378 │ alice │ online  [3] carol: are you free for lunch tomorrow? t │ F1 help",
+            "[bob]",
+        ],
+    );
+    // Opening carol's conversation clears the notice with the unread count.
+    s.key_with(KeyCode::Char('3'), KeyModifiers::ALT);
+    let screen = s.draw(90, 5);
+    assert!(!screen[3].contains("carol:"), "{screen:#?}");
+    assert!(screen[2].starts_with(" 3 carol  "), "{screen:#?}");
+}
+
+#[test]
+fn a_first_message_on_the_status_buffer_opens_its_conversation() {
+    // See: #11
+    let mut s = Screen::online();
+    s.server("DELIVERY bob hello?");
+    assert_screen(
+        &s.draw(60, 4),
+        &[
+            " 1 status      │12:00 <bob> hello?",
+            " 2 bob         │",
+            " localhost:5378 │ alice │ online                    F1 help",
+            "[bob]",
+        ],
+    );
+    // With a conversation already there, the status buffer stays and names the arrival.
+    s.key_with(KeyCode::Char('1'), KeyModifiers::ALT);
+    s.server("DELIVERY carol psst");
+    let screen = s.draw(80, 4);
+    assert!(screen[3].starts_with("[status]"), "{screen:#?}");
+    assert!(screen[2].contains("[3] carol: psst"), "{screen:#?}");
 }

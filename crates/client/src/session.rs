@@ -1,32 +1,48 @@
-//! The client's state machine: user input and server bytes in, effects out.
+//! The protocol session: server bytes and the user's requests in, effects out.
 //!
-//! [`Client`] owns everything a chat session knows: the login, which request each reply answers
-//! (the protocol promises replies in request order, so a queue of what was sent is enough),
-//! the conversations with each message's delivery state, who is online, and when to reconnect.
-//! It does no I/O and reads no clock: every `handle_*` method takes `now` and returns the
-//! [`Effect`]s the caller must carry out (open a connection, write a line, show an event, exit).
-//! The tokio runner ([`crate::net`]), the plain mode and the full-screen UI are all thin shells
-//! around it, and the tests below drive it directly, without sockets or a runtime.
+//! [`Session`] knows the protocol and nothing about conversations: the login, which request
+//! each reply answers (the protocol promises replies in request order, so a queue of what was
+//! sent is enough), the messages not yet answered (a store keyed by [`MsgId`] that owns their
+//! text), who is online, and when to reconnect. What happens is reported as [`Event`]s inside
+//! [`Effect::Show`]; the conversation model ([`crate::Conversations`]) and the plain mode turn
+//! them into what the user reads. It does no I/O and reads no clock: every `handle_*` method
+//! takes `now` and returns the [`Effect`]s the caller must carry out.
+//!
+//! Everything it holds is bounded, whatever the server does: lines by the framer
+//! ([`MAX_SERVER_LINE_BYTES`]), requests awaiting an answer by [`MAX_PENDING_REQUESTS`]
+//! (messages beyond it wait in the store and go out as answers come back), and the store by
+//! [`MAX_UNSETTLED_MESSAGES`]. A `DELIVERY` is passed on, never kept here.
 //!
 //! A misbehaving server is logged at `debug`, not `warn`: under the full-screen UI stderr is
-//! the screen, and what the user needs to know is shown as state instead.
+//! the screen, and what the user needs to know is shown as an event instead.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use tcpchat_proto::{Framer, NameError, Reply, Request, Username, DEFAULT_MAX_LINE_BYTES};
 
-use crate::command::{self, InputError, UserCommand, NAME_RULES};
+use crate::command::NAME_RULES;
 
 /// The longest server line the client accepts. The longest line a server sends is `LIST-OK`:
 /// 19,000 users with 32-byte names (one server at this machine's file limit) make about
 /// 630 KB. The framer only holds what actually arrives, so a generous bound costs nothing.
 pub const MAX_SERVER_LINE_BYTES: usize = 1024 * 1024;
 
-/// How long `/quit` (or the end of the plain mode's input) waits for the answers to messages
-/// still on their way before leaving anyway.
+/// How long the end of the plain mode's input waits for the login and for the answers to
+/// messages still on their way before leaving anyway. `/quit` does not wait.
 pub const QUIT_GRACE: Duration = Duration::from_secs(5);
+
+/// The most requests written and not yet answered on one connection. More messages wait in
+/// the store (as [`Delivery::Queued`]) and are written as answers come back, so a server that
+/// never answers holds at most this many entries in the queue, and the tokio layer's write
+/// queue never needs to hold more lines than this.
+pub const MAX_PENDING_REQUESTS: usize = 256;
+
+/// The most messages the user sent that have no final answer yet (queued while offline or
+/// awaiting `SEND-OK`). A message beyond it is refused on the spot
+/// ([`Undelivered::Backlog`]) rather than held without limit.
+pub const MAX_UNSETTLED_MESSAGES: usize = 1024;
 
 /// How the session behaves; see [`Config::interactive`] and [`Config::script`].
 #[derive(Debug, Clone)]
@@ -35,13 +51,14 @@ pub struct Config {
     pub name: Option<Username>,
     /// A person is at the keyboard: a taken or refused name asks for another, and failures
     /// before the first login (cannot connect, server full) are retried with back-off. When
-    /// false they end the session with a [`LoginError`], which is what a script wants.
+    /// false they end the session with a [`LoginError`], which is what a script wants; a name
+    /// typed at the prompt (no [`Config::name`]) is still asked for again.
     pub interactive: bool,
     /// Ask the server who is online this often, so the list stays fresh without the user
     /// asking. `None`: only when the user asks.
     pub refresh_every: Option<Duration>,
     /// A request unanswered for this long means the connection is dead (a pulled cable sends
-    /// no reset): drop it and reconnect.
+    /// no reset, a broken server's answer cannot be read): drop it and reconnect.
     pub reply_timeout: Duration,
     /// The first reconnection delay; it doubles with each failure up to `backoff_max`.
     pub backoff_first: Duration,
@@ -78,12 +95,12 @@ impl Config {
 /// What the caller must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Open a connection to the server, then report [`Client::handle_connected`] or
-    /// [`Client::handle_connect_failed`].
+    /// Open a connection to the server, then report `handle_connected` or
+    /// `handle_connect_failed`.
     Connect,
     /// Write this line (`\n` included) to the current connection.
     Send(Vec<u8>),
-    /// Close the current connection; no [`Client::handle_closed`] is expected for it.
+    /// Close the current connection; no `handle_closed` is expected for it.
     Disconnect,
     /// Tell the user (the plain mode prints it; the UI draws from the state instead).
     Show(Event),
@@ -105,11 +122,18 @@ pub enum Event {
         from: Username,
         text: String,
     },
+    /// A queued message was written to the server (its state is now [`Delivery::Sending`]).
+    Sending {
+        id: MsgId,
+        to: Username,
+    },
     Delivered {
+        id: MsgId,
         to: Username,
         text: String,
     },
     NotDelivered {
+        id: MsgId,
         to: Username,
         text: String,
         why: Undelivered,
@@ -119,14 +143,16 @@ pub enum Event {
     /// Someone came online or left (seen by the periodic refresh).
     Joined(Username),
     Left(Username),
-    /// The connection is gone or could not be made; the next try is in `retry_in`.
+    /// The connection is gone or could not be made; the next try is in `retry_in`. `first`:
+    /// the first failure of a streak (the retries that follow say the same again).
     Offline {
         reason: Offline,
         retry_in: Duration,
+        first: bool,
     },
     /// The conversation with this peer is now the open one.
     Opened(Username),
-    /// A one-line remark: a command error, a hint.
+    /// A one-line remark: a command error, a hint, a server line that was not understood.
     Notice(String),
     /// The user asked for help.
     Help,
@@ -202,14 +228,25 @@ pub enum LoginError {
     NoName,
 }
 
-/// Identifies one outgoing message in its conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+impl From<NameProblem> for LoginError {
+    fn from(problem: NameProblem) -> Self {
+        match problem {
+            NameProblem::Taken(name) => Self::NameTaken(name),
+            NameProblem::Invalid { name, err } => Self::InvalidName { name, err },
+            NameProblem::Refused(name) => Self::NameRefused(name),
+        }
+    }
+}
+
+/// Identifies one message the user sent, for the whole session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MsgId(u64);
 
 /// What became of a message the user sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// Typed while offline; sent once logged in again.
+    /// Not written yet: typed while offline, or more requests are unanswered than
+    /// [`MAX_PENDING_REQUESTS`].
     Queued,
     /// Written to the server, no answer yet.
     Sending,
@@ -231,6 +268,10 @@ pub enum Undelivered {
     TooLong,
     /// The session ended before it could be sent.
     NotSent,
+    /// The user left before the server answered: it may or may not have arrived.
+    LeftUnanswered,
+    /// [`MAX_UNSETTLED_MESSAGES`] messages are already waiting.
+    Backlog,
 }
 
 impl fmt::Display for Undelivered {
@@ -241,6 +282,8 @@ impl fmt::Display for Undelivered {
             Self::Unconfirmed => "connection lost before the server confirmed it",
             Self::TooLong => "message too long",
             Self::NotSent => "not sent before leaving",
+            Self::LeftUnanswered => "left before the server answered",
+            Self::Backlog => "too many messages are waiting for the server",
         })
     }
 }
@@ -264,41 +307,12 @@ pub enum Phase {
     Done,
 }
 
-/// A conversation: with a peer, or the status buffer for everything else.
+/// A message in the store: sent by the user, no final answer yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Status,
-    Peer(Username),
-}
-
-/// One conversation's history and unread count.
-#[derive(Debug, Clone)]
-pub struct Buffer {
-    pub target: Target,
-    pub entries: Vec<Entry>,
-    /// Messages received while another conversation was open.
-    pub unread: usize,
-}
-
-/// One line of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub at: Instant,
-    pub kind: EntryKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EntryKind {
-    Incoming {
-        from: Username,
-        text: String,
-    },
-    Outgoing {
-        id: MsgId,
-        text: String,
-        state: Delivery,
-    },
-    Notice(String),
+pub struct Outgoing {
+    pub to: Username,
+    pub text: String,
+    pub state: Delivery,
 }
 
 #[derive(Debug)]
@@ -308,72 +322,71 @@ enum Pending {
     List {
         asked: bool,
     },
-    Send {
-        to: Username,
-        id: MsgId,
-    },
+    Send(MsgId),
 }
 
-/// The client session. See the module documentation.
+/// The protocol session. See the module documentation.
 #[derive(Debug)]
-pub struct Client {
+pub struct Session {
     config: Config,
     phase: Phase,
     /// The name to log in with, once known; the server's spelling after login.
     name: Option<Username>,
+    /// The name came from the prompt, so a problem with it asks again even in a script.
+    name_from_prompt: bool,
     connected: bool,
     logged_in_once: bool,
     framer: Framer,
     /// Requests written on the current connection and not yet answered, oldest first, with
-    /// when they were written.
+    /// when they were written. At most [`MAX_PENDING_REQUESTS`].
     pending: VecDeque<(Pending, Instant)>,
-    /// Messages typed while not logged in, to send after login.
-    outbox: VecDeque<(Username, MsgId)>,
-    buffers: Vec<Buffer>,
-    open: usize,
+    /// Messages without a final answer, owned here (not by their conversation, which the
+    /// user may close meanwhile). At most [`MAX_UNSETTLED_MESSAGES`].
+    store: BTreeMap<MsgId, Outgoing>,
+    /// The store's [`Delivery::Queued`] messages, in the order they were typed.
+    outbox: VecDeque<MsgId>,
     online: Option<Vec<Username>>,
     next_refresh: Option<Instant>,
     failures: u32,
     quit_by: Option<Instant>,
-    /// The user asked who is online while not logged in.
+    /// The user asked who is online while that could not be asked yet.
     who_wanted: bool,
+    /// A line that is not a reply was already reported on this connection.
+    told_unknown: bool,
     next_id: u64,
     out: Vec<Effect>,
 }
 
-impl Client {
-    /// A session that has not started yet; call [`Client::start`].
+impl Session {
+    /// A session that has not started yet; call [`Session::start`].
     pub fn new(config: Config) -> Self {
         Self {
             name: config.name.clone(),
+            name_from_prompt: config.name.is_none(),
             config,
             phase: Phase::NeedName(None),
             connected: false,
             logged_in_once: false,
             framer: Framer::new(MAX_SERVER_LINE_BYTES),
             pending: VecDeque::new(),
+            store: BTreeMap::new(),
             outbox: VecDeque::new(),
-            buffers: vec![Buffer {
-                target: Target::Status,
-                entries: Vec::new(),
-                unread: 0,
-            }],
-            open: 0,
             online: None,
             next_refresh: None,
             failures: 0,
             quit_by: None,
             who_wanted: false,
+            told_unknown: false,
             next_id: 0,
             out: Vec::new(),
         }
     }
 
     /// Begins: connects when the name is known, asks for it otherwise.
-    pub fn start(&mut self, now: Instant) -> Vec<Effect> {
+    pub fn start(&mut self) -> Vec<Effect> {
         match self.name.clone() {
             Some(_) => self.connect(),
-            None => self.need_name(None, now),
+            None => self.need_name(None),
         }
         self.take()
     }
@@ -384,10 +397,11 @@ impl Client {
     pub fn handle_connected(&mut self, now: Instant) -> Vec<Effect> {
         if self.phase == Phase::Connecting {
             self.connected = true;
+            self.told_unknown = false;
             self.framer = Framer::new(MAX_SERVER_LINE_BYTES);
             match self.name.clone() {
                 Some(name) => self.hello(name, now),
-                None => self.need_name(None, now),
+                None => self.need_name(None),
             }
         } else {
             // Not wanted any more (the user quit meanwhile).
@@ -418,7 +432,10 @@ impl Client {
                     self.handle_line(&line, now);
                 }
                 Ok(None) => break,
-                Err(err) => tracing::debug!(%err, "server line ignored"),
+                Err(err) => {
+                    tracing::debug!(%err, "server line ignored");
+                    self.unknown_line();
+                }
             }
         }
         self.take()
@@ -437,15 +454,43 @@ impl Client {
         self.take()
     }
 
-    /// The user is done (end of input, Ctrl-C): like `/quit`.
-    pub fn handle_quit(&mut self, now: Instant) -> Vec<Effect> {
-        if self.phase != Phase::Done && self.quit_by.is_none() {
-            self.quit(now);
+    /// The user leaves (`/quit`, Ctrl-C): at once, whatever is pending. Messages without an
+    /// answer are reported as such.
+    pub fn handle_quit(&mut self) -> Vec<Effect> {
+        self.finish(Ok(()));
+        self.take()
+    }
+
+    /// The plain mode's input ended: leave once the login and the answers to what was sent
+    /// are in, at most [`QUIT_GRACE`] from now, so that `echo '@bob hi' | tcpchat connect`
+    /// can report whether bob got it.
+    pub fn handle_end_of_input(&mut self, now: Instant) -> Vec<Effect> {
+        if self.phase == Phase::Done || self.quit_by.is_some() {
+            return self.take();
+        }
+        let can_still_send = matches!(
+            self.phase,
+            Phase::Connecting | Phase::LoggingIn | Phase::Online
+        );
+        // A script also waits for the login's outcome, so that it can fail if there is none.
+        let login_pending = !self.config.interactive && !self.logged_in_once;
+        if let Phase::NeedName(Some(problem)) = &self.phase {
+            if !self.config.interactive {
+                // The input ended with the name still unusable: that is the script's failure.
+                let problem = problem.clone();
+                self.finish(Err(problem.into()));
+                return self.take();
+            }
+        }
+        if can_still_send && (self.has_unanswered() || login_pending) {
+            self.quit_by = Some(now + QUIT_GRACE);
+        } else {
+            self.finish(Ok(()));
         }
         self.take()
     }
 
-    /// Time passed; call at [`Client::poll_timeout`].
+    /// Time passed; call at [`Session::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Effect> {
         if let Some(by) = self.quit_by {
             if now >= by {
@@ -476,7 +521,7 @@ impl Client {
                             .pending
                             .iter()
                             .any(|(p, _)| matches!(p, Pending::List { .. }));
-                        if !refreshing {
+                        if !refreshing && self.room() {
                             self.request(Request::List, Pending::List { asked: false }, now);
                         }
                     }
@@ -487,7 +532,7 @@ impl Client {
         self.take()
     }
 
-    /// When [`Client::handle_timeout`] wants to be called next, if ever.
+    /// When [`Session::handle_timeout`] wants to be called next, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let waiting = match &self.phase {
             Phase::Waiting { until, .. } => Some(*until),
@@ -501,50 +546,81 @@ impl Client {
         [waiting, reply, self.quit_by].into_iter().flatten().min()
     }
 
-    /// A line the user typed.
-    pub fn handle_input(&mut self, line: &str, now: Instant) -> Vec<Effect> {
-        if self.phase == Phase::Done || self.quit_by.is_some() {
+    /// The name the user typed at the prompt ([`Phase::NeedName`]).
+    pub fn handle_name(&mut self, typed: &str, now: Instant) -> Vec<Effect> {
+        if !matches!(self.phase, Phase::NeedName(_)) {
             return self.take();
         }
-        let parsed = command::parse(line);
-        if let Phase::NeedName(_) = self.phase {
-            match parsed {
-                Ok(UserCommand::Quit) => self.finish(Ok(())),
-                Ok(UserCommand::Help) => self.out.push(Effect::Show(Event::Help)),
-                Ok(UserCommand::Nothing) => {}
-                _ => self.name_typed(line.trim(), now),
-            }
-            return self.take();
-        }
-        match parsed {
-            Ok(UserCommand::Nothing) => {}
-            Ok(UserCommand::Say(text)) => match &self.buffers[self.open].target {
-                Target::Peer(to) => {
-                    let to = to.clone();
-                    self.send_message(to, text, now);
-                }
-                Target::Status => self.notice(
-                    "no conversation is open: type @user message, or /query user first",
-                    now,
-                ),
-            },
-            Ok(UserCommand::Msg { to, text }) => {
-                self.open_peer(&to, false);
-                self.send_message(to, text, now);
-            }
-            Ok(UserCommand::Query(to)) => self.open_peer(&to, true),
-            Ok(UserCommand::Close) => self.close_open(),
-            Ok(UserCommand::Who) => {
-                if self.phase == Phase::Online {
-                    self.request(Request::List, Pending::List { asked: true }, now);
+        self.name_from_prompt = true;
+        match Username::parse(typed) {
+            Ok(name) => {
+                self.name = Some(name.clone());
+                if self.connected {
+                    self.hello(name, now);
                 } else {
-                    // Answered once logged in, like a message typed meanwhile.
-                    self.who_wanted = true;
+                    self.connect();
                 }
             }
-            Ok(UserCommand::Quit) => self.quit(now),
-            Ok(UserCommand::Help) => self.out.push(Effect::Show(Event::Help)),
-            Err(err) => self.input_error(&err, now),
+            Err(err) => {
+                let name = typed.to_owned();
+                self.name_problem(NameProblem::Invalid { name, err });
+            }
+        }
+        self.take()
+    }
+
+    /// Sends `text` to `to` now, or once logged in. Returns the message's id (its state is
+    /// [`Delivery::Queued`] until an [`Event::Sending`] or a final event says otherwise) and
+    /// the effects.
+    pub fn send(&mut self, to: Username, text: &str, now: Instant) -> (MsgId, Vec<Effect>) {
+        let text = one_line(text);
+        let id = MsgId(self.next_id);
+        self.next_id += 1;
+        let line_bytes = Request::Send {
+            to: to.clone(),
+            body: &text,
+        }
+        .to_line()
+        .len()
+            - 1;
+        let refused = if line_bytes > self.config.max_send_line_bytes {
+            let limit = self.config.max_send_line_bytes;
+            self.notice(format!(
+                "message not sent: it is {line_bytes} bytes on the wire, the limit is {limit}"
+            ));
+            Some(Undelivered::TooLong)
+        } else if self.store.len() >= MAX_UNSETTLED_MESSAGES || self.phase == Phase::Done {
+            Some(Undelivered::Backlog)
+        } else {
+            None
+        };
+        match refused {
+            Some(why) => self
+                .out
+                .push(Effect::Show(Event::NotDelivered { id, to, text, why })),
+            None => {
+                self.store.insert(
+                    id,
+                    Outgoing {
+                        to,
+                        text,
+                        state: Delivery::Queued,
+                    },
+                );
+                self.outbox.push_back(id);
+                self.pump(now);
+            }
+        }
+        (id, self.take())
+    }
+
+    /// The user asked who is online: asked now, or once logged in.
+    pub fn who(&mut self, now: Instant) -> Vec<Effect> {
+        if self.phase == Phase::Online && self.room() {
+            self.request(Request::List, Pending::List { asked: true }, now);
+        } else {
+            // Answered once logged in (or once answers make room), like a message.
+            self.who_wanted = true;
         }
         self.take()
     }
@@ -564,24 +640,9 @@ impl Client {
         self.connected
     }
 
-    /// The conversations, the status buffer first, then in the order they were opened.
-    pub fn buffers(&self) -> &[Buffer] {
-        &self.buffers
-    }
-
-    /// The index in [`Client::buffers`] of the open conversation.
-    pub fn open_index(&self) -> usize {
-        self.open
-    }
-
-    pub fn open_buffer(&self) -> &Buffer {
-        &self.buffers[self.open]
-    }
-
-    /// Opens conversation `index` (clamped) and clears its unread count.
-    pub fn select(&mut self, index: usize) {
-        self.open = index.min(self.buffers.len() - 1);
-        self.buffers[self.open].unread = 0;
+    /// Whether a login has succeeded in this session (so losses are reconnections).
+    pub fn logged_in_once(&self) -> bool {
+        self.logged_in_once
     }
 
     /// Who was online at the last answer to `LIST`, sorted; `None` before the first.
@@ -593,10 +654,29 @@ impl Client {
         self.quit_by.is_some()
     }
 
+    /// A message without its final answer yet.
+    pub fn message(&self, id: MsgId) -> Option<&Outgoing> {
+        self.store.get(&id)
+    }
+
+    /// How many messages have no final answer (the store's size).
+    pub fn unsettled(&self) -> usize {
+        self.store.len()
+    }
+
+    /// How many requests were written and not answered yet.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
     // ---- internals ----------------------------------------------------------------------
 
     fn take(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.out)
+    }
+
+    fn notice(&mut self, text: String) {
+        self.out.push(Effect::Show(Event::Notice(text)));
     }
 
     fn connect(&mut self) {
@@ -609,37 +689,56 @@ impl Client {
         self.request(Request::HelloFrom(name.clone()), Pending::Hello(name), now);
     }
 
+    /// Whether another request may be written (see [`MAX_PENDING_REQUESTS`]).
+    fn room(&self) -> bool {
+        self.pending.len() < MAX_PENDING_REQUESTS
+    }
+
     fn request(&mut self, request: Request<'_>, pending: Pending, now: Instant) {
         self.out.push(Effect::Send(request.to_line()));
         self.pending.push_back((pending, now));
     }
 
-    fn need_name(&mut self, problem: Option<NameProblem>, now: Instant) {
-        if let Some(p) = &problem {
-            self.status_notice(&format!("{p}; type another name"), now);
+    /// Writes what waits, as far as there is room: a `!who` typed meanwhile, then messages.
+    fn pump(&mut self, now: Instant) {
+        if self.phase != Phase::Online {
+            return;
         }
+        if self.who_wanted && self.room() {
+            self.who_wanted = false;
+            self.request(Request::List, Pending::List { asked: true }, now);
+        }
+        while self.room() {
+            let Some(id) = self.outbox.pop_front() else {
+                break;
+            };
+            let Some(message) = self.store.get_mut(&id) else {
+                continue;
+            };
+            message.state = Delivery::Sending;
+            let to = message.to.clone();
+            let line = Request::Send {
+                to: to.clone(),
+                body: &message.text,
+            }
+            .to_line();
+            self.out.push(Effect::Send(line));
+            self.pending.push_back((Pending::Send(id), now));
+            self.out.push(Effect::Show(Event::Sending { id, to }));
+        }
+    }
+
+    fn need_name(&mut self, problem: Option<NameProblem>) {
         self.phase = Phase::NeedName(problem.clone());
         self.out.push(Effect::Show(Event::NameNeeded(problem)));
     }
 
-    fn name_typed(&mut self, typed: &str, now: Instant) {
-        match Username::parse(typed) {
-            Ok(name) => {
-                self.name = Some(name.clone());
-                if self.connected {
-                    self.hello(name, now);
-                } else {
-                    self.connect();
-                }
-            }
-            Err(err) => {
-                let name = typed.to_owned();
-                if self.config.interactive {
-                    self.need_name(Some(NameProblem::Invalid { name, err }), now);
-                } else {
-                    self.finish(Err(LoginError::InvalidName { name, err }));
-                }
-            }
+    /// A name cannot be used: ask again, unless a script gave it with `--name`.
+    fn name_problem(&mut self, problem: NameProblem) {
+        if self.config.interactive || self.name_from_prompt {
+            self.need_name(Some(problem));
+        } else {
+            self.finish(Err(problem.into()));
         }
     }
 
@@ -679,20 +778,12 @@ impl Client {
             .backoff_first
             .saturating_mul(1 << shift)
             .min(self.config.backoff_max);
-        // Only the first failure of a streak goes into the history; the retries that follow
-        // would bury the conversation, and the UI's status line shows the latest anyway.
         let first = self.failures == 0;
         self.failures = self.failures.saturating_add(1);
-        if first {
-            let text = format!("{reason}; retrying in {}s", delay.as_secs_f32().ceil());
-            self.status_notice(&text, now);
-            if self.open != 0 && self.logged_in_once {
-                self.push_entry(self.open, now, EntryKind::Notice(text));
-            }
-        }
         self.out.push(Effect::Show(Event::Offline {
             reason: reason.clone(),
             retry_in: delay,
+            first,
         }));
         self.phase = Phase::Waiting {
             until: now + delay,
@@ -703,8 +794,8 @@ impl Client {
     /// Every request still waiting for an answer will never get one.
     fn abandon_pending(&mut self, why: Undelivered) {
         while let Some((pending, _)) = self.pending.pop_front() {
-            if let Pending::Send { to, id } = pending {
-                self.settle(&to, id, Delivery::NotDelivered(why));
+            if let Pending::Send(id) = pending {
+                self.settle(id, Delivery::NotDelivered(why));
             }
         }
     }
@@ -713,9 +804,9 @@ impl Client {
         if self.phase == Phase::Done {
             return;
         }
-        self.abandon_pending(Undelivered::Unconfirmed);
-        while let Some((to, id)) = self.outbox.pop_front() {
-            self.settle(&to, id, Delivery::NotDelivered(Undelivered::NotSent));
+        self.abandon_pending(Undelivered::LeftUnanswered);
+        while let Some(id) = self.outbox.pop_front() {
+            self.settle(id, Delivery::NotDelivered(Undelivered::NotSent));
         }
         if self.connected {
             self.connected = false;
@@ -726,39 +817,56 @@ impl Client {
         self.out.push(Effect::Exit(result));
     }
 
-    fn quit(&mut self, now: Instant) {
-        let can_still_send = matches!(
-            self.phase,
-            Phase::Connecting | Phase::LoggingIn | Phase::Online
-        );
-        // A script also waits for the login's outcome, so that it can fail if there is none.
-        let login_pending = !self.config.interactive && !self.logged_in_once;
-        if can_still_send && (self.has_unanswered() || login_pending) {
-            self.quit_by = Some(now + QUIT_GRACE);
-        } else {
-            self.finish(Ok(()));
-        }
-    }
-
     fn has_unanswered(&self) -> bool {
         !self.outbox.is_empty()
             || self.who_wanted
             || self
                 .pending
                 .iter()
-                .any(|(p, _)| matches!(p, Pending::Send { .. } | Pending::List { asked: true }))
+                .any(|(p, _)| matches!(p, Pending::Send(_) | Pending::List { asked: true }))
+    }
+
+    /// A line that is not a reply this client knows. Said once per connection, in words:
+    /// the raw line may be anything, escape sequences included. Whatever request it may have
+    /// answered is given up by the reply timeout.
+    fn unknown_line(&mut self) {
+        if !self.told_unknown {
+            self.told_unknown = true;
+            self.notice(
+                "the server sent a line this client does not understand; it was ignored \
+                 (further ones on this connection are ignored silently)"
+                    .to_owned(),
+            );
+        }
     }
 
     fn handle_line(&mut self, line: &[u8], now: Instant) {
-        let reply = match Reply::parse(line) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return; // a blank line says nothing; some servers end a reply with one
+        }
+        let parsed = match Reply::parse(line) {
+            Ok(reply) => Ok(reply),
+            Err(err) => match self.pending.front() {
+                // `a, b`: some servers put a space after each comma of the name list.
+                Some((Pending::List { .. }, _)) => {
+                    let tidy = tidy_list(line);
+                    match Reply::parse(&tidy) {
+                        Ok(Reply::ListOk(names)) => Ok(Reply::ListOk(names)),
+                        _ => Err(err),
+                    }
+                }
+                _ => Err(err),
+            },
+        };
+        let reply = match parsed {
             Ok(reply) => reply,
             Err(err) => {
                 tracing::debug!(%err, "unexpected line from the server ignored");
-                return;
+                return self.unknown_line();
             }
         };
         match reply {
-            Reply::Delivery { from, body } => return self.incoming(from, body, now),
+            Reply::Delivery { from, body } => return self.incoming(from, body),
             // Sent on accept when full, before any request is read; the server then closes.
             Reply::Busy => {
                 self.connected = false;
@@ -777,42 +885,37 @@ impl Client {
             (Pending::Hello(name), Reply::InUse) => {
                 if self.logged_in_once {
                     self.retry_later(Offline::NameStillTaken(name), now);
-                } else if self.config.interactive {
-                    self.need_name(Some(NameProblem::Taken(name)), now);
                 } else {
-                    self.finish(Err(LoginError::NameTaken(name)));
+                    self.name_problem(NameProblem::Taken(name));
                 }
             }
-            (Pending::Hello(name), _) => {
-                if self.config.interactive {
-                    self.need_name(Some(NameProblem::Refused(name)), now);
-                } else {
-                    self.finish(Err(LoginError::NameRefused(name)));
-                }
-            }
+            (Pending::Hello(name), _) => self.name_problem(NameProblem::Refused(name)),
             (Pending::List { asked }, Reply::ListOk(mut names)) => {
                 names.sort();
                 names.dedup();
-                self.presence(names, asked, now);
+                self.presence(names, asked);
             }
             (Pending::List { .. }, other) => {
                 tracing::debug!(reply = ?other, "unexpected answer to LIST");
             }
-            (Pending::Send { to, id }, Reply::SendOk) => {
-                self.seen_online(&to);
-                self.settle(&to, id, Delivery::Delivered);
-            }
-            (Pending::Send { to, id }, Reply::BadDestUser) => {
-                if let Some(online) = &mut self.online {
-                    online.retain(|n| *n != to);
+            (Pending::Send(id), Reply::SendOk) => {
+                if let Some(to) = self.store.get(&id).map(|m| m.to.clone()) {
+                    self.seen_online(&to);
                 }
-                self.settle(&to, id, Delivery::NotDelivered(Undelivered::UserOffline));
+                self.settle(id, Delivery::Delivered);
             }
-            (Pending::Send { to, id }, other) => {
+            (Pending::Send(id), Reply::BadDestUser) => {
+                if let (Some(online), Some(m)) = (&mut self.online, self.store.get(&id)) {
+                    online.retain(|n| *n != m.to);
+                }
+                self.settle(id, Delivery::NotDelivered(Undelivered::UserOffline));
+            }
+            (Pending::Send(id), other) => {
                 tracing::debug!(reply = ?other, "server refused a message");
-                self.settle(&to, id, Delivery::NotDelivered(Undelivered::Refused));
+                self.settle(id, Delivery::NotDelivered(Undelivered::Refused));
             }
         }
+        self.pump(now);
         if self.quit_by.is_some() && !self.has_unanswered() {
             self.finish(Ok(()));
         }
@@ -824,66 +927,36 @@ impl Client {
         self.failures = 0;
         self.phase = Phase::Online;
         self.name = Some(name.clone());
-        let text = if again {
-            format!("reconnected as {name}")
-        } else {
-            format!("logged in as {name}")
-        };
-        self.status_notice(&text, now);
-        if again && self.open != 0 {
-            self.push_entry(self.open, now, EntryKind::Notice(text));
-        }
         self.out.push(Effect::Show(Event::LoggedIn { name, again }));
-        // One LIST serves both the user's `!who` and the refresh.
-        let asked = std::mem::take(&mut self.who_wanted);
         if let Some(every) = self.config.refresh_every {
             self.next_refresh = Some(now + every);
-        }
-        if asked || self.config.refresh_every.is_some() {
+            // One LIST serves both the user's `!who` and the refresh.
+            let asked = std::mem::take(&mut self.who_wanted);
             self.request(Request::List, Pending::List { asked }, now);
         }
-        while let Some((to, id)) = self.outbox.pop_front() {
-            self.write_message(to, id, now);
-        }
+        self.pump(now);
         if self.quit_by.is_some() && !self.has_unanswered() {
             self.finish(Ok(()));
         }
     }
 
-    fn presence(&mut self, names: Vec<Username>, asked: bool, now: Instant) {
+    fn presence(&mut self, names: Vec<Username>, asked: bool) {
         if let Some(before) = self.online.take() {
             for joined in names.iter().filter(|n| before.binary_search(n).is_err()) {
-                self.peer_notice(joined, &format!("{joined} is online"), now);
                 self.out.push(Effect::Show(Event::Joined(joined.clone())));
             }
             for left in before.iter().filter(|n| names.binary_search(n).is_err()) {
-                self.peer_notice(left, &format!("{left} went offline"), now);
                 self.out.push(Effect::Show(Event::Left(left.clone())));
             }
         }
         if asked {
-            let list: Vec<&str> = names.iter().map(Username::as_str).collect();
-            let text = format!("online ({}): {}", names.len(), list.join(", "));
-            self.push_entry(self.open, now, EntryKind::Notice(text));
             self.out.push(Effect::Show(Event::Online(names.clone())));
         }
         self.online = Some(names);
     }
 
-    fn incoming(&mut self, from: Username, text: &str, now: Instant) {
+    fn incoming(&mut self, from: Username, text: &str) {
         self.seen_online(&from);
-        let index = self.peer_index(&from);
-        self.push_entry(
-            index,
-            now,
-            EntryKind::Incoming {
-                from: from.clone(),
-                text: text.to_owned(),
-            },
-        );
-        if index != self.open {
-            self.buffers[index].unread += 1;
-        }
         self.out.push(Effect::Show(Event::Message {
             from,
             text: text.to_owned(),
@@ -899,175 +972,42 @@ impl Client {
         }
     }
 
-    fn send_message(&mut self, to: Username, text: String, now: Instant) {
-        // A line break would end the protocol line early, and a trailing \r is eaten by the
-        // server's framer (docs/protocol.md), so neither can be relayed faithfully.
-        let text = text.replace(['\r', '\n'], " ");
-        let id = MsgId(self.next_id);
-        self.next_id += 1;
-        let index = self.peer_index(&to);
-        let line_bytes = Request::Send {
-            to: to.clone(),
-            body: &text,
-        }
-        .to_line()
-        .len()
-            - 1;
-        let too_long = line_bytes > self.config.max_send_line_bytes;
-        let state = if too_long {
-            Delivery::NotDelivered(Undelivered::TooLong)
-        } else {
-            Delivery::Queued
-        };
-        self.push_entry(
-            index,
-            now,
-            EntryKind::Outgoing {
-                id,
-                text: text.clone(),
-                state,
-            },
-        );
-        if too_long {
-            let limit = self.config.max_send_line_bytes;
-            self.notice(
-                &format!(
-                    "message not sent: it is {line_bytes} bytes on the wire, the limit is {limit}"
-                ),
-                now,
-            );
-            self.out.push(Effect::Show(Event::NotDelivered {
-                to,
-                text,
-                why: Undelivered::TooLong,
-            }));
-        } else if self.phase == Phase::Online {
-            self.write_message(to, id, now);
-        } else {
-            self.outbox.push_back((to, id));
-        }
-    }
-
-    fn write_message(&mut self, to: Username, id: MsgId, now: Instant) {
-        let Some(text) = self.outgoing_text(&to, id) else {
-            return; // its conversation was closed meanwhile
-        };
-        let line = Request::Send {
-            to: to.clone(),
-            body: &text,
-        }
-        .to_line();
-        self.out.push(Effect::Send(line));
-        self.pending
-            .push_back((Pending::Send { to: to.clone(), id }, now));
-        self.set_state(&to, id, Delivery::Sending);
-    }
-
-    fn outgoing_text(&self, to: &Username, id: MsgId) -> Option<String> {
-        let buffer = self
-            .buffers
-            .iter()
-            .find(|b| b.target == Target::Peer(to.clone()))?;
-        buffer.entries.iter().rev().find_map(|e| match &e.kind {
-            EntryKind::Outgoing { id: i, text, .. } if *i == id => Some(text.clone()),
-            _ => None,
-        })
-    }
-
-    fn set_state(&mut self, to: &Username, id: MsgId, state: Delivery) -> Option<String> {
-        let buffer = self
-            .buffers
-            .iter_mut()
-            .find(|b| b.target == Target::Peer(to.clone()))?;
-        buffer
-            .entries
-            .iter_mut()
-            .rev()
-            .find_map(|e| match &mut e.kind {
-                EntryKind::Outgoing {
-                    id: i,
-                    text,
-                    state: s,
-                } if *i == id => {
-                    *s = state;
-                    Some(text.clone())
-                }
-                _ => None,
-            })
-    }
-
-    /// Records the final state of a message and tells the user.
-    fn settle(&mut self, to: &Username, id: MsgId, state: Delivery) {
-        let Some(text) = self.set_state(to, id, state) else {
+    /// Records the final state of a message, takes it out of the store, and tells the user.
+    fn settle(&mut self, id: MsgId, state: Delivery) {
+        let Some(Outgoing { to, text, .. }) = self.store.remove(&id) else {
             return;
         };
-        let to = to.clone();
         let event = match state {
-            Delivery::Delivered => Event::Delivered { to, text },
-            Delivery::NotDelivered(why) => Event::NotDelivered { to, text, why },
+            Delivery::Delivered => Event::Delivered { id, to, text },
+            Delivery::NotDelivered(why) => Event::NotDelivered { id, to, text, why },
             Delivery::Queued | Delivery::Sending => return,
         };
         self.out.push(Effect::Show(event));
     }
+}
 
-    fn peer_index(&mut self, peer: &Username) -> usize {
-        let target = Target::Peer(peer.clone());
-        if let Some(i) = self.buffers.iter().position(|b| b.target == target) {
-            return i;
+/// `text` as a message body goes out: line breaks become spaces. A line break would end the
+/// protocol line early, and a trailing `\r` is eaten by the server's framer
+/// (docs/protocol.md), so neither can be relayed faithfully.
+pub fn one_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
+}
+
+/// The line with the spaces after its commas removed (`a, b` → `a,b`).
+fn tidy_list(line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len());
+    let mut after_comma = false;
+    for &b in line {
+        if after_comma && b == b' ' {
+            continue;
         }
-        self.buffers.push(Buffer {
-            target,
-            entries: Vec::new(),
-            unread: 0,
-        });
-        self.buffers.len() - 1
+        after_comma = b == b',';
+        out.push(b);
     }
-
-    /// Opens the conversation with `peer`; `tell`: say so (an explicit `/query`, rather than
-    /// the switch that comes with sending).
-    fn open_peer(&mut self, peer: &Username, tell: bool) {
-        let index = self.peer_index(peer);
-        self.select(index);
-        if tell {
-            self.out.push(Effect::Show(Event::Opened(peer.clone())));
-        }
+    while out.last() == Some(&b' ') {
+        out.pop();
     }
-
-    fn close_open(&mut self) {
-        if self.open == 0 {
-            return;
-        }
-        let closed = self.buffers.remove(self.open);
-        if let Target::Peer(peer) = closed.target {
-            self.outbox.retain(|(to, _)| *to != peer);
-        }
-        self.select(self.open - 1);
-    }
-
-    fn push_entry(&mut self, index: usize, at: Instant, kind: EntryKind) {
-        self.buffers[index].entries.push(Entry { at, kind });
-    }
-
-    /// A remark in the open conversation, and for the plain mode.
-    fn notice(&mut self, text: &str, now: Instant) {
-        self.push_entry(self.open, now, EntryKind::Notice(text.to_owned()));
-        self.out.push(Effect::Show(Event::Notice(text.to_owned())));
-    }
-
-    fn status_notice(&mut self, text: &str, now: Instant) {
-        self.push_entry(0, now, EntryKind::Notice(text.to_owned()));
-    }
-
-    fn peer_notice(&mut self, peer: &Username, text: &str, now: Instant) {
-        let target = Target::Peer(peer.clone());
-        if let Some(i) = self.buffers.iter().position(|b| b.target == target) {
-            self.push_entry(i, now, EntryKind::Notice(text.to_owned()));
-        }
-    }
-
-    fn input_error(&mut self, err: &InputError, now: Instant) {
-        self.notice(&err.to_string(), now);
-    }
+    out
 }
 
 #[cfg(test)]
