@@ -106,18 +106,13 @@ pub fn run_worker() -> Result<(), BenchError> {
     result
 }
 
+/// Every client is a socket, and the common default soft limit (1024) would cap a process
+/// far below [`Options::clients_per_process`]: raise the soft limit to the hard one, the same
+/// way `tcpchat serve` does (the `rlimit` crate). A failure is not fatal: clients beyond the
+/// limit fail to connect and are counted as such.
 fn raise_fd_limit() {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit with a pointer to a live rlimit struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
 }
 
