@@ -12,6 +12,7 @@
 //! equals delivered, no errors), never timings. It is not a conformance checker either
 //! (`tcpchat check` is): it assumes the server basically works and reports what it sees.
 
+mod counters;
 mod dialect;
 mod message;
 mod pacing;
@@ -24,13 +25,13 @@ mod stats;
 
 use std::net::SocketAddr;
 
+pub use counters::{Counters, Failure, Failures};
 pub use dialect::{Codec, Dialect, Event, Refusal};
 pub use message::{BodyError, Header, OrderCheck, MIN_BODY_BYTES};
 pub use pacing::Pacer;
 pub use plan::{Plan, Scenario, Share};
 pub use report::{LoginReport, MemoryReport, MessageReport, Report};
 pub use run::{resident_bytes, run, run_worker, Options};
-pub use share::{Counts, Failures};
 pub use stats::{Latency, Summary};
 
 /// Why a benchmark could not run or complete.

@@ -16,11 +16,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
+use crate::counters::Counters;
 use crate::dialect::{Codec, Dialect, Event, Refusal};
 use crate::message::MIN_BODY_BYTES;
 use crate::plan::{Plan, Scenario, Share};
 use crate::report::{self, Report};
-use crate::share::{run_share, Counts, LoginOutcome, Phase, RunOutcome, ShareEvent};
+use crate::share::{run_share, Phase, ShareEvent};
 use crate::BenchError;
 
 /// How to run a benchmark.
@@ -385,21 +386,15 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
     let rss_start = o.server_pid.and_then(resident_bytes);
     let mut shares = start_shares(&o)?;
     let bar = bar(&o);
-    let mut counts = vec![Counts::default(); shares.count];
-    let sum = |counts: &[Counts]| {
-        counts.iter().fold(Counts::default(), |a, c| Counts {
-            logged_in: a.logged_in + c.logged_in,
-            failed: a.failed + c.failed,
-            sent: a.sent + c.sent,
-            delivered: a.delivered + c.delivered,
-        })
-    };
+    // Each share's latest progress; their merge is the run's.
+    let mut counts = vec![Counters::default(); shares.count];
+    let sum = |counts: &[Counters]| Counters::sum(counts);
 
     // Login phase.
     bar.set_prefix("login");
     let login_started = Instant::now();
     let _ = shares.phase.send(Phase::Login);
-    let mut login = LoginOutcome::default();
+    let mut login = Counters::default();
     let mut logged_shares = 0;
     while logged_shares < shares.count {
         let (i, event) = recv(&mut shares.events).await?;
@@ -407,12 +402,12 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
             ShareEvent::Progress(c) => {
                 counts[i] = c;
                 let t = sum(&counts);
-                bar.set_position(t.logged_in + t.failed);
-                bar.set_message(format!("{} in, {} failed", t.logged_in, t.failed));
+                bar.set_position(t.logins_done());
+                bar.set_message(format!("{} in, {} failed", t.logged_in, t.failures.total()));
             }
             ShareEvent::LoggedIn(l) => {
                 logged_shares += 1;
-                merge_login(&mut login, l);
+                login.merge(&l);
             }
             ShareEvent::Done(_) => {}
             ShareEvent::Failed(why) => return Err(BenchError::Worker(std::io::Error::other(why))),
@@ -488,7 +483,8 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
     // Stop and drain.
     bar.set_prefix("drain");
     let _ = shares.phase.send(Phase::Stop);
-    let mut run = RunOutcome::default();
+    // What the shares counted, login included: the report's totals are exactly their sum.
+    let mut totals = Counters::default();
     let mut done = 0;
     let patience = plan.drain_timeout + Duration::from_secs(10);
     while done < shares.count {
@@ -504,7 +500,7 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
             ShareEvent::Progress(c) => counts[i] = c,
             ShareEvent::Done(r) => {
                 done += 1;
-                merge_run(&mut run, r);
+                totals.merge(&r);
             }
             ShareEvent::Failed(why) => return Err(BenchError::Worker(std::io::Error::other(why))),
             ShareEvent::LoggedIn(_) => {}
@@ -517,9 +513,8 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
     Ok(report::build(report::Inputs {
         plan,
         server_pid: o.server_pid,
-        login,
+        totals,
         login_secs,
-        run,
         measured_secs,
         timeline,
         rss_start,
@@ -537,35 +532,4 @@ async fn recv(
         .recv()
         .await
         .ok_or_else(|| BenchError::Worker(std::io::Error::other("all clients ended unexpectedly")))
-}
-
-fn merge_login(into: &mut LoginOutcome, l: LoginOutcome) {
-    into.logged_in += l.logged_in;
-    into.failures.add(&l.failures);
-    into.latency.merge(&l.latency);
-    into.all_in_us = into.all_in_us.max(l.all_in_us);
-    if into.first_failure.is_none() {
-        into.first_failure = l.first_failure;
-    }
-}
-
-fn merge_run(into: &mut RunOutcome, r: RunOutcome) {
-    into.sent += r.sent;
-    into.delivered += r.delivered;
-    into.delivered_in_window += r.delivered_in_window;
-    into.acknowledged += r.acknowledged;
-    into.send_failed += r.send_failed;
-    into.order_violations += r.order_violations;
-    into.content_errors += r.content_errors;
-    into.protocol_errors += r.protocol_errors;
-    into.disconnected += r.disconnected;
-    into.latency.merge(&r.latency);
-    into.per_sender_min = match (into.per_sender_min, r.per_sender_min) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    into.per_sender_max = into.per_sender_max.max(r.per_sender_max);
-    if into.first_problem.is_none() {
-        into.first_problem = r.first_problem;
-    }
 }
