@@ -1,6 +1,6 @@
 //! `tcpchat bench`: a load generator for chat servers, with measurements you can trust.
 //!
-//! Five scenarios ([`Scenario`]) drive many real TCP clients against any server speaking
+//! Six scenarios ([`Scenario`]) drive many real TCP clients against any server speaking
 //! the classic protocol or IRC ([`Dialect`]), so the same load runs against tcpchat and
 //! against the IRC servers people would otherwise pick. Every delivered message is checked
 //! (sender, per-sender order, body); latency is taken from each message's intended send
@@ -29,7 +29,7 @@ pub use counters::{Counters, Failure, Failures};
 pub use dialect::{Codec, Dialect, Event, Refusal};
 pub use message::{BodyError, Header, OrderCheck, MIN_BODY_BYTES};
 pub use pacing::Pacer;
-pub use plan::{Plan, Scenario, Share};
+pub use plan::{Choices, Defaults, Plan, Scenario, ScenarioKind, Share};
 pub use report::{LoginReport, MemoryReport, MessageReport, Report};
 pub use run::{resident_bytes, run, run_worker, Options};
 pub use stats::{Latency, Summary};

@@ -23,6 +23,8 @@ pub struct Report {
     pub message_bytes: usize,
     pub login: LoginReport,
     pub messages: Option<MessageReport>,
+    /// The `LIST` loop (list-send).
+    pub lists: Option<ListReport>,
     pub memory: Option<MemoryReport>,
     /// Delivered messages/s, sampled every 250 ms: (seconds into the run, rate).
     pub timeline: Vec<(f64, f64)>,
@@ -64,6 +66,19 @@ pub struct MessageReport {
     /// Fan-in: fewest and most messages one sender got through.
     pub per_sender_min: Option<u64>,
     pub per_sender_max: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListReport {
+    /// Clients sending `LIST` in a closed loop.
+    pub listers: usize,
+    /// `LIST-OK`s received in the measured phase, each naming every client of the run.
+    pub answered: u64,
+    pub lists_per_sec: f64,
+    /// `LIST-OK`s that did not parse or did not name exactly the run's clients.
+    pub errors: u64,
+    /// `LIST` to `LIST-OK`.
+    pub latency: Summary,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,10 +136,7 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
             delivered: r.delivered,
             lost,
             delivered_per_sec: r.delivered_in_window as f64 / i.measured_secs.max(1e-9),
-            offered_per_sec: match plan.scenario {
-                Scenario::Latency { rate } => Some(rate),
-                _ => None,
-            },
+            offered_per_sec: plan.scenario.rate(),
             acknowledged: r.acknowledged,
             send_failed: r.send_failed,
             order_violations: r.order_violations,
@@ -153,6 +165,27 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
         }
         m
     });
+    let lists = match plan.scenario {
+        Scenario::ListSend { listers, .. } => {
+            if t.list_errors > 0 {
+                problems.push(format!(
+                    "{} LIST-OKs did not name exactly the run's clients",
+                    t.list_errors
+                ));
+            }
+            if t.lists == 0 {
+                problems.push("no LIST was answered during the measured phase".into());
+            }
+            Some(ListReport {
+                listers,
+                answered: t.lists,
+                lists_per_sec: t.lists as f64 / i.measured_secs.max(1e-9),
+                errors: t.list_errors,
+                latency: t.list_latency.summary(),
+            })
+        }
+        _ => None,
+    };
     if t.disconnected > 0 {
         problems.push(format!(
             "{} clients lost their connection during the run",
@@ -192,6 +225,7 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
         message_bytes: plan.size,
         login,
         messages,
+        lists,
         memory,
         timeline: i.timeline,
         latency_curve,
@@ -219,6 +253,9 @@ impl Report {
                 format!(", window {window}")
             }
             Scenario::Latency { rate } => format!(", {rate} msg/s offered"),
+            Scenario::ListSend { listers, rate } => {
+                format!(", {listers} listers, {rate} msg/s offered")
+            }
             _ => String::new(),
         };
         row(
@@ -293,6 +330,29 @@ impl Report {
             );
             if let (Some(lo), Some(hi)) = (m.per_sender_min, m.per_sender_max) {
                 row("per sender", format!("min {lo}, max {hi} messages"));
+            }
+        }
+        if let Some(l) = &self.lists {
+            row(
+                "LIST-OK/s",
+                format!(
+                    "{:.0} ({} from {} listers)",
+                    l.lists_per_sec, l.answered, l.listers
+                ),
+            );
+            let s = &l.latency;
+            row(
+                "LIST time",
+                format!(
+                    "p50 {}  p99 {}  p99.9 {}  max {}",
+                    ms(s.p50_us),
+                    ms(s.p99_us),
+                    ms(s.p999_us),
+                    ms(s.max_us)
+                ),
+            );
+            if l.errors > 0 {
+                row("LIST errors", l.errors.to_string());
             }
         }
         if let Some(mem) = &self.memory {

@@ -133,8 +133,26 @@ fn validate(o: &Options) -> Result<(), BenchError> {
         Scenario::Throughput { window } | Scenario::Fanin { window } if window == 0 => {
             return usage("--window must be at least 1".into());
         }
-        Scenario::Latency { rate } if !(rate > 0.0 && rate.is_finite()) => {
+        Scenario::Latency { rate } | Scenario::ListSend { rate, .. }
+            if !(rate > 0.0 && rate.is_finite()) =>
+        {
             return usage("--rate must be a positive number of messages per second".into());
+        }
+        Scenario::ListSend { .. } if p.dialect != Dialect::Classic => {
+            return usage(
+                "list-send speaks the classic protocol only (IRC has no LIST of users)".into(),
+            );
+        }
+        Scenario::ListSend { listers, .. } if listers == 0 || listers >= p.clients => {
+            return usage(format!(
+                "--listers must be at least 1 and fewer than --clients ({})",
+                p.clients
+            ));
+        }
+        Scenario::ListSend { .. } if p.scenario.senders(p.clients) < 2 => {
+            return usage(
+                "list-send needs at least one sending pair besides the listers: raise --clients or lower --listers".into(),
+            );
         }
         _ => {}
     }

@@ -161,13 +161,10 @@ pub async fn run_share(
     for local in 0..state.share.count {
         tasks.spawn(client(Arc::clone(&state), local, phase.clone()));
     }
-    let ticker = match state.share.plan.scenario {
-        Scenario::Latency { rate } => {
-            let state = Arc::clone(&state);
-            Some(std::thread::spawn(move || tick_schedule(&state, rate)))
-        }
-        _ => None,
-    };
+    let ticker = state.share.plan.scenario.rate().map(|_| {
+        let state = Arc::clone(&state);
+        std::thread::spawn(move || tick_schedule(&state))
+    });
 
     // Progress, the end of the login phase, and the delivered count when Run ends.
     let count = state.share.count as u64;
@@ -284,11 +281,15 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
         order_base: 0,
         counters: Counters::default(),
         failure: None,
+        lister: plan.scenario.is_lister(index),
+        list_sent_at: None,
+        verify_lists: false,
+        seen: Vec::new(),
     };
     c.codec.login(&mut c.wbuf, &name);
     // Incoming flows: the partner's (pairs) or everyone's (fan-in recipient).
     match plan.scenario {
-        Scenario::Throughput { .. } | Scenario::Latency { .. } => {
+        Scenario::Throughput { .. } | Scenario::Latency { .. } | Scenario::ListSend { .. } => {
             if let Some(p) = partner.and_then(|p| state.local(p)) {
                 c.order_base = p;
                 c.orders = vec![OrderCheck::default()];
@@ -300,19 +301,24 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
         _ => {}
     }
     let out_flow = partner.map(|_| &state.flows[local]);
-    let pacer = match plan.scenario {
-        Scenario::Latency { rate } => Some(Pacer::new(rate, plan.clients, index)),
-        _ => None,
-    };
+    let pacer = plan.scenario.pacer(index, plan.clients);
     let window = match plan.scenario {
         Scenario::Throughput { window } | Scenario::Fanin { window } => window,
         _ => 0,
     };
 
-    let mut framer = Framer::new(READ_CHUNK_BYTES);
-    // Clients that only log in read a few short lines: a small buffer keeps tens of
-    // thousands of them cheap to set up.
-    let chunk = if plan.scenario.sends() {
+    let mut framer = Framer::new(if c.lister {
+        list_line_bytes(plan)
+    } else {
+        READ_CHUNK_BYTES
+    });
+    // Clients that only log in read a few short lines, and so do list-send's thousands of
+    // slow senders: a small buffer keeps tens of thousands of them cheap to set up.
+    let busy = match plan.scenario {
+        Scenario::ListSend { .. } => c.lister,
+        s => s.sends(),
+    };
+    let chunk = if busy {
         READ_CHUNK_BYTES
     } else {
         LOGIN_CHUNK_BYTES
@@ -358,6 +364,11 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
                         .sent
                         .fetch_add(c.counters.sent - before, Ordering::Relaxed);
                 }
+            }
+            // Closed loop: the next LIST once the last one is answered.
+            if c.lister && c.list_sent_at.is_none() {
+                c.codec.list(&mut c.wbuf);
+                c.list_sent_at = Some(Instant::now());
             }
         }
         if let Err(e) = c.flush() {
@@ -426,6 +437,10 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
                     }
                     Ok(n) => {
                         let now = Instant::now();
+                        // A LIST-OK must name every client only while all are logged in:
+                        // until this share has seen Stop (read after these bytes arrived,
+                        // so a client of this share that left on Stop is excluded).
+                        c.verify_lists = c.stage == Stage::Running && *phase.borrow() < Phase::Stop;
                         let mut input = &rbuf[..n];
                         loop {
                             match framer.next_line(&mut input) {
@@ -472,12 +487,19 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
     c.finish();
 }
 
+/// The longest `LIST-OK` a lister accepts: every client of the run, twice over for other
+/// users the server may have online.
+fn list_line_bytes(plan: &crate::plan::Plan) -> usize {
+    let name = plan.name(plan.clients.saturating_sub(1)).len() + 1;
+    (2 * plan.clients * name + READ_CHUNK_BYTES).max(READ_CHUNK_BYTES)
+}
+
 /// The open-loop clock: wakes each sender of this share at its intended send times.
 ///
 /// Tokio's timer wheel has millisecond granularity, which would add up to a millisecond of
 /// the bench's own lateness to every latency. A dedicated thread sleeping with a 1 ns timer
 /// slack wakes within microseconds; the sender then sends everything due (see [`Pacer`]).
-fn tick_schedule(state: &State, rate: f64) {
+fn tick_schedule(state: &State) {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
     unsafe {
@@ -485,12 +507,10 @@ fn tick_schedule(state: &State, rate: f64) {
     }
     let plan = &state.share.plan;
     let senders: Vec<(usize, Pacer)> = (0..state.share.count)
-        .filter(|l| {
-            plan.scenario
-                .partner(state.share.first + l, plan.clients)
-                .is_some()
+        .filter_map(|l| {
+            let pacer = plan.scenario.pacer(state.share.first + l, plan.clients)?;
+            Some((l, pacer))
         })
-        .map(|l| (l, Pacer::new(rate, plan.clients, state.share.first + l)))
         .collect();
     if senders.is_empty() {
         return;
@@ -590,6 +610,14 @@ struct Client<'s> {
     /// This client's counts, merged into the share's when it ends.
     counters: Counters,
     failure: Option<(Failure, String)>,
+    /// Sends `LIST` in a loop (list-send).
+    lister: bool,
+    /// When the outstanding `LIST` was sent.
+    list_sent_at: Option<Instant>,
+    /// Whether `LIST-OK`s of the current read must name every client of the run.
+    verify_lists: bool,
+    /// The run's clients named by the `LIST-OK` being checked, one bit each.
+    seen: Vec<u64>,
 }
 
 impl Client<'_> {
@@ -682,6 +710,15 @@ impl Client<'_> {
             }
             (Stage::LoggingIn, _) => {}
             (_, Event::Delivery { from, body }) => self.delivery(from, body, now),
+            (_, Event::ListOk(names)) if self.lister => self.list_ok(&names, now),
+            (_, Event::ProtocolError) if self.lister && self.list_sent_at.is_some() => {
+                // A lister sends nothing but LIST: this is the answer to it, and not one
+                // that parses as a LIST-OK.
+                self.list_sent_at = None;
+                self.counters.list_errors += 1;
+                let what = format!("LIST answered with: {}", String::from_utf8_lossy(line));
+                self.problem(&what);
+            }
             (_, Event::SendOk) => self.counters.acknowledged += 1,
             (_, Event::SendFailed) => {
                 self.counters.send_failed += 1;
@@ -689,7 +726,7 @@ impl Client<'_> {
                     .first_problem
                     .get_or_insert_with(|| "a message was refused: recipient not logged in".into());
             }
-            (_, Event::ProtocolError | Event::LoggedIn | Event::Refused(_)) => {
+            (_, Event::ProtocolError | Event::LoggedIn | Event::Refused(_) | Event::ListOk(_)) => {
                 let what = format!("unexpected line: {}", String::from_utf8_lossy(line));
                 self.problem(&what);
             }
@@ -741,6 +778,46 @@ impl Client<'_> {
         }
     }
 
+    /// Checks a `LIST-OK`: while everyone is logged in it must name each of the run's
+    /// clients once (other users the server has are ignored).
+    fn list_ok(&mut self, names: &[tcpchat_proto::Username], now: Instant) {
+        let Some(sent_at) = self.list_sent_at.take() else {
+            self.problem("a LIST-OK nobody asked for");
+            return;
+        };
+        let plan = &self.state.share.plan;
+        self.seen.clear();
+        self.seen.resize(plan.clients.div_ceil(64), 0);
+        let mut ours = 0;
+        let mut twice = 0;
+        for name in names {
+            if let Some(i) = plan.index_of(name.as_str()).filter(|i| *i < plan.clients) {
+                let (word, bit) = (i / 64, 1u64 << (i % 64));
+                if self.seen[word] & bit == 0 {
+                    self.seen[word] |= bit;
+                    ours += 1;
+                } else {
+                    twice += 1;
+                }
+            }
+        }
+        if !self.verify_lists {
+            // Clients may be leaving: the reply is neither checked nor measured.
+            return;
+        }
+        if ours == plan.clients && twice == 0 {
+            self.counters.lists += 1;
+            let us = now.saturating_duration_since(sent_at).as_micros() as u64;
+            self.counters.list_latency.record_micros(us);
+        } else {
+            self.counters.list_errors += 1;
+            let clients = plan.clients;
+            self.counters.problem(|| {
+                format!("a LIST-OK named {ours} of the run's {clients} clients ({twice} twice)")
+            });
+        }
+    }
+
     fn flush_acks(&mut self) {
         let mut total = 0;
         for (sender, n) in self.pending_acks.drain(..) {
@@ -784,7 +861,7 @@ impl Client<'_> {
                 .enumerate()
                 .all(|(i, f)| i == self.local || f.complete())
         };
-        own && acked && incoming
+        own && acked && incoming && self.list_sent_at.is_none()
     }
 
     fn finish(mut self) {
