@@ -42,9 +42,11 @@ pub enum Event<'a> {
     SendFailed,
     /// A keepalive to answer with [`Codec::pong`]; carries its token.
     Ping(&'a [u8]),
+    /// Who is logged in (`LIST-OK`), parsed by `tcpchat_proto`.
+    ListOk(Vec<Username>),
     /// The server says our request was wrong (`BAD-RQST-*`, unparseable reply).
     ProtocolError,
-    /// Anything the bench does not care about (IRC notices, MOTD, `LIST-OK`).
+    /// Anything the bench does not care about (IRC notices, MOTD).
     Other,
 }
 
@@ -108,6 +110,12 @@ impl Codec {
         }
     }
 
+    /// Appends a request for who is logged in (classic only: the bench refuses list-send
+    /// against IRC before it starts).
+    pub fn list(&self, out: &mut Vec<u8>) {
+        Request::List.encode(out);
+    }
+
     /// Appends one message; `body` writes the body (no newline) into the vector.
     pub fn send(&self, out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
         out.extend_from_slice(&self.send_prefix);
@@ -151,7 +159,7 @@ fn parse_classic(line: &[u8]) -> Event<'_> {
                 body: &line[body_at..],
             }
         }
-        Ok(Reply::ListOk(_)) => Event::Other,
+        Ok(Reply::ListOk(names)) => Event::ListOk(names),
         Ok(Reply::BadRqstHdr | Reply::BadRqstBody) | Err(_) => Event::ProtocolError,
     }
 }
@@ -226,6 +234,7 @@ mod tests {
             "SEND bob hi  there\n"
         );
         assert_eq!(lines(&c, |c, o| c.pong(o, b"x")), "");
+        assert_eq!(lines(&c, |c, o| c.list(o)), "LIST\n");
     }
 
     #[test]
@@ -258,7 +267,13 @@ mod tests {
                     body: b"1  2 ..",
                 },
             ),
-            (b"LIST-OK ann,bob", Event::Other),
+            (
+                b"LIST-OK ann,bob",
+                Event::ListOk(vec![
+                    Username::parse("ann").expect("valid"),
+                    Username::parse("bob").expect("valid"),
+                ]),
+            ),
             (b"BAD-RQST-HDR", Event::ProtocolError),
             (b"BAD-RQST-BODY", Event::ProtocolError),
             (b"garbage", Event::ProtocolError),

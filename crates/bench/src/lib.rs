@@ -1,6 +1,6 @@
 //! `tcpchat bench`: a load generator for chat servers, with measurements you can trust.
 //!
-//! Five scenarios ([`Scenario`]) drive many real TCP clients against any server speaking
+//! Six scenarios ([`Scenario`]) drive many real TCP clients against any server speaking
 //! the classic protocol or IRC ([`Dialect`]), so the same load runs against tcpchat and
 //! against the IRC servers people would otherwise pick. Every delivered message is checked
 //! (sender, per-sender order, body); latency is taken from each message's intended send
@@ -12,6 +12,7 @@
 //! equals delivered, no errors), never timings. It is not a conformance checker either
 //! (`tcpchat check` is): it assumes the server basically works and reports what it sees.
 
+mod counters;
 mod dialect;
 mod message;
 mod pacing;
@@ -24,13 +25,13 @@ mod stats;
 
 use std::net::SocketAddr;
 
+pub use counters::{Counters, Failure, Failures};
 pub use dialect::{Codec, Dialect, Event, Refusal};
 pub use message::{BodyError, Header, OrderCheck, MIN_BODY_BYTES};
 pub use pacing::Pacer;
-pub use plan::{Plan, Scenario, Share};
+pub use plan::{Choices, Defaults, Plan, Scenario, ScenarioKind, Share};
 pub use report::{LoginReport, MemoryReport, MessageReport, Report};
 pub use run::{resident_bytes, run, run_worker, Options};
-pub use share::{Counts, Failures};
 pub use stats::{Latency, Summary};
 
 /// Why a benchmark could not run or complete.

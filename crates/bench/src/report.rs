@@ -6,9 +6,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::counters::{Counters, Failures};
 use crate::dialect::Dialect;
 use crate::plan::{Plan, Scenario};
-use crate::share::{Failures, LoginOutcome, RunOutcome};
 use crate::stats::Summary;
 
 /// Everything a run measured.
@@ -23,6 +23,8 @@ pub struct Report {
     pub message_bytes: usize,
     pub login: LoginReport,
     pub messages: Option<MessageReport>,
+    /// The `LIST` loop (list-send).
+    pub lists: Option<ListReport>,
     pub memory: Option<MemoryReport>,
     /// Delivered messages/s, sampled every 250 ms: (seconds into the run, rate).
     pub timeline: Vec<(f64, f64)>,
@@ -67,6 +69,19 @@ pub struct MessageReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct ListReport {
+    /// Clients sending `LIST` in a closed loop.
+    pub listers: usize,
+    /// `LIST-OK`s received in the measured phase, each naming every client of the run.
+    pub answered: u64,
+    pub lists_per_sec: f64,
+    /// `LIST-OK`s that did not parse or did not name exactly the run's clients.
+    pub errors: u64,
+    /// `LIST` to `LIST-OK`.
+    pub latency: Summary,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct MemoryReport {
     pub server_pid: u32,
     pub before_bytes: Option<u64>,
@@ -80,9 +95,9 @@ pub struct MemoryReport {
 pub(crate) struct Inputs<'a> {
     pub plan: &'a Plan,
     pub server_pid: Option<u32>,
-    pub login: LoginOutcome,
+    /// The merge of every share's counters.
+    pub totals: Counters,
     pub login_secs: f64,
-    pub run: RunOutcome,
     pub measured_secs: f64,
     pub timeline: Vec<(f64, f64)>,
     pub rss_start: Option<u64>,
@@ -98,21 +113,22 @@ const CURVE: [f64; 14] = [
 
 pub(crate) fn build(i: Inputs<'_>) -> Report {
     let plan = i.plan;
-    let all_in = if i.login.all_in_us > 0 {
-        i.login.all_in_us as f64 / 1e6
+    let t = &i.totals;
+    let all_in = if t.all_in_us > 0 {
+        t.all_in_us as f64 / 1e6
     } else {
         i.login_secs
     };
     let login = LoginReport {
-        logged_in: i.login.logged_in,
-        failures: i.login.failures,
+        logged_in: t.logged_in,
+        failures: t.failures,
         seconds_until_all_in: all_in,
-        logins_per_sec: i.login.logged_in as f64 / all_in.max(1e-9),
-        latency: i.login.latency.summary(),
+        logins_per_sec: t.logged_in as f64 / all_in.max(1e-9),
+        latency: t.login_latency.summary(),
     };
     let mut problems = Vec::new();
     let messages = plan.scenario.sends().then(|| {
-        let r = &i.run;
+        let r = t;
         let lost = r.sent.saturating_sub(r.delivered);
         let m = MessageReport {
             measured_secs: i.measured_secs,
@@ -120,10 +136,7 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
             delivered: r.delivered,
             lost,
             delivered_per_sec: r.delivered_in_window as f64 / i.measured_secs.max(1e-9),
-            offered_per_sec: match plan.scenario {
-                Scenario::Latency { rate } => Some(rate),
-                _ => None,
-            },
+            offered_per_sec: plan.scenario.rate(),
             acknowledged: r.acknowledged,
             send_failed: r.send_failed,
             order_violations: r.order_violations,
@@ -152,13 +165,34 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
         }
         m
     });
-    if i.run.disconnected > 0 {
+    let lists = match plan.scenario {
+        Scenario::ListSend { listers, .. } => {
+            if t.list_errors > 0 {
+                problems.push(format!(
+                    "{} LIST-OKs did not name exactly the run's clients",
+                    t.list_errors
+                ));
+            }
+            if t.lists == 0 {
+                problems.push("no LIST was answered during the measured phase".into());
+            }
+            Some(ListReport {
+                listers,
+                answered: t.lists,
+                lists_per_sec: t.lists as f64 / i.measured_secs.max(1e-9),
+                errors: t.list_errors,
+                latency: t.list_latency.summary(),
+            })
+        }
+        _ => None,
+    };
+    if t.disconnected > 0 {
         problems.push(format!(
             "{} clients lost their connection during the run",
-            i.run.disconnected
+            t.disconnected
         ));
     }
-    if let (Some(p), true) = (&i.run.first_problem, !problems.is_empty()) {
+    if let (Some(p), true) = (&t.first_problem, !problems.is_empty()) {
         problems.push(format!("first problem: {p}"));
     }
     let memory = i.server_pid.map(|pid| MemoryReport {
@@ -168,18 +202,18 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
         end_bytes: i.rss_end,
         peak_bytes: i.rss_peak,
         bytes_per_client: match (i.rss_start, i.rss_logged_in) {
-            (Some(a), Some(b)) if i.login.logged_in > 0 => {
-                Some((b as f64 - a as f64) / i.login.logged_in as f64)
+            (Some(a), Some(b)) if t.logged_in > 0 => {
+                Some((b as f64 - a as f64) / t.logged_in as f64)
             }
             _ => None,
         },
     });
-    let latency_curve = if i.run.latency.is_empty() {
+    let latency_curve = if t.latency.is_empty() {
         Vec::new()
     } else {
         CURVE
             .iter()
-            .map(|p| (*p, i.run.latency.quantile(p / 100.0)))
+            .map(|p| (*p, t.latency.quantile(p / 100.0)))
             .collect()
     };
     Report {
@@ -191,6 +225,7 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
         message_bytes: plan.size,
         login,
         messages,
+        lists,
         memory,
         timeline: i.timeline,
         latency_curve,
@@ -218,6 +253,9 @@ impl Report {
                 format!(", window {window}")
             }
             Scenario::Latency { rate } => format!(", {rate} msg/s offered"),
+            Scenario::ListSend { listers, rate } => {
+                format!(", {listers} listers, {rate} msg/s offered")
+            }
             _ => String::new(),
         };
         row(
@@ -294,6 +332,29 @@ impl Report {
                 row("per sender", format!("min {lo}, max {hi} messages"));
             }
         }
+        if let Some(l) = &self.lists {
+            row(
+                "LIST-OK/s",
+                format!(
+                    "{:.0} ({} from {} listers)",
+                    l.lists_per_sec, l.answered, l.listers
+                ),
+            );
+            let s = &l.latency;
+            row(
+                "LIST time",
+                format!(
+                    "p50 {}  p99 {}  p99.9 {}  max {}",
+                    ms(s.p50_us),
+                    ms(s.p99_us),
+                    ms(s.p999_us),
+                    ms(s.max_us)
+                ),
+            );
+            if l.errors > 0 {
+                row("LIST errors", l.errors.to_string());
+            }
+        }
         if let Some(mem) = &self.memory {
             row(
                 "server memory",
@@ -337,5 +398,76 @@ impl Report {
     /// The file cannot be written, or the report has nothing to plot.
     pub fn plot(&self, path: &Path) -> Result<(), String> {
         crate::plot::draw(self, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::counters::strategy::counters;
+
+    fn plan(scenario: Scenario) -> Plan {
+        Plan {
+            target: "127.0.0.1:5378".parse().expect("literal"),
+            more_targets: Vec::new(),
+            dialect: Dialect::Classic,
+            scenario,
+            clients: 10,
+            size: 64,
+            duration: Duration::from_secs(1),
+            login_timeout: Duration::from_secs(1),
+            login_concurrency: 1,
+            drain_timeout: Duration::from_secs(1),
+            tag: "t".into(),
+            spread_sources: true,
+        }
+    }
+
+    proptest! {
+        // Each case allocates histograms of ~190 KB: fewer cases keep the debug build quick.
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// The coordinator merges the workers' counters and builds the report from the
+        /// result; whatever the workers counted, the report's totals are their sums.
+        #[test]
+        fn report_totals_are_the_sum_of_the_workers(
+            workers in proptest::collection::vec(counters(), 1..5)
+        ) {
+            let plan = plan(Scenario::Latency { rate: 100.0 });
+            let r = build(Inputs {
+                plan: &plan,
+                server_pid: None,
+                totals: Counters::sum(&workers),
+                login_secs: 1.0,
+                measured_secs: 1.0,
+                timeline: Vec::new(),
+                rss_start: None,
+                rss_logged_in: None,
+                rss_end: None,
+                rss_peak: None,
+                processes: workers.len(),
+            });
+            let sum = |f: fn(&Counters) -> u64| workers.iter().map(f).sum::<u64>();
+            prop_assert_eq!(r.login.logged_in, sum(|c| c.logged_in));
+            prop_assert_eq!(r.login.failures.total(), sum(|c| c.failures.total()));
+            prop_assert_eq!(r.login.failures.busy, sum(|c| c.failures.busy));
+            prop_assert_eq!(r.login.latency.count, sum(|c| c.login_latency.len()));
+            let m = r.messages.expect("latency sends");
+            prop_assert_eq!(m.sent, sum(|c| c.sent));
+            prop_assert_eq!(m.delivered, sum(|c| c.delivered));
+            prop_assert_eq!(m.acknowledged, sum(|c| c.acknowledged));
+            prop_assert_eq!(m.order_violations, sum(|c| c.order_violations));
+            prop_assert_eq!(m.content_errors, sum(|c| c.content_errors));
+            prop_assert_eq!(m.disconnected, sum(|c| c.disconnected));
+            prop_assert_eq!(m.latency.count, sum(|c| c.latency.len()));
+            let max = workers.iter().map(|c| c.latency.summary().max_us).max().unwrap_or(0);
+            prop_assert_eq!(m.latency.max_us, max);
+            prop_assert_eq!(m.per_sender_max, workers.iter().filter_map(|c| c.per_sender_max).max());
+            prop_assert_eq!(m.per_sender_min, workers.iter().filter_map(|c| c.per_sender_min).min());
+        }
     }
 }

@@ -16,11 +16,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
+use crate::counters::Counters;
 use crate::dialect::{Codec, Dialect, Event, Refusal};
 use crate::message::MIN_BODY_BYTES;
 use crate::plan::{Plan, Scenario, Share};
 use crate::report::{self, Report};
-use crate::share::{run_share, Counts, LoginOutcome, Phase, RunOutcome, ShareEvent};
+use crate::share::{run_share, Phase, ShareEvent};
 use crate::BenchError;
 
 /// How to run a benchmark.
@@ -106,18 +107,13 @@ pub fn run_worker() -> Result<(), BenchError> {
     result
 }
 
+/// Every client is a socket, and the common default soft limit (1024) would cap a process
+/// far below [`Options::clients_per_process`]: raise the soft limit to the hard one, the same
+/// way `tcpchat serve` does (the `rlimit` crate). A failure is not fatal: clients beyond the
+/// limit fail to connect and are counted as such.
 fn raise_fd_limit() {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit with a pointer to a live rlimit struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
 }
 
@@ -137,8 +133,26 @@ fn validate(o: &Options) -> Result<(), BenchError> {
         Scenario::Throughput { window } | Scenario::Fanin { window } if window == 0 => {
             return usage("--window must be at least 1".into());
         }
-        Scenario::Latency { rate } if !(rate > 0.0 && rate.is_finite()) => {
+        Scenario::Latency { rate } | Scenario::ListSend { rate, .. }
+            if !(rate > 0.0 && rate.is_finite()) =>
+        {
             return usage("--rate must be a positive number of messages per second".into());
+        }
+        Scenario::ListSend { .. } if p.dialect != Dialect::Classic => {
+            return usage(
+                "list-send speaks the classic protocol only (IRC has no LIST of users)".into(),
+            );
+        }
+        Scenario::ListSend { listers, .. } if listers == 0 || listers >= p.clients => {
+            return usage(format!(
+                "--listers must be at least 1 and fewer than --clients ({})",
+                p.clients
+            ));
+        }
+        Scenario::ListSend { .. } if p.scenario.senders(p.clients) < 2 => {
+            return usage(
+                "list-send needs at least one sending pair besides the listers: raise --clients or lower --listers".into(),
+            );
         }
         _ => {}
     }
@@ -390,21 +404,15 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
     let rss_start = o.server_pid.and_then(resident_bytes);
     let mut shares = start_shares(&o)?;
     let bar = bar(&o);
-    let mut counts = vec![Counts::default(); shares.count];
-    let sum = |counts: &[Counts]| {
-        counts.iter().fold(Counts::default(), |a, c| Counts {
-            logged_in: a.logged_in + c.logged_in,
-            failed: a.failed + c.failed,
-            sent: a.sent + c.sent,
-            delivered: a.delivered + c.delivered,
-        })
-    };
+    // Each share's latest progress; their merge is the run's.
+    let mut counts = vec![Counters::default(); shares.count];
+    let sum = |counts: &[Counters]| Counters::sum(counts);
 
     // Login phase.
     bar.set_prefix("login");
     let login_started = Instant::now();
     let _ = shares.phase.send(Phase::Login);
-    let mut login = LoginOutcome::default();
+    let mut login = Counters::default();
     let mut logged_shares = 0;
     while logged_shares < shares.count {
         let (i, event) = recv(&mut shares.events).await?;
@@ -412,12 +420,12 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
             ShareEvent::Progress(c) => {
                 counts[i] = c;
                 let t = sum(&counts);
-                bar.set_position(t.logged_in + t.failed);
-                bar.set_message(format!("{} in, {} failed", t.logged_in, t.failed));
+                bar.set_position(t.logins_done());
+                bar.set_message(format!("{} in, {} failed", t.logged_in, t.failures.total()));
             }
             ShareEvent::LoggedIn(l) => {
                 logged_shares += 1;
-                merge_login(&mut login, l);
+                login.merge(&l);
             }
             ShareEvent::Done(_) => {}
             ShareEvent::Failed(why) => return Err(BenchError::Worker(std::io::Error::other(why))),
@@ -493,7 +501,8 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
     // Stop and drain.
     bar.set_prefix("drain");
     let _ = shares.phase.send(Phase::Stop);
-    let mut run = RunOutcome::default();
+    // What the shares counted, login included: the report's totals are exactly their sum.
+    let mut totals = Counters::default();
     let mut done = 0;
     let patience = plan.drain_timeout + Duration::from_secs(10);
     while done < shares.count {
@@ -509,7 +518,7 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
             ShareEvent::Progress(c) => counts[i] = c,
             ShareEvent::Done(r) => {
                 done += 1;
-                merge_run(&mut run, r);
+                totals.merge(&r);
             }
             ShareEvent::Failed(why) => return Err(BenchError::Worker(std::io::Error::other(why))),
             ShareEvent::LoggedIn(_) => {}
@@ -522,9 +531,8 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
     Ok(report::build(report::Inputs {
         plan,
         server_pid: o.server_pid,
-        login,
+        totals,
         login_secs,
-        run,
         measured_secs,
         timeline,
         rss_start,
@@ -542,35 +550,4 @@ async fn recv(
         .recv()
         .await
         .ok_or_else(|| BenchError::Worker(std::io::Error::other("all clients ended unexpectedly")))
-}
-
-fn merge_login(into: &mut LoginOutcome, l: LoginOutcome) {
-    into.logged_in += l.logged_in;
-    into.failures.add(&l.failures);
-    into.latency.merge(&l.latency);
-    into.all_in_us = into.all_in_us.max(l.all_in_us);
-    if into.first_failure.is_none() {
-        into.first_failure = l.first_failure;
-    }
-}
-
-fn merge_run(into: &mut RunOutcome, r: RunOutcome) {
-    into.sent += r.sent;
-    into.delivered += r.delivered;
-    into.delivered_in_window += r.delivered_in_window;
-    into.acknowledged += r.acknowledged;
-    into.send_failed += r.send_failed;
-    into.order_violations += r.order_violations;
-    into.content_errors += r.content_errors;
-    into.protocol_errors += r.protocol_errors;
-    into.disconnected += r.disconnected;
-    into.latency.merge(&r.latency);
-    into.per_sender_min = match (into.per_sender_min, r.per_sender_min) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    into.per_sender_max = into.per_sender_max.max(r.per_sender_max);
-    if into.first_problem.is_none() {
-        into.first_problem = r.first_problem;
-    }
 }

@@ -23,11 +23,11 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::time::Instant;
 
+use crate::counters::{Counters, Failure};
 use crate::dialect::{Codec, Dialect, Event, Refusal};
 use crate::message::{self, Header, OrderCheck};
 use crate::pacing::Pacer;
 use crate::plan::{Scenario, Share};
-use crate::stats::Latency;
 
 /// Where the run is. Only ever moves forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -42,105 +42,15 @@ pub enum Phase {
     Stop,
 }
 
-/// Running totals, reported while the run goes on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub logged_in: u64,
-    pub failed: u64,
-    pub sent: u64,
-    pub delivered: u64,
-}
-
-/// Logins that did not succeed, by what went wrong.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failures {
-    /// The connection was refused (nothing listening, or the backlog overflowed).
-    pub refused: u64,
-    /// `BUSY`, an IRC `ERROR` or error numeric.
-    pub busy: u64,
-    /// The name was taken.
-    pub in_use: u64,
-    /// No login reply within the login timeout.
-    pub timeout: u64,
-    /// The server closed or reset the connection before the login reply.
-    pub closed: u64,
-    /// The reply was not the expected protocol.
-    pub protocol: u64,
-    /// Anything else (e.g. out of local ports or descriptors).
-    pub other: u64,
-}
-
-impl Failures {
-    /// All failures.
-    pub fn total(&self) -> u64 {
-        self.refused
-            + self.busy
-            + self.in_use
-            + self.timeout
-            + self.closed
-            + self.protocol
-            + self.other
-    }
-
-    /// Adds `other`'s counts.
-    pub fn add(&mut self, o: &Failures) {
-        self.refused += o.refused;
-        self.busy += o.busy;
-        self.in_use += o.in_use;
-        self.timeout += o.timeout;
-        self.closed += o.closed;
-        self.protocol += o.protocol;
-        self.other += o.other;
-    }
-}
-
-/// How the login phase went for a share.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct LoginOutcome {
-    pub logged_in: u64,
-    pub failures: Failures,
-    /// Connect-to-login time of each client that got in, µs.
-    pub latency: Latency,
-    /// From the start of the login phase to the last successful login, µs.
-    pub all_in_us: u64,
-    /// The first failure, described, for the error message.
-    pub first_failure: Option<String>,
-}
-
-/// How the measured phase went for a share.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RunOutcome {
-    pub sent: u64,
-    pub delivered: u64,
-    /// Delivered before the measured phase ended (the rate's numerator).
-    pub delivered_in_window: u64,
-    /// `SEND-OK`s (classic only).
-    pub acknowledged: u64,
-    /// `BAD-DEST-USER` / IRC 401.
-    pub send_failed: u64,
-    /// Messages out of per-sender order.
-    pub order_violations: u64,
-    /// Bodies that were altered, truncated, or not from the expected sender.
-    pub content_errors: u64,
-    /// `BAD-RQST-*`, unparseable or unexpected lines.
-    pub protocol_errors: u64,
-    /// Clients whose connection ended during the run.
-    pub disconnected: u64,
-    /// Send-to-receive latency (from the intended send time), µs.
-    pub latency: Latency,
-    /// Fewest and most messages received from one sender (fan-in fairness).
-    pub per_sender_min: Option<u64>,
-    pub per_sender_max: Option<u64>,
-    /// The first problem seen, described.
-    pub first_problem: Option<String>,
-}
-
 /// What a share tells the coordinator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ShareEvent {
-    Progress(Counts),
-    LoggedIn(LoginOutcome),
-    Done(RunOutcome),
+    /// The live counts so far (logins, sent, delivered; no histograms).
+    Progress(Counters),
+    /// Every client has logged in or failed: the share's login counts.
+    LoggedIn(Counters),
+    /// The share is finished: everything it counted.
+    Done(Counters),
     Failed(String),
 }
 
@@ -167,12 +77,11 @@ struct State {
     origin: Instant,
     flows: Vec<Flow>,
     logins: Semaphore,
-    logged_in: AtomicU64,
-    failed: AtomicU64,
+    /// Live totals for progress reports; the exact counts are in `totals`.
     sent: AtomicU64,
     delivered: AtomicU64,
-    login: Mutex<LoginOutcome>,
-    run: Mutex<RunOutcome>,
+    /// Logins as they happen; clients merge the rest of their counts in when they end.
+    totals: Mutex<Counters>,
     /// When the Run phase started, ns since `origin`.
     run_start_ns: AtomicU64,
     /// Every client has finished (ends the pacing thread).
@@ -187,12 +96,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl State {
-    fn counts(&self) -> Counts {
-        Counts {
-            logged_in: self.logged_in.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
+    fn progress(&self) -> Counters {
+        let totals = lock(&self.totals);
+        Counters {
+            logged_in: totals.logged_in,
+            failures: totals.failures,
             sent: self.sent.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
+            ..Counters::default()
         }
     }
 
@@ -207,7 +118,7 @@ impl State {
     }
 }
 
-/// How often a share reports [`Counts`].
+/// How often a share reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// Bytes read per `read`.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -235,12 +146,9 @@ pub async fn run_share(
         ),
         share,
         origin: Instant::now(),
-        logged_in: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
         sent: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
-        login: Mutex::new(LoginOutcome::default()),
-        run: Mutex::new(RunOutcome::default()),
+        totals: Mutex::new(Counters::default()),
         run_start_ns: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
         login_start: Mutex::new(None),
@@ -253,13 +161,10 @@ pub async fn run_share(
     for local in 0..state.share.count {
         tasks.spawn(client(Arc::clone(&state), local, phase.clone()));
     }
-    let ticker = match state.share.plan.scenario {
-        Scenario::Latency { rate } => {
-            let state = Arc::clone(&state);
-            Some(std::thread::spawn(move || tick_schedule(&state, rate)))
-        }
-        _ => None,
-    };
+    let ticker = state.share.plan.scenario.rate().map(|_| {
+        let state = Arc::clone(&state);
+        std::thread::spawn(move || tick_schedule(&state))
+    });
 
     // Progress, the end of the login phase, and the delivered count when Run ends.
     let count = state.share.count as u64;
@@ -286,11 +191,11 @@ pub async fn run_share(
                 }
             }
         }
-        let counts = state.counts();
-        if !reported_login && counts.logged_in + counts.failed >= count {
+        let counts = state.progress();
+        if !reported_login && counts.logins_done() >= count {
             reported_login = true;
-            let outcome = lock(&state.login).clone();
-            let _ = events.send(ShareEvent::LoggedIn(outcome));
+            let login = lock(&state.totals).clone();
+            let _ = events.send(ShareEvent::LoggedIn(login));
         }
         if delivered_at_stop.is_none() && *phase.borrow() >= Phase::Stop {
             delivered_at_stop = Some(counts.delivered);
@@ -301,15 +206,15 @@ pub async fn run_share(
     if let Some(t) = ticker {
         let _ = t.join();
     }
-    let counts = state.counts();
+    let counts = state.progress();
     if !reported_login {
-        let outcome = lock(&state.login).clone();
-        let _ = events.send(ShareEvent::LoggedIn(outcome));
+        let login = lock(&state.totals).clone();
+        let _ = events.send(ShareEvent::LoggedIn(login));
     }
-    let mut outcome = std::mem::take(&mut *lock(&state.run));
-    outcome.delivered_in_window = delivered_at_stop.unwrap_or(counts.delivered);
+    let mut totals = std::mem::take(&mut *lock(&state.totals));
+    totals.delivered_in_window = delivered_at_stop.unwrap_or(counts.delivered);
     let _ = events.send(ShareEvent::Progress(counts));
-    let _ = events.send(ShareEvent::Done(outcome));
+    let _ = events.send(ShareEvent::Done(totals));
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,20 +275,21 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
         wpos: 0,
         stage: Stage::LoggingIn,
         started,
-        sent: 0,
-        received: 0,
-        acknowledged: 0,
         pending_acks: Vec::new(),
         samples: Vec::new(),
         orders: Vec::new(),
         order_base: 0,
-        outcome: RunOutcome::default(),
+        counters: Counters::default(),
         failure: None,
+        lister: plan.scenario.is_lister(index),
+        list_sent_at: None,
+        verify_lists: false,
+        seen: Vec::new(),
     };
     c.codec.login(&mut c.wbuf, &name);
     // Incoming flows: the partner's (pairs) or everyone's (fan-in recipient).
     match plan.scenario {
-        Scenario::Throughput { .. } | Scenario::Latency { .. } => {
+        Scenario::Throughput { .. } | Scenario::Latency { .. } | Scenario::ListSend { .. } => {
             if let Some(p) = partner.and_then(|p| state.local(p)) {
                 c.order_base = p;
                 c.orders = vec![OrderCheck::default()];
@@ -395,19 +301,24 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
         _ => {}
     }
     let out_flow = partner.map(|_| &state.flows[local]);
-    let pacer = match plan.scenario {
-        Scenario::Latency { rate } => Some(Pacer::new(rate, plan.clients, index)),
-        _ => None,
-    };
+    let pacer = plan.scenario.pacer(index, plan.clients);
     let window = match plan.scenario {
         Scenario::Throughput { window } | Scenario::Fanin { window } => window,
         _ => 0,
     };
 
-    let mut framer = Framer::new(READ_CHUNK_BYTES);
-    // Clients that only log in read a few short lines: a small buffer keeps tens of
-    // thousands of them cheap to set up.
-    let chunk = if plan.scenario.sends() {
+    let mut framer = Framer::new(if c.lister {
+        list_line_bytes(plan)
+    } else {
+        READ_CHUNK_BYTES
+    });
+    // Clients that only log in read a few short lines, and so do list-send's thousands of
+    // slow senders: a small buffer keeps tens of thousands of them cheap to set up.
+    let busy = match plan.scenario {
+        Scenario::ListSend { .. } => c.lister,
+        s => s.sends(),
+    };
+    let chunk = if busy {
         READ_CHUNK_BYTES
     } else {
         LOGIN_CHUNK_BYTES
@@ -429,28 +340,35 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
         // Top up sends.
         if c.stage == Stage::Running {
             if let Some(flow) = out_flow {
-                let before = c.sent;
+                let before = c.counters.sent;
                 if let Some(pacer) = &pacer {
                     let now = state.since_origin(Instant::now());
                     let due = pacer.due(run_start, now);
-                    while c.sent < due {
-                        let intended = pacer.intended(run_start, c.sent).as_nanos() as u64;
+                    while c.counters.sent < due {
+                        let intended = pacer.intended(run_start, c.counters.sent).as_nanos() as u64;
                         c.send(index, intended);
                     }
                     sleep
                         .as_mut()
-                        .reset(state.origin + pacer.intended(run_start, c.sent));
+                        .reset(state.origin + pacer.intended(run_start, c.counters.sent));
                 } else {
                     let now_ns = state.since_origin(Instant::now()).as_nanos() as u64;
                     let delivered = flow.delivered.load(Ordering::Acquire);
-                    while c.sent - delivered < window {
+                    while c.counters.sent - delivered < window {
                         c.send(index, now_ns);
                     }
                 }
-                if c.sent > before {
-                    flow.sent.store(c.sent, Ordering::Release);
-                    state.sent.fetch_add(c.sent - before, Ordering::Relaxed);
+                if c.counters.sent > before {
+                    flow.sent.store(c.counters.sent, Ordering::Release);
+                    state
+                        .sent
+                        .fetch_add(c.counters.sent - before, Ordering::Relaxed);
                 }
+            }
+            // Closed loop: the next LIST once the last one is answered.
+            if c.lister && c.list_sent_at.is_none() {
+                c.codec.list(&mut c.wbuf);
+                c.list_sent_at = Some(Instant::now());
             }
         }
         if let Err(e) = c.flush() {
@@ -519,6 +437,10 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
                     }
                     Ok(n) => {
                         let now = Instant::now();
+                        // A LIST-OK must name every client only while all are logged in:
+                        // until this share has seen Stop (read after these bytes arrived,
+                        // so a client of this share that left on Stop is excluded).
+                        c.verify_lists = c.stage == Stage::Running && *phase.borrow() < Phase::Stop;
                         let mut input = &rbuf[..n];
                         loop {
                             match framer.next_line(&mut input) {
@@ -565,12 +487,19 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
     c.finish();
 }
 
+/// The longest `LIST-OK` a lister accepts: every client of the run, twice over for other
+/// users the server may have online.
+fn list_line_bytes(plan: &crate::plan::Plan) -> usize {
+    let name = plan.name(plan.clients.saturating_sub(1)).len() + 1;
+    (2 * plan.clients * name + READ_CHUNK_BYTES).max(READ_CHUNK_BYTES)
+}
+
 /// The open-loop clock: wakes each sender of this share at its intended send times.
 ///
 /// Tokio's timer wheel has millisecond granularity, which would add up to a millisecond of
 /// the bench's own lateness to every latency. A dedicated thread sleeping with a 1 ns timer
 /// slack wakes within microseconds; the sender then sends everything due (see [`Pacer`]).
-fn tick_schedule(state: &State, rate: f64) {
+fn tick_schedule(state: &State) {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
     unsafe {
@@ -578,12 +507,10 @@ fn tick_schedule(state: &State, rate: f64) {
     }
     let plan = &state.share.plan;
     let senders: Vec<(usize, Pacer)> = (0..state.share.count)
-        .filter(|l| {
-            plan.scenario
-                .partner(state.share.first + l, plan.clients)
-                .is_some()
+        .filter_map(|l| {
+            let pacer = plan.scenario.pacer(state.share.first + l, plan.clients)?;
+            Some((l, pacer))
         })
-        .map(|l| (l, Pacer::new(rate, plan.clients, state.share.first + l)))
         .collect();
     if senders.is_empty() {
         return;
@@ -621,31 +548,10 @@ async fn notified(flow: Option<&Flow>) {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Failure {
-    Refused,
-    Busy,
-    InUse,
-    Timeout,
-    Closed,
-    Protocol,
-    Other,
-}
-
 fn fail(state: &State, kind: Failure, why: String) {
-    let mut login = lock(&state.login);
-    let f = &mut login.failures;
-    match kind {
-        Failure::Refused => f.refused += 1,
-        Failure::Busy => f.busy += 1,
-        Failure::InUse => f.in_use += 1,
-        Failure::Timeout => f.timeout += 1,
-        Failure::Closed => f.closed += 1,
-        Failure::Protocol => f.protocol += 1,
-        Failure::Other => f.other += 1,
-    }
-    login.first_failure.get_or_insert(why);
-    state.failed.fetch_add(1, Ordering::Relaxed);
+    let mut totals = lock(&state.totals);
+    totals.failures.record(kind);
+    totals.first_failure.get_or_insert(why);
 }
 
 /// Connects from a source address spread over 127.0.0.0/8 when the target is loopback, so
@@ -696,16 +602,22 @@ struct Client<'s> {
     wpos: usize,
     stage: Stage,
     started: Instant,
-    sent: u64,
-    received: u64,
-    acknowledged: u64,
     /// Deliveries counted in this read, per sender (local index), not yet published.
     pending_acks: Vec<(usize, u64)>,
     samples: Vec<u64>,
     orders: Vec<OrderCheck>,
     order_base: usize,
-    outcome: RunOutcome,
+    /// This client's counts, merged into the share's when it ends.
+    counters: Counters,
     failure: Option<(Failure, String)>,
+    /// Sends `LIST` in a loop (list-send).
+    lister: bool,
+    /// When the outstanding `LIST` was sent.
+    list_sent_at: Option<Instant>,
+    /// Whether `LIST-OK`s of the current read must name every client of the run.
+    verify_lists: bool,
+    /// The run's clients named by the `LIST-OK` being checked, one bit each.
+    seen: Vec<u64>,
 }
 
 impl Client<'_> {
@@ -713,12 +625,12 @@ impl Client<'_> {
         let size = self.state.share.plan.size;
         let header = Header {
             sender: index as u32,
-            seq: self.sent,
+            seq: self.counters.sent,
             intended_ns,
         };
         self.codec
             .send(&mut self.wbuf, |out| message::encode(out, size, header));
-        self.sent += 1;
+        self.counters.sent += 1;
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -740,20 +652,20 @@ impl Client<'_> {
     }
 
     fn problem(&mut self, what: &str) {
-        self.outcome.protocol_errors += 1;
-        self.outcome
+        self.counters.protocol_errors += 1;
+        self.counters
             .first_problem
             .get_or_insert_with(|| what.to_owned());
     }
 
     fn lost_connection(&mut self, why: &str) {
-        self.outcome.disconnected += 1;
+        self.counters.disconnected += 1;
         let name = self
             .state
             .share
             .plan
             .name(self.state.share.first + self.local);
-        self.outcome
+        self.counters
             .first_problem
             .get_or_insert_with(|| format!("{name}: {why}"));
     }
@@ -768,14 +680,12 @@ impl Client<'_> {
             (Stage::LoggingIn, Event::LoggedIn) => {
                 self.stage = Stage::Ready;
                 let us = now.saturating_duration_since(self.started).as_micros() as u64;
-                let mut login = lock(&self.state.login);
-                login.logged_in += 1;
-                login.latency.record_micros(us);
-                if let Some(start) = *lock(&self.state.login_start) {
-                    let all_in = now.saturating_duration_since(start).as_micros() as u64;
-                    login.all_in_us = login.all_in_us.max(all_in);
-                }
-                self.state.logged_in.fetch_add(1, Ordering::Relaxed);
+                let all_in = lock(&self.state.login_start)
+                    .map(|start| now.saturating_duration_since(start).as_micros() as u64);
+                let mut totals = lock(&self.state.totals);
+                totals.logged_in += 1;
+                totals.login_latency.record_micros(us);
+                totals.all_in_us = totals.all_in_us.max(all_in.unwrap_or(0));
             }
             (Stage::LoggingIn, Event::Refused(r)) => {
                 let kind = match r {
@@ -800,14 +710,23 @@ impl Client<'_> {
             }
             (Stage::LoggingIn, _) => {}
             (_, Event::Delivery { from, body }) => self.delivery(from, body, now),
-            (_, Event::SendOk) => self.acknowledged += 1,
+            (_, Event::ListOk(names)) if self.lister => self.list_ok(&names, now),
+            (_, Event::ProtocolError) if self.lister && self.list_sent_at.is_some() => {
+                // A lister sends nothing but LIST: this is the answer to it, and not one
+                // that parses as a LIST-OK.
+                self.list_sent_at = None;
+                self.counters.list_errors += 1;
+                let what = format!("LIST answered with: {}", String::from_utf8_lossy(line));
+                self.problem(&what);
+            }
+            (_, Event::SendOk) => self.counters.acknowledged += 1,
             (_, Event::SendFailed) => {
-                self.outcome.send_failed += 1;
-                self.outcome
+                self.counters.send_failed += 1;
+                self.counters
                     .first_problem
                     .get_or_insert_with(|| "a message was refused: recipient not logged in".into());
             }
-            (_, Event::ProtocolError | Event::LoggedIn | Event::Refused(_)) => {
+            (_, Event::ProtocolError | Event::LoggedIn | Event::Refused(_) | Event::ListOk(_)) => {
                 let what = format!("unexpected line: {}", String::from_utf8_lossy(line));
                 self.problem(&what);
             }
@@ -820,8 +739,8 @@ impl Client<'_> {
         let header = match message::decode(body, plan.size) {
             Ok(h) => h,
             Err(e) => {
-                self.outcome.content_errors += 1;
-                self.outcome
+                self.counters.content_errors += 1;
+                self.counters
                     .first_problem
                     .get_or_insert_with(|| format!("bad message body from {from}: {e}"));
                 return;
@@ -835,18 +754,18 @@ impl Client<'_> {
             .and_then(|l| l.checked_sub(self.order_base).map(|s| (l, s)))
             .filter(|(_, s)| *s < self.orders.len());
         let Some((sender_local, slot)) = slot else {
-            self.outcome.content_errors += 1;
-            self.outcome
+            self.counters.content_errors += 1;
+            self.counters
                 .first_problem
                 .get_or_insert_with(|| format!("message from unexpected sender {from}"));
             return;
         };
         if !self.orders[slot].observe(header.seq) {
-            self.outcome
+            self.counters
                 .first_problem
                 .get_or_insert_with(|| format!("message {} from {from} out of order", header.seq));
         }
-        self.received += 1;
+        self.counters.delivered += 1;
         match self.pending_acks.last_mut() {
             Some((s, n)) if *s == sender_local => *n += 1,
             _ => self.pending_acks.push((sender_local, 1)),
@@ -856,6 +775,46 @@ impl Client<'_> {
             .push(now_ns.saturating_sub(header.intended_ns) / 1000);
         if self.samples.len() >= SAMPLE_BATCH {
             self.flush_samples();
+        }
+    }
+
+    /// Checks a `LIST-OK`: while everyone is logged in it must name each of the run's
+    /// clients once (other users the server has are ignored).
+    fn list_ok(&mut self, names: &[tcpchat_proto::Username], now: Instant) {
+        let Some(sent_at) = self.list_sent_at.take() else {
+            self.problem("a LIST-OK nobody asked for");
+            return;
+        };
+        let plan = &self.state.share.plan;
+        self.seen.clear();
+        self.seen.resize(plan.clients.div_ceil(64), 0);
+        let mut ours = 0;
+        let mut twice = 0;
+        for name in names {
+            if let Some(i) = plan.index_of(name.as_str()).filter(|i| *i < plan.clients) {
+                let (word, bit) = (i / 64, 1u64 << (i % 64));
+                if self.seen[word] & bit == 0 {
+                    self.seen[word] |= bit;
+                    ours += 1;
+                } else {
+                    twice += 1;
+                }
+            }
+        }
+        if !self.verify_lists {
+            // Clients may be leaving: the reply is neither checked nor measured.
+            return;
+        }
+        if ours == plan.clients && twice == 0 {
+            self.counters.lists += 1;
+            let us = now.saturating_duration_since(sent_at).as_micros() as u64;
+            self.counters.list_latency.record_micros(us);
+        } else {
+            self.counters.list_errors += 1;
+            let clients = plan.clients;
+            self.counters.problem(|| {
+                format!("a LIST-OK named {ours} of the run's {clients} clients ({twice} twice)")
+            });
         }
     }
 
@@ -876,18 +835,21 @@ impl Client<'_> {
         if self.samples.is_empty() {
             return;
         }
-        let mut run = lock(&self.state.run);
+        // Recorded into the share's histogram, not a per-client one: a histogram is about
+        // 190 KB, and a share has up to thousands of receiving clients.
+        let mut totals = lock(&self.state.totals);
         for s in self.samples.drain(..) {
-            run.latency.record_micros(s);
+            totals.latency.record_micros(s);
         }
     }
 
     /// Everything this client sent was received (and, classic, acknowledged), and every
     /// flow it receives has finished and arrived.
     fn drained(&self, out_flow: Option<&Flow>) -> bool {
-        let own = out_flow.is_none_or(|f| f.delivered.load(Ordering::Acquire) >= self.sent);
+        let own =
+            out_flow.is_none_or(|f| f.delivered.load(Ordering::Acquire) >= self.counters.sent);
         let acked = self.codec.dialect() != Dialect::Classic
-            || self.acknowledged + self.outcome.send_failed >= self.sent;
+            || self.counters.acknowledged + self.counters.send_failed >= self.counters.sent;
         let incoming = if self.orders.len() == 1 {
             self.state.flows[self.order_base].complete()
         } else if self.orders.is_empty() {
@@ -899,23 +861,13 @@ impl Client<'_> {
                 .enumerate()
                 .all(|(i, f)| i == self.local || f.complete())
         };
-        own && acked && incoming
+        own && acked && incoming && self.list_sent_at.is_none()
     }
 
     fn finish(mut self) {
         self.flush_samples();
-        let mut run = lock(&self.state.run);
-        let o = &self.outcome;
-        run.sent += self.sent;
-        run.delivered += self.received;
-        run.acknowledged += self.acknowledged;
-        run.send_failed += o.send_failed;
-        run.content_errors += o.content_errors;
-        run.protocol_errors += o.protocol_errors;
-        run.disconnected += o.disconnected;
-        for order in &self.orders {
-            run.order_violations += order.violations;
-        }
+        let c = &mut self.counters;
+        c.order_violations += self.orders.iter().map(|o| o.violations).sum::<u64>();
         if self.orders.len() > 1 {
             let per_sender = self
                 .orders
@@ -923,11 +875,9 @@ impl Client<'_> {
                 .enumerate()
                 .filter(|(i, _)| *i != self.local)
                 .map(|(_, o)| o.received());
-            run.per_sender_min = per_sender.clone().min();
-            run.per_sender_max = per_sender.max();
+            c.per_sender_min = per_sender.clone().min();
+            c.per_sender_max = per_sender.max();
         }
-        if run.first_problem.is_none() {
-            run.first_problem = self.outcome.first_problem.take();
-        }
+        lock(&self.state.totals).merge(c);
     }
 }

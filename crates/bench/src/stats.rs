@@ -4,6 +4,10 @@
 //! one hour. A worker process ships its histogram as the list of recorded (value, count)
 //! buckets; the parent adds them into its own. Merging bucket lists is exact: the merged
 //! histogram is the one a single process would have recorded.
+//!
+//! The histogram is allocated on the first value (about 190 KB with these bounds), so an
+//! empty [`Latency`] costs nothing: every client's and every progress report's counters
+//! carry one.
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -12,14 +16,25 @@ use serde::{Deserialize, Serialize};
 const MAX_MICROS: u64 = 3_600_000_000;
 
 /// A latency histogram in microseconds.
-#[derive(Debug, Clone)]
+#[derive(Clone, Default)]
 pub struct Latency {
-    hist: Histogram<u64>,
+    /// `None` until something is recorded or merged in.
+    hist: Option<Box<Histogram<u64>>>,
 }
 
-impl Default for Latency {
-    fn default() -> Self {
-        Self::new()
+/// The recorded buckets, not the histogram's thousands of counters.
+impl std::fmt::Debug for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Latency")
+            .field("buckets", &self.to_buckets())
+            .finish()
+    }
+}
+
+/// Two histograms are equal when they recorded the same values (as buckets).
+impl PartialEq for Latency {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_buckets() == other.to_buckets()
     }
 }
 
@@ -38,64 +53,78 @@ pub struct Summary {
 impl Latency {
     /// An empty histogram.
     pub fn new() -> Self {
-        // Bounds and precision are constants that hdrhistogram accepts.
-        let hist = Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid bounds");
-        Self { hist }
+        Self::default()
+    }
+
+    fn hist_mut(&mut self) -> &mut Histogram<u64> {
+        self.hist.get_or_insert_with(|| {
+            // Bounds and precision are constants that hdrhistogram accepts.
+            Box::new(Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid bounds"))
+        })
     }
 
     /// Records one latency; values beyond the range are clamped to it.
     pub fn record_micros(&mut self, micros: u64) {
-        self.hist.saturating_record(micros.max(1));
+        self.hist_mut().saturating_record(micros.max(1));
     }
 
     /// Number of values recorded.
     pub fn len(&self) -> u64 {
-        self.hist.len()
+        self.hist.as_ref().map_or(0, |h| h.len())
     }
 
     /// True when nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.hist.is_empty()
+        self.len() == 0
     }
 
     /// Adds everything `other` recorded.
     pub fn merge(&mut self, other: &Latency) {
-        // Same bounds on both sides, so adding cannot fail.
-        self.hist.add(&other.hist).expect("same bounds");
+        if let Some(theirs) = other.hist.as_deref().filter(|h| !h.is_empty()) {
+            // Same bounds on both sides, so adding cannot fail.
+            self.hist_mut().add(theirs).expect("same bounds");
+        }
     }
 
-    /// The value at `quantile` (0.0–1.0), in µs.
+    /// The value at `quantile` (0.0–1.0), in µs; 0 when empty.
     pub fn quantile(&self, quantile: f64) -> u64 {
-        self.hist.value_at_quantile(quantile)
+        self.hist
+            .as_ref()
+            .map_or(0, |h| h.value_at_quantile(quantile))
     }
 
-    /// The standard percentiles.
+    /// The standard percentiles (all 0 when empty).
     pub fn summary(&self) -> Summary {
+        let Some(h) = self.hist.as_deref().filter(|h| !h.is_empty()) else {
+            return Summary::default();
+        };
         Summary {
-            count: self.hist.len(),
-            p50_us: self.quantile(0.5),
-            p90_us: self.quantile(0.9),
-            p99_us: self.quantile(0.99),
-            p999_us: self.quantile(0.999),
-            max_us: self.hist.max(),
-            mean_us: self.hist.mean(),
+            count: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p90_us: h.value_at_quantile(0.9),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+            mean_us: h.mean(),
         }
     }
 
     /// The recorded buckets, for shipping to another process.
     pub fn to_buckets(&self) -> Vec<(u64, u64)> {
-        self.hist
-            .iter_recorded()
-            .map(|v| (v.value_iterated_to(), v.count_at_value()))
-            .collect()
+        self.hist.as_ref().map_or_else(Vec::new, |h| {
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect()
+        })
     }
 
     /// Rebuilds a histogram from [`Latency::to_buckets`].
     pub fn from_buckets(buckets: &[(u64, u64)]) -> Self {
         let mut l = Self::new();
         for &(value, count) in buckets {
-            // Values came out of a histogram with the same bounds.
-            let _ = l.hist.record_n(value, count);
+            // Values came out of a histogram with the same bounds; a value from elsewhere
+            // is clamped like a recorded one.
+            let _ = l.hist_mut().record_n(value.clamp(1, MAX_MICROS), count);
         }
         l
     }

@@ -117,6 +117,33 @@ fn every_scenario_against_the_real_server() {
     }
 }
 
+/// LIST in a loop beside SEND: every LIST-OK names all 50 users, every message arrives.
+/// Listers 0..5, client 5 idle (its partner lists), 22 sending pairs. See: #11
+#[test]
+fn list_send_checks_every_list_and_every_message() {
+    let addr = server(Config::default());
+    let scenario = Scenario::ListSend {
+        listers: 5,
+        rate: 2000.0,
+    };
+    let report = run(plan(addr, scenario, 50), None).expect("bench runs");
+    assert_clean(&report);
+    let lists = report
+        .lists
+        .as_ref()
+        .expect("list-send reports its LIST loop");
+    assert_eq!(lists.listers, 5);
+    assert!(lists.answered > 0, "no LIST answered:\n{}", report.table());
+    assert_eq!(lists.errors, 0, "{}", report.table());
+    assert_eq!(
+        lists.latency.count, lists.answered,
+        "one round trip per LIST-OK"
+    );
+    let m = report.messages.as_ref().expect("list-send sends");
+    assert_eq!(m.offered_per_sec, Some(2000.0));
+    assert!(report.table().contains("LIST-OK/s"), "{}", report.table());
+}
+
 /// Beyond `--max-clients` the server answers BUSY, and the bench counts it as such.
 #[test]
 fn busy_beyond_the_client_limit_is_counted() {
@@ -153,6 +180,17 @@ fn a_server_of_another_protocol_is_named() {
     let err = run(p, None).expect_err("tcpchat does not speak IRC");
     let msg = err.to_string();
     assert!(msg.contains("--dialect classic"), "got: {msg}");
+    let mut p = plan(
+        addr,
+        Scenario::ListSend {
+            listers: 2,
+            rate: 10.0,
+        },
+        10,
+    );
+    p.dialect = Dialect::Irc;
+    let err = run(p, None).expect_err("IRC has no LIST of users");
+    assert!(matches!(err, BenchError::Usage(_)), "got: {err}");
 }
 
 #[test]
@@ -164,6 +202,38 @@ fn options_that_make_no_sense_are_usage_errors() {
         (Scenario::Latency { rate: 0.0 }, 4, "--rate"),
         (Scenario::Fanin { window: 1 }, 1, "at least 2"),
         (Scenario::Connect, 0, "--clients"),
+        (
+            Scenario::ListSend {
+                listers: 0,
+                rate: 10.0,
+            },
+            10,
+            "--listers",
+        ),
+        (
+            Scenario::ListSend {
+                listers: 10,
+                rate: 10.0,
+            },
+            10,
+            "--listers",
+        ),
+        (
+            Scenario::ListSend {
+                listers: 9,
+                rate: 10.0,
+            },
+            10,
+            "sending pair",
+        ),
+        (
+            Scenario::ListSend {
+                listers: 2,
+                rate: 0.0,
+            },
+            10,
+            "--rate",
+        ),
     ];
     for (scenario, clients, says) in cases {
         let err = run(plan(addr, scenario, clients), None).expect_err("invalid");

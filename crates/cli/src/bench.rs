@@ -1,6 +1,7 @@
 //! `tcpchat bench`: load scenarios against any chat server, with a table, JSON and plots.
 //!
-//! Parsing and defaults live here; the load itself is `tcpchat_bench::run`. When the
+//! Parsing lives here; the scenarios, their defaults (shown in `--help` from
+//! `tcpchat_bench::ScenarioKind::defaults`) and the load itself are the library's. When the
 //! clients do not fit in one process, the library re-runs this binary as
 //! `tcpchat bench --worker` (a hidden flag) for each extra share of them.
 
@@ -10,29 +11,31 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
-use tcpchat_bench::{BenchError, Dialect, Options, Plan, Scenario};
+use tcpchat_bench::{BenchError, Choices, Defaults, Dialect, Options, Plan, ScenarioKind};
 
 use crate::UsageError;
 
 /// The IRC port, used when `--dialect irc` is given without one.
 const IRC_PORT: u16 = 6667;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ScenarioArg {
-    /// Log in N clients as fast as the server allows: logins/s, time until all are in,
-    /// failures by kind
-    Connect,
-    /// Clients in pairs, each keeping --window messages in flight: delivered messages/s
-    Throughput,
-    /// Open loop at --rate messages/s over all clients: latency percentiles from each
-    /// message's intended send time
-    Latency,
-    /// Every client sends to one hot recipient, each with --window in flight: queueing and
-    /// backpressure
-    Fanin,
-    /// Hold N logged-in idle clients; with --server-pid, the server's memory per client
-    Idle,
+/// The scenario names and one-line help, from the library.
+fn scenario_parser() -> impl TypedValueParser<Value = ScenarioKind> {
+    PossibleValuesParser::new(
+        ScenarioKind::ALL.map(|k| PossibleValue::new(k.name()).help(k.about())),
+    )
+    // The parser accepts only the names listed above.
+    .map(|name| ScenarioKind::from_name(&name).expect("a listed scenario"))
+}
+
+/// `what`, then the scenarios' defaults for it, e.g. "Clients [default: connect 2000, ...]".
+fn with_defaults(what: &str, value: impl Fn(&Defaults) -> Option<String>) -> String {
+    format!("{what} [default: {}]", ScenarioKind::defaults_text(value))
+}
+
+fn duration_text(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -51,32 +54,36 @@ pub struct BenchArgs {
     target: Option<String>,
 
     /// What load to generate
-    #[arg(value_enum, required_unless_present = "worker")]
-    scenario: Option<ScenarioArg>,
+    #[arg(value_parser = scenario_parser(), required_unless_present = "worker")]
+    scenario: Option<ScenarioKind>,
 
     /// Protocol to speak
     #[arg(long, value_enum, default_value = "classic")]
     dialect: DialectArg,
 
-    /// Clients [default: connect 2000, throughput 100, latency 200, fanin 100, idle 1000]
-    #[arg(long, short = 'n', value_name = "N")]
+    #[arg(long, short = 'n', value_name = "N",
+          help = with_defaults("Clients (users online)", |d| Some(d.clients.to_string())))]
     clients: Option<usize>,
 
-    /// Messages each sender keeps in flight [default: throughput 64, fanin 8]
-    #[arg(long, short = 'w', value_name = "W")]
+    #[arg(long, short = 'w', value_name = "W",
+          help = with_defaults("Messages each sender keeps in flight", |d| d.window.map(|w| w.to_string())))]
     window: Option<u64>,
 
-    /// Messages per second offered over all clients (latency)
-    #[arg(long, short = 'r', value_name = "R", default_value_t = 20_000.0)]
-    rate: f64,
+    #[arg(long, short = 'r', value_name = "R",
+          help = with_defaults("Messages per second offered over all senders", |d| d.rate.map(|r| r.to_string())))]
+    rate: Option<f64>,
 
-    /// Length of the measured phase, e.g. 10s (throughput, latency, fanin; hold time for idle)
-    #[arg(long, short = 'd', value_name = "DURATION", default_value = "10s")]
-    duration: humantime::Duration,
+    #[arg(long, value_name = "N",
+          help = with_defaults("Clients sending LIST in a closed loop", |d| d.listers.map(|l| l.to_string())))]
+    listers: Option<usize>,
 
-    /// Message body size in bytes (at least 48)
-    #[arg(long, value_name = "BYTES", default_value_t = 64)]
-    size: usize,
+    #[arg(long, short = 'd', value_name = "DURATION",
+          help = with_defaults("Length of the measured phase, e.g. 10s (hold time for idle)", |d| Some(duration_text(d.duration))))]
+    duration: Option<humantime::Duration>,
+
+    #[arg(long, value_name = "BYTES",
+          help = with_defaults("Message body size in bytes (at least 48)", |d| Some(d.size.to_string())))]
+    size: Option<usize>,
 
     /// The server's process id: report its resident memory before, during and after
     #[arg(long, value_name = "PID")]
@@ -90,17 +97,20 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
 
-    /// How long one client may take to connect and log in
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    login_timeout: humantime::Duration,
+    #[arg(long, value_name = "DURATION",
+          help = with_defaults("How long one client may take to connect and log in", |d| Some(duration_text(d.login_timeout))))]
+    login_timeout: Option<humantime::Duration>,
 
-    /// Logins in progress at once per process [default: all for connect, 500 otherwise]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N",
+          help = with_defaults("Logins in progress at once per process", |d| Some(match d.login_concurrency {
+              usize::MAX => "all".to_owned(),
+              n => n.to_string(),
+          })))]
     login_concurrency: Option<usize>,
 
-    /// After the measured phase, how long to wait for messages still in flight
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    drain_timeout: humantime::Duration,
+    #[arg(long, value_name = "DURATION",
+          help = with_defaults("After the measured phase, how long to wait for messages still in flight", |d| Some(duration_text(d.drain_timeout))))]
+    drain_timeout: Option<humantime::Duration>,
 
     /// Most clients per process; more are spread over worker processes (each process can
     /// open only so many sockets)
@@ -165,45 +175,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .map(|t| resolve(t.trim(), args.dialect))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let target = targets.remove(0);
-    let scenario_kind = scenario;
-    let scenario = match scenario {
-        ScenarioArg::Connect => Scenario::Connect,
-        ScenarioArg::Throughput => Scenario::Throughput {
-            window: args.window.unwrap_or(64),
-        },
-        ScenarioArg::Latency => Scenario::Latency { rate: args.rate },
-        ScenarioArg::Fanin => Scenario::Fanin {
-            window: args.window.unwrap_or(8),
-        },
-        ScenarioArg::Idle => Scenario::Idle,
-    };
-    let clients = args.clients.unwrap_or(match scenario_kind {
-        ScenarioArg::Connect => 2000,
-        ScenarioArg::Throughput | ScenarioArg::Fanin => 100,
-        ScenarioArg::Latency => 200,
-        ScenarioArg::Idle => 1000,
-    });
-    let login_concurrency = args.login_concurrency.unwrap_or(match scenario_kind {
-        ScenarioArg::Connect => usize::MAX,
-        _ => 500,
-    });
-    let plan = Plan {
-        target,
-        more_targets: targets,
-        dialect: match args.dialect {
-            DialectArg::Classic => Dialect::Classic,
-            DialectArg::Irc => Dialect::Irc,
-        },
-        scenario,
-        clients,
+    let choices = Choices {
+        clients: args.clients,
+        window: args.window,
+        rate: args.rate,
+        listers: args.listers,
+        duration: args.duration.map(Duration::from),
         size: args.size,
-        duration: Duration::from(args.duration),
-        login_timeout: Duration::from(args.login_timeout),
-        login_concurrency,
-        drain_timeout: Duration::from(args.drain_timeout),
-        tag: run_tag(),
-        spread_sources: !args.no_spread,
+        login_timeout: args.login_timeout.map(Duration::from),
+        login_concurrency: args.login_concurrency,
+        drain_timeout: args.drain_timeout.map(Duration::from),
     };
+    let mut plan = Plan::new(target, scenario, &choices, run_tag());
+    plan.more_targets = targets;
+    plan.dialect = match args.dialect {
+        DialectArg::Classic => Dialect::Classic,
+        DialectArg::Irc => Dialect::Irc,
+    };
+    plan.spread_sources = !args.no_spread;
     let exe = std::env::current_exe().context("cannot find this program to start bench workers")?;
     let options = Options {
         plan,

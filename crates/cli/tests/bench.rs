@@ -91,6 +91,53 @@ fn workers_share_a_run() {
     assert_eq!(json_number(&stdout, "lost"), 0);
 }
 
+/// list-send over three processes: every LIST-OK, wherever its lister runs, names all 40
+/// users, and every message arrives. See: #11
+#[test]
+fn list_send_over_workers() {
+    let server = serve();
+    let out = tcpchat()
+        .args(["bench", &server.1.to_string(), "list-send", "-n", "40"])
+        .args(["--listers", "4", "-r", "400", "-d", "500ms"])
+        .args(["--clients-per-process", "16", "--json"])
+        .output()
+        .expect("run bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}\nstdout: {stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_number(&stdout, "processes"), 3);
+    assert_eq!(json_number(&stdout, "logged_in"), 40);
+    assert!(json_number(&stdout, "answered") > 0, "{stdout}");
+    assert_eq!(json_number(&stdout, "errors"), 0);
+    let sent = json_number(&stdout, "sent");
+    assert!(sent > 0);
+    assert_eq!(json_number(&stdout, "delivered"), sent);
+}
+
+/// The scenarios' defaults in `--help` are the library's, not a copy.
+#[test]
+fn help_shows_the_library_defaults() {
+    let out = tcpchat()
+        .args(["bench", "--help"])
+        .output()
+        .expect("run bench --help");
+    assert!(out.status.success());
+    // clap wraps lines: compare with the whitespace flattened.
+    let help = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for kind in tcpchat_bench::ScenarioKind::ALL {
+        let d = kind.defaults();
+        assert!(help.contains(kind.name()), "{help}");
+        let clients = format!("{} {}", kind.name(), d.clients);
+        assert!(help.contains(&clients), "no {clients:?} in:\n{help}");
+    }
+}
+
 #[test]
 fn plot_and_table() {
     let server = serve();
