@@ -1,0 +1,35 @@
+//! Test support shared by the server's and the cluster's integration tests: real parts only.
+//!
+//! - [`Server`]: the server in this process on a loopback port (port 0), stopped on request;
+//! - [`Client`]: a raw-line client whose expectations wait under [`PATIENCE`] and report what
+//!   did arrive;
+//! - [`Process`], [`Redis`], [`Node`], [`Haproxy`]: real programs (`redis-server`, `tcpchat
+//!   serve --cluster`, `haproxy`) started on free ports and killed when dropped;
+//! - [`CutProxy`]: a TCP relay whose link can be cut and healed, for a network partition
+//!   between one node and Redis.
+//!
+//! It is a crate of its own so the two test suites share one copy of these helpers instead of
+//! two drifting ones. It is a dev-dependency only: nothing here ships in the binary, and its
+//! panics are test failures, which is why it may `expect` on what a test set up itself.
+//!
+//! Nothing here measures time: every wait polls under [`PATIENCE`], a bound on a hang.
+
+mod cluster;
+mod line;
+mod process;
+mod proxy;
+mod redis;
+mod server;
+
+use std::time::Duration;
+
+pub use cluster::{login_at, Haproxy, Node};
+pub use line::{wait_presence, Client};
+pub use process::{free_port, require, tcpchat_bin, Process};
+pub use proxy::CutProxy;
+pub use redis::Redis;
+pub use server::Server;
+
+/// How long any single expectation may wait. Generous: it bounds a hang on a slow shared
+/// machine; it does not measure anything.
+pub const PATIENCE: Duration = Duration::from_secs(30);

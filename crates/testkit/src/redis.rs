@@ -1,0 +1,201 @@
+//! A private `redis-server` for one test, and a tiny synchronous client to look inside it.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::{free_port, require, Process, PATIENCE};
+
+/// A `redis-server` on a free loopback port: no persistence, so a restart comes back empty.
+pub struct Redis {
+    pub port: u16,
+    process: Option<Process>,
+    dir: PathBuf,
+}
+
+/// One RESP reply, as far as the tests need to read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reply {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<String>),
+    Array(Vec<Reply>),
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("tcpchat-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis work dir");
+        let mut r = Self {
+            port,
+            process: None,
+            dir,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port, empty.
+    pub fn restart(&mut self) {
+        self.stop();
+        let bin = require("redis-server", "redis-server");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+        ])
+        .arg(&self.dir);
+        let p = Process::spawn("redis-server", cmd);
+        let deadline = Instant::now() + PATIENCE;
+        // Ready when it answers, and the answer comes from this process, not another
+        // program that took the port.
+        let want = format!("process_id:{}", p.pid());
+        while !self.info("server").lines().any(|l| l.trim() == want) {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server (pid {}) did not answer on port {}; its log:\n{}",
+                p.pid(),
+                self.port,
+                p.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.process = Some(p);
+    }
+
+    /// Kills the server (as a crash would): everything in it is gone.
+    pub fn stop(&mut self) {
+        if let Some(p) = self.process.take() {
+            p.kill9();
+        }
+    }
+
+    fn call(&self, args: &[&str]) -> std::io::Result<Reply> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes())?;
+        read_reply(&mut BufReader::new(s))
+    }
+
+    /// Sends one command and returns the reply's first line in RESP form (`:0`, `+OK`,
+    /// `$5`...), or `None` if Redis cannot be reached.
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        Some(match self.call(args).ok()? {
+            Reply::Status(s) => format!("+{s}"),
+            Reply::Error(e) => format!("-{e}"),
+            Reply::Int(i) => format!(":{i}"),
+            Reply::Bulk(None) => "$-1".to_owned(),
+            Reply::Bulk(Some(b)) => format!("${}", b.len()),
+            Reply::Array(a) => format!("*{}", a.len()),
+        })
+    }
+
+    /// An integer reply (`EXISTS`, `PTTL`, `DBSIZE`...). Panics on anything else.
+    pub fn int(&self, args: &[&str]) -> i64 {
+        match self.call(args) {
+            Ok(Reply::Int(i)) => i,
+            other => panic!("redis {args:?}: expected an integer, got {other:?}"),
+        }
+    }
+
+    /// `GET key`. Panics if Redis cannot be reached.
+    pub fn get(&self, key: &str) -> Option<String> {
+        match self.call(&["GET", key]) {
+            Ok(Reply::Bulk(v)) => v,
+            other => panic!("redis GET {key}: expected a string, got {other:?}"),
+        }
+    }
+
+    /// Whether `key` exists.
+    pub fn exists(&self, key: &str) -> bool {
+        self.int(&["EXISTS", key]) == 1
+    }
+
+    /// `INFO section`, or an empty string if Redis cannot be reached.
+    pub fn info(&self, section: &str) -> String {
+        match self.call(&["INFO", section]) {
+            Ok(Reply::Bulk(Some(body))) => body,
+            _ => String::new(),
+        }
+    }
+
+    /// `INFO commandstats` as (command, calls) pairs.
+    pub fn command_calls(&self) -> HashMap<String, u64> {
+        let body = self.info("commandstats");
+        assert!(!body.is_empty(), "no INFO commandstats from redis");
+        body.lines()
+            .filter_map(|l| {
+                let l = l.strip_prefix("cmdstat_")?;
+                let (cmd, rest) = l.split_once(':')?;
+                let calls = rest
+                    .strip_prefix("calls=")?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((cmd.to_owned(), calls))
+            })
+            .collect()
+    }
+}
+
+fn read_reply(r: &mut impl BufRead) -> std::io::Result<Reply> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let mut header = String::new();
+    r.read_line(&mut header)?;
+    let header = header.trim_end();
+    let (kind, rest) = header
+        .split_at_checked(1)
+        .ok_or_else(|| bad("empty reply"))?;
+    let number = || rest.parse::<i64>().map_err(|_| bad(header));
+    Ok(match kind {
+        "+" => Reply::Status(rest.to_owned()),
+        "-" => Reply::Error(rest.to_owned()),
+        ":" => Reply::Int(number()?),
+        "$" => match usize::try_from(number()?) {
+            Err(_) => Reply::Bulk(None),
+            Ok(len) => {
+                let mut body = vec![0u8; len + 2];
+                r.read_exact(&mut body)?;
+                body.truncate(len);
+                Reply::Bulk(Some(String::from_utf8_lossy(&body).into_owned()))
+            }
+        },
+        "*" => {
+            let n = usize::try_from(number()?).unwrap_or(0);
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                items.push(read_reply(r)?);
+            }
+            Reply::Array(items)
+        }
+        _ => return Err(bad(header)),
+    })
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
