@@ -28,9 +28,15 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::listener::Shared;
 use crate::outbox::{Outbox, PushError};
 use crate::session::{Session, Step, Timeout};
+
+/// What every connection task shares: the hub and the settings. Owned here, where it is
+/// used; the listener builds it once and hands each task an `Arc`.
+pub(crate) struct Shared<H> {
+    pub(crate) hub: H,
+    pub(crate) config: Config,
+}
 
 /// Bytes read per `read` call. Allocated only while the peer is sending.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
