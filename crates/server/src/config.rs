@@ -13,7 +13,7 @@ pub struct Config {
     pub max_line_bytes: usize,
     /// A connection that has not logged in this long after connecting is closed.
     pub handshake_timeout: Duration,
-    /// A logged-in connection that sends nothing this long is closed. `None` (the default):
+    /// A logged-in connection that sends no valid request this long is closed. `None` (the default):
     /// never, because classic clients have no way to say "still here" while idle; dead peers
     /// are found by TCP keepalive instead.
     pub idle_timeout: Option<Duration>,
