@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tcpchat_proto::Username;
-use tcpchat_server::{Delivery, Hub, LoginError, MemoryHub, Outbox};
+use tcpchat_server::{Delivery, Hub, LoginError, MemoryHub, Outbox, Roster};
 use tokio::sync::{Notify, RwLock};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -214,8 +214,9 @@ impl Inner {
                     let removed = self.local().remove(name.as_str());
                     if let Some(l) = removed {
                         warn!(%name, "name was claimed on another node while this one was cut off from redis; dropping the local user");
-                        // Refuses every later line for it, which ends its connection.
-                        drop(l.outbox.close());
+                        // Refuses every later line for it, which ends its connection once
+                        // what was already queued for it is written.
+                        l.outbox.evict();
                     }
                 }
             }
@@ -422,7 +423,7 @@ impl Hub for RedisHub {
         }
     }
 
-    async fn list(&self) -> Vec<Username> {
+    async fn list(&self) -> Roster {
         let inner = &self.inner;
         let mut names = inner.local_names();
         let mut call = inner.scripts.list.prepare_invoke();
@@ -431,15 +432,14 @@ impl Hub for RedisHub {
             Ok(all) => {
                 // Local users are listed even if Redis has not caught up with them yet.
                 names.extend(all.iter().filter_map(|n| Username::parse(n).ok()));
-                names.sort_unstable();
-                names.dedup();
             }
             Err(e) => {
                 debug!(error = %e, "cluster list failed; listing this node's users only");
                 inner.failed();
             }
         }
-        names
+        // Sorted and deduplicated there (local users may also be in Redis's answer).
+        Roster::new(names)
     }
 
     async fn deliver(&self, from: &Username, to: &Username, body: &str) -> Delivery {

@@ -31,9 +31,9 @@ pub struct Config {
     /// A connection that has not logged in this long after connecting is closed
     /// (`handshake-timeout`).
     pub handshake_timeout: Duration,
-    /// A logged-in connection that sends nothing this long is closed (`idle-timeout`). `None`
-    /// (the default): never, because classic clients have no way to say "still here" while
-    /// idle; dead peers are found by TCP keepalive instead.
+    /// A logged-in connection that sends no valid request this long is closed
+    /// (`idle-timeout`). `None` (the default): never, because classic clients have no way to
+    /// say "still here" while idle; dead peers are found by TCP keepalive instead.
     pub idle_timeout: Option<Duration>,
     /// TCP keepalive probing, to find peers that vanished without a FIN or RST.
     pub keepalive: Option<Keepalive>,

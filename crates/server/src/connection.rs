@@ -7,8 +7,13 @@
 //! request and its answer cost one wakeup. Nothing here decides protocol behaviour; that is
 //! the session's job.
 //!
-//! Memory: an idle connection holds no read buffer, no write buffer and no partial line; they
-//! exist only while there is something in them (see `docs/architecture.md`).
+//! Deadlines are checked after every read, not only when the timer wins the wait: a peer that
+//! sends faster than the server drains keeps the socket readable at every wait, and the timer
+//! would never be polled. For the same reason each read spends tokio's cooperative budget, so
+//! such a peer cannot keep its worker thread from other connections.
+//!
+//! Memory: an idle connection holds no read buffer, no write buffer and no timer; they exist
+//! only while there is something in them (see `docs/architecture.md`).
 
 use std::future::Future;
 use std::io;
@@ -28,9 +33,15 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::listener::Shared;
 use crate::outbox::{Outbox, PushError};
 use crate::session::{Session, Step, Timeout};
+
+/// What every connection task shares: the hub and the settings. Owned here, where it is
+/// used; the listener builds it once and hands each task an `Arc`.
+pub(crate) struct Shared<H> {
+    pub(crate) hub: H,
+    pub(crate) config: Config,
+}
 
 /// Bytes read per `read` call. Allocated only while the peer is sending.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -46,7 +57,8 @@ enum End {
     Overflow,
     /// Login refused with `BUSY` (cluster store unavailable).
     Busy,
-    /// The hub closed its outbox (e.g. a cluster node lost the name while cut off).
+    /// The hub took the name back ([`Outbox::evict`]; e.g. a cluster node found the name
+    /// claimed elsewhere while it was cut off). What was queued before still goes out.
     Evicted,
     Timeout(Timeout),
     Shutdown,
@@ -94,6 +106,9 @@ pub(crate) fn serve<H: Hub>(
         let name = conn.session.name().cloned();
         drop(conn.lease.take());
         match (name, end) {
+            (Some(name), End::Evicted) => {
+                info!(%peer, %name, "logged out: evicted by the hub (name taken back)");
+            }
             (Some(name), end) => info!(%peer, %name, ?end, "logged out"),
             (None, End::Timeout(Timeout::Handshake)) => info!(%peer, "closed: no login in time"),
             (None, end) => debug!(?end, "closed"),
@@ -186,8 +201,16 @@ impl<H: Hub> Connection<H> {
                         }
                     };
                     if ready.is_readable() || ready.is_read_closed() {
-                        if let Err(end) = self.read_some(&mut framer, &mut read_buf).await {
-                            break end;
+                        match self.read_some(&mut framer, &mut read_buf).await {
+                            Ok(Some(now)) => {
+                                // After every read, whatever the timer: see the module docs.
+                                if let Some(timeout) = self.session.handle_timeout(now) {
+                                    break End::Timeout(timeout);
+                                }
+                                tokio::task::consume_budget().await;
+                            }
+                            Ok(None) => {}
+                            Err(end) => break end,
                         }
                     }
                 }
@@ -215,9 +238,14 @@ impl<H: Hub> Connection<H> {
         end
     }
 
-    /// One `read` and everything it completes. A clean EOF returns `Err(PeerClosed)` only
-    /// after every complete line before it was handled.
-    async fn read_some(&mut self, framer: &mut Framer, read_buf: &mut Vec<u8>) -> Flow {
+    /// One `read` and everything it completes; returns the time the bytes were handled at,
+    /// or `None` if there were none. A clean EOF returns `Err(PeerClosed)` only after every
+    /// complete line before it was handled.
+    async fn read_some(
+        &mut self,
+        framer: &mut Framer,
+        read_buf: &mut Vec<u8>,
+    ) -> Result<Option<std::time::Instant>, End> {
         if read_buf.is_empty() {
             read_buf.resize(READ_CHUNK_BYTES, 0);
         }
@@ -232,7 +260,7 @@ impl<H: Hub> Connection<H> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Idle again: give the buffer back instead of holding it while waiting.
                 *read_buf = Vec::new();
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => {
                 debug!(error = %e, "read failed");
@@ -250,7 +278,7 @@ impl<H: Hub> Connection<H> {
                 Ok(None) => break,
                 Err(FrameError::LineTooLong { limit, head }) => {
                     debug!(limit, "line too long; discarding it");
-                    let reply = self.session.handle_overlong(&head, now);
+                    let reply = self.session.handle_overlong(&head);
                     self.reply(&reply)?;
                 }
             }
@@ -259,7 +287,7 @@ impl<H: Hub> Connection<H> {
             // A short read almost always means the socket is drained.
             *read_buf = Vec::new();
         }
-        Ok(())
+        Ok(Some(now))
     }
 
     async fn handle_line(&mut self, line: &[u8], now: std::time::Instant) -> Flow {
@@ -284,11 +312,11 @@ impl<H: Hub> Connection<H> {
                 Ok(())
             }
             Step::List => {
-                let mut names = self.shared.hub.list().await;
-                // Sorted (byte order) so the same people always read the same way; hubs
-                // return them in whatever order they store them.
-                names.sort_unstable();
-                self.reply(&Reply::ListOk(names))
+                let roster = self.shared.hub.list().await;
+                debug!(bytes = roster.line().len(), "reply LIST-OK");
+                self.outbox
+                    .push_with(|buf| buf.extend_from_slice(roster.line()))
+                    .map_err(|why| self.refused(why))
             }
             Step::Send { to, body } => {
                 // The session only yields Send after login, so there is a name.
@@ -304,10 +332,30 @@ impl<H: Hub> Connection<H> {
 
     fn reply(&self, reply: &Reply<'_>) -> Flow {
         debug!(?reply, "reply");
-        self.outbox.push_with(|buf| reply.encode(buf)).map_err(|_| {
-            warn!(peer = %self.peer, name = ?self.session.name(), "outgoing queue full: peer is not reading; dropping it");
-            End::Overflow
-        })
+        self.outbox
+            .push_with(|buf| reply.encode(buf))
+            .map_err(|why| self.refused(why))
+    }
+
+    /// How the connection ends when its outbox refuses lines, logged as what happened.
+    fn refused(&self, why: PushError) -> End {
+        let (peer, name) = (self.peer, self.session.name());
+        match why {
+            PushError::Full => {
+                warn!(%peer, ?name, "outgoing queue full: peer is not reading; dropping it");
+                End::Overflow
+            }
+            PushError::Evicted => {
+                warn!(%peer, ?name, "evicted by the hub; closing after what was queued");
+                End::Evicted
+            }
+            // Only this task closes its outbox, and only after the loop: not reachable while
+            // the connection runs. Ending it is still the safe answer.
+            PushError::Closed => {
+                debug!("outbox closed while the connection ran");
+                End::Error
+            }
+        }
     }
 
     /// Writes as much as the socket takes without waiting: the pending batch, then whatever
@@ -316,19 +364,11 @@ impl<H: Hub> Connection<H> {
         loop {
             if self.pending.is_empty() {
                 let (batch, refusing) = self.outbox.take();
-                match refusing {
-                    Some(PushError::Full) => {
-                        warn!(peer = %self.peer, name = ?self.session.name(), "outgoing queue full: peer is not reading; dropping it");
-                        return Err(End::Overflow);
-                    }
-                    Some(PushError::Closed) => {
-                        warn!(peer = %self.peer, name = ?self.session.name(), "evicted by the hub; closing");
-                        // What was queued before the eviction still goes out.
-                        self.pending = batch;
-                        self.written = 0;
-                        return Err(End::Evicted);
-                    }
-                    None => {}
+                if let Some(why) = refusing {
+                    // Written by the final flush unless the peer stopped reading (Full).
+                    self.pending = batch;
+                    self.written = 0;
+                    return Err(self.refused(why));
                 }
                 if batch.is_empty() {
                     return Ok(());
@@ -340,7 +380,9 @@ impl<H: Hub> Connection<H> {
                 Ok(n) => {
                     self.written += n;
                     if self.written == self.pending.len() {
-                        self.outbox.recycle(std::mem::take(&mut self.pending));
+                        // Freed, not kept for the next batch: an idle connection holds no
+                        // write buffer.
+                        self.pending = Vec::new();
                         self.written = 0;
                     }
                 }
@@ -353,8 +395,9 @@ impl<H: Hub> Connection<H> {
         }
     }
 
-    /// Frees the name, writes what is still queued (bounded by `grace`), then half-closes
-    /// so the peer reads everything before seeing EOF.
+    /// The owner's final flush: frees the name, closes the outbox ([`Outbox::close`]),
+    /// writes what is still queued (bounded by `grace`), then half-closes so the peer reads
+    /// everything before seeing EOF.
     async fn close_gracefully(&mut self, grace: Duration) {
         drop(self.lease.take());
         let rest = self.outbox.close();

@@ -4,8 +4,13 @@
 //! that frees it when dropped), list names, deliver a message. [`MemoryHub`] keeps everything
 //! in this process. A multi-node backend (Redis) implements the same trait in its own crate;
 //! nothing in the connection code knows which one it runs on.
+//!
+//! `LIST` never costs `SEND` anything: the map that every delivery locks is never walked.
+//! Names are also kept, sorted, in a second structure behind its own lock (updated on login
+//! and logout, O(log n)), and the `LIST-OK` line built from it is cached as a [`Roster`]
+//! until presence changes, so a thousand users asking `LIST` at once share one snapshot.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,6 +40,31 @@ pub enum Delivery {
     NoSuchUser,
 }
 
+/// Who is online, sorted by name (byte order) and encoded once as its `LIST-OK` line. Cheap
+/// to clone: every `LIST` until the next login or logout can share one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roster {
+    line: Arc<[u8]>,
+}
+
+impl Roster {
+    /// From names in any order, duplicates allowed. The one place `LIST-OK`'s order is
+    /// decided: sorted so the same people always read the same way, whatever order a hub
+    /// stores them in.
+    pub fn new(mut names: Vec<Username>) -> Self {
+        names.sort_unstable();
+        names.dedup();
+        Self {
+            line: Reply::ListOk(names).to_line().into(),
+        }
+    }
+
+    /// The `LIST-OK` line, `\n` included.
+    pub fn line(&self) -> &[u8] {
+        &self.line
+    }
+}
+
 /// Presence and routing, as the connection handler needs them.
 ///
 /// Implementations must keep one sender's messages to one recipient in order, and must make
@@ -50,8 +80,8 @@ pub trait Hub: Send + Sync + 'static {
         outbox: &Arc<Outbox>,
     ) -> impl Future<Output = Result<Self::Lease, LoginError>> + Send;
 
-    /// Everyone logged in, in no particular order.
-    fn list(&self) -> impl Future<Output = Vec<Username>> + Send;
+    /// Everyone logged in. Must not stall [`Hub::deliver`] while it gathers them.
+    fn list(&self) -> impl Future<Output = Roster> + Send;
 
     /// Queues `DELIVERY <from> <body>` for `to`.
     fn deliver(
@@ -68,10 +98,35 @@ pub struct MemoryHub {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
+    /// Name → outbox: what every `SEND` locks. Only O(1) work happens under it.
     users: Mutex<HashMap<Username, Entry>>,
     next_id: AtomicU64,
+    /// The same names, sorted, for `LIST`; its own lock, so copying them never holds `users`.
+    names: Mutex<Names>,
+    /// The last `LIST-OK` built, and the [`Names::generation`] it shows. An async lock: a
+    /// `LIST` waiting for another one's rebuild waits without holding a worker thread.
+    roster: tokio::sync::Mutex<(u64, Roster)>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            users: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            names: Mutex::default(),
+            roster: tokio::sync::Mutex::new((0, Roster::new(Vec::new()))),
+        }
+    }
+}
+
+/// Logged-in names with the id of the entry that holds each, so a logout only removes its
+/// own login; `generation` counts changes.
+#[derive(Debug, Default)]
+struct Names {
+    sorted: BTreeMap<Username, u64>,
+    generation: u64,
 }
 
 #[derive(Debug)]
@@ -84,6 +139,26 @@ impl Inner {
     fn users(&self) -> MutexGuard<'_, HashMap<Username, Entry>> {
         // Nothing panics while holding this lock (map operations only); ignore poisoning.
         self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn names(&self) -> MutexGuard<'_, Names> {
+        // Only map operations and clones happen under this lock; ignore poisoning.
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current roster: the cached one if presence has not changed since it was built.
+    async fn roster(&self) -> Roster {
+        let mut cached = self.roster.lock().await;
+        let (generation, names) = {
+            let names = self.names();
+            if names.generation == cached.0 {
+                return cached.1.clone();
+            }
+            // O(n) clones, under the names lock only: logins and logouts wait, SEND does not.
+            (names.generation, names.sorted.keys().cloned().collect())
+        };
+        *cached = (generation, Roster::new(names));
+        cached.1.clone()
     }
 }
 
@@ -114,6 +189,12 @@ impl MemoryHub {
                 outbox: Arc::clone(outbox),
             },
         );
+        drop(users);
+        // Before `HELLO` is sent, so no one can be told of the login and then miss it in LIST.
+        let mut names = self.inner.names();
+        names.sorted.insert(name.clone(), id);
+        names.generation += 1;
+        drop(names);
         Ok(MemoryLease {
             inner: Arc::clone(&self.inner),
             name: name.clone(),
@@ -122,14 +203,14 @@ impl MemoryHub {
     }
 
     fn deliver_now(&self, from: &Username, to: &Username, body: &str) -> Delivery {
-        // Queue while holding the map lock instead of cloning the `Arc` out: the push is one
-        // short `memcpy` under the outbox's own lock, and the two atomic reference-count
-        // updates it saves showed in the profile. Lock order is always users → outbox;
-        // nothing takes the users lock while holding an outbox lock.
-        match self.inner.users().get(to.as_str()) {
-            Some(entry) => Self::deliver_to(&entry.outbox, from.as_str(), body),
-            None => Delivery::NoSuchUser,
-        }
+        // The outbox is cloned out and pushed to after the map lock is released: the push
+        // may wait on the recipient's own lock, which its task can hold for a long
+        // `LIST-OK` memcpy, and the lock every SEND takes must never wait on that.
+        let outbox = match self.inner.users().get(to.as_str()) {
+            Some(entry) => Arc::clone(&entry.outbox),
+            None => return Delivery::NoSuchUser,
+        };
+        Self::deliver_to(&outbox, from.as_str(), body)
     }
 }
 
@@ -144,8 +225,8 @@ impl Hub for MemoryHub {
         std::future::ready(self.login_now(name, outbox))
     }
 
-    fn list(&self) -> impl Future<Output = Vec<Username>> + Send {
-        std::future::ready(self.inner.users().keys().cloned().collect())
+    fn list(&self) -> impl Future<Output = Roster> + Send {
+        self.inner.roster()
     }
 
     fn deliver(
@@ -176,6 +257,14 @@ impl Drop for MemoryLease {
             .is_some_and(|e| e.id == self.id)
         {
             users.remove(self.name.as_str());
+        }
+        drop(users);
+        // The same guard here matters: between the two locks the name may have been claimed
+        // again, and that login's entry must stay.
+        let mut names = self.inner.names();
+        if names.sorted.get(self.name.as_str()) == Some(&self.id) {
+            names.sorted.remove(self.name.as_str());
+            names.generation += 1;
         }
     }
 }
@@ -216,9 +305,49 @@ mod tests {
             Delivery::NoSuchUser
         );
         assert_eq!(bob.take().0, b"DELIVERY ann  hi \n");
-        let mut names = hub.list().await;
-        names.sort();
-        assert_eq!(names, vec![name("bob")]);
+        assert_eq!(hub.list().await.line(), b"LIST-OK bob\n");
+    }
+
+    #[tokio::test]
+    async fn list_follows_logins_and_logouts_sorted() {
+        let hub = MemoryHub::new();
+        let o = Arc::new(Outbox::new(1024));
+        assert_eq!(hub.list().await.line(), b"LIST-OK \n");
+        let zed = hub.login(&name("zed"), &o).await.expect("free name");
+        let _amy = hub.login(&name("amy"), &o).await.expect("free name");
+        let _bob = hub.login(&name("Bob"), &o).await.expect("free name");
+        assert_eq!(hub.list().await.line(), b"LIST-OK Bob,amy,zed\n");
+        assert_eq!(hub.list().await.line(), b"LIST-OK Bob,amy,zed\n", "cached");
+        drop(zed);
+        assert_eq!(hub.list().await.line(), b"LIST-OK Bob,amy\n");
+        let _zed = hub.login(&name("zed"), &o).await.expect("freed");
+        assert_eq!(hub.list().await.line(), b"LIST-OK Bob,amy,zed\n");
+    }
+
+    /// The structural half of "LIST never stalls SEND": with the lock that every delivery
+    /// takes held, LIST still answers.
+    #[test]
+    fn list_does_not_take_the_lock_that_send_takes() {
+        let hub = MemoryHub::new();
+        let o = Arc::new(Outbox::new(1024));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _ann = rt.block_on(hub.login(&name("ann"), &o)).expect("free name");
+        let held = hub.inner.users();
+        let (done, answered) = std::sync::mpsc::channel();
+        let lister = hub.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let _ = done.send(rt.block_on(lister.list()));
+        });
+        let roster = answered
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("LIST answered while the users lock was held");
+        drop(held);
+        assert_eq!(roster.line(), b"LIST-OK ann\n");
     }
 
     #[tokio::test]

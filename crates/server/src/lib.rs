@@ -21,6 +21,6 @@ mod outbox;
 pub mod session;
 
 pub use config::{Config, ConfigError, Keepalive, MAX_LINE_LIMIT_BYTES};
-pub use hub::{Delivery, Hub, LoginError, MemoryHub};
+pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster};
 pub use listener::{bind, run, run_with_hub, LISTEN_BACKLOG};
 pub use outbox::{Outbox, PushError};

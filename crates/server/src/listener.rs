@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::connection;
+use crate::connection::{self, Shared};
 use crate::hub::{Hub, MemoryHub};
 
 /// First pause after a failed `accept`; doubled on each failure in a row.
@@ -26,12 +26,6 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 const BUSY_LINGER_MAX: usize = 256;
 /// How long a rejected connection may linger for `BUSY` to be read.
 const BUSY_LINGER: Duration = Duration::from_secs(2);
-
-/// What every connection task shares.
-pub(crate) struct Shared<H> {
-    pub(crate) hub: H,
-    pub(crate) config: Config,
-}
 
 /// Serves the classic protocol on `listener` with the in-memory hub until `shutdown`
 /// completes, then stops accepting, lets connections flush for `config.shutdown_grace` and

@@ -9,9 +9,15 @@
 //! marks itself overflowed; its task then drops the connection. That is the decided behaviour
 //! for a reader that stops reading (`docs/protocol.md`): it costs others nothing.
 //!
+//! Two ways to stop an outbox, kept apart because they mean different things:
+//! [`Outbox::evict`] is the hub taking the name back (the lines already queued stay, for the
+//! owner to write before it closes), [`Outbox::close`] is the owner's own final flush (it
+//! takes what is left). Each refuses later lines with its own [`PushError`].
+//!
 //! The queue is a plain `Vec<u8>` behind a `std::sync::Mutex`: each critical section is a
 //! `memcpy` of one line, never held across an `.await` (see mini-redis `db.rs` on why a
-//! blocking mutex is the right tool here). An idle outbox holds no buffer at all.
+//! blocking mutex is the right tool here). An idle outbox holds no buffer at all: the queue
+//! is handed out whole by [`Outbox::take`] and nothing is kept for reuse.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -23,22 +29,19 @@ pub enum PushError {
     /// The queue was past its limit; the connection is being dropped.
     #[error("outgoing queue full")]
     Full,
-    /// The connection is closing.
+    /// The hub took the user's name back ([`Outbox::evict`]); the connection is ending.
+    #[error("user evicted")]
+    Evicted,
+    /// The connection is closing: its owner is writing what is left ([`Outbox::close`]).
     #[error("connection closed")]
     Closed,
 }
 
-/// Buffers up to this size are handed back for reuse after a write; larger ones are freed so
-/// an idle connection does not keep the memory of a past burst.
-const RECYCLE_MAX_BYTES: usize = 4096;
-
 #[derive(Debug, Default)]
 struct State {
     queue: Vec<u8>,
-    /// An empty buffer with capacity, from the last write, to append into next.
-    spare: Vec<u8>,
-    overflowed: bool,
-    closed: bool,
+    /// Why lines are refused, once they are.
+    refusing: Option<PushError>,
 }
 
 /// The outgoing queue of one connection. Shared as `Arc<Outbox>` between the connection's
@@ -71,28 +74,21 @@ impl Outbox {
     ///
     /// # Errors
     /// [`PushError::Full`] if the queue is past its limit (the connection is then marked for
-    /// dropping), [`PushError::Closed`] if the connection is closing.
+    /// dropping), [`PushError::Evicted`] or [`PushError::Closed`] if it is ending.
     pub fn push_with(&self, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), PushError> {
         let mut state = self.lock();
-        if state.closed || state.overflowed {
-            return Err(if state.overflowed {
-                PushError::Full
-            } else {
-                PushError::Closed
-            });
+        if let Some(why) = state.refusing {
+            return Err(why);
         }
         // The limit is checked before appending, so one line larger than the limit (a long
         // LIST-OK) still fits in an otherwise empty queue.
         if state.queue.len() >= self.limit_bytes {
-            state.overflowed = true;
+            state.refusing = Some(PushError::Full);
             drop(state);
             self.ready.notify_one();
             return Err(PushError::Full);
         }
         let was_empty = state.queue.is_empty();
-        if was_empty && state.queue.capacity() == 0 {
-            state.queue = std::mem::take(&mut state.spare);
-        }
         write(&mut state.queue);
         drop(state);
         if was_empty {
@@ -109,48 +105,33 @@ impl Outbox {
     }
 
     /// Takes everything queued. Returns the bytes, and why the outbox refuses lines if it
-    /// does: [`PushError::Full`] (the peer stopped reading) or [`PushError::Closed`] (closed,
-    /// possibly by the hub evicting the user: the connection should end).
+    /// does: [`PushError::Full`] (the peer stopped reading), [`PushError::Evicted`] (the hub
+    /// took the name back) or [`PushError::Closed`]; in each case the connection should end.
     pub fn take(&self) -> (Vec<u8>, Option<PushError>) {
         let mut state = self.lock();
-        let refusing = if state.overflowed {
-            Some(PushError::Full)
-        } else if state.closed {
-            Some(PushError::Closed)
-        } else {
-            None
-        };
-        (std::mem::take(&mut state.queue), refusing)
+        (std::mem::take(&mut state.queue), state.refusing)
     }
 
-    /// Hands a written-out buffer back so the next batch can reuse its allocation.
-    pub fn recycle(&self, mut buffer: Vec<u8>) {
-        if buffer.capacity() > RECYCLE_MAX_BYTES {
+    /// The hub takes the user's name back: every later push is refused with
+    /// [`PushError::Evicted`], and the connection's task is woken so it ends the connection
+    /// at once. The lines already queued stay, for the owner to write before it closes.
+    /// Does nothing to an outbox that already refuses lines.
+    pub fn evict(&self) {
+        let mut state = self.lock();
+        if state.refusing.is_some() {
             return;
         }
-        buffer.clear();
-        let mut state = self.lock();
-        if state.spare.capacity() < buffer.capacity() {
-            state.spare = buffer;
-        }
-    }
-
-    /// Drops the spare buffer (called when the connection goes idle).
-    pub fn release_spare(&self) {
-        self.lock().spare = Vec::new();
-    }
-
-    /// Refuses every later push and wakes the connection's task, which then ends the
-    /// connection (a hub uses this to evict a user); returns what was still queued, for a
-    /// last flush.
-    pub fn close(&self) -> Vec<u8> {
-        let mut state = self.lock();
-        state.closed = true;
-        state.spare = Vec::new();
-        let rest = std::mem::take(&mut state.queue);
+        state.refusing = Some(PushError::Evicted);
         drop(state);
         self.ready.notify_one();
-        rest
+    }
+
+    /// The owner's final flush: refuses every later push (with [`PushError::Closed`], unless
+    /// it already refused them for another reason) and returns what is still queued.
+    pub fn close(&self) -> Vec<u8> {
+        let mut state = self.lock();
+        state.refusing.get_or_insert(PushError::Closed);
+        std::mem::take(&mut state.queue)
     }
 
     /// Bytes queued and not yet taken.
@@ -197,29 +178,43 @@ mod tests {
     }
 
     #[test]
-    fn recycles_small_buffers_only() {
+    fn holds_no_buffer_once_taken() {
         let o = Outbox::new(1 << 20);
         o.push_with(line("a\n")).unwrap();
-        let (mut buf, _) = o.take();
-        buf.reserve(100);
-        let cap = buf.capacity();
-        o.recycle(buf);
-        o.push_with(line("b\n")).unwrap();
         let (buf, _) = o.take();
-        assert_eq!(buf.capacity(), cap, "the recycled allocation was reused");
-        o.recycle(Vec::with_capacity(RECYCLE_MAX_BYTES * 2));
-        o.push_with(line("c\n")).unwrap();
-        assert!(o.take().0.capacity() < RECYCLE_MAX_BYTES * 2);
+        assert_eq!(buf, b"a\n");
+        assert_eq!(
+            o.lock().queue.capacity(),
+            0,
+            "an idle outbox holds no buffer"
+        );
     }
 
     #[tokio::test]
-    async fn close_wakes_the_owner_and_is_reported() {
+    async fn eviction_wakes_the_owner_and_keeps_what_was_queued() {
         let o = Outbox::new(100);
-        o.close();
+        o.push_with(line("queued\n")).unwrap();
+        o.evict();
+        assert_eq!(o.push_with(line("x\n")), Err(PushError::Evicted));
         tokio::time::timeout(std::time::Duration::from_secs(5), o.ready())
             .await
-            .expect("close leaves a wakeup");
-        assert_eq!(o.take(), (Vec::new(), Some(PushError::Closed)));
+            .expect("evict leaves a wakeup");
+        assert_eq!(o.take(), (b"queued\n".to_vec(), Some(PushError::Evicted)));
+        assert_eq!(o.close(), b"");
+        assert_eq!(
+            o.push_with(line("y\n")),
+            Err(PushError::Evicted),
+            "the final flush does not hide why the connection ended"
+        );
+    }
+
+    #[test]
+    fn eviction_after_overflow_stays_overflow() {
+        let o = Outbox::new(1);
+        o.push_with(line("ab\n")).unwrap();
+        assert_eq!(o.push_with(line("c\n")), Err(PushError::Full));
+        o.evict();
+        assert_eq!(o.take().1, Some(PushError::Full));
     }
 
     #[tokio::test]

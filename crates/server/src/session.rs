@@ -83,8 +83,11 @@ impl Session {
     /// Before login only `HELLO-FROM` is allowed; after it, `HELLO-FROM` is not. A command
     /// that is not allowed now is a header error whatever its body; a command allowed now
     /// with a bad body is a body error.
+    ///
+    /// Only a request that is acted on counts as activity for the idle timeout: a line
+    /// answered `BAD-RQST-HDR` / `BAD-RQST-BODY` does not move it, as it does not move the
+    /// login timeout, so junk cannot hold a slot forever (`docs/protocol.md`).
     pub fn handle_line<'a>(&mut self, line: &'a [u8], now: Instant) -> Step<'a> {
-        self.last_activity = now;
         let parsed = Request::parse(line);
         let command = match &parsed {
             Ok(Request::HelloFrom(_)) => Some(Command::HelloFrom),
@@ -95,20 +98,21 @@ impl Session {
         if !self.allows(command) {
             return Step::Reply(Reply::BadRqstHdr);
         }
-        match parsed {
+        let step = match parsed {
             Ok(Request::HelloFrom(name)) => Step::Login(name),
             Ok(Request::List) => Step::List,
             Ok(Request::Send { to, body }) => Step::Send { to, body },
-            Err(RequestError::UnknownCommand) => Step::Reply(Reply::BadRqstHdr),
-            Err(_) => Step::Reply(Reply::BadRqstBody),
-        }
+            Err(RequestError::UnknownCommand) => return Step::Reply(Reply::BadRqstHdr),
+            Err(_) => return Step::Reply(Reply::BadRqstBody),
+        };
+        self.last_activity = now;
+        step
     }
 
     /// The reply to a line that exceeded the line limit, from its first bytes: a body error
     /// if it starts with a command allowed now (an overlong name or message), else a header
-    /// error. The line itself is gone and is never acted on.
-    pub fn handle_overlong(&mut self, head: &[u8], now: Instant) -> Reply<'static> {
-        self.last_activity = now;
+    /// error. The line itself is gone and is never acted on, so it is not activity either.
+    pub fn handle_overlong(&self, head: &[u8]) -> Reply<'static> {
         if self.allows(Command::of_line(head)) {
             Reply::BadRqstBody
         } else {
@@ -267,28 +271,13 @@ mod tests {
     #[test]
     fn overlong_lines() {
         let now = Instant::now();
-        let mut s = Session::new(now, HANDSHAKE, None);
-        assert_eq!(
-            s.handle_overlong(b"HELLO-FROM xxxxx", now),
-            Reply::BadRqstBody
-        );
-        assert_eq!(
-            s.handle_overlong(b"SEND bob xxxxxxx", now),
-            Reply::BadRqstHdr
-        );
-        let mut s = logged_in(now);
-        assert_eq!(
-            s.handle_overlong(b"SEND bob xxxxxxx", now),
-            Reply::BadRqstBody
-        );
-        assert_eq!(
-            s.handle_overlong(b"HELLO-FROM xxxxx", now),
-            Reply::BadRqstHdr
-        );
-        assert_eq!(
-            s.handle_overlong(b"xxxxxxxxxxxxxxxx", now),
-            Reply::BadRqstHdr
-        );
+        let s = Session::new(now, HANDSHAKE, None);
+        assert_eq!(s.handle_overlong(b"HELLO-FROM xxxxx"), Reply::BadRqstBody);
+        assert_eq!(s.handle_overlong(b"SEND bob xxxxxxx"), Reply::BadRqstHdr);
+        let s = logged_in(now);
+        assert_eq!(s.handle_overlong(b"SEND bob xxxxxxx"), Reply::BadRqstBody);
+        assert_eq!(s.handle_overlong(b"HELLO-FROM xxxxx"), Reply::BadRqstHdr);
+        assert_eq!(s.handle_overlong(b"xxxxxxxxxxxxxxxx"), Reply::BadRqstHdr);
     }
 
     #[test]
@@ -361,5 +350,31 @@ mod tests {
         );
         assert_eq!(s.poll_timeout(), Some(t1 + idle));
         assert_eq!(s.handle_timeout(t1 + idle), Some(Timeout::Idle));
+    }
+
+    #[test]
+    fn rejected_lines_are_not_activity() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(100);
+        let mut s = Session::new(t0, HANDSHAKE, Some(idle));
+        s.handle_line(b"HELLO-FROM me", t0);
+        s.handle_login(name("me"), Ok(()));
+        let t1 = t0 + Duration::from_secs(90);
+        for junk in [&b"WHO"[..], b"", b"LIST x", b"SEND", b"HELLO-FROM again"] {
+            assert!(matches!(s.handle_line(junk, t1), Step::Reply(_)));
+        }
+        assert_eq!(s.handle_overlong(b"SEND bob xxxxxxx"), Reply::BadRqstBody);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(t0 + idle),
+            "junk did not move the deadline"
+        );
+        assert_eq!(s.handle_timeout(t0 + idle), Some(Timeout::Idle));
+        // A request that is acted on does, whatever its outcome (BAD-DEST-USER included).
+        assert!(matches!(
+            s.handle_line(b"SEND nobody x", t1),
+            Step::Send { .. }
+        ));
+        assert_eq!(s.poll_timeout(), Some(t1 + idle));
     }
 }
