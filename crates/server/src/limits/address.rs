@@ -191,9 +191,11 @@ impl AddressLimiter {
     /// opened connections faster than `connect_rate`. A refusal does not count against the
     /// rate: an address that hammers gets back in as soon as its rate allows.
     pub fn try_admit(&self, ip: IpAddr, now: Instant) -> Result<AddressTicket, Refused> {
-        let ip = normalize(ip);
-        if self.is_exempt(ip) {
-            return Ok(AddressTicket::untracked());
+        if is_exempt(&self.shared.exempt, ip) {
+            return Ok(AddressTicket {
+                slot: None,
+                exempt: true,
+            });
         }
         let key = AddressKey::of(ip);
         let shared = &self.shared;
@@ -239,6 +241,7 @@ impl AddressLimiter {
         entry.open += 1;
         Ok(AddressTicket {
             slot: Some((Arc::clone(&self.shared), key)),
+            exempt: false,
         })
     }
 
@@ -261,10 +264,12 @@ impl AddressLimiter {
         let key = AddressKey::of(ip);
         self.shared.lock().entries.get(&key).map_or(0, |e| e.open)
     }
+}
 
-    fn is_exempt(&self, ip: IpAddr) -> bool {
-        self.shared.exempt.iter().any(|net| net.contains(&ip))
-    }
+/// Whether `ip` (normalized) falls in one of `exempt`.
+pub(super) fn is_exempt(exempt: &[IpNet], ip: IpAddr) -> bool {
+    let ip = normalize(ip);
+    exempt.iter().any(|net| net.contains(&ip))
 }
 
 /// Ensures there is room for one more entry. Returns `false` if there is none even after
@@ -322,11 +327,22 @@ impl Shared {
 pub struct AddressTicket {
     /// `None` for exempt and untracked connections, which hold no slot.
     slot: Option<(Arc<Shared>, AddressKey)>,
+    exempt: bool,
 }
 
 impl AddressTicket {
     fn untracked() -> Self {
-        Self { slot: None }
+        Self {
+            slot: None,
+            exempt: false,
+        }
+    }
+
+    /// Whether the connection comes from an exempt network: the caller skips its command
+    /// rate and the pre-login cap too. (An untracked connection, admitted because the table
+    /// was full, is *not* exempt.)
+    pub fn is_exempt(&self) -> bool {
+        self.exempt
     }
 
     /// The address this ticket counts against; `None` if it is exempt or untracked.
@@ -480,7 +496,7 @@ mod tests {
                 .map(|_| limiter.try_admit(ip(addr), t0))
                 .collect::<Result<_, _>>()
                 .unwrap_or_else(|e| panic!("{addr}: {e}"));
-            assert!(tickets.iter().all(|t| t.key().is_none()));
+            assert!(tickets.iter().all(|t| t.key().is_none() && t.is_exempt()));
         }
         assert_eq!(limiter.tracked(), 0);
         let _one = limiter.try_admit(ip("192.0.2.1"), t0).expect("first");
@@ -552,6 +568,10 @@ mod tests {
             .collect();
         assert_eq!(limiter.tracked(), 4);
         assert_eq!(held.iter().filter(|t| t.key().is_some()).count(), 4);
+        assert!(
+            held.iter().all(|t| !t.is_exempt()),
+            "untracked is not exempt"
+        );
         // Tracked addresses keep their limits.
         assert!(limiter.try_admit(ip("192.0.2.1"), t0).is_err());
         drop(held);

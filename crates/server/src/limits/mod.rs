@@ -29,6 +29,7 @@ mod gcra;
 mod log_once;
 mod prelogin;
 
+use std::net::IpAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
@@ -116,15 +117,22 @@ pub struct Limits {
     pub command_rate: Option<CommandRate>,
     /// Connections not logged in yet, all addresses together.
     pub max_prelogin: Option<NonZeroUsize>,
-    /// Networks none of the per-address limits apply to (gateways, monitoring, load tests).
-    /// The command rate and the pre-login cap still apply: they protect other users, not
-    /// the server's share per address.
+    /// Trusted networks (gateways, monitoring, load tests) that none of these limits apply
+    /// to: no per-address counts, no command rate, not counted against the pre-login cap. The
+    /// limits that keep the server itself safe (client limit, line length, outgoing queue,
+    /// timeouts) still do. See [`Limits::is_exempt`].
     pub exempt: Vec<IpNet>,
     /// Addresses tracked at most; see [`AddressLimiter`] for what happens at the cap.
     pub max_tracked_addresses: NonZeroUsize,
 }
 
 impl Limits {
+    /// Whether a connection from `ip` is exempt from every limit here. An IPv4-mapped IPv6
+    /// address is matched as the IPv4 address it carries.
+    pub fn is_exempt(&self, ip: IpAddr) -> bool {
+        address::is_exempt(&self.exempt, ip)
+    }
+
     /// Every limit off: no per-address limits, no command rate, no pre-login cap.
     pub fn off() -> Self {
         Self {
@@ -186,6 +194,26 @@ mod tests {
         assert_eq!(limits.connect_rate, None);
         assert_eq!(limits.command_rate, None);
         assert_eq!(limits.max_prelogin, None);
+    }
+
+    #[test]
+    fn exemption_matches_networks_and_mapped_addresses() {
+        let limits = Limits {
+            exempt: parse_networks("127.0.0.0/8,2001:db8::/32").expect("valid"),
+            ..Limits::default()
+        };
+        let cases = [
+            ("127.0.0.1", true),
+            ("::ffff:127.0.0.1", true),
+            ("2001:db8::1", true),
+            ("::1", false),
+            ("192.0.2.1", false),
+        ];
+        for (ip, want) in cases {
+            let ip: IpAddr = ip.parse().expect("test address");
+            assert_eq!(limits.is_exempt(ip), want, "{ip}");
+        }
+        assert!(!Limits::default().is_exempt("127.0.0.1".parse().expect("test address")));
     }
 
     #[test]
