@@ -16,6 +16,7 @@
 mod config;
 mod connection;
 pub mod hub;
+pub mod limits;
 mod listener;
 mod outbox;
 pub mod session;
