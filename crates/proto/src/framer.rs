@@ -72,6 +72,16 @@ impl Framer {
         }
     }
 
+    /// Bytes the framer stores right now: the unfinished line, or the line the last call
+    /// returned out of the framer's own buffer (it lives there until the next call).
+    ///
+    /// Never more than the limit, after any call: this is the bound on what a peer can make the
+    /// framer hold, whatever it sends. Unlike [`buffered_bytes`](Self::buffered_bytes) it counts
+    /// a returned line, so tests and the fuzz target assert it after every call.
+    pub fn held_bytes(&self) -> usize {
+        self.partial.len()
+    }
+
     /// True when the stream ended in the middle of a line (bytes after the last `\n`).
     pub fn has_partial_line(&self) -> bool {
         self.buffered_bytes() > 0 || self.discarding
@@ -188,12 +198,22 @@ mod tests {
         for chunk in chunks {
             let mut input = *chunk;
             loop {
-                match framer.next_line(&mut input) {
-                    Ok(Some(line)) => out.push(Ok(line.to_vec())),
-                    Ok(None) => break,
-                    Err(FrameError::LineTooLong { head, .. }) => out.push(Err(head)),
+                let event = match framer.next_line(&mut input) {
+                    Ok(Some(line)) => Some(Ok(line.to_vec())),
+                    Ok(None) => None,
+                    Err(FrameError::LineTooLong { head, .. }) => Some(Err(head)),
+                };
+                // After every call, including the `Ok(None)` that keeps a tail: that is when
+                // the framer holds the most.
+                assert!(
+                    framer.held_bytes() <= max,
+                    "framer holds {} bytes, limit {max}",
+                    framer.held_bytes()
+                );
+                match event {
+                    Some(event) => out.push(event),
+                    None => break,
                 }
-                assert!(framer.buffered_bytes() <= max);
             }
         }
         out
@@ -226,6 +246,15 @@ mod tests {
         assert_eq!(framer.next_line(&mut input), Ok(None));
         assert!(framer.has_partial_line());
         assert_eq!(framer.buffered_bytes(), 3);
+        assert_eq!(framer.held_bytes(), 3);
+        let mut end: &[u8] = b"de\n";
+        assert_eq!(framer.next_line(&mut end), Ok(Some(&b"abcde"[..])));
+        assert_eq!(framer.buffered_bytes(), 0, "nothing unfinished");
+        assert_eq!(
+            framer.held_bytes(),
+            5,
+            "the returned line lives in the framer"
+        );
     }
 
     #[test]
