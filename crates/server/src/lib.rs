@@ -13,6 +13,7 @@
 //!
 //! The normative protocol, with every limit and its default, is `docs/protocol.md`.
 
+mod admission;
 mod config;
 mod connection;
 pub mod hub;
@@ -23,5 +24,6 @@ pub mod session;
 
 pub use config::{Config, ConfigError, Keepalive, MAX_LINE_LIMIT_BYTES};
 pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster};
+pub use limits::Limits;
 pub use listener::{bind, run, run_with_hub, LISTEN_BACKLOG};
 pub use outbox::{Outbox, PushError};

@@ -207,7 +207,13 @@ async fn byte_by_byte_input() {
 
 #[tokio::test]
 async fn order_per_sender_and_recipient() {
-    let server = Server::default().await;
+    // 1,000 lines at once from each sender: past the default command rate's burst, which
+    // would (rightly) make them wait and then drop the senders; ordering is the point here.
+    let server = Server::start(Config {
+        limits: tcpchat_server::Limits::off(),
+        ..Config::default()
+    })
+    .await;
     let mut a = server.login("a").await;
     let mut c = server.login("c").await;
     let mut b = server.login("b").await;
