@@ -490,6 +490,8 @@ impl<H: Hub> Connection<H> {
                 warn!(%peer, ?name, "outgoing queue full: peer is not reading; dropping it");
                 End::Overflow
             }
+            // Before login only the pre-login cap evicts (see `crate::admission`).
+            PushError::Evicted if name.is_none() => End::Displaced,
             PushError::Evicted => {
                 warn!(%peer, ?name, "evicted by the hub; closing after what was queued");
                 End::Evicted
