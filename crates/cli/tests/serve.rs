@@ -258,6 +258,15 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         ("keepalive_probes", (n + 3).to_string()),
         ("max_outbox", (1000 + n).to_string()),
         ("shutdown_grace", format!("{n}ms")),
+        ("limits", "on".to_owned()),
+        ("max_per_address", (n + 4).to_string()),
+        ("connect_burst", (n + 5).to_string()),
+        ("connect_rate", (n + 6).to_string()),
+        ("command_burst", (n + 7).to_string()),
+        ("command_rate", (n + 8).to_string()),
+        ("flood_timeout", format!("{}s", n + 9)),
+        ("max_prelogin", n.to_string()),
+        ("exempt", format!("10.0.{n}.0/24,2001:db8::{n}")),
     ];
     let secs = |s: u32| Duration::from_secs(u64::from(s));
     let config = Config {
@@ -272,8 +281,26 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         }),
         outbox_limit_bytes: 1000 + n as usize,
         shutdown_grace: Duration::from_millis(u64::from(n)),
+        limits: limits_from(n),
     };
     (values, config)
+}
+
+/// The limits `layer(n)` sets.
+fn limits_from(n: u32) -> tcpchat_server::Limits {
+    use tcpchat_server::limits::{parse_networks, CommandRate, Rate};
+    let rate = |b: u32, r: u32| Rate::new(b, r).expect("non-zero");
+    tcpchat_server::Limits {
+        max_per_address: std::num::NonZeroU32::new(n + 4),
+        connect_rate: Some(rate(n + 5, n + 6)),
+        command_rate: Some(CommandRate {
+            rate: rate(n + 7, n + 8),
+            flood_timeout: Duration::from_secs(u64::from(n + 9)),
+        }),
+        max_prelogin: std::num::NonZeroUsize::new(n as usize),
+        exempt: parse_networks(&format!("10.0.{n}.0/24,2001:db8::{n}")).expect("networks"),
+        ..tcpchat_server::Limits::default()
+    }
 }
 
 /// Starts `cmd` (a `tcpchat serve` at debug level), returns its "settings" log line and
