@@ -280,10 +280,11 @@ pub(super) async fn busy(cx: &mut Ctx) -> CaseResult {
 
     // A client leaves; its slot must come back.
     let Some(leaving) = online.pop() else {
-        return Ok(Done::Skipped(
-            "the server was full before this case logged anyone in; try a larger --capacity"
-                .to_string(),
-        ));
+        return Ok(Done::Skipped(format!(
+            "the server answered BUSY before this case logged anyone in: it was full (try \
+                 a larger --capacity), or {}",
+            crate::client::LIMITS_NOTE
+        )));
     };
     let label = leaving.label().to_string();
     leaving.close().await;
