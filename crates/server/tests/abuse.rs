@@ -306,9 +306,9 @@ async fn the_defaults_let_a_class_of_200_in_from_one_address() {
     for i in 0..200 {
         class.push(server.login(&format!("student{i}")).await);
     }
-    for i in 0..200 {
+    for (i, c) in class.iter_mut().enumerate() {
         let to = (i + 1) % 200;
-        class[i].send(&format!("SEND student{to} hi")).await;
+        c.send(&format!("SEND student{to} hi")).await;
     }
     for (i, c) in class.iter_mut().enumerate() {
         let from = (i + 199) % 200;
