@@ -53,6 +53,58 @@ fn binary_serves_chat_and_exits_zero_on_sigterm() {
     );
 }
 
+/// The binary applies the abuse limits from its settings: one connection per address means
+/// the second gets BUSY (logged once at info); `--limits off` lifts it.
+#[test]
+fn the_per_address_limit_and_limits_off() {
+    let mut server = serve(&["--max-per-address", "1"]);
+    let (mut ra, mut wa) = line_client(server.addr);
+    wa.write_all(b"HELLO-FROM first\n").expect("write");
+    assert_eq!(read_line(&mut ra), "HELLO first\n");
+    for _ in 0..3 {
+        let (mut rb, mut wb) = line_client(server.addr);
+        let _ = wb.write_all(b"HELLO-FROM second\n");
+        assert_eq!(read_line(&mut rb), "BUSY\n");
+        assert_eq!(read_line(&mut rb), "", "closed after BUSY");
+    }
+    server.sigterm();
+    assert_eq!(server.wait_exit().code(), Some(0));
+    let refusals = server
+        .log
+        .try_iter()
+        .filter(|l| l.contains("refused a connection from 127.0.0.1"))
+        .count();
+    assert_eq!(refusals, 1, "three refusals, one log line a minute");
+
+    let mut server = serve(&["--max-per-address", "1", "--limits", "off"]);
+    let (mut ra, mut wa) = line_client(server.addr);
+    wa.write_all(b"HELLO-FROM first\n").expect("write");
+    assert_eq!(read_line(&mut ra), "HELLO first\n");
+    let (mut rb, mut wb) = line_client(server.addr);
+    wb.write_all(b"HELLO-FROM second\n").expect("write");
+    assert_eq!(
+        read_line(&mut rb),
+        "BUSY\n",
+        "a limit set by itself applies on top of --limits off"
+    );
+    server.sigterm();
+    assert_eq!(server.wait_exit().code(), Some(0));
+
+    // 1,000 lines in one write: with the default command rate (200, then 20/s, dropped
+    // after 30 s of waiting) the sender would be cut off; with the limits off all are answered.
+    let mut server = serve(&["--limits", "off"]);
+    let (mut r, mut w) = line_client(server.addr);
+    w.write_all(b"HELLO-FROM me\n").expect("write");
+    assert_eq!(read_line(&mut r), "HELLO me\n");
+    w.write_all("SEND nobody x\n".repeat(1_000).as_bytes())
+        .expect("write");
+    for _ in 0..1_000 {
+        assert_eq!(read_line(&mut r), "BAD-DEST-USER\n");
+    }
+    server.sigterm();
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
+
 #[test]
 fn busy_beyond_max_clients() {
     let mut server = serve(&["--max-clients", "1"]);
