@@ -31,7 +31,11 @@ use crate::outbox::Outbox;
 
 /// The limits' shared state, one per server.
 pub(crate) struct Admission {
-    addresses: AddressLimiter,
+    /// `None` when both per-address limits are off: no table of addresses is kept at all
+    /// (it would cost every connection's address an entry for nothing).
+    addresses: Option<AddressLimiter>,
+    /// For exemption when there is no address table.
+    limits: crate::limits::Limits,
     prelogin: Option<Arc<Mutex<Waiting>>>,
     command_rate: Option<crate::limits::CommandRate>,
 }
@@ -46,7 +50,9 @@ impl Admission {
     pub(crate) fn new(config: &Config) -> Self {
         let limits = &config.limits;
         Self {
-            addresses: AddressLimiter::new(limits),
+            addresses: (limits.max_per_address.is_some() || limits.connect_rate.is_some())
+                .then(|| AddressLimiter::new(limits)),
+            limits: limits.clone(),
             prelogin: config.prelogin_cap().map(|cap| {
                 Arc::new(Mutex::new(Waiting {
                     cap: PreLoginCap::new(cap),
@@ -65,11 +71,18 @@ impl Admission {
         permit: OwnedSemaphorePermit,
         now: Instant,
     ) -> Result<Slot, Refused> {
-        let ticket = self.addresses.try_admit(ip, now)?;
+        let (ticket, exempt) = match &self.addresses {
+            Some(addresses) => {
+                let ticket = addresses.try_admit(ip, now)?;
+                let exempt = ticket.is_exempt();
+                (Some(ticket), exempt)
+            }
+            None => (None, self.limits.is_exempt(ip)),
+        };
         Ok(Slot {
             _permit: permit,
-            exempt: ticket.is_exempt(),
             _ticket: ticket,
+            exempt,
             waiting: None,
         })
     }
@@ -109,7 +122,7 @@ impl Admission {
 /// One connection's share of the limits, given back when it drops.
 pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
-    _ticket: AddressTicket,
+    _ticket: Option<AddressTicket>,
     exempt: bool,
     /// Its place in the pre-login queue, until it logs in or closes.
     waiting: Option<(Arc<Mutex<Waiting>>, u64)>,

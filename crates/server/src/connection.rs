@@ -259,7 +259,26 @@ impl<H: Hub> Connection<H> {
                         }
                     };
                     if reading && (ready.is_readable() || ready.is_read_closed()) {
-                        match self.read_some(&mut framer, &mut read_buf).await {
+                        // Read (no await), then handle: two steps, not one async call, so
+                        // the task's state holds only one level of line handling.
+                        let read = match self.read_some(&mut framer, &mut read_buf) {
+                            Ok(Some((n, now))) => {
+                                match self.handle_input(&mut framer, &read_buf, 0..n, now).await {
+                                    Ok(()) => {
+                                        if n < read_buf.len() && self.paused.is_none() {
+                                            // A short read almost always means the socket is
+                                            // drained.
+                                            read_buf = Vec::new();
+                                        }
+                                        Ok(Some(now))
+                                    }
+                                    Err(end) => Err(end),
+                                }
+                            }
+                            Ok(None) => Ok(None),
+                            Err(end) => Err(end),
+                        };
+                        match read {
                             Ok(Some(now)) => {
                                 // After every read, whatever the timer: see the module docs.
                                 if let Some(timeout) = self.session.handle_timeout(now) {
@@ -280,9 +299,23 @@ impl<H: Hub> Connection<H> {
                     }
                 }, if armed.is_some() => {
                     let now = Instant::now().into_std();
-                    if resume_at.is_some_and(|at| at <= now) {
-                        if let Err(end) = self.resume(&mut framer, &mut read_buf, now).await {
+                    // The pause is over: the waiting line, then the rest of its read.
+                    if let Some(paused) = self.paused.take_if(|p| p.until <= now) {
+                        let Paused { line, rest, .. } = *paused;
+                        let handled = match line {
+                            Held::Line(line) => self.handle_line(&line, now).await,
+                            Held::Overlong(head) => self.handle_overlong(&head),
+                        };
+                        if let Err(end) = handled {
                             break end;
+                        }
+                        if let Err(end) = self.handle_input(&mut framer, &read_buf, rest, now).await {
+                            break end;
+                        }
+                        if self.paused.is_none() {
+                            // Everything read is handled: back to reading, with no buffer
+                            // while idle.
+                            read_buf = Vec::new();
                         }
                     }
                     if let Some(timeout) = self.session.handle_timeout(now) {
@@ -308,14 +341,14 @@ impl<H: Hub> Connection<H> {
         end
     }
 
-    /// One `read` and everything it completes; returns the time the bytes were handled at,
-    /// or `None` if there were none. A clean EOF returns `Err(PeerClosed)` only after every
-    /// complete line before it was handled.
-    async fn read_some(
+    /// One `read`: how many bytes, and the time they are handled at, or `None` if there were
+    /// none. A clean EOF returns `Err(PeerClosed)`; every complete line before it was handled
+    /// after the reads that brought it.
+    fn read_some(
         &mut self,
         framer: &mut Framer,
         read_buf: &mut Vec<u8>,
-    ) -> Result<Option<std::time::Instant>, End> {
+    ) -> Result<Option<(usize, std::time::Instant)>, End> {
         if read_buf.is_empty() {
             read_buf.resize(READ_CHUNK_BYTES, 0);
         }
@@ -341,12 +374,7 @@ impl<H: Hub> Connection<H> {
         // reading the clock was a visible share of the per-message cost
         // (docs/performance.md).
         let now = Instant::now().into_std();
-        self.handle_input(framer, read_buf, 0..n, now).await?;
-        if n < read_buf.len() && self.paused.is_none() {
-            // A short read almost always means the socket is drained.
-            *read_buf = Vec::new();
-        }
-        Ok(Some(now))
+        Ok(Some((n, now)))
     }
 
     /// Frames and handles `read_buf[range]`, each line through the command rate; pauses at
@@ -402,29 +430,6 @@ impl<H: Hub> Connection<H> {
                 Err(End::Flooded)
             }
         }
-    }
-
-    /// The pause is over at `now`: handles the waiting line, then the rest of its read.
-    async fn resume(
-        &mut self,
-        framer: &mut Framer,
-        read_buf: &mut Vec<u8>,
-        now: std::time::Instant,
-    ) -> Flow {
-        let Some(paused) = self.paused.take() else {
-            return Ok(());
-        };
-        let Paused { line, rest, .. } = *paused;
-        match line {
-            Held::Line(line) => self.handle_line(&line, now).await?,
-            Held::Overlong(head) => self.handle_overlong(&head)?,
-        }
-        self.handle_input(framer, read_buf, rest, now).await?;
-        if self.paused.is_none() {
-            // Everything read is handled: back to reading, with no buffer while idle.
-            *read_buf = Vec::new();
-        }
-        Ok(())
     }
 
     fn handle_overlong(&mut self, head: &[u8]) -> Flow {
