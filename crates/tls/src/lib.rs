@@ -10,6 +10,8 @@
 //! default) also needs cmake, and it covers every cipher suite TLS 1.2 and 1.3 clients offer
 //! today. Only TLS 1.3 and 1.2 are enabled.
 
+pub mod server;
+
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
