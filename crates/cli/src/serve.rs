@@ -411,9 +411,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         cluster,
     } = args.resolve()?;
     // Every value in force, whichever source it came from: what an operator checks first.
+    let off = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
     debug!(
-        ?listen,
-        ?tls,
+        listen = %off(listen),
+        tls_listen = %off(tls.as_ref().map(|t| t.listen)),
+        tls_cert = ?tls.as_ref().map(|t| &t.cert),
         ?config,
         cluster = cluster.as_ref().map(|c| c.url.as_str()),
         "settings"
