@@ -105,6 +105,9 @@ impl Transport {
         match self {
             Self::Plain { stream, .. } => stream.ready(interest).await,
             Self::Tls(tls) => {
+                // tokio would usually report readable here too (its readiness is cleared
+                // only by a WouldBlock, and rustls is fed only once its plaintext is
+                // drained), but correctness should not rest on that coincidence.
                 if tls.plaintext > 0 {
                     return Ok(Ready::READABLE);
                 }

@@ -333,3 +333,35 @@ async fn a_stalled_or_truncated_handshake_costs_a_slot_until_the_handshake_timeo
         tls_login_when_free(&f, "alice").await;
     }
 }
+
+/// Many TLS records in one burst, both ways: rustls decrypts more than one read takes, and
+/// the connection must treat what it holds as readable (the socket alone would say no).
+#[tokio::test]
+async fn a_burst_of_many_records_is_answered_in_full_both_ways() {
+    let f = start(Config::default()).await;
+    let mut alice = TlsClient::login(&f, "alice").await;
+    let mut bob = TlsClient::login(&f, "bob").await;
+    const LINES: usize = 2_000;
+    // Small enough that bob's DELIVERY lines fit his outbox (256 KiB) while he is not
+    // reading yet: this test is about TLS, not about slow readers.
+    let body = "x".repeat(60);
+    let burst: String = (0..LINES)
+        .map(|i| format!("SEND bob {i} {body}\n"))
+        .collect();
+    assert!(
+        burst.len() > 8 * 16 * 1024,
+        "larger than 8 full TLS records"
+    );
+    alice
+        .writer
+        .write_all(burst.as_bytes())
+        .await
+        .expect("write the burst");
+    alice.writer.flush().await.expect("flush");
+    for i in 0..LINES {
+        bob.expect(&format!("DELIVERY alice {i} {body}")).await;
+    }
+    for _ in 0..LINES {
+        alice.expect("SEND-OK").await;
+    }
+}
