@@ -230,7 +230,7 @@ impl Tls {
                     // now, without waiting for a peer that is not speaking TLS.
                     let _ = self.try_flush();
                     let hint = if self.conn.is_handshaking() {
-                        " (not a TLS client, or one without a TLS 1.2 or 1.3 cipher suite we share?)"
+                        " (not a TLS client, or one offering no TLS 1.3 or 1.2 setting we share?)"
                     } else {
                         ""
                     };
