@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod cert;
 mod check;
 mod connect;
 mod logging;
@@ -43,6 +44,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Explain a pcap/pcapng capture of the chat protocol: handshake, messages, teardown.
     Trace(trace::TraceArgs),
+    /// Write a self-signed TLS certificate and key for trying TLS without a CA.
+    Cert(cert::CertArgs),
 }
 
 /// An error in what the user asked for (settings, arguments, files): exit code 2.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Check(args) => check::run(args),
         Command::Trace(args) => trace::run(args),
+        Command::Cert(args) => cert::run(args),
     };
     match result {
         Ok(code) => code,

@@ -27,6 +27,11 @@ pub struct TraceArgs {
     #[arg(long, value_name = "PORT", default_value_t = tcpchat_proto::DEFAULT_PORT)]
     port: u16,
 
+    /// The chat server's TLS port: its TLS connections are shown (server name, versions; the
+    /// content is encrypted), as are TLS connections on --port
+    #[arg(long, value_name = "PORT", default_value_t = tcpchat_trace::tls::DEFAULT_TLS_PORT)]
+    tls_port: u16,
+
     /// Add a hex + ASCII dump of each data segment's payload
     #[arg(long)]
     hex: bool,
@@ -67,6 +72,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     };
     let opts = Options {
         port: args.port,
+        tls_port: args.tls_port,
         stream: args.stream,
         ..Options::default()
     };

@@ -135,3 +135,34 @@ fn a_missing_file_is_a_usage_error_and_not_a_capture_a_failure() {
         text(&out.stderr)
     );
 }
+
+/// A capture of three TLS connections on port 5379 (`scripts/record-tls-capture.sh`).
+const TLS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../trace/tests/captures/tls.pcap"
+);
+
+#[test]
+fn tls_connections_are_found_on_the_tls_port_and_said_to_be_encrypted() {
+    let out = trace(&[TLS], Vec::new());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("TLS ClientHello  a TLS client asks for chat.example")
+            && text.contains("3 TCP connections, 3 chat connections")
+            && text.contains("3 of them TLS: their content is encrypted"),
+        "{text}"
+    );
+    // Told the TLS port is elsewhere, the same capture holds no chat connection.
+    let out = trace(&[TLS, "--tls-port", "6697"], Vec::new());
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("3 TCP connections, 0 chat connections"),
+        "{text}"
+    );
+}

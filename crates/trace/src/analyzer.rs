@@ -15,9 +15,11 @@ use crate::chat::{decode, recognise};
 use crate::link::{tcp_segment, Skip};
 use crate::model::{
     CaptureSummary, ConnectionEnd, ConnectionStart, Dir, EndState, Event, EventKind, FinFact,
-    FoundBy, Handshake, Line, LineStatus, Output, PerDir, Role, Segment, Step, Teardown,
+    FoundBy, Handshake, Line, LineStatus, Output, PerDir, Role, Segment, Step, Teardown, TlsEvent,
+    TlsFacts,
 };
 use crate::tcp::{Conn, Pending};
+use crate::tls::{Hello, Seen};
 
 /// How long (capture time) a finished connection is kept for late packets (the last ACK, a
 /// retransmitted FIN) before it is reported and forgotten.
@@ -37,6 +39,8 @@ const SWEEP_EVERY_FRAMES: u64 = 4096;
 pub struct Options {
     /// The chat server's port.
     pub port: u16,
+    /// The chat server's TLS port: its connections are shown like the chat port's.
+    pub tls_port: u16,
     /// Show only this connection (Wireshark's `tcp.stream`), chat or not.
     pub stream: Option<u64>,
     /// Keep each segment's payload (for the hex dump).
@@ -52,6 +56,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             port: tcpchat_proto::DEFAULT_PORT,
+            tls_port: crate::tls::DEFAULT_TLS_PORT,
             stream: None,
             payloads: false,
             max_line_bytes: tcpchat_proto::DEFAULT_MAX_LINE_BYTES,
@@ -76,6 +81,8 @@ struct Tracked {
     messages: BTreeMap<String, u64>,
     lines: PerDir,
     anomalies: BTreeMap<String, u64>,
+    /// Set when the client's first bytes are a TLS record: from then on no lines are cut.
+    tls: Option<TlsFacts>,
 }
 
 type Key = (SocketAddr, SocketAddr);
@@ -170,7 +177,10 @@ impl Analyzer {
             let chat = match opts.stream {
                 Some(wanted) if wanted == stream => Chat::Yes(FoundBy::Requested),
                 Some(_) => Chat::No,
-                None if seg.src_port == opts.port || seg.dst_port == opts.port => {
+                None if [opts.port, opts.tls_port]
+                    .iter()
+                    .any(|p| seg.src_port == *p || seg.dst_port == *p) =>
+                {
                     Chat::Yes(FoundBy::Port)
                 }
                 None => Chat::Undecided,
@@ -187,6 +197,7 @@ impl Analyzer {
                 messages: BTreeMap::new(),
                 lines: PerDir::default(),
                 anomalies: BTreeMap::new(),
+                tls: None,
             }
         });
         let side = tracked.conn.side_of(src);
@@ -196,15 +207,19 @@ impl Analyzer {
             if let Chat::Yes(_) = tracked.chat {
                 // Known to be chat by port (or asked for), roles not yet known: the side on
                 // the chat port is the server.
-                let server = if tracked.conn.ends[1].port() == self.opts.port {
+                let ours = |port: u16| port == self.opts.port || port == self.opts.tls_port;
+                let server = if ours(tracked.conn.ends[1].port()) {
                     1
-                } else if tracked.conn.ends[0].port() == self.opts.port {
+                } else if ours(tracked.conn.ends[0].port()) {
                     0
                 } else {
                     usize::from(tracked.conn.ends[1].port() < tracked.conn.ends[0].port())
                 };
                 tracked.conn.client = Some(1 - server);
             }
+        }
+        if tracked.tls.is_none() {
+            notice_tls(tracked, &mut produced);
         }
         if tracked.chat == Chat::Undecided {
             decide(tracked, &produced);
@@ -271,6 +286,9 @@ impl Analyzer {
         self.summary.tcp_connections += 1;
         let mut produced = Vec::new();
         t.conn.finish(&mut produced);
+        if t.tls.is_none() {
+            notice_tls(&mut t, &mut produced);
+        }
         if t.chat == Chat::Undecided {
             decide(&mut t, &produced);
             if t.chat == Chat::Undecided {
@@ -289,6 +307,9 @@ impl Analyzer {
             let end = connection_end(&t);
             self.summary.chat_connections += 1;
             self.summary.chat_streams.push(end.stream);
+            if end.tls.is_some() {
+                self.summary.tls_connections += 1;
+            }
             self.summary.bytes.client_to_server += end.bytes.client_to_server;
             self.summary.bytes.server_to_client += end.bytes.server_to_client;
             for (k, v) in &end.messages {
@@ -300,6 +321,42 @@ impl Analyzer {
             self.out.push_back(Output::End(Box::new(end)));
         }
     }
+}
+
+/// Turns a connection into a TLS connection when its client's first bytes are a TLS record.
+///
+/// A TLS connection is shown only when it is on one of our ports (or asked for): on any other
+/// port it is someone's HTTPS, not chat. Its lines (the hello's bytes cut at stray newlines)
+/// are dropped, now and from then on; the TLS watcher goes on reading the hellos.
+fn notice_tls(t: &mut Tracked, produced: &mut Vec<Pending>) {
+    let client = t.conn.client;
+    let Some(side) = produced.iter().find_map(|p| match p {
+        Pending::Tls {
+            side,
+            seen: Seen::TlsStart,
+            ..
+        } if client.is_none_or(|c| c == *side) => Some(*side),
+        _ => None,
+    }) else {
+        return;
+    };
+    if t.conn.client.is_none() {
+        t.conn.client = Some(side);
+    }
+    t.conn.stop_lines();
+    if t.chat == Chat::Undecided {
+        t.chat = Chat::No;
+    }
+    if t.chat == Chat::No {
+        return;
+    }
+    t.tls = Some(TlsFacts {
+        content: "encrypted",
+        ..TlsFacts::default()
+    });
+    let not_line = |p: &Pending| !matches!(p, Pending::Line { .. });
+    produced.retain(not_line);
+    t.pending.retain(not_line);
 }
 
 /// Decides whether an undecided connection is chat from what it just produced.
@@ -323,7 +380,7 @@ fn decide(t: &mut Tracked, produced: &[Pending]) {
             }
             Pending::Line { .. } => {}
             Pending::Segment { len, .. } => t.undecided_bytes += len,
-            Pending::Gap { .. } | Pending::Data { .. } => {}
+            Pending::Gap { .. } | Pending::Data { .. } | Pending::Tls { .. } => {}
         }
     }
     if t.pending.len() + produced.len() > MAX_UNDECIDED_EVENTS
@@ -450,6 +507,43 @@ fn emit(
                 (side, at, EventKind::Gap { bytes, reason })
             }
             Pending::Data { side, at, bytes } => (side, at, EventKind::Data { bytes }),
+            Pending::Tls {
+                side,
+                at,
+                seen: Seen::Hello(hello),
+            } => {
+                // Hellos of a connection that is not TLS (a server's only) are not news.
+                let Some(facts) = t.tls.as_mut() else {
+                    continue;
+                };
+                let (kind, event) = match hello {
+                    Hello::Client(c) => {
+                        facts.server_name.clone_from(&c.server_name);
+                        facts.offered_versions.clone_from(&c.offered_versions);
+                        facts.alpn.clone_from(&c.alpn);
+                        ("TLS ClientHello", TlsEvent::ClientHello(c))
+                    }
+                    Hello::Server(s) => {
+                        facts.version = Some(s.version.clone());
+                        let kind = if s.hello_retry {
+                            "TLS HelloRetryRequest"
+                        } else {
+                            "TLS ServerHello"
+                        };
+                        (kind, TlsEvent::ServerHello(s))
+                    }
+                    Hello::Unreadable(u) => {
+                        facts.unreadable.get_or_insert_with(|| u.reason.clone());
+                        *t.anomalies
+                            .entry("unreadable_tls_hello".to_string())
+                            .or_default() += 1;
+                        ("TLS unreadable hello", TlsEvent::Unreadable(u))
+                    }
+                };
+                *t.messages.entry(kind.to_string()).or_default() += 1;
+                (side, at, EventKind::Tls(event))
+            }
+            Pending::Tls { .. } => continue,
         };
         out.push_back(Output::Event(Event {
             stream: t.conn.stream,
@@ -523,5 +617,6 @@ fn connection_end(t: &Tracked) -> ConnectionEnd {
         missing_bytes: per(&|s| conn.halves[s].missing),
         segments: per(&|s| conn.halves[s].segments),
         anomalies: t.anomalies.clone(),
+        tls: t.tls.clone(),
     }
 }

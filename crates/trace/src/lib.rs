@@ -19,6 +19,7 @@ pub mod link;
 pub mod model;
 pub mod render;
 pub mod tcp;
+pub mod tls;
 
 use std::io::{Read, Write};
 

@@ -92,11 +92,40 @@ pub enum EventKind {
     Line(Line),
     /// Stream bytes the capture does not hold.
     Gap { bytes: u64, reason: GapReason },
+    /// A TLS hello: what a capture can read of a TLS connection.
+    Tls(TlsEvent),
     /// In-order stream bytes, hex-encoded; only with [`crate::Options::stream_data`].
     Data {
         #[serde(serialize_with = "hex")]
         bytes: Vec<u8>,
     },
+}
+
+/// A TLS handshake message read from the stream (the `tls` field names which).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "tls", rename_all = "snake_case")]
+pub enum TlsEvent {
+    ClientHello(crate::tls::ClientHello),
+    ServerHello(crate::tls::ServerHello),
+    /// A hello that could not be read (truncated, cut by missing data, malformed).
+    Unreadable(crate::tls::Unreadable),
+}
+
+/// What a TLS connection showed in the clear; the rest of it is encrypted.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TlsFacts {
+    /// The server name (SNI) from the ClientHello.
+    pub server_name: Option<String>,
+    /// The versions the ClientHello offered.
+    pub offered_versions: Vec<String>,
+    /// Application protocols the ClientHello offered (ALPN).
+    pub alpn: Vec<String>,
+    /// The version the ServerHello chose; `null` when no ServerHello was captured.
+    pub version: Option<String>,
+    /// Why a hello could not be read, if one could not.
+    pub unreadable: Option<String>,
+    /// Always `"encrypted"`: the chat messages inside cannot be read from a capture.
+    pub content: &'static str,
 }
 
 /// A TCP segment's header facts and what they mean.
@@ -328,6 +357,8 @@ pub struct ConnectionEnd {
     pub segments: PerDir,
     /// Anomalies by [`Note::name`].
     pub anomalies: BTreeMap<String, u64>,
+    /// Present when the client's first bytes were a TLS handshake record.
+    pub tls: Option<TlsFacts>,
 }
 
 /// Frames that held no TCP segment to analyse, by reason.
@@ -352,6 +383,8 @@ pub struct CaptureSummary {
     pub chat_connections: u64,
     /// Their stream numbers.
     pub chat_streams: Vec<u64>,
+    /// How many of them are TLS connections.
+    pub tls_connections: u64,
     pub messages: BTreeMap<String, u64>,
     pub bytes: PerDir,
     pub anomalies: BTreeMap<String, u64>,

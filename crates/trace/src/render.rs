@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::model::{
     CaptureSummary, ConnectionEnd, ConnectionStart, Dir, EndState, Event, EventKind, FoundBy,
-    GapReason, Line, LineStatus, Note, Output, Role, Segment,
+    GapReason, Line, LineStatus, Note, Output, Role, Segment, TlsEvent, TlsFacts,
 };
 
 /// Events a text view holds per connection before printing them early.
@@ -114,6 +114,64 @@ impl Paint {
     fn cyan(self, t: &str) -> String {
         self.p("36", t)
     }
+}
+
+/// A TLS event's name, its explanation, and whether it is a normal step.
+fn tls_words(tls: &TlsEvent) -> (&'static str, String, bool) {
+    match tls {
+        TlsEvent::ClientHello(c) => {
+            let mut words = match &c.server_name {
+                Some(name) => format!("a TLS client asks for {name}"),
+                None => "a TLS client (no server name sent)".to_string(),
+            };
+            words.push_str(&format!(", offering {}", c.offered_versions.join(", ")));
+            if !c.alpn.is_empty() {
+                words.push_str(&format!(" (ALPN {})", c.alpn.join(", ")));
+            }
+            words.push_str("; the rest of its side is encrypted");
+            ("TLS ClientHello", words, true)
+        }
+        TlsEvent::ServerHello(s) if s.hello_retry => (
+            "TLS HelloRetryRequest",
+            format!("the server wants another ClientHello ({})", s.version),
+            true,
+        ),
+        TlsEvent::ServerHello(s) => (
+            "TLS ServerHello",
+            format!(
+                "the server chose {}; from here on the connection is encrypted",
+                s.version
+            ),
+            true,
+        ),
+        TlsEvent::Unreadable(u) => (
+            "TLS",
+            format!("a hello that cannot be read: {}", u.reason),
+            false,
+        ),
+    }
+}
+
+/// The footer line of a TLS connection.
+fn tls_summary(tls: &TlsFacts) -> String {
+    let mut words = match (&tls.version, &tls.server_name) {
+        (Some(v), Some(name)) => format!("{v} for {name}"),
+        (Some(v), None) => format!("{v} (no server name)"),
+        (None, Some(name)) => format!("a TLS client for {name}; no ServerHello captured"),
+        (None, None) => "a TLS client; no ServerHello captured".to_string(),
+    };
+    if let Some(why) = &tls.unreadable {
+        words.push_str(&format!("; a hello could not be read ({why})"));
+    }
+    if tls.version.is_some() {
+        words.push_str(
+            "; the content is encrypted, so its chat messages cannot be shown (the capture \
+             holds only ciphertext)",
+        );
+    } else {
+        words.push_str("; anything after the hellos is encrypted, so no chat message can be shown");
+    }
+    words
 }
 
 /// The readable timeline.
@@ -256,6 +314,11 @@ impl<W: Write> TextRender<W> {
                 let words = if line.valid { words } else { p.yellow(&words) };
                 writeln!(self.out, "  {time:>11} {arrow}  {text}  {words}")?;
             }
+            EventKind::Tls(tls) => {
+                let (what, words, ok) = tls_words(tls);
+                let words = if ok { words } else { p.yellow(&words) };
+                writeln!(self.out, "  {time:>11} {arrow}  {}  {words}", p.bold(what))?;
+            }
             EventKind::Data { .. } => {}
             EventKind::Gap { bytes, reason } => {
                 let why = match reason {
@@ -361,6 +424,9 @@ impl<W: Write> TextRender<W> {
             EndState::OpenAtEnd => "still open when the capture stopped".to_string(),
         };
         writeln!(self.out, "  {} {ending}", p.bold("ending:"))?;
+        if let Some(tls) = &end.tls {
+            writeln!(self.out, "  {} {}", p.bold("tls:"), tls_summary(tls))?;
+        }
         if !end.messages.is_empty() {
             writeln!(
                 self.out,
@@ -468,6 +534,13 @@ impl<W: Write> Render for TextRender<W> {
                 format!(" ({})", streams.join(", "))
             }
         )?;
+        if s.tls_connections > 0 {
+            writeln!(
+                self.out,
+                "  {} of them TLS: their content is encrypted",
+                s.tls_connections
+            )?;
+        }
         if s.chat_connections == 0 && s.error.is_none() {
             writeln!(
                 self.out,

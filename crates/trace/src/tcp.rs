@@ -50,6 +50,12 @@ pub enum Pending {
         bytes: u64,
         reason: GapReason,
     },
+    /// What the TLS watcher saw at the start of the stream.
+    Tls {
+        side: usize,
+        at: Step,
+        seen: crate::tls::Seen,
+    },
     /// In-order stream bytes (only when asked for).
     Data {
         side: usize,
@@ -86,6 +92,8 @@ pub struct Half {
     pub fin_acked: Option<Step>,
     ended: bool,
     lines: LineSplitter,
+    /// Looks for a TLS hello at the start of the stream, whether or not lines are cut.
+    tls: crate::tls::Watch,
     /// Whether lines are cut at all (not for connections known not to be chat).
     pub split_lines: bool,
     /// The window scale this side announced in its SYN (`Some(0)` when it announced none).
@@ -113,6 +121,7 @@ impl Half {
             fin_acked: None,
             ended: false,
             lines: LineSplitter::new(max_line_bytes, false),
+            tls: crate::tls::Watch::new(),
             split_lines: true,
             window_scale: None,
             emit_data: false,
@@ -128,6 +137,8 @@ impl Half {
         self.base = base;
         if mid_stream {
             self.lines = LineSplitter::new(max_line_bytes, true);
+            // Where the stream starts is unknown, so a TLS record header cannot be found.
+            self.tls = crate::tls::Watch::off();
         }
     }
 
@@ -157,6 +168,11 @@ impl Half {
                     bytes: data.to_vec(),
                 });
             }
+            if self.tls.active() {
+                let mut seen = Vec::new();
+                self.tls.push(data, &mut seen);
+                out.extend(seen.into_iter().map(|seen| Pending::Tls { side, at, seen }));
+            }
             if self.split_lines {
                 let mut lines = Vec::new();
                 self.lines.push(data, &mut lines);
@@ -184,6 +200,11 @@ impl Half {
     fn skip(&mut self, n: u64, reason: GapReason, side: usize, at: Step, out: &mut Vec<Pending>) {
         if n == 0 {
             return;
+        }
+        if self.tls.active() {
+            let mut seen = Vec::new();
+            self.tls.gap(&mut seen);
+            out.extend(seen.into_iter().map(|seen| Pending::Tls { side, at, seen }));
         }
         if self.split_lines {
             let mut lines = Vec::new();
@@ -250,6 +271,11 @@ impl Half {
             return;
         }
         while self.skip_hole(GapReason::NeverCaptured, side, at, out) {}
+        if self.tls.active() {
+            let mut seen = Vec::new();
+            self.tls.finish(&mut seen);
+            out.extend(seen.into_iter().map(|seen| Pending::Tls { side, at, seen }));
+        }
         if self.split_lines {
             let mut lines = Vec::new();
             self.lines.finish(&mut lines);

@@ -76,12 +76,21 @@ pub fn wait_for(
     }
 }
 
-/// The address in a `listening addr=...` log line.
+/// The address in a `listening addr=...` log line (the plain listener; the TLS one logs
+/// `listening tls addr=...`, see [`listening_tls_addr`]).
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
-    if !line.contains("listening") {
+    if !line.contains("listening addr=") {
         return None;
     }
     line.split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+}
+
+/// The address in a `listening tls addr=...` log line.
+pub fn listening_tls_addr(line: &str) -> Option<SocketAddr> {
+    line.split("listening tls addr=")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|a| a.parse().ok())
