@@ -138,6 +138,11 @@ fn validate(o: &Options) -> Result<(), BenchError> {
         {
             return usage("--rate must be a positive number of messages per second".into());
         }
+        Scenario::ListSend {
+            list_rate: Some(r), ..
+        } if !(r > 0.0 && r.is_finite()) => {
+            return usage("--list-rate must be a positive number of LISTs per second".into());
+        }
         Scenario::ListSend { .. } if p.dialect != Dialect::Classic => {
             return usage(
                 "list-send speaks the classic protocol only (IRC has no LIST of users)".into(),

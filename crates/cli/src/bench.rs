@@ -74,8 +74,16 @@ pub struct BenchArgs {
     rate: Option<f64>,
 
     #[arg(long, value_name = "N",
-          help = with_defaults("Clients sending LIST in a closed loop", |d| d.listers.map(|l| l.to_string())))]
+          help = with_defaults("Clients sending LIST", |d| d.listers.map(|l| l.to_string())))]
     listers: Option<usize>,
+
+    /// LISTs per second offered over all listers, each its share on a fixed schedule; a
+    /// lister whose last LIST is unanswered skips its slot (reported as skipped). Without
+    /// it the listers run a closed loop, the next LIST as soon as the last is answered:
+    /// that finds the most LISTs/s the server can answer, but a faster server then gets
+    /// more LISTs, so compare two servers' SEND latency with --list-rate
+    #[arg(long, value_name = "R")]
+    list_rate: Option<f64>,
 
     #[arg(long, short = 'd', value_name = "DURATION",
           help = with_defaults("Length of the measured phase, e.g. 10s (hold time for idle)", |d| Some(duration_text(d.duration))))]
@@ -180,6 +188,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         window: args.window,
         rate: args.rate,
         listers: args.listers,
+        list_rate: args.list_rate,
         duration: args.duration.map(Duration::from),
         size: args.size,
         login_timeout: args.login_timeout.map(Duration::from),
