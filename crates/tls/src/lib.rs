@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 
-/// The port `tcpchat serve --tls-listen` suggests and `tls://HOST` defaults to: the plain
-/// port plus one, so the pair is easy to remember and to open in a firewall together.
-pub const DEFAULT_TLS_PORT: u16 = 5379;
+pub mod client;
+
+pub use tcpchat_proto::DEFAULT_TLS_PORT;
 
 /// The protocol versions tcpchat speaks: TLS 1.3 and TLS 1.2, nothing older.
 pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
