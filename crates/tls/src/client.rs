@@ -264,7 +264,11 @@ fn explain_certificate(err: &CertificateError) -> String {
                 format!(
                     "the server's certificate is not valid for {host}: it is for {} (connect \
                      with one of those names, or have the certificate made for {host})",
-                    presented.join(", ")
+                    presented
+                        .iter()
+                        .map(|n| presented_name(n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             }
         }
@@ -283,6 +287,18 @@ fn explain_certificate(err: &CertificateError) -> String {
         CertificateError::Revoked => "the server's certificate has been revoked".to_owned(),
         other => format!("the server's certificate was refused: {other:?}"),
     }
+}
+
+/// A name as webpki reports it (`DnsName("chat.example.org")`, `IpAddress(192.0.2.7)`), as a
+/// user would type it; other kinds of name as they come.
+fn presented_name(name: &str) -> &str {
+    name.strip_prefix("DnsName(\"")
+        .and_then(|n| n.strip_suffix("\")"))
+        .or_else(|| {
+            name.strip_prefix("IpAddress(")
+                .and_then(|n| n.strip_suffix(')'))
+        })
+        .unwrap_or(name)
 }
 
 /// A UNIX time as a UTC date and time, `2024-01-31 12:00:00 UTC`.
@@ -377,6 +393,20 @@ mod tests {
     fn dates_are_utc_and_readable() {
         assert_eq!(date(0), "1970-01-01 0:00:00.0 UTC");
         assert_eq!(date(u64::MAX), format!("{} (UNIX time)", u64::MAX));
+    }
+
+    #[test]
+    fn presented_names_read_as_typed() {
+        let cases = [
+            ("DnsName(\"chat.example.org\")", "chat.example.org"),
+            ("IpAddress(192.0.2.7)", "192.0.2.7"),
+            ("IpAddress(2001:db8::1)", "2001:db8::1"),
+            ("DirectoryName", "DirectoryName"),
+            ("DnsName(\"unclosed", "DnsName(\"unclosed"),
+        ];
+        for (given, shown) in cases {
+            assert_eq!(presented_name(given), shown);
+        }
     }
 
     #[test]
