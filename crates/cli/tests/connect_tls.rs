@@ -173,3 +173,36 @@ fn a_ca_for_a_plain_address_is_a_usage_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_certificate_tcpchat_cert_writes_is_trusted_with_ca() {
+    // The README's quick start, with the relay standing in for `serve --tls-listen`.
+    let server = Server::start("127.0.0.1:0", &[]);
+    let scratch = Scratch::new("cert");
+    let dir = scratch.path().to_str().expect("a UTF-8 temp path");
+    let made = tcpchat()
+        .args(["cert", "--out", dir])
+        .output()
+        .expect("run tcpchat cert");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let read = |name: &str| std::fs::read_to_string(scratch.path().join(name)).expect(name);
+    let leaf = tcpchat_testkit::Leaf {
+        cert_pem: read("cert.pem"),
+        key_pem: read("key.pem"),
+    };
+    let relay = TlsRelay::start(server.addr, &leaf);
+    let cert = scratch.path().join("cert.pem");
+    let tls_addr = format!("tls://localhost:{}", relay.addr.port());
+    let mut alice = Client::start(&[
+        "--name",
+        "alice",
+        "--ca",
+        cert.to_str().expect("UTF-8"),
+        &tls_addr,
+    ]);
+    alice.expect(&format!("logged in to {tls_addr} as alice"));
+}
