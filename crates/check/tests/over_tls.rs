@@ -62,8 +62,7 @@ async fn an_untrusted_certificate_is_one_clear_error() {
     let check = Config::new(format!("tls://localhost:{}", relay.addr.port()));
     let err = tcpchat_check::run(&check, |_| {})
         .await
-        .err()
-        .expect("the system's roots do not trust a test CA");
+        .expect_err("the system's roots do not trust a test CA");
     assert!(matches!(err, CheckError::Handshake { .. }), "{err}");
     assert!(err.to_string().contains("--ca cert.pem"), "{err}");
 }

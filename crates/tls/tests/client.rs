@@ -121,8 +121,7 @@ async fn an_expired_certificate_says_when_it_expired() {
     let (connector, _dir) = connector_trusting(&ca);
     let err = handshake(&relay, "localhost", &connector)
         .await
-        .err()
-        .expect("an expired certificate is refused");
+        .expect_err("an expired certificate is refused");
     let text = err.to_string();
     assert!(err.is_certificate(), "{text}");
     assert!(text.contains("expired on"), "{text}");
@@ -141,8 +140,7 @@ async fn an_unknown_issuer_says_how_to_trust_a_self_signed_server() {
     for connector in [system, other] {
         let err = handshake(&relay, "localhost", &connector)
             .await
-            .err()
-            .expect("an unknown issuer is refused");
+            .expect_err("an unknown issuer is refused");
         let text = err.to_string();
         assert!(err.is_certificate(), "{text}");
         assert!(text.contains("unknown issuer"), "{text}");
@@ -167,8 +165,7 @@ async fn a_plain_text_server_is_told_apart_from_a_certificate_problem() {
     let err = tokio::time::timeout(PATIENCE, Stream::open(tcp, "localhost", Some(&connector)))
         .await
         .expect("ends")
-        .err()
-        .expect("not TLS");
+        .expect_err("not TLS");
     assert!(!err.is_certificate(), "{err}");
     assert!(err.to_string().contains("plain-text port"), "{err}");
 }

@@ -58,7 +58,7 @@ async fn event_loop(
     server: &Server,
     config: Config,
 ) -> Result<(), TuiError> {
-    let mut app = App::new(&server.to_string(), config, Clock::local());
+    let mut app = App::new(server.to_string(), config, Clock::local());
     let mut link = Link::new(server.clone());
     let mut keys = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
