@@ -217,7 +217,10 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
             .collect()
     };
     Report {
-        target: plan.target.to_string(),
+        target: match plan.tls {
+            Some(_) => format!("tls://{}", plan.target),
+            None => plan.target.to_string(),
+        },
         dialect: plan.dialect,
         scenario: plan.scenario,
         clients: plan.clients,
