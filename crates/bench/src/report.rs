@@ -427,6 +427,7 @@ mod tests {
             drain_timeout: Duration::from_secs(1),
             tag: "t".into(),
             spread_sources: true,
+            tls: None,
         }
     }
 
