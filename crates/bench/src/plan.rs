@@ -356,6 +356,18 @@ pub struct Plan {
     pub tag: String,
     /// Spread client source addresses over 127.0.0.0/8 when the target is loopback.
     pub spread_sources: bool,
+    /// Connect inside TLS (a `tls://` target); `None`: plain text.
+    #[serde(default)]
+    pub tls: Option<TlsTarget>,
+}
+
+/// How the clients of a TLS run verify the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsTarget {
+    /// The name the certificate must be valid for (the host as given).
+    pub host: String,
+    /// Trust these certificates instead of the system's roots.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Plan {
@@ -376,6 +388,7 @@ impl Plan {
             drain_timeout: choices.drain_timeout.unwrap_or(d.drain_timeout),
             tag,
             spread_sources: true,
+            tls: None,
         }
     }
 

@@ -225,7 +225,10 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
             .collect()
     };
     Report {
-        target: plan.target.to_string(),
+        target: match plan.tls {
+            Some(_) => format!("tls://{}", plan.target),
+            None => plan.target.to_string(),
+        },
         dialect: plan.dialect,
         scenario: plan.scenario,
         clients: plan.clients,
@@ -445,6 +448,7 @@ mod tests {
             drain_timeout: Duration::from_secs(1),
             tag: "t".into(),
             spread_sources: true,
+            tls: None,
         }
     }
 

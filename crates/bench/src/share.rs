@@ -20,6 +20,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tcpchat_proto::Framer;
 use tokio::net::{TcpSocket, TcpStream};
+
+use crate::conn::Conn;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::time::Instant;
 
@@ -90,6 +92,8 @@ struct State {
     /// The last `LIST-OK` line a lister of this share checked name by name and found to
     /// name exactly the run's clients (see [`Client::list_ok`]).
     roster: Mutex<Option<Arc<[u8]>>>,
+    /// For a TLS target: the connector every client shakes hands with, or why there is none.
+    tls: Option<Result<tcpchat_tls::client::Connector, String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -139,6 +143,10 @@ pub async fn run_share(
     mut phase: watch::Receiver<Phase>,
     events: mpsc::UnboundedSender<ShareEvent>,
 ) {
+    let tls =
+        share.plan.tls.as_ref().map(|t| {
+            tcpchat_tls::client::Connector::new(t.ca.as_deref()).map_err(|e| e.to_string())
+        });
     let state = Arc::new(State {
         flows: (0..share.count).map(|_| Flow::default()).collect(),
         logins: Semaphore::new(
@@ -156,6 +164,7 @@ pub async fn run_share(
         stopped: AtomicBool::new(false),
         login_start: Mutex::new(None),
         roster: Mutex::new(None),
+        tls,
     });
     if phase.wait_for(|p| *p >= Phase::Login).await.is_err() {
         return;
@@ -242,12 +251,17 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
     let started = Instant::now();
     let deadline = started + plan.login_timeout;
     let target = plan.target_of(index);
-    let stream = match tokio::time::timeout_at(
-        deadline,
-        connect(target, index, plan.spread_sources),
-    )
-    .await
-    {
+    let opened = async {
+        let tcp = connect(target, index, plan.spread_sources).await?;
+        match (&state.tls, &plan.tls) {
+            (Some(Ok(connector)), Some(t)) => Conn::tls(tcp, &t.host, connector)
+                .await
+                .map_err(io::Error::other),
+            (Some(Err(why)), _) => Err(io::Error::other(why.clone())),
+            _ => Ok(Conn::plain(tcp)),
+        }
+    };
+    let stream = match tokio::time::timeout_at(deadline, opened).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let kind = if e.kind() == io::ErrorKind::ConnectionRefused {
@@ -268,7 +282,7 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
             );
         }
     };
-    let _ = stream.set_nodelay(true);
+    stream.set_nodelay();
 
     let mut c = Client {
         state: &state,
@@ -489,7 +503,7 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
                     }
                 }
             }
-            ready = c.stream.writable(), if c.wpos < c.wbuf.len() => {
+            ready = c.stream.writable(), if c.wpos < c.wbuf.len() || c.stream.wants_write() => {
                 if let Err(e) = ready {
                     c.lost_connection(&format!("write failed: {e}"));
                     break;
@@ -624,7 +638,7 @@ fn bind_no_port(socket: &TcpSocket) {
 struct Client<'s> {
     state: &'s State,
     local: usize,
-    stream: TcpStream,
+    stream: Conn,
     codec: Codec,
     wbuf: Vec<u8>,
     wpos: usize,
@@ -666,6 +680,7 @@ impl Client<'_> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.stream.push_pending()?;
         while self.wpos < self.wbuf.len() {
             match self.stream.try_write(&self.wbuf[self.wpos..]) {
                 Ok(n) => self.wpos += n,
