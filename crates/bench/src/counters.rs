@@ -113,6 +113,8 @@ pub struct Counters {
     pub list_errors: u64,
     /// `LIST` to `LIST-OK` round trip, µs.
     pub list_latency: Latency,
+    /// Open-loop `LIST` slots not used because the lister's last `LIST` was unanswered.
+    pub list_skipped: u64,
 
     /// The first problem seen during the run, described.
     pub first_problem: Option<String>,
@@ -155,6 +157,7 @@ impl Counters {
         self.lists += o.lists;
         self.list_errors += o.list_errors;
         self.list_latency.merge(&o.list_latency);
+        self.list_skipped += o.list_skipped;
         first(&mut self.first_problem, &o.first_problem);
     }
 
@@ -205,7 +208,7 @@ pub(crate) mod strategy {
             ),
             (proptest::array::uniform9(small()), samples()),
             (proptest::option::of(small()), proptest::option::of(small())),
-            (proptest::array::uniform2(small()), samples(), text()),
+            (proptest::array::uniform3(small()), samples(), text()),
         )
             .prop_map(|(login, msgs, fairness, lists)| {
                 let (f, logged_in, all_in_us, login_samples, first_failure) = login;
@@ -235,6 +238,7 @@ pub(crate) mod strategy {
                     per_sender_max: fairness.1,
                     lists: lists.0[0],
                     list_errors: lists.0[1],
+                    list_skipped: lists.0[2],
                     first_problem: lists.2,
                     ..Counters::default()
                 };

@@ -16,6 +16,7 @@
 //! (`tcpchat check` is): it assumes the server basically works and reports what it sees.
 
 pub mod abuse;
+mod conn;
 mod counters;
 mod dialect;
 mod message;
@@ -33,7 +34,7 @@ pub use counters::{Counters, Failure, Failures};
 pub use dialect::{Codec, Dialect, Event, Refusal};
 pub use message::{BodyError, Header, OrderCheck, MIN_BODY_BYTES};
 pub use pacing::Pacer;
-pub use plan::{Choices, Defaults, Plan, Scenario, ScenarioKind, Share};
+pub use plan::{Choices, Defaults, Plan, Scenario, ScenarioKind, Share, TlsTarget};
 pub use report::{LoginReport, MemoryReport, MessageReport, Report};
 pub use run::{resident_bytes, run, run_worker, Options};
 pub use stats::{Latency, Summary};

@@ -33,8 +33,10 @@ pub struct Defaults {
     pub window: Option<u64>,
     /// Messages/s offered over all senders (latency, list-send).
     pub rate: Option<f64>,
-    /// Clients sending `LIST` in a closed loop (list-send).
+    /// Clients sending `LIST` (list-send).
     pub listers: Option<usize>,
+    /// `LIST`s/s offered over all listers (list-send; `None`: closed loop).
+    pub list_rate: Option<f64>,
     /// Length of the measured phase (hold time for idle).
     pub duration: Duration,
     /// Message body size in bytes.
@@ -54,6 +56,7 @@ pub struct Choices {
     pub window: Option<u64>,
     pub rate: Option<f64>,
     pub listers: Option<usize>,
+    pub list_rate: Option<f64>,
     pub duration: Option<Duration>,
     pub size: Option<usize>,
     pub login_timeout: Option<Duration>,
@@ -106,7 +109,7 @@ impl ScenarioKind {
             }
             ScenarioKind::Idle => "Hold N logged-in idle clients; with --server-pid, the server's memory per client",
             ScenarioKind::ListSend => {
-                "N users online, --listers of them sending LIST in a closed loop, the others in pairs at --rate messages/s (open loop): SEND latency under LIST load, LIST-OKs/s"
+                "N users online, --listers of them sending LIST (closed loop, or --list-rate LISTs/s over them), the others in pairs at --rate messages/s (open loop): SEND latency under LIST load, LIST-OKs/s"
             }
         }
     }
@@ -118,6 +121,7 @@ impl ScenarioKind {
             window: None,
             rate: None,
             listers: None,
+            list_rate: None,
             duration: Duration::from_secs(10),
             size: 64,
             login_timeout: Duration::from_secs(10),
@@ -189,7 +193,11 @@ impl ScenarioKind {
             ScenarioKind::Latency => Scenario::Latency { rate },
             ScenarioKind::Fanin => Scenario::Fanin { window },
             ScenarioKind::Idle => Scenario::Idle,
-            ScenarioKind::ListSend => Scenario::ListSend { listers, rate },
+            ScenarioKind::ListSend => Scenario::ListSend {
+                listers,
+                rate,
+                list_rate: choices.list_rate.or(d.list_rate),
+            },
         }
     }
 }
@@ -208,11 +216,19 @@ pub enum Scenario {
     Fanin { window: u64 },
     /// Log every client in and hold the connections open, sending nothing.
     Idle,
-    /// Clients `0..listers` send `LIST` in a closed loop (the next when the `LIST-OK`
-    /// arrives) and check every reply names all the run's clients; the others, in pairs,
-    /// together offer `rate` messages/s on a fixed schedule, as in `Latency`.
+    /// Clients `0..listers` send `LIST` and check every reply names all the run's
+    /// clients; the others, in pairs, together offer `rate` messages/s on a fixed schedule,
+    /// as in `Latency`. Without `list_rate` the listers run a closed loop (the next `LIST`
+    /// when the `LIST-OK` arrives), so the `LIST` load grows with the server's speed; with
+    /// it they share `list_rate` `LIST`s/s on a fixed schedule, and a lister whose last
+    /// `LIST` is still unanswered at its next slot skips that slot.
     #[serde(rename = "list-send")]
-    ListSend { listers: usize, rate: f64 },
+    ListSend {
+        listers: usize,
+        rate: f64,
+        #[serde(default)]
+        list_rate: Option<f64>,
+    },
 }
 
 impl Scenario {
@@ -257,6 +273,19 @@ impl Scenario {
         matches!(self, Scenario::ListSend { listers, .. } if index < *listers)
     }
 
+    /// The `LIST` schedule of client `index`, if it is a lister of a list-send with a
+    /// `list_rate`: the listers share the rate, staggered evenly.
+    pub fn list_pacer(&self, index: usize) -> Option<Pacer> {
+        match *self {
+            Scenario::ListSend {
+                listers,
+                list_rate: Some(rate),
+                ..
+            } if index < listers => Some(Pacer::new(rate, listers, index)),
+            _ => None,
+        }
+    }
+
     /// Whom client `index` (of `clients`) sends to, if anyone.
     ///
     /// Pairs are `(2k, 2k + 1)`, so a pair never straddles two processes (shares start at
@@ -283,7 +312,7 @@ impl Scenario {
         self.partner(index, clients)?;
         match *self {
             Scenario::Latency { rate } => Some(Pacer::new(rate, clients, index)),
-            Scenario::ListSend { listers, rate } => {
+            Scenario::ListSend { listers, rate, .. } => {
                 // Senders are the whole pairs past the listers: indices first..last.
                 let first = listers.next_multiple_of(2);
                 let last = clients - clients % 2;
@@ -327,6 +356,18 @@ pub struct Plan {
     pub tag: String,
     /// Spread client source addresses over 127.0.0.0/8 when the target is loopback.
     pub spread_sources: bool,
+    /// Connect inside TLS (a `tls://` target); `None`: plain text.
+    #[serde(default)]
+    pub tls: Option<TlsTarget>,
+}
+
+/// How the clients of a TLS run verify the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsTarget {
+    /// The name the certificate must be valid for (the host as given).
+    pub host: String,
+    /// Trust these certificates instead of the system's roots.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Plan {
@@ -347,6 +388,7 @@ impl Plan {
             drain_timeout: choices.drain_timeout.unwrap_or(d.drain_timeout),
             tag,
             spread_sources: true,
+            tls: None,
         }
     }
 
@@ -400,6 +442,7 @@ mod tests {
         let s = Scenario::ListSend {
             listers: 3,
             rate: 600.0,
+            list_rate: None,
         };
         let roles: Vec<_> = (0..11)
             .map(|i| (s.is_lister(i), s.partner(i, 11)))
@@ -424,6 +467,32 @@ mod tests {
     }
 
     #[test]
+    fn listers_share_the_list_rate() {
+        // 4 listers sharing 200 LIST/s: one every 20 ms each, staggered 5 ms apart.
+        let s = Scenario::ListSend {
+            listers: 4,
+            rate: 100.0,
+            list_rate: Some(200.0),
+        };
+        let p = s.list_pacer(1).expect("a lister");
+        assert_eq!(p.interval(), Duration::from_millis(20));
+        assert_eq!(p.intended(Duration::ZERO, 0), Duration::from_millis(5));
+        assert_eq!(s.list_pacer(4), None, "not a lister");
+        let horizon = Duration::from_secs(1) - Duration::from_nanos(1);
+        let offered: u64 = (0..4)
+            .filter_map(|i| s.list_pacer(i))
+            .map(|p| p.due(Duration::ZERO, horizon))
+            .sum();
+        assert_eq!(offered, 200);
+        let closed = Scenario::ListSend {
+            listers: 4,
+            rate: 100.0,
+            list_rate: None,
+        };
+        assert_eq!(closed.list_pacer(1), None, "closed loop: no schedule");
+    }
+
+    #[test]
     fn defaults_fill_what_was_not_chosen() {
         let target = "127.0.0.1:5378".parse().expect("literal");
         let plan = Plan::new(
@@ -437,7 +506,8 @@ mod tests {
             plan.scenario,
             Scenario::ListSend {
                 listers: 100,
-                rate: 5_000.0
+                rate: 5_000.0,
+                list_rate: None,
             }
         );
         let chosen = Choices {
@@ -451,7 +521,8 @@ mod tests {
             plan.scenario,
             Scenario::ListSend {
                 listers: 5,
-                rate: 5_000.0
+                rate: 5_000.0,
+                list_rate: None,
             }
         );
         for kind in ScenarioKind::ALL {

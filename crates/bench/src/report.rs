@@ -70,8 +70,12 @@ pub struct MessageReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ListReport {
-    /// Clients sending `LIST` in a closed loop.
+    /// Clients sending `LIST`.
     pub listers: usize,
+    /// `LIST`s/s offered over all listers (`None`: closed loop).
+    pub offered_per_sec: Option<f64>,
+    /// Open-loop slots skipped because the lister's last `LIST` was still unanswered.
+    pub skipped: u64,
     /// `LIST-OK`s received in the measured phase, each naming every client of the run.
     pub answered: u64,
     pub lists_per_sec: f64,
@@ -166,7 +170,9 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
         m
     });
     let lists = match plan.scenario {
-        Scenario::ListSend { listers, .. } => {
+        Scenario::ListSend {
+            listers, list_rate, ..
+        } => {
             if t.list_errors > 0 {
                 problems.push(format!(
                     "{} LIST-OKs did not name exactly the run's clients",
@@ -178,6 +184,8 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
             }
             Some(ListReport {
                 listers,
+                offered_per_sec: list_rate,
+                skipped: t.list_skipped,
                 answered: t.lists,
                 lists_per_sec: t.lists as f64 / i.measured_secs.max(1e-9),
                 errors: t.list_errors,
@@ -226,7 +234,10 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
             .collect()
     };
     Report {
-        target: plan.target.to_string(),
+        target: match plan.tls {
+            Some(_) => format!("tls://{}", plan.target),
+            None => plan.target.to_string(),
+        },
         dialect: plan.dialect,
         scenario: plan.scenario,
         clients: plan.clients,
@@ -262,8 +273,16 @@ impl Report {
                 format!(", window {window}")
             }
             Scenario::Latency { rate } => format!(", {rate} msg/s offered"),
-            Scenario::ListSend { listers, rate } => {
-                format!(", {listers} listers, {rate} msg/s offered")
+            Scenario::ListSend {
+                listers,
+                rate,
+                list_rate,
+            } => {
+                let lists = match list_rate {
+                    Some(r) => format!("{r} LIST/s offered"),
+                    None => "LIST in a closed loop".into(),
+                };
+                format!(", {listers} listers, {lists}, {rate} msg/s offered")
             }
             _ => String::new(),
         };
@@ -363,6 +382,11 @@ impl Report {
             if l.errors > 0 {
                 row("LIST errors", l.errors.to_string());
             }
+            if l.offered_per_sec.is_some() {
+                // Slots a lister gave up because its last LIST was unanswered: the server
+                // did not keep up with the offered LIST rate.
+                row("LIST skipped", l.skipped.to_string());
+            }
         }
         if let Some(mem) = &self.memory {
             row(
@@ -433,6 +457,7 @@ mod tests {
             drain_timeout: Duration::from_secs(1),
             tag: "t".into(),
             spread_sources: true,
+            tls: None,
         }
     }
 

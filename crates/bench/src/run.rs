@@ -138,6 +138,11 @@ fn validate(o: &Options) -> Result<(), BenchError> {
         {
             return usage("--rate must be a positive number of messages per second".into());
         }
+        Scenario::ListSend {
+            list_rate: Some(r), ..
+        } if !(r > 0.0 && r.is_finite()) => {
+            return usage("--list-rate must be a positive number of LISTs per second".into());
+        }
         Scenario::ListSend { .. } if p.dialect != Dialect::Classic => {
             return usage(
                 "list-send speaks the classic protocol only (IRC has no LIST of users)".into(),
@@ -180,11 +185,8 @@ async fn probe(plan: &Plan) -> Result<(), BenchError> {
     use tcpchat_proto::Framer;
     let target = plan.target;
     let bad = |why: String| BenchError::Target { target, why };
-    let mut stream = match tokio::time::timeout(
-        plan.login_timeout,
-        tokio::net::TcpStream::connect(target),
-    )
-    .await
+    let tcp = match tokio::time::timeout(plan.login_timeout, tokio::net::TcpStream::connect(target))
+        .await
     {
         Ok(Ok(s)) => s,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
@@ -198,6 +200,24 @@ async fn probe(plan: &Plan) -> Result<(), BenchError> {
                 "no connection within {:?} (firewall? wrong host?)",
                 plan.login_timeout
             )))
+        }
+    };
+    let mut stream = match &plan.tls {
+        None => tcpchat_tls::client::Stream::Plain(tcp),
+        Some(tls) => {
+            let connector = tcpchat_tls::client::Connector::new(tls.ca.as_deref())
+                .map_err(|e| bad(e.to_string()))?;
+            match tokio::time::timeout(plan.login_timeout, connector.connect(tcp, &tls.host)).await
+            {
+                Ok(Ok(s)) => tcpchat_tls::client::Stream::Tls(Box::new(s)),
+                Ok(Err(e)) => return Err(bad(e.to_string())),
+                Err(_) => {
+                    return Err(bad(format!(
+                        "no TLS handshake within {:?}",
+                        plan.login_timeout
+                    )))
+                }
+            }
         }
     };
     let name = format!("{}p", plan.tag);

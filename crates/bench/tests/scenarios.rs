@@ -54,6 +54,7 @@ fn plan(target: SocketAddr, scenario: Scenario, clients: usize) -> Plan {
         drain_timeout: Duration::from_secs(20),
         tag: format!("t{}x", scenario.name().len()),
         spread_sources: true,
+        tls: None,
     }
 }
 
@@ -126,17 +127,25 @@ fn every_scenario_against_the_real_server() {
     }
 }
 
-/// LIST in a loop beside SEND: every LIST-OK names all 50 users, every message arrives.
-/// Listers 0..5, client 5 idle (its partner lists), 22 sending pairs. See: #11
+/// LIST in a loop beside SEND: every LIST-OK names all 50 users, every message arrives,
+/// in a closed loop and at a fixed LIST rate. Listers 0..5, client 5 idle (its partner
+/// lists), 22 sending pairs. See: #11
 #[test]
 fn list_send_checks_every_list_and_every_message() {
     let addr = server(load_test_config());
-    let scenario = Scenario::ListSend {
-        listers: 5,
-        rate: 2000.0,
-    };
-    let report = run(plan(addr, scenario, 50), None).expect("bench runs");
-    assert_clean(&report);
+    for list_rate in [None, Some(500.0)] {
+        let scenario = Scenario::ListSend {
+            listers: 5,
+            rate: 2000.0,
+            list_rate,
+        };
+        let report = run(plan(addr, scenario, 50), None).expect("bench runs");
+        check_list_send(&report, list_rate);
+    }
+}
+
+fn check_list_send(report: &Report, list_rate: Option<f64>) {
+    assert_clean(report);
     let lists = report
         .lists
         .as_ref()
@@ -148,9 +157,98 @@ fn list_send_checks_every_list_and_every_message() {
         lists.latency.count, lists.answered,
         "one round trip per LIST-OK"
     );
+    assert_eq!(lists.offered_per_sec, list_rate);
     let m = report.messages.as_ref().expect("list-send sends");
     assert_eq!(m.offered_per_sec, Some(2000.0));
     assert!(report.table().contains("LIST-OK/s"), "{}", report.table());
+    assert_eq!(
+        report.table().contains("LIST skipped"),
+        list_rate.is_some(),
+        "{}",
+        report.table()
+    );
+}
+
+/// A proxy in front of `upstream` that passes everything through, except that from the
+/// third `LIST-OK` on each connection it changes the reply's last byte: same length, same
+/// number of names, one name wrong.
+fn corrupting_proxy(upstream: SocketAddr) -> SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("proxy runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback");
+            tx.send(listener.local_addr().expect("local addr"))
+                .expect("test waits for the address");
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (from_server, mut to_server) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                    });
+                    let mut lines = BufReader::new(from_server);
+                    let mut line = Vec::new();
+                    let mut lists = 0;
+                    while lines.read_until(b'\n', &mut line).await.unwrap_or(0) > 0 {
+                        if line.starts_with(b"LIST-OK ") {
+                            lists += 1;
+                            if lists > 2 && line.len() > 2 {
+                                let last = line.len() - 2;
+                                line[last] = if line[last] == b'0' { b'1' } else { b'0' };
+                            }
+                        }
+                        if to_client.write_all(&line).await.is_err() {
+                            return;
+                        }
+                        line.clear();
+                    }
+                });
+            }
+        });
+    });
+    rx.recv().expect("proxy started")
+}
+
+/// The bench compares a LIST-OK with the last one it checked name by name instead of
+/// checking every reply again: a later reply with one name wrong (same length, same count)
+/// must still be counted as an error.
+#[test]
+fn a_wrong_list_ok_after_right_ones_is_caught() {
+    let addr = corrupting_proxy(server(Config::default()));
+    let scenario = Scenario::ListSend {
+        listers: 2,
+        rate: 500.0,
+        list_rate: None,
+    };
+    let mut p = plan(addr, scenario, 20);
+    p.duration = Duration::from_millis(500);
+    let report = run(p, None).expect("bench runs");
+    let lists = report.lists.as_ref().expect("list-send reports its LISTs");
+    assert!(
+        lists.answered > 0,
+        "the first replies are right:\n{}",
+        report.table()
+    );
+    assert!(
+        lists.errors > 0,
+        "wrong replies counted:\n{}",
+        report.table()
+    );
+    assert!(
+        report.problems.iter().any(|p| p.contains("LIST-OK")),
+        "{:#?}",
+        report.problems
+    );
 }
 
 /// Beyond `--max-clients` the server answers BUSY, and the bench counts it as such.
@@ -194,6 +292,7 @@ fn a_server_of_another_protocol_is_named() {
         Scenario::ListSend {
             listers: 2,
             rate: 10.0,
+            list_rate: None,
         },
         10,
     );
@@ -215,6 +314,7 @@ fn options_that_make_no_sense_are_usage_errors() {
             Scenario::ListSend {
                 listers: 0,
                 rate: 10.0,
+                list_rate: None,
             },
             10,
             "--listers",
@@ -223,6 +323,7 @@ fn options_that_make_no_sense_are_usage_errors() {
             Scenario::ListSend {
                 listers: 10,
                 rate: 10.0,
+                list_rate: None,
             },
             10,
             "--listers",
@@ -231,6 +332,7 @@ fn options_that_make_no_sense_are_usage_errors() {
             Scenario::ListSend {
                 listers: 9,
                 rate: 10.0,
+                list_rate: None,
             },
             10,
             "sending pair",
@@ -239,9 +341,19 @@ fn options_that_make_no_sense_are_usage_errors() {
             Scenario::ListSend {
                 listers: 2,
                 rate: 0.0,
+                list_rate: None,
             },
             10,
             "--rate",
+        ),
+        (
+            Scenario::ListSend {
+                listers: 2,
+                rate: 10.0,
+                list_rate: Some(f64::NAN),
+            },
+            10,
+            "--list-rate",
         ),
     ];
     for (scenario, clients, says) in cases {

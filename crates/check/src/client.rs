@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tcpchat_proto::{Reply, Request, Username};
+use tcpchat_tls::client::{Connector, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::failure::{escape, quoted, Failure};
@@ -125,7 +126,8 @@ pub(crate) struct Client {
     label: String,
     /// The name this connection logged in with, once it did.
     name: Option<Username>,
-    stream: TcpStream,
+    /// Plain or TLS (`tls://`): the cases do not know which.
+    stream: Stream,
     /// Bytes read and not yet handed out as lines.
     unread: Vec<u8>,
     /// The server sent FIN.
@@ -151,9 +153,11 @@ pub(crate) const LIMITS_NOTE: &str = "the server's abuse limits refused this (ra
 
 impl Client {
     /// Opens a connection, with `recv_buffer` as `SO_RCVBUF` when given (a slow reader wants a
-    /// small one so the server's side fills up soon).
+    /// small one so the server's side fills up soon), and with `tls` (a connector and the host
+    /// to verify) runs the TLS handshake inside the same time bound.
     pub(crate) async fn connect(
         addr: SocketAddr,
+        tls: Option<(&Connector, &str)>,
         label: String,
         wait: Duration,
         recv_buffer: Option<u32>,
@@ -170,6 +174,15 @@ impl Client {
             }
             let stream = socket.connect(addr).await?;
             stream.set_nodelay(true)?;
+            let stream = match tls {
+                None => Stream::Plain(stream),
+                Some((connector, host)) => Stream::Tls(Box::new(
+                    connector
+                        .connect(stream, host)
+                        .await
+                        .map_err(std::io::Error::other)?,
+                )),
+            };
             Ok::<_, std::io::Error>(stream)
         };
         let stream = match timeout(wait, attempt).await {
@@ -429,7 +442,7 @@ impl Client {
     /// Closes the connection with a reset (`SO_LINGER` 0) instead of a FIN, as a crashed or
     /// killed client would.
     pub(crate) fn abort(self) {
-        if let Err(e) = self.stream.set_zero_linger() {
+        if let Err(e) = self.stream.tcp().set_zero_linger() {
             self.transcript
                 .push(format!("{} cannot set SO_LINGER: {e}", self.label));
         }
@@ -536,7 +549,7 @@ mod tests {
                 }
             }
         });
-        Client::connect(addr, "A".into(), wait, None, Transcript::default())
+        Client::connect(addr, None, "A".into(), wait, None, Transcript::default())
             .await
             .expect("connects to the test peer")
     }
@@ -581,7 +594,7 @@ mod tests {
             .expect("bound listener has an address");
         let wait = Duration::from_millis(50);
         let transcript = Transcript::default();
-        let mut c = Client::connect(addr, "A".into(), wait, None, transcript.clone())
+        let mut c = Client::connect(addr, None, "A".into(), wait, None, transcript.clone())
             .await
             .expect("the kernel accepts into the backlog");
         assert_eq!(c.recv().await, Got::Timeout(wait));

@@ -21,8 +21,10 @@ mod failure;
 pub mod report;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use tcpchat_tls::client::{Connector, HandshakeError, Stream};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
@@ -39,8 +41,10 @@ pub const CASE_TIMEOUTS: u32 = 12;
 /// What to check and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// The server, as `HOST`, `HOST:PORT`, `[IPv6]:PORT` or a bare IP address. The port
-    /// defaults to [`tcpchat_proto::DEFAULT_PORT`]. Several nodes of one cluster are separated
+    /// The server, as `[tls://]HOST`, `HOST:PORT`, `[IPv6]:PORT` or a bare IP address. The
+    /// port defaults to [`tcpchat_proto::DEFAULT_PORT`] (`DEFAULT_TLS_PORT` for `tls://`).
+    /// With `tls://` every connection is inside TLS; the nodes of a cluster are all TLS or
+    /// all plain. Several nodes of one cluster are separated
     /// by commas: each case opens its connections on them in turn, so its first two users sit
     /// on different nodes.
     pub target: String,
@@ -50,6 +54,8 @@ pub struct Config {
     pub only: Vec<String>,
     /// How long to wait for any one reply.
     pub timeout: Duration,
+    /// For `tls://`: trust the certificates in this PEM file instead of the system's roots.
+    pub ca: Option<PathBuf>,
 }
 
 impl Config {
@@ -60,6 +66,7 @@ impl Config {
             capacity: None,
             only: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
+            ca: None,
         }
     }
 }
@@ -85,6 +92,14 @@ pub enum CheckError {
     Connect { address: SocketAddr, reason: String },
     #[error("the timeout must be more than zero")]
     ZeroTimeout,
+    #[error(transparent)]
+    Tls(#[from] tcpchat_tls::client::ConfigError),
+    #[error("cannot check {address} over TLS: {reason}")]
+    Handshake { address: SocketAddr, reason: String },
+    #[error("the nodes must all be tls:// or all plain: {0}")]
+    MixedTransports(String),
+    #[error("--ca is for TLS servers: write the address as tls://{0}")]
+    CaWithoutTls(String),
 }
 
 /// Picks the cases `only` names, in table order; all of them when `only` is empty.
@@ -116,10 +131,23 @@ pub async fn run(
         return Err(CheckError::ZeroTimeout);
     }
     let selected = select(&config.only)?;
-    let mut nodes = Vec::new();
+    let mut targets = Vec::new();
     for target in config.target.split(',') {
-        let address = resolve(target.trim()).await?;
-        probe(address, config.timeout).await?;
+        targets.push(tcpchat_proto::ServerAddress::parse(target.trim())?);
+    }
+    let tls = targets[0].is_tls();
+    if targets.iter().any(|t| t.is_tls() != tls) {
+        return Err(CheckError::MixedTransports(config.target.clone()));
+    }
+    let connector = match (tls, &config.ca) {
+        (true, ca) => Some(Connector::new(ca.as_deref())?),
+        (false, None) => None,
+        (false, Some(_)) => return Err(CheckError::CaWithoutTls(targets[0].to_string())),
+    };
+    let mut nodes = Vec::new();
+    for target in &targets {
+        let address = resolve(target).await?;
+        probe(address, target.host(), connector.as_ref(), config.timeout).await?;
         nodes.push(address);
     }
     let address = nodes[0];
@@ -133,6 +161,12 @@ pub async fn run(
     let started = Instant::now();
     let mut cx = cases::Ctx::new(address, config.timeout, config.capacity);
     cx.spread_over(nodes);
+    if let Some(connector) = connector {
+        cx.use_tls(
+            connector,
+            targets.iter().map(|t| t.host().to_owned()).collect(),
+        );
+    }
     let case_limit = config.timeout * CASE_TIMEOUTS;
     let mut reports = Vec::with_capacity(selected.len());
     for case in selected {
@@ -172,9 +206,9 @@ pub async fn run(
     })
 }
 
-/// Resolves `HOST[:PORT]` to the first address it names.
-async fn resolve(target: &str) -> Result<SocketAddr, CheckError> {
-    let target_addr = tcpchat_proto::HostPort::parse(target)?;
+/// Resolves the target to the first address it names.
+async fn resolve(target: &tcpchat_proto::ServerAddress) -> Result<SocketAddr, CheckError> {
+    let target_addr = target;
     let mut addrs = tokio::net::lookup_host((target_addr.host(), target_addr.port()))
         .await
         .map_err(|source| CheckError::Resolve {
@@ -186,10 +220,30 @@ async fn resolve(target: &str) -> Result<SocketAddr, CheckError> {
         .ok_or_else(|| CheckError::NoAddress(target.to_string()))
 }
 
-/// Connects once, so an unreachable server is one clear error instead of every case failing.
-async fn probe(address: SocketAddr, wait: Duration) -> Result<(), CheckError> {
+/// Connects once (and for TLS shakes hands), so an unreachable server or a refused
+/// certificate is one clear error instead of every case failing.
+async fn probe(
+    address: SocketAddr,
+    host: &str,
+    tls: Option<&Connector>,
+    wait: Duration,
+) -> Result<(), CheckError> {
     match timeout(wait, TcpStream::connect(address)).await {
-        Ok(Ok(_stream)) => Ok(()),
+        Ok(Ok(stream)) => match timeout(wait, Stream::open(stream, host, tls)).await {
+            Ok(Ok(_stream)) => Ok(()),
+            Ok(Err(HandshakeError::Io(e))) => Err(CheckError::Connect {
+                address,
+                reason: e.to_string(),
+            }),
+            Ok(Err(e)) => Err(CheckError::Handshake {
+                address,
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(CheckError::Handshake {
+                address,
+                reason: format!("no TLS handshake within {}", client::seconds(wait)),
+            }),
+        },
         Ok(Err(e)) => Err(CheckError::Connect {
             address,
             reason: e.to_string(),

@@ -34,6 +34,9 @@ const ABUSE_CANARY_RATE: f64 = 10.0;
 /// and one with limits off fit in a minute on a shared machine.
 const ABUSE_DURATION: Duration = Duration::from_secs(10);
 
+/// The IRC-over-TLS port (RFC 7194), for `--dialect irc` and a `tls://` target without one.
+const IRC_TLS_PORT: u16 = 6697;
+
 /// The scenario names and one-line help, from the library.
 fn scenario_parser() -> impl TypedValueParser<Value = ScenarioArg> {
     let abuse = PossibleValue::new("abuse").help(
@@ -73,10 +76,18 @@ enum DialectArg {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Server to load, HOST[:PORT]; the port defaults to 5378 (classic) or 6667 (irc). For a
-    /// cluster, its nodes separated by commas: clients connect to them in turn
-    #[arg(value_name = "HOST[:PORT][,...]", required_unless_present = "worker")]
+    /// Server to load, [tls://]HOST[:PORT]; the port defaults to 5378 (classic) or 6667 (irc),
+    /// 5379 or 6697 with tls://. For a cluster, its nodes separated by commas: clients connect
+    /// to them in turn (all tls:// or all plain, verified as the first node's host)
+    #[arg(
+        value_name = "[tls://]HOST[:PORT][,...]",
+        required_unless_present = "worker"
+    )]
     target: Option<String>,
+
+    /// For tls://: trust the certificates in this PEM file instead of the system's roots
+    #[arg(long, value_name = "FILE", env = "TCPCHAT_CA")]
+    ca: Option<std::path::PathBuf>,
 
     /// What load to generate
     #[arg(value_parser = scenario_parser(), required_unless_present = "worker")]
@@ -99,8 +110,16 @@ pub struct BenchArgs {
     rate: Option<f64>,
 
     #[arg(long, value_name = "N",
-          help = with_defaults("Clients sending LIST in a closed loop", |d| d.listers.map(|l| l.to_string())))]
+          help = with_defaults("Clients sending LIST", |d| d.listers.map(|l| l.to_string())))]
     listers: Option<usize>,
+
+    /// LISTs per second offered over all listers, each its share on a fixed schedule; a
+    /// lister whose last LIST is unanswered skips its slot (reported as skipped). Without
+    /// it the listers run a closed loop, the next LIST as soon as the last is answered:
+    /// that finds the most LISTs/s the server can answer, but a faster server then gets
+    /// more LISTs, so compare two servers' SEND latency with --list-rate
+    #[arg(long, value_name = "R")]
+    list_rate: Option<f64>,
 
     #[arg(long, short = 'd', value_name = "DURATION",
           help = with_defaults("Length of the measured phase, e.g. 10s (hold time for idle)", |d| Some(duration_text(d.duration))))]
@@ -160,18 +179,22 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
-fn resolve(target: &str, dialect: DialectArg) -> anyhow::Result<SocketAddr> {
-    let port = match dialect {
-        DialectArg::Classic => tcpchat_proto::DEFAULT_PORT,
-        DialectArg::Irc => IRC_PORT,
+fn resolve(
+    target: &str,
+    dialect: DialectArg,
+) -> anyhow::Result<(SocketAddr, tcpchat_proto::ServerAddress)> {
+    let (port, tls_port) = match dialect {
+        DialectArg::Classic => (tcpchat_proto::DEFAULT_PORT, tcpchat_proto::DEFAULT_TLS_PORT),
+        DialectArg::Irc => (IRC_PORT, IRC_TLS_PORT),
     };
-    let server = tcpchat_proto::HostPort::parse_with_default(target, port)
+    let server = tcpchat_proto::ServerAddress::parse_with_defaults(target, port, tls_port)
         .map_err(|e| usage(e.to_string()))?;
-    (server.host(), server.port())
+    let addr = (server.host(), server.port())
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve {target:?}"))?
         .next()
-        .ok_or_else(|| usage(format!("{target:?} resolves to no address")))
+        .ok_or_else(|| usage(format!("{target:?} resolves to no address")))?;
+    Ok((addr, server))
 }
 
 /// A short tag unique to this run, so its client names never collide with another run's
@@ -195,10 +218,27 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let (Some(target), Some(scenario)) = (args.target.as_deref(), args.scenario) else {
         return Err(usage("HOST[:PORT] and SCENARIO are required"));
     };
-    let mut targets = target
+    let resolved = target
         .split(',')
         .map(|t| resolve(t.trim(), args.dialect))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let tls = resolved[0].1.is_tls();
+    if resolved.iter().any(|(_, a)| a.is_tls() != tls) {
+        return Err(usage(format!(
+            "the nodes must all be tls:// or all plain: {target}"
+        )));
+    }
+    if !tls && args.ca.is_some() {
+        return Err(usage(format!(
+            "--ca is for TLS servers: write the address as tls://{}",
+            resolved[0].1
+        )));
+    }
+    let tls = tls.then(|| tcpchat_bench::TlsTarget {
+        host: resolved[0].1.host().to_owned(),
+        ca: args.ca.clone(),
+    });
+    let mut targets: Vec<SocketAddr> = resolved.iter().map(|(a, _)| *a).collect();
     let target = targets.remove(0);
     let scenario = match scenario {
         ScenarioArg::Load(kind) => kind,
@@ -209,6 +249,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         window: args.window,
         rate: args.rate,
         listers: args.listers,
+        list_rate: args.list_rate,
         duration: args.duration.map(Duration::from),
         size: args.size,
         login_timeout: args.login_timeout.map(Duration::from),
@@ -217,6 +258,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let mut plan = Plan::new(target, scenario, &choices, run_tag());
     plan.more_targets = targets;
+    plan.tls = tls;
     plan.dialect = match args.dialect {
         DialectArg::Classic => Dialect::Classic,
         DialectArg::Irc => Dialect::Irc,

@@ -20,8 +20,7 @@ use rustls_pki_types::ServerName;
 
 use crate::UsageError;
 
-/// The TLS port `tcpchat serve --tls-listen` is planned to default to (the plain port + 1).
-pub const DEFAULT_TLS_PORT: u16 = tcpchat_proto::DEFAULT_PORT + 1;
+use tcpchat_proto::DEFAULT_TLS_PORT;
 
 /// Names the certificate is for when no `--host` is given: this machine, both families.
 const DEFAULT_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];

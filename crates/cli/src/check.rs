@@ -15,14 +15,24 @@ use crate::UsageError;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     tcpchat check 127.0.0.1:5378\n  \
-    tcpchat check chat.example.org --capacity 100 --only busy,slow-reader\n\n\
+    tcpchat check chat.example.org --capacity 100 --only busy,slow-reader\n  \
+    tcpchat check tls://localhost --ca cert.pem\n\n\
     Exit status: 0 when every case that ran passed, 1 when one failed or the server cannot be\n\
     reached, 2 for invalid arguments. What each case checks and why: docs/check.md")]
 pub struct CheckArgs {
-    /// The server to check: HOST, HOST:PORT or [IPv6]:PORT; the port defaults to 5378. For a
-    /// cluster, its nodes separated by commas: each case's connections go to them in turn
-    #[arg(value_name = "HOST[:PORT][,...]", required_unless_present = "list")]
+    /// The server to check: [tls://]HOST, HOST:PORT or [IPv6]:PORT; the port defaults to 5378
+    /// (5379 for tls://). For a cluster, its nodes separated by commas: each case's
+    /// connections go to them in turn
+    #[arg(
+        value_name = "[tls://]HOST[:PORT][,...]",
+        required_unless_present = "list"
+    )]
     target: Option<String>,
+
+    /// For tls://: trust the certificates in this PEM file (such as the cert.pem `tcpchat
+    /// cert` wrote) instead of the system's roots
+    #[arg(long, value_name = "FILE", env = "TCPCHAT_CA")]
+    ca: Option<std::path::PathBuf>,
 
     /// The server's client limit (its --max-clients); enables the `busy` case, which opens
     /// that many connections plus one. Without it, `busy` is skipped
@@ -77,6 +87,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         capacity: args.capacity,
         only: args.only,
         timeout,
+        ca: args.ca,
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -116,7 +127,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let report = match result {
         Ok(report) => report,
         Err(
-            e @ (CheckError::UnknownCase(_) | CheckError::BadTarget(_) | CheckError::ZeroTimeout),
+            e @ (CheckError::UnknownCase(_)
+            | CheckError::BadTarget(_)
+            | CheckError::ZeroTimeout
+            | CheckError::Tls(_)
+            | CheckError::MixedTransports(_)
+            | CheckError::CaWithoutTls(_)),
         ) => return Err(UsageError(e.to_string()).into()),
         Err(e) => return Err(e.into()),
     };

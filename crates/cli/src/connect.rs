@@ -2,24 +2,30 @@
 //! client crates. Nothing else lives here.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use tcpchat_client::net::server_address;
+use tcpchat_client::net::Server;
 use tcpchat_client::{plain, Config, NAME_RULES};
 use tcpchat_proto::Username;
 
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// The server: HOST or HOST:PORT (port 5378 when left out), e.g. localhost,
-    /// chat.example.org:6000, [::1]:5378
+    /// The server: [tls://]HOST[:PORT] (port 5378 when left out, 5379 for tls://), e.g.
+    /// localhost, chat.example.org:6000, [::1]:5378, tls://chat.example.org
     #[arg(
-        value_name = "HOST[:PORT]",
+        value_name = "[tls://]HOST[:PORT]",
         env = "TCPCHAT_SERVER",
         default_value = "localhost:5378"
     )]
     server: String,
+
+    /// For tls://: trust the certificates in this PEM file (such as the cert.pem `tcpchat
+    /// cert` wrote) instead of the system's roots
+    #[arg(long, value_name = "FILE", env = "TCPCHAT_CA")]
+    ca: Option<PathBuf>,
 
     /// The name to chat as (1 to 32 bytes, no spaces, commas or control characters); the UI
     /// asks for one when it is missing, the plain mode reads it from the first input line
@@ -47,7 +53,9 @@ pub fn full_screen(args: &ConnectArgs) -> bool {
 /// # Errors
 /// When connecting or logging in is impossible in plain mode, or the terminal fails.
 pub fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    let server = server_address(&args.server).map_err(|e| crate::UsageError(e.to_string()))?;
+    // A CA file that cannot be read is a problem with the input, as a wrong address is.
+    let server = Server::new(&args.server, args.ca.as_deref())
+        .map_err(|e| crate::UsageError(e.to_string()))?;
     let plain = !full_screen(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -18,6 +18,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,7 +26,8 @@ use clap::Args;
 use serde::Deserialize;
 use tcpchat_redis::{ClusterConfig, NodeId, RedisHub};
 use tcpchat_server::limits::{parse_networks, CommandRate, IpNet, Rate};
-use tcpchat_server::{Config, Keepalive, Limits};
+use tcpchat_server::{Config, Keepalive, Limits, Listeners, MemoryHub};
+use tcpchat_tls::server::Reloadable;
 use tracing::{debug, info, warn};
 
 use crate::UsageError;
@@ -35,6 +37,12 @@ use crate::UsageError;
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     tcpchat_proto::DEFAULT_PORT,
+);
+
+/// Default TLS listen address, used when a certificate is given without `--tls-listen`.
+const DEFAULT_TLS_LISTEN: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    tcpchat_tls::DEFAULT_TLS_PORT,
 );
 
 /// Declares [`Settings`]: each field once, with its clap and serde attributes and the
@@ -77,9 +85,23 @@ macro_rules! settings {
 }
 
 settings! {
-    /// Address to listen on, e.g. 0.0.0.0:5378, 127.0.0.1:6000 or [::]:5378
+    /// Address to listen on, e.g. 0.0.0.0:5378, 127.0.0.1:6000 or [::]:5378; "off" for
+    /// TLS only
     #[arg(long, env = "TCPCHAT_LISTEN", value_name = "ADDR")]
     listen: Listen = |_c| DEFAULT_LISTEN;
+
+    /// Address to listen on for the protocol inside TLS, e.g. 0.0.0.0:5379; needs
+    /// --tls-cert and --tls-key
+    #[arg(long, env = "TCPCHAT_TLS_LISTEN", value_name = "ADDR")]
+    tls_listen: Listen = |_c| "off; 0.0.0.0:5379 when --tls-cert is given";
+
+    /// TLS certificate: PEM, the full chain (server certificate first); re-read on SIGHUP
+    #[arg(long, env = "TCPCHAT_TLS_CERT", value_name = "FILE")]
+    tls_cert: PathBuf = |_c| "none";
+
+    /// TLS private key of --tls-cert: PEM (PKCS#8, RSA or EC); re-read on SIGHUP
+    #[arg(long, env = "TCPCHAT_TLS_KEY", value_name = "FILE")]
+    tls_key: PathBuf = |_c| "none";
 
     /// Connections served at once, logged in or not; one more is answered BUSY and closed
     #[arg(long, env = "TCPCHAT_MAX_CLIENTS", value_name = "N")]
@@ -212,17 +234,20 @@ pub struct ServeArgs {
 }
 
 /// An address to listen on: an IP address and a port (no name: the server binds, it does
-/// not resolve).
+/// not resolve), or "off" (`None`).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(try_from = "String")]
-struct Listen(SocketAddr);
+struct Listen(Option<SocketAddr>);
 
 impl FromStr for Listen {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        s.trim().parse().map(Self).map_err(|e| {
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        s.trim().parse().map(|a| Self(Some(a))).map_err(|e| {
             format!(
-                "invalid listen address {s:?}: {e} (write IP:PORT, e.g. 0.0.0.0:5378 or [::]:5378)"
+                "invalid listen address {s:?}: {e} (write IP:PORT, e.g. 0.0.0.0:5378 or [::]:5378, or off)"
             )
         })
     }
@@ -460,10 +485,21 @@ fn resolve_limits(s: &Settings) -> Limits {
 /// Resolved settings: where to listen and how to serve.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Resolved {
-    pub listen: SocketAddr,
+    /// The plain listener; `None` with `--listen off`.
+    pub listen: Option<SocketAddr>,
+    /// The TLS listener and its files; `None` unless a certificate is given.
+    pub tls: Option<Tls>,
     pub config: Config,
     /// `Some` in cluster mode.
     pub cluster: Option<Cluster>,
+}
+
+/// Where to serve TLS and with which certificate and key.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Tls {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Cluster mode settings: which Redis, and this node's id.
@@ -540,8 +576,46 @@ impl ServeArgs {
             None => None,
         };
 
+        let listen = s.listen.map_or(Some(DEFAULT_LISTEN), |l| l.0);
+        let tls = match (s.tls_listen.map(|l| l.0), s.tls_cert, s.tls_key) {
+            (Some(None) | None, None, None) => None,
+            (Some(None), Some(_), _) | (Some(None), _, Some(_)) => {
+                return Err(usage(
+                    "tls-listen is off but a TLS certificate or key is given: drop --tls-cert and --tls-key, or give --tls-listen ADDR",
+                ))
+            }
+            (Some(Some(_)), None, _) => {
+                return Err(usage(
+                    "tls-listen needs a certificate: add --tls-cert FILE --tls-key FILE (try `tcpchat cert` for a self-signed one)",
+                ))
+            }
+            (_, Some(cert), None) => {
+                return Err(usage(format!(
+                    "tls-cert {} is given without its key: add --tls-key FILE",
+                    cert.display()
+                )))
+            }
+            (_, None, Some(key)) => {
+                return Err(usage(format!(
+                    "tls-key {} is given without its certificate: add --tls-cert FILE",
+                    key.display()
+                )))
+            }
+            (addr, Some(cert), Some(key)) => Some(Tls {
+                listen: addr.flatten().unwrap_or(DEFAULT_TLS_LISTEN),
+                cert,
+                key,
+            }),
+        };
+        if listen.is_none() && tls.is_none() {
+            return Err(usage(
+                "listen is off and no TLS listener is set: nothing to serve (give --listen ADDR, or --tls-cert and --tls-key)",
+            ));
+        }
+
         Ok(Resolved {
-            listen: s.listen.map_or(DEFAULT_LISTEN, |l| l.0),
+            listen,
+            tls,
             cluster,
             config,
         })
@@ -552,11 +626,27 @@ impl ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let Resolved {
         listen,
+        tls,
         config,
         cluster,
     } = args.resolve()?;
     // Every value in force, whichever source it came from: what an operator checks first.
-    debug!(%listen, ?config, cluster = cluster.as_ref().map(|c| c.url.as_str()), "settings");
+    let off = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    debug!(
+        listen = %off(listen),
+        tls_listen = %off(tls.as_ref().map(|t| t.listen)),
+        tls_cert = ?tls.as_ref().map(|t| &t.cert),
+        ?config,
+        cluster = cluster.as_ref().map(|c| c.url.as_str()),
+        "settings"
+    );
+    // Read before anything is bound: a wrong file is a usage error, said at once.
+    let certs = match &tls {
+        Some(t) => Some(Arc::new(
+            Reloadable::load(&t.cert, &t.key).map_err(|e| usage(e.to_string()))?,
+        )),
+        None => None,
+    };
     raise_fd_limit(config.max_clients);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -564,14 +654,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal();
-        let listener = tcpchat_server::bind(listen).map_err(|e| bind_error(listen, &e))?;
+        let mut listeners = Listeners::default();
+        if let Some(addr) = listen {
+            listeners.plain =
+                Some(tcpchat_server::bind(addr).map_err(|e| bind_error(addr, "--listen", &e))?);
+        }
+        if let (Some(t), Some(certs)) = (&tls, certs) {
+            let listener = tcpchat_server::bind(t.listen)
+                .map_err(|e| bind_error(t.listen, "--tls-listen", &e))?;
+            // Installed before "listening" is logged, like the shutdown signals: SIGHUP's
+            // default action would end the process.
+            reload_on_sighup(Arc::clone(&certs))?;
+            listeners.tls = Some((listener, certs));
+        }
         match cluster {
-            None => tcpchat_server::run(listener, config, shutdown).await?,
+            None => {
+                tcpchat_server::run_listeners(listeners, config, MemoryHub::new(), shutdown)
+                    .await?;
+            }
             Some(Cluster { url, node_id }) => {
                 let hub = RedisHub::start(ClusterConfig::new(url, node_id))
                     .await
                     .map_err(|e| usage(e.to_string()))?;
-                tcpchat_server::run_with_hub(listener, config, hub.clone(), shutdown).await?;
+                tcpchat_server::run_listeners(listeners, config, hub.clone(), shutdown).await?;
                 hub.leave().await;
             }
         }
@@ -579,12 +684,39 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn bind_error(addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+/// Re-reads the TLS certificate and key on every SIGHUP (what certbot's deploy hook or
+/// `systemctl reload` sends). New connections get the new certificate; established ones
+/// keep their session. A pair that does not load is logged and the old one stays.
+#[cfg(unix)]
+fn reload_on_sighup(certs: Arc<Reloadable>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let (cert, key) = (certs.cert_path().display(), certs.key_path().display());
+            match certs.reload() {
+                Ok(()) => info!(%cert, %key, "SIGHUP: TLS certificate and key reloaded"),
+                Err(e) => warn!(
+                    error = %e,
+                    "SIGHUP: TLS reload failed; the certificate in force stays"
+                ),
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(_certs: Arc<Reloadable>) -> anyhow::Result<()> {
+    Ok(())
+}
+
+fn bind_error(addr: SocketAddr, flag: &str, e: &std::io::Error) -> anyhow::Error {
     let hint = match e.kind() {
         std::io::ErrorKind::AddrInUse => {
             let mut next = addr;
             next.set_port(addr.port().wrapping_add(1));
-            format!(" (another server running? try --listen {next})")
+            format!(" (another server running? try {flag} {next})")
         }
         std::io::ErrorKind::AddrNotAvailable => {
             " (that address is not on this machine; try 0.0.0.0 or 127.0.0.1)".to_owned()
@@ -761,7 +893,7 @@ mod tests {
 
     /// Every setting but the cluster ones, as flags and as file lines, with values derived
     /// from `n` (so two calls differ in every one), and the `Config` they mean.
-    fn everything_set(listen: &str, n: u32) -> (Vec<String>, String, SocketAddr, Config) {
+    fn everything_set(listen: &str, n: u32) -> (Vec<String>, String, Option<SocketAddr>, Config) {
         let values = [
             ("listen", listen.to_owned()),
             ("max_clients", n.to_string()),
@@ -809,7 +941,7 @@ mod tests {
             shutdown_grace: Duration::from_millis(u64::from(n)),
             limits: limits_from(n),
         };
-        (flags, file, listen.parse().expect("addr"), config)
+        (flags, file, Some(listen.parse().expect("addr")), config)
     }
 
     #[test]
@@ -853,7 +985,10 @@ mod tests {
                 .and_then(|(_, rest)| rest.strip_suffix(']'))
                 .unwrap_or_else(|| panic!("--help of {id} shows no default: {help:?}"))
                 .to_owned();
-            if matches!(id, "cluster" | "node_id") {
+            if matches!(
+                id,
+                "cluster" | "node_id" | "tls_listen" | "tls_cert" | "tls_key"
+            ) {
                 described.push(shown);
                 continue;
             }
@@ -871,6 +1006,9 @@ mod tests {
         assert_eq!(
             described,
             [
+                "off; 0.0.0.0:5379 when --tls-cert is given",
+                "none",
+                "none",
                 "off, everything in this process",
                 "a random one, shown in the log"
             ]
@@ -878,7 +1016,7 @@ mod tests {
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         let s = resolve(&refs).expect("the shown defaults are valid");
         assert_eq!(s.config, Config::default(), "shown: {argv:?}");
-        assert_eq!(s.listen, DEFAULT_LISTEN);
+        assert_eq!(s.listen, Some(DEFAULT_LISTEN));
     }
 
     #[test]
@@ -904,7 +1042,7 @@ mod tests {
     #[test]
     fn defaults() {
         let s = resolve(&[]).expect("defaults are valid");
-        assert_eq!(s.listen, DEFAULT_LISTEN);
+        assert_eq!(s.listen, Some(DEFAULT_LISTEN));
         assert_eq!(s.config, Config::default());
     }
 
@@ -929,7 +1067,7 @@ mod tests {
             "0",
         ])
         .expect("valid flags");
-        assert_eq!(s.listen, "[::1]:6000".parse().expect("addr"));
+        assert_eq!(s.listen, Some("[::1]:6000".parse().expect("addr")));
         assert_eq!(s.config.max_clients, 5);
         assert_eq!(s.config.max_line_bytes, 100);
         assert_eq!(s.config.handshake_timeout, Duration::from_secs(2));
@@ -943,10 +1081,34 @@ mod tests {
     fn file_fills_what_flags_leave_unset() {
         let f = file("listen = \"127.0.0.1:7000\"\nmax_clients = 7\nkeepalive = \"20s\"\nkeepalive_probes = 2\n");
         let s = resolve(&["--config", &f.arg(), "--max-clients", "9"]).expect("valid");
-        assert_eq!(s.listen, "127.0.0.1:7000".parse().expect("addr"));
+        assert_eq!(s.listen, Some("127.0.0.1:7000".parse().expect("addr")));
         assert_eq!(s.config.max_clients, 9, "flag wins over file");
         let ka = s.config.keepalive.expect("keepalive on");
         assert_eq!((ka.idle, ka.probes), (Duration::from_secs(20), 2));
+    }
+
+    #[test]
+    fn tls_settings() {
+        assert_eq!(resolve(&[]).expect("valid").tls, None, "off by default");
+        let s = resolve(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).expect("valid");
+        let want = Tls {
+            listen: DEFAULT_TLS_LISTEN,
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+        };
+        assert_eq!(
+            s.tls.as_ref(),
+            Some(&want),
+            "the default TLS port with a cert"
+        );
+        assert_eq!(s.listen, Some(DEFAULT_LISTEN), "plain stays on beside TLS");
+        let f = file("listen = \"off\"\ntls_listen = \"127.0.0.1:7001\"\ntls_cert = \"file-c.pem\"\ntls_key = \"file-k.pem\"\n");
+        let s = resolve(&["--config", &f.arg(), "--tls-cert", "flag-c.pem"]).expect("valid");
+        assert_eq!(s.listen, None, "TLS only");
+        let tls = s.tls.expect("TLS from the file");
+        assert_eq!(tls.listen, "127.0.0.1:7001".parse().expect("addr"));
+        assert_eq!(tls.cert, PathBuf::from("flag-c.pem"), "flag wins over file");
+        assert_eq!(tls.key, PathBuf::from("file-k.pem"));
     }
 
     #[test]
@@ -1007,6 +1169,28 @@ mod tests {
                 "invalid duration \"soon\"",
             ),
             (vec!["--listen".into(), "localhost".into()], "listen"),
+            (vec!["--listen".into(), "off".into()], "nothing to serve"),
+            (
+                vec!["--tls-cert".into(), "c.pem".into()],
+                "given without its key",
+            ),
+            (
+                vec!["--tls-key".into(), "k.pem".into()],
+                "given without its certificate",
+            ),
+            (
+                vec!["--tls-listen".into(), "0.0.0.0:5379".into()],
+                "tls-listen needs a certificate",
+            ),
+            (
+                vec![
+                    "--tls-listen".into(),
+                    "off".into(),
+                    "--tls-cert".into(),
+                    "c.pem".into(),
+                ],
+                "tls-listen is off",
+            ),
             (
                 vec!["--cluster".into(), "127.0.0.1:6379".into()],
                 "invalid cluster address",

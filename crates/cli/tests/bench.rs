@@ -185,3 +185,52 @@ fn bad_target_exits_non_zero_with_a_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("connection refused"), "stderr: {stderr}");
 }
+
+/// The same run inside TLS (through testkit's TLS relay in front of the plain server), over
+/// worker processes: every message arrives; an untrusted certificate is one clear error.
+#[test]
+fn throughput_over_tls_through_workers() {
+    use tcpchat_testkit::{TestCa, TlsRelay};
+    let server = serve();
+    let ca = TestCa::new();
+    let relay = TlsRelay::start(server.1, &ca.leaf(&["localhost"]));
+    let dir = std::env::temp_dir().join(format!("tcpchat-bench-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca_file = ca.write(&dir, "ca.pem");
+    let target = format!("tls://localhost:{}", relay.addr.port());
+    let out = tcpchat()
+        .args(["bench", &target, "throughput", "-n", "12", "-w", "8"])
+        .args([
+            "-d",
+            "300ms",
+            "--clients-per-process",
+            "4",
+            "--json",
+            "--ca",
+        ])
+        .arg(&ca_file)
+        .output()
+        .expect("run bench");
+    let untrusted = tcpchat()
+        .args(["bench", &target, "connect", "-n", "2"])
+        .output()
+        .expect("run bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}\nstdout: {stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"tls://127.0.0.1:"), "{stdout}");
+    assert_eq!(json_number(&stdout, "processes"), 3);
+    assert_eq!(json_number(&stdout, "logged_in"), 12);
+    let sent = json_number(&stdout, "sent");
+    assert!(sent > 0);
+    assert_eq!(json_number(&stdout, "delivered"), sent);
+    assert_eq!(json_number(&stdout, "lost"), 0);
+
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(!untrusted.status.success(), "{stderr}");
+    assert!(stderr.contains("--ca cert.pem"), "{stderr}");
+}

@@ -7,58 +7,16 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use common::{tcpchat, Server, PATIENCE};
+use common::{assert_exit, run_to_end, tcpchat, text, Server};
 use serde_json::Value;
 use tcpchat_proto::{Reply, Username};
-
-/// Runs `cmd` to its end, failing the test if it outlives [`PATIENCE`].
-fn run(mut cmd: Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tcpchat");
-    let id = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(PATIENCE) {
-        Ok(output) => output.expect("wait for tcpchat"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &id.to_string()])
-                .status();
-            panic!(
-                "tcpchat {:?} did not finish within {PATIENCE:?}",
-                cmd.get_args()
-            );
-        }
-    }
-}
 
 fn check(args: &[&str]) -> Output {
     let mut cmd = tcpchat();
     cmd.arg("check").args(args);
-    run(cmd)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Asserts the exit code, showing both streams when it is not the one expected.
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "exit status; stdout:\n{}\nstderr:\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
+    run_to_end(cmd, Vec::new())
 }
 
 fn json(output: &Output) -> Value {

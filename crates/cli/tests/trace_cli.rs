@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use common::{tcpchat, PATIENCE};
+use common::{assert_exit, run_to_end, tcpchat, text};
 use serde_json::Value;
 
 /// A capture of three chat connections (`crates/trace/tests/captures`).
@@ -21,45 +20,7 @@ const SESSION: &str = concat!(
 fn trace(args: &[&str], stdin: Vec<u8>) -> Output {
     let mut cmd = tcpchat();
     cmd.arg("trace").args(args).args(["--color", "never"]);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tcpchat");
-    let mut input = child.stdin.take().expect("piped stdin");
-    // A write error means tcpchat stopped reading, which the exit status then shows.
-    std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let id = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(PATIENCE) {
-        Ok(output) => output.expect("wait for tcpchat"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &id.to_string()])
-                .status();
-            panic!("tcpchat trace {args:?} did not finish within {PATIENCE:?}");
-        }
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "exit status; stdout:\n{}\nstderr:\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
+    run_to_end(cmd, stdin)
 }
 
 fn session() -> Vec<u8> {

@@ -1,5 +1,12 @@
 //! The tokio side of the client: one TCP connection at a time, driven by [`Effect`]s.
 //!
+//! The connection is plain TCP or TLS as the [`Server`] says (`tls://HOST`): opening it
+//! includes the handshake, and a refused certificate is a failed connect whose reason is
+//! [`tcpchat_tls::client::explain`]'s sentence. The session backs off as for any failed
+//! connect (doubling up to its maximum, 30 s in the UI) rather than stopping: a certificate
+//! the server's owner renews starts working without restarting the client, and the plain
+//! mode, for scripts, gives up at the first failure anyway.
+//!
 //! [`Link`] opens the connection when the machine says [`Effect::Connect`], writes each
 //! [`Effect::Send`], closes on [`Effect::Disconnect`], and hands back what happened on the
 //! socket as [`NetEvent`]s for [`feed`] to pass to the machine. Each connection is numbered,
@@ -12,9 +19,13 @@
 //! unanswered ([`crate::MAX_PENDING_REQUESTS`]); a connection whose queue is full anyway is
 //! not being written at all, and is dropped as stuck.
 
+use std::fmt;
 use std::io;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use tcpchat_proto::ServerAddress;
+use tcpchat_tls::client::{Connector, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -22,7 +33,8 @@ use tokio::task::JoinHandle;
 
 use crate::{Client, Effect, MAX_PENDING_REQUESTS};
 
-/// How long opening a connection may take before it counts as failed.
+/// How long opening a connection (with its TLS handshake) may take before it counts as
+/// failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const READ_BUFFER_BYTES: usize = 8 * 1024;
@@ -43,10 +55,66 @@ pub enum NetEvent {
     Closed(String),
 }
 
+/// The server to connect to: its address, and for `tls://` whom to trust.
+#[derive(Debug, Clone)]
+pub struct Server {
+    address: ServerAddress,
+    tls: Option<Connector>,
+}
+
+/// Why a server argument cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Address(#[from] tcpchat_proto::AddressError),
+    #[error(transparent)]
+    Tls(#[from] tcpchat_tls::client::ConfigError),
+    #[error("--ca is for TLS servers: write the address as tls://{0}")]
+    CaWithoutTls(String),
+}
+
+impl Server {
+    /// The server `arg` names (`[tls://]HOST[:PORT]`, see [`ServerAddress::parse`]); for
+    /// `tls://`, trusting the certificates in `ca` when given, the system's roots otherwise.
+    ///
+    /// # Errors
+    /// [`ServerError`]: the address is invalid, the CA file cannot be used, or a CA file is
+    /// given for a plain-text address (where it would silently do nothing).
+    pub fn new(arg: &str, ca: Option<&Path>) -> Result<Self, ServerError> {
+        let address = ServerAddress::parse(arg)?;
+        let tls = match (address.is_tls(), ca) {
+            (true, ca) => Some(Connector::new(ca)?),
+            (false, None) => None,
+            (false, Some(_)) => return Err(ServerError::CaWithoutTls(address.to_string())),
+        };
+        Ok(Self { address, tls })
+    }
+
+    /// A plain-text server at `host:port`, for tests.
+    ///
+    /// # Errors
+    /// When `arg` is not `HOST[:PORT]`.
+    pub fn plain(arg: &str) -> Result<Self, ServerError> {
+        Self::new(arg, None)
+    }
+
+    /// The address, with its scheme.
+    pub fn address(&self) -> &ServerAddress {
+        &self.address
+    }
+}
+
+/// `host:port`, or `tls://host:port`.
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.address.fmt(f)
+    }
+}
+
 /// At most one connection to the server, opened and closed on the machine's say-so.
 #[derive(Debug)]
 pub struct Link {
-    server: String,
+    server: Server,
     generation: u64,
     writer: Option<mpsc::Sender<Vec<u8>>>,
     task: Option<JoinHandle<()>>,
@@ -58,11 +126,11 @@ pub struct Link {
 }
 
 impl Link {
-    /// A link to `server` (`host:port`), not connected yet.
-    pub fn new(server: impl Into<String>) -> Self {
+    /// A link to `server`, not connected yet.
+    pub fn new(server: Server) -> Self {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         Self {
-            server: server.into(),
+            server,
             generation: 0,
             writer: None,
             task: None,
@@ -73,7 +141,7 @@ impl Link {
     }
 
     /// The server this link connects to.
-    pub fn server(&self) -> &str {
+    pub fn server(&self) -> &Server {
         &self.server
     }
 
@@ -175,17 +243,8 @@ pub async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// `HOST[:PORT]` as given on the command line, as `host:port` with the protocol's port
-/// added when missing. IPv6 addresses may be bracketed (`[::1]:5378`) or bare (`::1`).
-///
-/// # Errors
-/// The text is not `HOST[:PORT]` (see [`tcpchat_proto::HostPort`]).
-pub fn server_address(arg: &str) -> Result<String, tcpchat_proto::AddressError> {
-    tcpchat_proto::HostPort::parse(arg).map(|a| a.to_string())
-}
-
 async fn connection(
-    server: String,
+    server: Server,
     generation: u64,
     mut lines: mpsc::Receiver<Vec<u8>>,
     events: mpsc::Sender<(u64, NetEvent)>,
@@ -198,21 +257,21 @@ async fn connection(
             let _ = events.send((generation, event)).await;
         }
     };
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&server)).await {
+    let server_name = server.to_string();
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, open(&server)).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => return send(NetEvent::ConnectFailed(describe(&err, &server))).await,
+        Ok(Err(why)) => return send(NetEvent::ConnectFailed(why)).await,
         Err(_) => {
             return send(NetEvent::ConnectFailed(format!(
-                "{server} did not answer within {}s",
+                "{server_name} did not answer within {}s",
                 CONNECT_TIMEOUT.as_secs()
             )))
             .await
         }
     };
-    // Chat lines are small and interactive; waiting to coalesce them only adds latency.
-    let _ = stream.set_nodelay(true);
     send(NetEvent::Connected).await;
-    let (mut reader, mut writer) = stream.into_split();
+    let server = server_name;
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = vec![0; READ_BUFFER_BYTES];
     let mut batch = Vec::new();
     loop {
@@ -238,6 +297,22 @@ async fn connection(
             }
         }
     }
+}
+
+/// Opens the TCP connection and, for `tls://`, runs the handshake; a failure in words.
+async fn open(server: &Server) -> Result<Stream, String> {
+    let name = server.to_string();
+    let tcp = TcpStream::connect(server.address.host_port().to_string())
+        .await
+        .map_err(|err| describe(&err, &name))?;
+    // Chat lines are small and interactive; waiting to coalesce them only adds latency.
+    let _ = tcp.set_nodelay(true);
+    Stream::open(tcp, server.address.host(), server.tls.as_ref())
+        .await
+        .map_err(|err| match err {
+            tcpchat_tls::client::HandshakeError::Io(err) => describe(&err, &name),
+            other => other.to_string(),
+        })
 }
 
 /// An I/O error in words, with a hint where there is an obvious one.
@@ -273,7 +348,7 @@ mod tests {
             std::future::pending::<()>().await;
             drop(socket);
         });
-        let mut link = Link::new(addr.to_string());
+        let mut link = Link::new(Server::plain(&addr.to_string()).expect("an address"));
         link.apply(vec![Effect::Connect]);
         let first = tokio::time::timeout(PATIENCE, link.next()).await;
         assert_eq!(first, Ok(NetEvent::Connected));
@@ -307,11 +382,16 @@ mod tests {
             ("[::1]:7", "[::1]:7"),
         ];
         // Refused here rather than passed on to fail as a connection error.
-        for arg in ["localhost:port", "[::1", ""] {
-            assert!(server_address(arg).is_err(), "argument {arg:?}");
+        for arg in ["localhost:port", "[::1", "", "ssl://localhost"] {
+            assert!(Server::plain(arg).is_err(), "argument {arg:?}");
         }
         for (arg, want) in cases {
-            assert_eq!(server_address(arg).as_deref(), Ok(want), "argument {arg:?}");
+            let got = Server::plain(arg).map(|s| s.to_string());
+            assert_eq!(got.ok().as_deref(), Some(want), "argument {arg:?}");
         }
+        let tls = Server::new("tls://localhost", None).expect("system roots");
+        assert_eq!(tls.to_string(), "tls://localhost:5379");
+        let err = Server::new("localhost", Some(Path::new("ca.pem"))).expect_err("--ca, plain");
+        assert!(err.to_string().contains("tls://localhost:5378"), "{err}");
     }
 }

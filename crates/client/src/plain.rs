@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::net::{self, Link};
+use crate::net::{self, Link, Server};
 use crate::{Client, Config, Effect, Event, LoginError, HELP};
 
 /// Input lines read ahead of the client; the reading thread waits when they are not taken.
@@ -64,7 +64,7 @@ pub fn stdin_lines() -> mpsc::Receiver<String> {
     rx
 }
 
-/// Runs a session with `server` (`host:port`): commands from `input` (closed = end of input),
+/// Runs a session with `server`: commands from `input` (closed = end of input),
 /// events to `output`, until `/quit`, the end of the input, or a login failure.
 ///
 /// # Errors
@@ -72,19 +72,20 @@ pub fn stdin_lines() -> mpsc::Receiver<String> {
 /// losses are retried); [`PlainError::Output`] when `output` fails, except for a broken pipe,
 /// which ends the session quietly (the reader went away).
 pub async fn run(
-    server: &str,
+    server: &Server,
     config: Config,
     mut input: mpsc::Receiver<String>,
     output: &mut impl Write,
 ) -> Result<(), PlainError> {
     let mut client = Client::new(config);
-    let mut link = Link::new(server);
+    let mut link = Link::new(server.clone());
+    let server = server.to_string();
     let mut input_open = true;
     let mut effects = client.start(Instant::now());
     loop {
         for effect in link.apply(effects) {
             match effect {
-                Effect::Show(event) => match show(output, server, &event) {
+                Effect::Show(event) => match show(output, &server, &event) {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
                     Err(err) => return Err(PlainError::Output(err)),

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tcpchat_client::net;
 use tcpchat_client::plain::{self, PlainError};
 use tcpchat_client::{Config, LoginError};
 use tcpchat_proto::Username;
@@ -102,7 +103,7 @@ impl Plain {
     fn with_config(addr: SocketAddr, config: Config) -> Self {
         let (input, input_rx) = mpsc::channel(plain::INPUT_QUEUE_LINES);
         let (lines, output) = mpsc::unbounded_channel();
-        let server = addr.to_string();
+        let server = net::Server::plain(&addr.to_string()).expect("an address");
         let task = tokio::spawn(async move {
             let mut out = LineWriter {
                 partial: Vec::new(),

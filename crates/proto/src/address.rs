@@ -1,4 +1,7 @@
-//! `HOST[:PORT]`, the way every tool names a server on its command line.
+//! `[tls://]HOST[:PORT]`, the way every tool names a server on its command line.
+//!
+//! [`ServerAddress`] reads the scheme (`tls://`, or `tcp://` / none for plain text) and
+//! picks the default port by it; [`HostPort`] reads the rest.
 //!
 //! Text in, host and port out, nothing else: resolving the host is the caller's job (and
 //! its I/O), so this stays testable without a network and the same in every tool. Accepted:
@@ -11,7 +14,10 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 /// Why a `HOST[:PORT]` text was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid server address {text:?}: {reason} (expected HOST, HOST:PORT or [IPv6]:PORT)")]
+#[error(
+    "invalid server address {text:?}: {reason} (expected [tls://]HOST, [tls://]HOST:PORT or \
+     [tls://][IPv6]:PORT)"
+)]
 pub struct AddressError {
     text: String,
     reason: &'static str,
@@ -120,6 +126,107 @@ impl fmt::Display for HostPort {
     }
 }
 
+/// How the bytes travel: as they are, or inside TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP (no scheme, or `tcp://`).
+    Plain,
+    /// TLS over TCP (`tls://`).
+    Tls,
+}
+
+/// A server as a tool's argument names it: a [`Transport`] and a [`HostPort`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddress {
+    transport: Transport,
+    host_port: HostPort,
+}
+
+impl ServerAddress {
+    /// Parses `[tls://|tcp://]HOST[:PORT]`: the port defaults to [`crate::DEFAULT_PORT`] for
+    /// plain text and to [`crate::DEFAULT_TLS_PORT`] for `tls://`.
+    ///
+    /// # Errors
+    /// [`AddressError`] for a scheme other than `tls://` or `tcp://`, and as
+    /// [`HostPort::parse`] for the rest.
+    pub fn parse(text: &str) -> Result<Self, AddressError> {
+        Self::parse_with_defaults(text, crate::DEFAULT_PORT, crate::DEFAULT_TLS_PORT)
+    }
+
+    /// As [`ServerAddress::parse`], with the caller's default ports (for tools that speak
+    /// other protocols too, such as IRC's 6667 and 6697).
+    ///
+    /// # Errors
+    /// As [`ServerAddress::parse`].
+    pub fn parse_with_defaults(
+        text: &str,
+        plain_port: u16,
+        tls_port: u16,
+    ) -> Result<Self, AddressError> {
+        let (transport, rest) = match text.split_once("://") {
+            None => (Transport::Plain, text),
+            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+                "tls" => (Transport::Tls, rest),
+                "tcp" => (Transport::Plain, rest),
+                _ => {
+                    return Err(AddressError {
+                        text: text.to_owned(),
+                        reason: "unknown scheme; tls:// for TLS, tcp:// or none for plain text",
+                    })
+                }
+            },
+        };
+        let default_port = match transport {
+            Transport::Plain => plain_port,
+            Transport::Tls => tls_port,
+        };
+        let host_port =
+            HostPort::parse_with_default(rest, default_port).map_err(|e| AddressError {
+                text: text.to_owned(),
+                reason: e.reason,
+            })?;
+        Ok(Self {
+            transport,
+            host_port,
+        })
+    }
+
+    /// Plain text or TLS.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// True for `tls://`.
+    pub fn is_tls(&self) -> bool {
+        self.transport == Transport::Tls
+    }
+
+    /// The host and port.
+    pub fn host_port(&self) -> &HostPort {
+        &self.host_port
+    }
+
+    /// The host, as [`HostPort::host`]: also the name a TLS certificate must be valid for.
+    pub fn host(&self) -> &str {
+        self.host_port.host()
+    }
+
+    /// The port, given or default.
+    pub fn port(&self) -> u16 {
+        self.host_port.port()
+    }
+}
+
+/// `tls://host:port` for TLS, `host:port` for plain text (as before schemes existed).
+impl fmt::Display for ServerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.transport {
+            Transport::Plain => write!(f, "{}", self.host_port),
+            Transport::Tls => write!(f, "tls://{}", self.host_port),
+        }
+    }
+}
+
 /// Digits only: `u16::from_str` would also take a leading `+`.
 fn parse_port(text: &str) -> Option<u16> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -208,5 +315,81 @@ mod tests {
                 .port(),
             6667
         );
+    }
+
+    #[test]
+    fn schemes_pick_the_transport_and_the_default_port() {
+        let ok: &[(&str, Transport, &str, u16, &str)] = &[
+            (
+                "localhost",
+                Transport::Plain,
+                "localhost",
+                5378,
+                "localhost:5378",
+            ),
+            (
+                "tcp://localhost",
+                Transport::Plain,
+                "localhost",
+                5378,
+                "localhost:5378",
+            ),
+            (
+                "tls://localhost",
+                Transport::Tls,
+                "localhost",
+                5379,
+                "tls://localhost:5379",
+            ),
+            (
+                "TLS://localhost:7",
+                Transport::Tls,
+                "localhost",
+                7,
+                "tls://localhost:7",
+            ),
+            (
+                "tls://127.0.0.1",
+                Transport::Tls,
+                "127.0.0.1",
+                5379,
+                "tls://127.0.0.1:5379",
+            ),
+            (
+                "tls://[::1]",
+                Transport::Tls,
+                "::1",
+                5379,
+                "tls://[::1]:5379",
+            ),
+            ("tls://::1", Transport::Tls, "::1", 5379, "tls://[::1]:5379"),
+            ("tcp://[::1]:9", Transport::Plain, "::1", 9, "[::1]:9"),
+        ];
+        for (text, transport, host, port, shown) in ok {
+            let got = ServerAddress::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(
+                (got.transport(), got.host(), got.port()),
+                (*transport, *host, *port),
+                "{text:?}"
+            );
+            assert_eq!(got.to_string(), *shown, "{text:?} displayed");
+            // What it displays parses back to itself.
+            assert_eq!(ServerAddress::parse(shown).as_ref(), Ok(&got), "{shown:?}");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("ssl://localhost", "unknown scheme"),
+            ("http://localhost", "unknown scheme"),
+            ("://localhost", "unknown scheme"),
+            ("tls://", "no host"),
+            ("tls://host:x", "not a number"),
+            ("tls://tls://host", "not a number"),
+        ];
+        for (text, reason) in bad {
+            let err = ServerAddress::parse(text).expect_err(text).to_string();
+            assert!(err.contains(reason), "{text:?}: {err:?} lacks {reason:?}");
+            assert!(err.contains(&format!("{text:?}")), "{err:?} names the text");
+        }
+        let irc = ServerAddress::parse_with_defaults("tls://irc.example.org", 6667, 6697);
+        assert_eq!(irc.map(|a| a.port()), Ok(6697));
     }
 }

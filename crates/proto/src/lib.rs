@@ -3,7 +3,7 @@
 //! This crate is the single place where the protocol's strings (`HELLO-FROM`, `SEND-OK`, ...)
 //! are spelled, where lines are cut from a byte stream ([`Framer`]), where lines become typed
 //! values ([`Request`], [`Reply`]) and back, where names are validated ([`Username`]), and where
-//! a tool's `HOST[:PORT]` argument is read ([`HostPort`]).
+//! a tool's `[tls://]HOST[:PORT]` argument is read ([`ServerAddress`], [`HostPort`]).
 //! Everything that speaks the protocol (server, client, checker, trace analyzer, load
 //! generator) goes through it.
 //!
@@ -17,13 +17,18 @@ mod framer;
 mod message;
 mod name;
 
-pub use address::{AddressError, HostPort};
+pub use address::{AddressError, HostPort, ServerAddress, Transport};
 pub use framer::{FrameError, Framer, OVERLONG_HEAD_BYTES};
 pub use message::{Command, Reply, ReplyError, Request, RequestError};
 pub use name::{NameError, Username, MAX_NAME_BYTES};
 
 /// The TCP port the public course server used; existing clients default to it.
 pub const DEFAULT_PORT: u16 = 5378;
+
+/// The port `tls://HOST` defaults to and `tcpchat serve --tls-listen` suggests: the plain port
+/// plus one, so the pair is easy to remember and to open in a firewall together. Spelled once,
+/// here, for every tool.
+pub const DEFAULT_TLS_PORT: u16 = DEFAULT_PORT + 1;
 
 /// Default longest line, in bytes, not counting the terminating `\n` (a `\r` before it counts).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 4096;

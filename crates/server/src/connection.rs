@@ -32,8 +32,7 @@ use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 use tcpchat_proto::{FrameError, Framer, Reply};
-use tokio::io::{AsyncWriteExt, Interest};
-use tokio::net::TcpStream;
+use tokio::io::Interest;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
@@ -44,6 +43,7 @@ use crate::hub::Hub;
 use crate::limits::{Admit, TokenBucket};
 use crate::outbox::{Outbox, PushError};
 use crate::session::{Session, Step, Timeout};
+use crate::transport::Transport;
 
 /// What every connection task shares: the hub and the settings. Owned here, where it is
 /// used; the listener builds it once and hands each task an `Arc`.
@@ -87,7 +87,7 @@ enum End {
 /// into the [`Connection`] before the future exists, so the task does not also carry the
 /// arguments (an `async fn` keeps them in its state beside the values built from them).
 pub(crate) fn serve<H: Hub>(
-    stream: TcpStream,
+    stream: Transport,
     peer: SocketAddr,
     id: u64,
     shared: Arc<Shared<H>>,
@@ -98,7 +98,7 @@ pub(crate) fn serve<H: Hub>(
     // subscriber, too much for 10,000 idle clients. Events that matter at info and warn carry
     // `peer` themselves.
     let span = tracing::debug_span!("conn", %peer, id);
-    configure_socket(&stream, &shared.config);
+    configure_socket(stream.tcp(), &shared.config);
     let config = &shared.config;
     let framer = Framer::new(config.max_line_bytes);
     let grace = config.shutdown_grace;
@@ -145,7 +145,7 @@ pub(crate) fn serve<H: Hub>(
     .instrument(span)
 }
 
-fn configure_socket(stream: &TcpStream, config: &Config) {
+fn configure_socket(stream: &tokio::net::TcpStream, config: &Config) {
     // Replies are batched by the outbox; Nagle would only add latency on top.
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "cannot set TCP_NODELAY");
@@ -167,7 +167,8 @@ fn configure_socket(stream: &TcpStream, config: &Config) {
 }
 
 struct Connection<H: Hub> {
-    stream: TcpStream,
+    /// Plain TCP or TLS; the loop below is the same for both (see `transport`).
+    stream: Transport,
     outbox: Arc<Outbox>,
     session: Session,
     lease: Option<H::Lease>,
@@ -513,6 +514,11 @@ impl<H: Hub> Connection<H> {
     /// Writes as much as the socket takes without waiting: the pending batch, then whatever
     /// the outbox has gathered since.
     fn flush_ready(&mut self) -> Flow {
+        // TLS records the socket refused last time (handshake messages included) go first.
+        if let Err(e) = self.stream.try_flush() {
+            debug!(error = %e, "write failed");
+            return Err(End::Error);
+        }
         loop {
             if self.pending.is_empty() {
                 let (batch, refusing) = self.outbox.take();

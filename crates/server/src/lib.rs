@@ -21,9 +21,10 @@ pub mod limits;
 mod listener;
 mod outbox;
 pub mod session;
+mod transport;
 
 pub use config::{Config, ConfigError, Keepalive, MAX_LINE_LIMIT_BYTES};
 pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster};
 pub use limits::Limits;
-pub use listener::{bind, run, run_with_hub, LISTEN_BACKLOG};
+pub use listener::{bind, run, run_listeners, run_with_hub, Listeners, LISTEN_BACKLOG};
 pub use outbox::{Outbox, PushError};

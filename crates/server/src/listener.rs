@@ -1,5 +1,9 @@
 //! The accept loop: admission control (the client limit, then the per-address limits of
 //! [`crate::admission`]), accept-error back-off, graceful shutdown.
+//!
+//! One loop accepts on both listeners, the plain one and the TLS one ([`Listeners`]), so
+//! they share one `--max-clients` semaphore, one set of abuse limits and one hub: a user on
+//! either sees the users on both, and the server's capacity is one number.
 
 use std::future::Future;
 use std::io;
@@ -18,6 +22,7 @@ use crate::admission::Admission;
 use crate::config::Config;
 use crate::connection::{self, Shared};
 use crate::hub::{Hub, MemoryHub};
+use crate::transport::Transport;
 
 /// First pause after a failed `accept`; doubled on each failure in a row.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -57,13 +62,71 @@ pub async fn run_with_hub<H: Hub>(
     hub: H,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    run_listeners(Listeners::plain(listener), config, hub, shutdown).await
+}
+
+/// What the server accepts on: a plain listener, a TLS one, or both. Connections from
+/// both share one `max_clients` and one hub.
+#[derive(Default)]
+pub struct Listeners {
+    /// The classic protocol in plain TCP.
+    pub plain: Option<TcpListener>,
+    /// The same protocol inside TLS, with the certificate each new connection is offered.
+    /// A [`tcpchat_tls::server::Reloadable`] so the caller can reload it (on SIGHUP)
+    /// while the server runs.
+    pub tls: Option<(TcpListener, Arc<tcpchat_tls::server::Reloadable>)>,
+}
+
+impl Listeners {
+    /// Only a plain listener.
+    pub fn plain(listener: TcpListener) -> Self {
+        Self {
+            plain: Some(listener),
+            tls: None,
+        }
+    }
+}
+
+/// Accepts on `l`, or never if there is none.
+async fn accept_on(l: Option<&TcpListener>) -> io::Result<(TcpStream, std::net::SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Like [`run_with_hub`], on a plain listener, a TLS listener or both.
+///
+/// # Errors
+/// As [`run`]; also [`io::ErrorKind::InvalidInput`] if `listeners` has neither.
+pub async fn run_listeners<H: Hub>(
+    listeners: Listeners,
+    config: Config,
+    hub: H,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     // Checked here too, not only by the binary, so no caller can start a server that nobody
     // can log in to or that drops every connection at its first line.
     config
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let addr = listener.local_addr()?;
-    info!(%addr, max_clients = config.max_clients, "listening");
+    let Listeners { plain, tls } = listeners;
+    if plain.is_none() && tls.is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no listener: give a plain or a TLS one",
+        ));
+    }
+    if let Some(listener) = &plain {
+        let addr = listener.local_addr()?;
+        info!(%addr, max_clients = config.max_clients, "listening");
+    }
+    if let Some((listener, _)) = &tls {
+        // "listening tls addr=": distinct from the plain line, which tests and scripts
+        // find by "listening addr=".
+        let addr = listener.local_addr()?;
+        info!(%addr, max_clients = config.max_clients, tls = true, "listening tls");
+    }
     let grace = config.shutdown_grace;
     let slots = Arc::new(Semaphore::new(config.max_clients));
     let busy_slots = Arc::new(Semaphore::new(BUSY_LINGER_MAX));
@@ -80,9 +143,10 @@ pub async fn run_with_hub<H: Hub>(
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut next_id: u64 = 0;
     loop {
-        let accepted = tokio::select! {
+        let (accepted, on_tls) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
+            accepted = accept_on(plain.as_ref()) => (accepted, false),
+            accepted = accept_on(tls.as_ref().map(|(l, _)| l)) => (accepted, true),
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -91,14 +155,26 @@ pub async fn run_with_hub<H: Hub>(
                 let admitted = match Arc::clone(&slots).try_acquire_owned() {
                     Ok(permit) => admit(&shared.admission, peer, permit),
                     Err(_) => {
-                        debug!(%peer, "server full; answering BUSY");
+                        debug!(%peer, "server full");
                         None
                     }
                 };
                 match admitted {
                     Some(slot) => {
+                        let transport = match (&tls, on_tls) {
+                            (Some((_, certs)), true) => {
+                                match Transport::tls(stream, certs.current()) {
+                                    Ok(t) => t,
+                                    Err(e) => {
+                                        warn!(%peer, error = %e, "cannot start a TLS session");
+                                        continue;
+                                    }
+                                }
+                            }
+                            _ => Transport::plain(stream),
+                        };
                         tracker.spawn(connection::serve(
-                            stream,
+                            transport,
                             peer,
                             next_id,
                             Arc::clone(&shared),
@@ -106,7 +182,11 @@ pub async fn run_with_hub<H: Hub>(
                             cancel.clone(),
                         ));
                     }
+                    // A plain-text BUSY would be garbage inside a TLS handshake, and a
+                    // handshake just to refuse costs the CPU a full server lacks: close.
+                    None if on_tls => debug!(%peer, "refused; closing a TLS connection"),
                     None => {
+                        debug!(%peer, "answering BUSY");
                         match Arc::clone(&busy_slots).try_acquire_owned() {
                             Ok(permit) => {
                                 tracker.spawn(reject_busy(stream, permit, cancel.clone()));
@@ -133,7 +213,7 @@ pub async fn run_with_hub<H: Hub>(
     }
 
     info!(connections = tracker.len(), "shutting down");
-    drop(listener);
+    drop((plain, tls));
     cancel.cancel();
     tracker.close();
     // Each connection flushes within `grace`; the extra second covers the close itself.

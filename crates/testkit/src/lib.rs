@@ -6,7 +6,9 @@
 //! - [`Process`], [`Redis`], [`Node`], [`Haproxy`]: real programs (`redis-server`, `tcpchat
 //!   serve --cluster`, `haproxy`) started on free ports and killed when dropped;
 //! - [`CutProxy`]: a TCP relay whose link can be cut and healed, for a network partition
-//!   between one node and Redis.
+//!   between one node and Redis;
+//! - [`TlsRelay`], [`TestCa`]: a TLS-terminating relay in front of a plain server, and
+//!   certificates made for a test (any names, any validity), for the clients' TLS tests.
 //!
 //! It is a crate of its own so the two test suites share one copy of these helpers instead of
 //! two drifting ones. It is a dev-dependency only: nothing here ships in the binary, and its
@@ -20,6 +22,7 @@ mod process;
 mod proxy;
 mod redis;
 mod server;
+mod tls;
 
 use std::time::Duration;
 
@@ -29,6 +32,7 @@ pub use process::{free_port, require, tcpchat_bin, Process};
 pub use proxy::CutProxy;
 pub use redis::Redis;
 pub use server::Server;
+pub use tls::{server_config, Leaf, TestCa, TlsRelay};
 
 /// How long any single expectation may wait. Generous: it bounds a hang on a slow shared
 /// machine; it does not measure anything.

@@ -10,13 +10,14 @@
 //! default) also needs cmake, and it covers every cipher suite TLS 1.2 and 1.3 clients offer
 //! today. Only TLS 1.3 and 1.2 are enabled.
 
+pub mod client;
+pub mod server;
+
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 
-/// The port `tcpchat serve --tls-listen` suggests and `tls://HOST` defaults to: the plain
-/// port plus one, so the pair is easy to remember and to open in a firewall together.
-pub const DEFAULT_TLS_PORT: u16 = 5379;
+pub use tcpchat_proto::DEFAULT_TLS_PORT;
 
 /// The protocol versions tcpchat speaks: TLS 1.3 and TLS 1.2, nothing older.
 pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =

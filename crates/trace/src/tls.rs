@@ -15,9 +15,9 @@
 
 use serde::Serialize;
 
-/// The TLS port `tcpchat serve --tls-listen` is planned to default to (the chat port + 1);
-/// `trace` shows its connections like the chat port's.
-pub const DEFAULT_TLS_PORT: u16 = tcpchat_proto::DEFAULT_PORT + 1;
+/// The TLS port (`tcpchat_proto::DEFAULT_TLS_PORT`, the chat port + 1); `trace` shows its
+/// connections like the chat port's.
+pub const DEFAULT_TLS_PORT: u16 = tcpchat_proto::DEFAULT_TLS_PORT;
 
 /// Handshake bytes held while waiting for a hello to be complete. A real ClientHello is a few
 /// hundred bytes (under 2 KiB with a post-quantum key share); this is generous and bounded.

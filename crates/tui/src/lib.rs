@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crossterm::event::{Event as TermEvent, EventStream, KeyEventKind};
 use futures_util::StreamExt;
 use ratatui::DefaultTerminal;
-use tcpchat_client::net::{self, Link};
+use tcpchat_client::net::{self, Link, Server};
 use tcpchat_client::{Config, LoginError};
 
 pub use app::{App, Clock};
@@ -34,12 +34,12 @@ pub enum TuiError {
     Login(#[from] LoginError),
 }
 
-/// Runs the full-screen client against `server` (`host:port`) until the user quits.
+/// Runs the full-screen client against `server` until the user quits.
 ///
 /// # Errors
 /// [`TuiError::Terminal`] when the terminal cannot be set up, drawn to or read from.
 /// [`TuiError::Login`] only for a session that is not [`Config::interactive`].
-pub async fn run(server: &str, config: Config) -> Result<(), TuiError> {
+pub async fn run(server: &Server, config: Config) -> Result<(), TuiError> {
     let mut terminal = match ratatui::try_init() {
         Ok(terminal) => terminal,
         Err(err) => {
@@ -55,11 +55,11 @@ pub async fn run(server: &str, config: Config) -> Result<(), TuiError> {
 
 async fn event_loop(
     terminal: &mut DefaultTerminal,
-    server: &str,
+    server: &Server,
     config: Config,
 ) -> Result<(), TuiError> {
-    let mut app = App::new(server, config, Clock::local());
-    let mut link = Link::new(server);
+    let mut app = App::new(server.to_string(), config, Clock::local());
+    let mut link = Link::new(server.clone());
     let mut keys = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut terminate = terminate_signal();

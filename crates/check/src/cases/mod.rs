@@ -303,6 +303,8 @@ pub fn find(name: &str) -> Option<&'static Case> {
 pub(crate) struct Ctx {
     /// Where connections go, in turn (one address, or the nodes of a cluster).
     nodes: Vec<SocketAddr>,
+    /// For `tls://`: the connector, and the host name to verify for each node.
+    tls: Option<(tcpchat_tls::client::Connector, Vec<String>)>,
     /// How long to wait for any one reply.
     pub(crate) timeout: Duration,
     /// The server's client limit, if the user told us.
@@ -320,6 +322,7 @@ impl Ctx {
     pub(crate) fn new(addr: SocketAddr, timeout: Duration, capacity: Option<usize>) -> Self {
         Self {
             nodes: vec![addr],
+            tls: None,
             timeout,
             capacity,
             run_tag: run_tag(),
@@ -334,6 +337,18 @@ impl Ctx {
     pub(crate) fn spread_over(&mut self, nodes: Vec<SocketAddr>) {
         if !nodes.is_empty() {
             self.nodes = nodes;
+        }
+    }
+
+    /// Opens every connection inside TLS with `connector`, verifying the server as
+    /// `hosts[i]` for the node `i` (the names the nodes were given by).
+    pub(crate) fn use_tls(
+        &mut self,
+        connector: tcpchat_tls::client::Connector,
+        hosts: Vec<String>,
+    ) {
+        if !hosts.is_empty() {
+            self.tls = Some((connector, hosts));
         }
     }
 
@@ -371,10 +386,16 @@ impl Ctx {
         recv_buffer: Option<u32>,
     ) -> Result<Client, Failure> {
         let label = label(self.clients_opened);
-        let addr = self.nodes[self.clients_opened % self.nodes.len()];
+        let node = self.clients_opened % self.nodes.len();
+        let addr = self.nodes[node];
         self.clients_opened += 1;
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|(connector, hosts)| (connector, hosts[node % hosts.len()].as_str()));
         Client::connect(
             addr,
+            tls,
             label,
             self.timeout,
             recv_buffer,

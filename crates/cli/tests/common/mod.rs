@@ -76,12 +76,21 @@ pub fn wait_for(
     }
 }
 
-/// The address in a `listening addr=...` log line.
+/// The address in a `listening addr=...` log line (the plain listener; the TLS one logs
+/// `listening tls addr=...`, see [`listening_tls_addr`]).
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
-    if !line.contains("listening") {
+    if !line.contains("listening addr=") {
         return None;
     }
     line.split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+}
+
+/// The address in a `listening tls addr=...` log line.
+pub fn listening_tls_addr(line: &str) -> Option<SocketAddr> {
+    line.split("listening tls addr=")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|a| a.parse().ok())
@@ -151,4 +160,54 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs `cmd` to its end with `stdin` as its input, failing the test if it outlives
+/// [`PATIENCE`] (the child is killed first, so a hang cannot outlive the test).
+pub fn run_to_end(mut cmd: Command, stdin: Vec<u8>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tcpchat");
+    let mut input = child.stdin.take().expect("piped stdin");
+    // A write error means the child stopped reading, which its exit status then shows.
+    std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let id = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok(output) => output.expect("wait for tcpchat"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &id.to_string()])
+                .status();
+            panic!(
+                "tcpchat {:?} did not finish within {PATIENCE:?}",
+                cmd.get_args()
+            );
+        }
+    }
+}
+
+/// A child's output as text, for messages and comparisons.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts the exit code, showing both streams when it is not the one expected.
+pub fn assert_exit(output: &std::process::Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "exit status; stdout:\n{}\nstderr:\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
 }

@@ -1,0 +1,172 @@
+//! One benchmark client's connection, plain or TLS, behind the readiness interface the share
+//! loop drives (`readable`, `try_read`, `writable`, `try_write`).
+//!
+//! Plain is the socket itself. TLS keeps the same shape so that the loop, and what it
+//! measures, stays the same: the handshake runs once at connect time (tokio-rustls), then the
+//! rustls connection is driven by hand over the non-blocking socket: ciphertext read when the
+//! socket is readable, plaintext written into rustls and its records pushed out when the
+//! socket takes them. Plaintext rustls already holds counts as readable without waiting for
+//! the socket, and records it still holds keep the loop waiting for writability.
+
+use std::io::{self, Read, Write};
+
+use rustls::ClientConnection;
+use tcpchat_tls::client::{Connector, HandshakeError};
+use tokio::net::TcpStream;
+
+/// Ciphertext read from the socket per call.
+const TLS_READ_BYTES: usize = 16 * 1024 + 256;
+
+pub(crate) struct Conn {
+    tcp: TcpStream,
+    tls: Option<Box<Tls>>,
+}
+
+struct Tls {
+    conn: ClientConnection,
+    /// Plaintext rustls holds that has not been handed out yet.
+    plaintext: usize,
+    /// The peer closed the TLS session (close_notify) or the socket.
+    eof: bool,
+}
+
+impl Conn {
+    pub(crate) fn plain(tcp: TcpStream) -> Self {
+        Self { tcp, tls: None }
+    }
+
+    /// Runs the TLS handshake for `host` on `tcp`.
+    ///
+    /// # Errors
+    /// As [`Connector::connect`].
+    pub(crate) async fn tls(
+        tcp: TcpStream,
+        host: &str,
+        connector: &Connector,
+    ) -> Result<Self, HandshakeError> {
+        let stream = connector.connect(tcp, host).await?;
+        let (tcp, conn) = stream.into_inner();
+        let plaintext = 0;
+        let mut c = Self {
+            tcp,
+            tls: Some(Box::new(Tls {
+                conn,
+                plaintext,
+                eof: false,
+            })),
+        };
+        // Records received with the handshake's last flight may hold plaintext already.
+        if let Some(tls) = c.tls.as_mut() {
+            let state = tls
+                .conn
+                .process_new_packets()
+                .map_err(|e| HandshakeError::Tls(tcpchat_tls::client::explain(&e)))?;
+            tls.plaintext = state.plaintext_bytes_to_read();
+        }
+        Ok(c)
+    }
+
+    pub(crate) fn set_nodelay(&self) {
+        let _ = self.tcp.set_nodelay(true);
+    }
+
+    /// Waits until [`Conn::try_read`] may return something.
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        match &self.tls {
+            Some(tls) if tls.plaintext > 0 || tls.eof => Ok(()),
+            _ => self.tcp.readable().await,
+        }
+    }
+
+    /// Waits until the socket takes bytes.
+    pub(crate) async fn writable(&self) -> io::Result<()> {
+        self.tcp.writable().await
+    }
+
+    /// True while TLS records wait to be written to the socket.
+    pub(crate) fn wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.conn.wants_write())
+    }
+
+    /// Reads plaintext without waiting: `Ok(0)` at the end, `WouldBlock` when there is none.
+    pub(crate) fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_mut() else {
+            return self.tcp.try_read(buf);
+        };
+        loop {
+            if tls.plaintext > 0 {
+                let n = tls.conn.reader().read(buf)?;
+                tls.plaintext = tls.plaintext.saturating_sub(n);
+                return Ok(n);
+            }
+            if tls.eof {
+                return Ok(0);
+            }
+            let mut cipher = [0u8; TLS_READ_BYTES];
+            let n = self.tcp.try_read(&mut cipher)?;
+            if n == 0 {
+                tls.eof = true;
+                return Ok(0);
+            }
+            let mut input = &cipher[..n];
+            while !input.is_empty() {
+                tls.conn.read_tls(&mut input)?;
+                let state = tls
+                    .conn
+                    .process_new_packets()
+                    .map_err(|e| io::Error::other(tcpchat_tls::client::explain(&e)))?;
+                tls.plaintext = state.plaintext_bytes_to_read();
+                if state.peer_has_closed() && tls.plaintext == 0 {
+                    tls.eof = true;
+                }
+            }
+            // Key updates and alerts rustls answers on its own.
+            push(&self.tcp, &mut tls.conn)?;
+        }
+    }
+
+    /// Writes without waiting: how much was taken, or `WouldBlock`. With TLS the plaintext
+    /// is taken into rustls, and its records go out as far as the socket takes them.
+    pub(crate) fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_mut() else {
+            return self.tcp.try_write(buf);
+        };
+        push(&self.tcp, &mut tls.conn)?;
+        // rustls bounds what it buffers; once full, the socket must drain it first.
+        let n = tls.conn.writer().write(buf)?;
+        push(&self.tcp, &mut tls.conn)?;
+        if n == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    /// Pushes out TLS records rustls holds, as far as the socket takes them.
+    pub(crate) fn push_pending(&mut self) -> io::Result<()> {
+        match self.tls.as_mut() {
+            Some(tls) => push(&self.tcp, &mut tls.conn),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes records until rustls has none or the socket would block.
+fn push(tcp: &TcpStream, conn: &mut ClientConnection) -> io::Result<()> {
+    struct Socket<'a>(&'a TcpStream);
+    impl Write for Socket<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.try_write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    while conn.wants_write() {
+        match conn.write_tls(&mut Socket(tcp)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

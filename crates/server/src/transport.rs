@@ -1,0 +1,275 @@
+//! The byte stream under a connection: plain TCP, or TLS over TCP.
+//!
+//! The connection loop is readiness-based (wait, then `try_read` / `try_write` until
+//! `WouldBlock`) so that an idle connection holds no buffer and no pending I/O future.
+//! [`Transport`] keeps that surface for TLS too: rustls's [`ServerConnection`] is sans-I/O
+//! (ciphertext in with `read_tls`, plaintext out with `reader()`, the reverse with
+//! `writer()` and `write_tls`), so it is driven here with the socket's own non-blocking
+//! calls, and the session, the framer and the hub never know which transport they are on.
+//!
+//! The TLS handshake happens inside [`Transport::try_read`]: each read feeds rustls and
+//! writes what it wants to send. It therefore runs in the connection loop like any other
+//! input and counts against the session's handshake (login) deadline with no timer of its
+//! own: a client that stalls mid-handshake is closed when that deadline passes.
+//!
+//! Wrong-port mistakes end at once with one debug line rather than a slot held until the
+//! deadline: a TLS record (`0x16 0x03`, a ClientHello) as the first bytes on the plain port,
+//! and anything rustls cannot parse as TLS (a plain-text client) on the TLS port.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use rustls::server::{ServerConfig, ServerConnection};
+use tokio::io::{AsyncWriteExt, Interest, Ready};
+use tokio::net::TcpStream;
+
+/// The first byte of a TLS handshake record, and of the version that follows it (TLS 1.0 to
+/// 1.3 all write 3 here).
+const TLS_HANDSHAKE: u8 = 0x16;
+const TLS_MAJOR_VERSION: u8 = 0x03;
+
+/// A connection's byte stream.
+pub(crate) enum Transport {
+    /// Plain TCP. `first` is true until the first bytes have been read and checked for a
+    /// TLS record.
+    Plain { stream: TcpStream, first: bool },
+    /// TLS. Boxed: rustls's state is large and the plain variant should not carry it.
+    Tls(Box<Tls>),
+}
+
+pub(crate) struct Tls {
+    stream: TcpStream,
+    conn: ServerConnection,
+    /// Decrypted bytes rustls holds that have not been read yet. While there are any, the
+    /// connection is readable whatever the socket says: they arrived with earlier records.
+    plaintext: usize,
+}
+
+/// `io::Read` / `io::Write` over a tokio socket's non-blocking calls, for rustls's
+/// `read_tls` / `write_tls`: `WouldBlock` passes through, and clears tokio's readiness as
+/// `try_read` always does.
+struct Sock<'a>(&'a TcpStream);
+
+impl Read for Sock<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl Write for Sock<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl Transport {
+    pub(crate) fn plain(stream: TcpStream) -> Self {
+        Self::Plain {
+            stream,
+            first: true,
+        }
+    }
+
+    /// A TLS server side on `stream` with the configuration in force at accept.
+    ///
+    /// # Errors
+    /// rustls refuses the configuration (not expected: it was built by `tcpchat_tls`).
+    pub(crate) fn tls(stream: TcpStream, config: Arc<ServerConfig>) -> Result<Self, rustls::Error> {
+        let conn = ServerConnection::new(config)?;
+        Ok(Self::Tls(Box::new(Tls {
+            stream,
+            conn,
+            plaintext: 0,
+        })))
+    }
+
+    /// The TCP socket underneath (for socket options).
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain { stream, .. } => stream,
+            Self::Tls(tls) => &tls.stream,
+        }
+    }
+
+    /// Waits until `interest` may make progress. For TLS, write interest is added while
+    /// rustls has records to send (handshake messages, alerts, data the socket refused),
+    /// and buffered plaintext counts as readable at once.
+    pub(crate) async fn ready(&self, interest: Interest) -> io::Result<Ready> {
+        match self {
+            Self::Plain { stream, .. } => stream.ready(interest).await,
+            Self::Tls(tls) => {
+                // tokio would usually report readable here too (its readiness is cleared
+                // only by a WouldBlock, and rustls is fed only once its plaintext is
+                // drained), but correctness should not rest on that coincidence.
+                if tls.plaintext > 0 {
+                    return Ok(Ready::READABLE);
+                }
+                let interest = if tls.conn.wants_write() {
+                    interest | Interest::WRITABLE
+                } else {
+                    interest
+                };
+                tls.stream.ready(interest).await
+            }
+        }
+    }
+
+    /// Reads what is available without waiting, as `TcpStream::try_read`: `Ok(0)` is the
+    /// peer's end of stream, `WouldBlock` means nothing more for now. A TLS record on the
+    /// plain port, or a TLS failure, is an `InvalidData` error saying what happened.
+    pub(crate) fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain { stream, first } => {
+                let n = stream.try_read(buf)?;
+                if *first && n > 0 {
+                    *first = false;
+                    if buf[0] == TLS_HANDSHAKE && (n == 1 || buf[1] == TLS_MAJOR_VERSION) {
+                        return Err(invalid(
+                            "a TLS handshake on the plain port (the client wants the TLS port)"
+                                .to_owned(),
+                        ));
+                    }
+                }
+                Ok(n)
+            }
+            Self::Tls(tls) => tls.try_read(buf),
+        }
+    }
+
+    /// Writes what the socket takes now, as `TcpStream::try_write`. For TLS, `Ok(n)` means
+    /// rustls took `n` bytes; they leave as the socket allows ([`Transport::try_flush`]).
+    pub(crate) fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain { stream, .. } => stream.try_write(buf),
+            Self::Tls(tls) => tls.try_write(buf),
+        }
+    }
+
+    /// Sends TLS records rustls still holds, as far as the socket takes them now. Nothing
+    /// to do for plain TCP, which holds nothing.
+    pub(crate) fn try_flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain { .. } => Ok(()),
+            Self::Tls(tls) => tls.try_flush(),
+        }
+    }
+
+    /// Writes all of `buf`, waiting for the socket (the final flush). Before a TLS
+    /// handshake has completed nothing can be sent, and `buf` is dropped.
+    pub(crate) async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Plain { stream, .. } => stream.write_all(buf).await,
+            Self::Tls(tls) => {
+                if tls.conn.is_handshaking() {
+                    return Ok(());
+                }
+                while !buf.is_empty() {
+                    let n = tls.conn.writer().write(buf)?;
+                    buf = &buf[n..];
+                    if n == 0 && !tls.conn.wants_write() {
+                        // rustls neither takes nor sends: nothing more can go out.
+                        return Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            "TLS session takes no more data",
+                        ));
+                    }
+                    tls.flush_all().await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the sending side: for TLS a `close_notify` alert first, then the TCP
+    /// half-close, so the peer reads everything before its end of stream.
+    pub(crate) async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain { stream, .. } => stream.shutdown().await,
+            Self::Tls(tls) => {
+                tls.conn.send_close_notify();
+                tls.flush_all().await?;
+                tls.stream.shutdown().await
+            }
+        }
+    }
+}
+
+impl Tls {
+    fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // Plaintext already decrypted first: rustls refuses more ciphertext while its
+            // plaintext buffer is full.
+            match self.conn.reader().read(buf) {
+                // Ok(0) with a non-empty buf: the peer sent close_notify.
+                Ok(n) => {
+                    self.plaintext = self.plaintext.saturating_sub(n);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer closed TCP without close_notify: an end of stream all the same
+                // (a truncation attack cannot forge a line: the framer drops partial lines).
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            self.plaintext = 0;
+            if self.conn.read_tls(&mut Sock(&self.stream))? == 0 {
+                // End of stream; any plaintext before it was returned above.
+                return Ok(0);
+            }
+            match self.conn.process_new_packets() {
+                Ok(state) => self.plaintext = state.plaintext_bytes_to_read(),
+                Err(e) => {
+                    // rustls has queued an alert saying why: send it if the socket takes it
+                    // now, without waiting for a peer that is not speaking TLS.
+                    let _ = self.try_flush();
+                    let hint = if self.conn.is_handshaking() {
+                        " (not a TLS client, or one offering no TLS 1.3 or 1.2 setting we share?)"
+                    } else {
+                        ""
+                    };
+                    return Err(invalid(format!("TLS failed: {e}{hint}")));
+                }
+            }
+            // Handshake replies, key updates: out now, or on the next writable wait.
+            self.try_flush()?;
+        }
+    }
+
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.try_flush()?;
+        let n = self.conn.writer().write(buf)?;
+        self.try_flush()?;
+        if n == 0 && !buf.is_empty() {
+            // rustls's send buffer is full and the socket refused it: wait for writable.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    fn try_flush(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut Sock(&self.stream)) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_all(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            self.stream.writable().await?;
+            self.try_flush()?;
+        }
+        Ok(())
+    }
+}
