@@ -99,7 +99,7 @@ w(f"- Memory: {MEM} GiB; kernel {platform.release()}; open-file limit {sh('ulimi
 w(f"- tcpchat: `{sh('$CARGO_TARGET_DIR/release/tcpchat --version')}` (release build)")
 w(f"- ngircd: `{sh('ngircd --version | head -1')}`")
 w(f"- InspIRCd: `{sh('inspircd --version | head -1')}`")
-w("- Configs: `bench/conf/` (flood control, fake lag and command-rate limits off; connection limits raised; no DNS or ident)")
+w("- Configs: `bench/conf/` (flood control, fake lag and command-rate limits off; connection limits raised; no DNS or ident); tcpchat with `--limits off`, the same way (its abuse limits are measured on their own under \"Abuse limits\")")
 w("- Load: `tcpchat bench`, 64-byte message bodies; classic dialect against tcpchat, IRC against the peers.")
 w("  A classic message costs tcpchat two lines out (`DELIVERY` to the recipient, `SEND-OK` to the sender); an IRC")
 w("  `PRIVMSG` costs one.")

@@ -8,10 +8,14 @@
 //! processes whose results are merged exactly. [`run`] returns a [`Report`], which prints
 //! as a table, serializes as JSON and draws as SVG.
 //!
+//! A seventh, [`abuse`], runs on its own: one flooder and a canary pair, for what the
+//! server's flood control buys everyone else.
+//!
 //! This crate measures; it asserts nothing about speed. Pass/fail tests check counts (sent
 //! equals delivered, no errors), never timings. It is not a conformance checker either
 //! (`tcpchat check` is): it assumes the server basically works and reports what it sees.
 
+pub mod abuse;
 mod conn;
 mod counters;
 mod dialect;
@@ -45,7 +49,7 @@ pub enum BenchError {
     #[error("{target}: {why}")]
     Target { target: SocketAddr, why: String },
     /// Some clients could not log in, so the message scenario cannot be measured.
-    #[error("{failed} of {clients} clients could not log in (first: {first}); is the server's client limit high enough?")]
+    #[error("{failed} of {clients} clients could not log in (first: {first}); is the server's client limit high enough? (a tcpchat server's abuse limits answer BUSY too: run it with --limits off or --exempt 127.0.0.0/8 for load tests)")]
     Login {
         failed: u64,
         clients: usize,

@@ -194,9 +194,18 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
         }
         _ => None,
     };
+    if t.failures.busy > 0 {
+        problems.push(format!(
+            "{} clients were answered BUSY: the server is full, or its abuse limits (per \
+             address, not logged in yet) refused them; run a tcpchat server for load tests \
+             with --limits off or --exempt 127.0.0.0/8",
+            t.failures.busy
+        ));
+    }
     if t.disconnected > 0 {
         problems.push(format!(
-            "{} clients lost their connection during the run",
+            "{} clients lost their connection during the run (a tcpchat server drops a \
+             client that floods past its command rate: --limits off for load tests)",
             t.disconnected
         ));
     }

@@ -31,6 +31,15 @@ fn server(config: Config) -> SocketAddr {
     rx.recv().expect("server started")
 }
 
+/// A server set up for load tests, as the docs run one: abuse limits off (a throughput run is
+/// a flood, by design).
+fn load_test_config() -> Config {
+    Config {
+        limits: tcpchat_server::Limits::off(),
+        ..Config::default()
+    }
+}
+
 fn plan(target: SocketAddr, scenario: Scenario, clients: usize) -> Plan {
     Plan {
         target,
@@ -91,7 +100,7 @@ fn assert_clean(r: &Report) {
 
 #[test]
 fn every_scenario_against_the_real_server() {
-    let addr = server(Config::default());
+    let addr = server(load_test_config());
     let scenarios = [
         (Scenario::Connect, 200),
         (Scenario::Throughput { window: 16 }, 20),
@@ -123,7 +132,7 @@ fn every_scenario_against_the_real_server() {
 /// lists), 22 sending pairs. See: #11
 #[test]
 fn list_send_checks_every_list_and_every_message() {
-    let addr = server(Config::default());
+    let addr = server(load_test_config());
     for list_rate in [None, Some(500.0)] {
         let scenario = Scenario::ListSend {
             listers: 5,
@@ -271,7 +280,7 @@ fn a_refused_target_is_a_clear_error() {
 
 #[test]
 fn a_server_of_another_protocol_is_named() {
-    let addr = server(Config::default());
+    let addr = server(load_test_config());
     let mut p = plan(addr, Scenario::Connect, 5);
     p.dialect = Dialect::Irc;
     p.login_timeout = Duration::from_secs(2);
@@ -352,4 +361,51 @@ fn options_that_make_no_sense_are_usage_errors() {
         assert!(matches!(err, BenchError::Usage(_)), "{scenario:?}: {err}");
         assert!(err.to_string().contains(says), "{scenario:?}: {err}");
     }
+}
+
+/// `abuse`: with a command rate, the flooder's lines are held back (far fewer handled than
+/// written) and the canary gets every message; with the limits off, every count still adds
+/// up. Counts only; the latency figures are docs/performance.md's.
+#[test]
+fn abuse_runs_with_limits_on_and_off() {
+    use tcpchat_bench::abuse::{run_abuse, AbusePlan};
+    use tcpchat_server::limits::{CommandRate, Rate};
+    let mut limits = tcpchat_server::Limits::off();
+    limits.command_rate = Some(CommandRate {
+        rate: Rate::new(20, 20).expect("non-zero"),
+        flood_timeout: Duration::from_millis(500),
+    });
+    let on = server(Config {
+        limits,
+        ..Config::default()
+    });
+    let off = server(load_test_config());
+    let plan = |target| AbusePlan {
+        target,
+        duration: Duration::from_secs(1),
+        canary_rate: 10.0,
+        size: 64,
+        login_timeout: Duration::from_secs(20),
+        tag: "ab".into(),
+    };
+    let r = run_abuse(&plan(on)).expect("abuse runs");
+    assert!(r.problems.is_empty(), "{}", r.table());
+    assert_eq!(r.canary_delivered, r.canary_sent, "{}", r.table());
+    assert!(r.canary_sent > 0, "{}", r.table());
+    assert!(
+        r.flood_acknowledged + r.flood_refused < r.flood_written,
+        "{}",
+        r.table()
+    );
+    assert!(
+        r.flooder_dropped_after_secs.is_some(),
+        "dropped after the flood timeout: {}",
+        r.table()
+    );
+    assert!(r.table().contains("dropped by the server"), "{}", r.table());
+
+    let r = run_abuse(&plan(off)).expect("abuse runs");
+    assert!(r.problems.is_empty(), "{}", r.table());
+    assert_eq!(r.canary_delivered, r.canary_sent, "{}", r.table());
+    assert_eq!(r.flooder_dropped_after_secs, None, "{}", r.table());
 }

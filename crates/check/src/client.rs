@@ -136,7 +136,20 @@ pub(crate) struct Client {
     overrun: bool,
     timeout: Duration,
     transcript: Transcript,
+    /// Lines written so far: many, and a close or a silence may be the server's flood
+    /// control rather than a bug (see [`LIMITS_NOTE`]).
+    lines_sent: usize,
 }
+
+/// Lines one connection may have sent before a close or a silence is worth the
+/// [`LIMITS_NOTE`]: above what most cases send, below any command burst that lets
+/// `message-order` (100 lines at once) through.
+const LINES_BEFORE_LIMITS_NOTE: usize = 50;
+
+/// What a report says when the server's abuse limits, not a bug, may have stopped a case.
+pub(crate) const LIMITS_NOTE: &str = "the server's abuse limits refused this (rate/connection \
+     limit), not a protocol bug; rerun against a server with --exempt 127.0.0.1/32 or \
+     --limits off";
 
 impl Client {
     /// Opens a connection, with `recv_buffer` as `SO_RCVBUF` when given (a slow reader wants a
@@ -201,6 +214,7 @@ impl Client {
             overrun: false,
             timeout: wait,
             transcript,
+            lines_sent: 0,
         })
     }
 
@@ -233,6 +247,7 @@ impl Client {
 
     /// Writes without logging (the caller logs something shorter).
     pub(crate) async fn write_quietly(&mut self, bytes: &[u8]) -> Result<(), Got> {
+        self.lines_sent += bytes.iter().filter(|&&b| b == b'\n').count();
         match timeout(self.timeout, self.stream.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Got::Error(e.to_string())),
@@ -247,11 +262,12 @@ impl Client {
             Err(got) => {
                 self.transcript
                     .push(format!("{} cannot write: {got}", self.label));
-                Err(Failure::new(
+                let failure = Failure::new(
                     format!("{} sends {}", self.label, first_line(bytes)),
                     "the server to accept the bytes",
                     got.to_string(),
-                ))
+                );
+                Err(self.with_limits_note(failure, &got))
             }
         }
     }
@@ -396,6 +412,7 @@ impl Client {
             expected.to_string(),
             got.to_string(),
         );
+        failure = self.with_limits_note(failure, got);
         if let Got::Line(line) = got {
             if line.ends_with(b"\r") {
                 failure = failure.note(
@@ -405,6 +422,21 @@ impl Client {
             }
         }
         failure
+    }
+
+    /// Adds [`LIMITS_NOTE`] when that is what probably happened: the server closed this
+    /// connection, or stopped reading or answering it, after it had sent many lines (flood
+    /// control disconnects such a client, or makes its lines wait).
+    fn with_limits_note(&self, failure: Failure, got: &Got) -> Failure {
+        let stopped = got.is_closed() || matches!(got, Got::Timeout(_));
+        if stopped && self.lines_sent > LINES_BEFORE_LIMITS_NOTE {
+            failure.note(format!(
+                "{} had sent {} lines: if the server limits a client's command rate, {LIMITS_NOTE}",
+                self.label, self.lines_sent
+            ))
+        } else {
+            failure
+        }
     }
 
     /// Closes the connection with a reset (`SO_LINGER` 0) instead of a FIN, as a crashed or

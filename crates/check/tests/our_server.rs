@@ -50,3 +50,47 @@ async fn our_server_passes_every_case() {
         );
     }
 }
+
+/// A server whose limits are tighter than a case needs: the report says the limit, not a
+/// bug, stopped it, and how to rerun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_that_stops_a_case_is_named_in_the_report() {
+    use tcpchat_server::limits::{CommandRate, Rate};
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
+    // A burst of 10, then 5 lines a second, dropped after 1 s of waiting: `message-order`'s
+    // 100 SENDs at once cannot all be answered.
+    let mut limits = tcpchat_server::Limits::off();
+    limits.command_rate = Some(CommandRate {
+        rate: Rate::new(10, 5).expect("non-zero"),
+        flood_timeout: Duration::from_secs(1),
+    });
+    let config = tcpchat_server::Config {
+        limits,
+        ..tcpchat_server::Config::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tcpchat_server::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+
+    let mut check = Config::new(addr.to_string());
+    check.only = vec!["message-order".to_owned(), "login".to_owned()];
+    check.timeout = Duration::from_secs(5);
+    let report = tcpchat_check::run(&check, |_| {})
+        .await
+        .expect("our server is reachable");
+    let _ = stop.send(());
+    let _ = server.await;
+
+    assert_eq!(report.failed_names(), ["message-order"]);
+    let text = tcpchat_check::report::text::failures(&report);
+    assert!(
+        text.contains("abuse limits refused this") && text.contains("--limits off"),
+        "{text}"
+    );
+}

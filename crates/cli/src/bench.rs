@@ -20,16 +20,41 @@ use crate::UsageError;
 /// The IRC port, used when `--dialect irc` is given without one.
 const IRC_PORT: u16 = 6667;
 
+/// A scenario: one of the library's [`ScenarioKind`]s, or `abuse`, which runs on its own
+/// ([`tcpchat_bench::abuse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScenarioArg {
+    Load(ScenarioKind),
+    Abuse,
+}
+
+/// `abuse`'s canary rate when `--rate` is not given: a bot's pace, under any command rate.
+const ABUSE_CANARY_RATE: f64 = 10.0;
+/// `abuse`'s measured phase when `--duration` is not given: short, so a run with limits on
+/// and one with limits off fit in a minute on a shared machine.
+const ABUSE_DURATION: Duration = Duration::from_secs(10);
+
 /// The IRC-over-TLS port (RFC 7194), for `--dialect irc` and a `tls://` target without one.
 const IRC_TLS_PORT: u16 = 6697;
 
 /// The scenario names and one-line help, from the library.
-fn scenario_parser() -> impl TypedValueParser<Value = ScenarioKind> {
+fn scenario_parser() -> impl TypedValueParser<Value = ScenarioArg> {
+    let abuse = PossibleValue::new("abuse").help(
+        "One client floods SENDs while a canary pair chats at --rate (default 10/s): the \
+         canary's latency and what became of the flood; run it with the server's limits on \
+         and off",
+    );
     PossibleValuesParser::new(
-        ScenarioKind::ALL.map(|k| PossibleValue::new(k.name()).help(k.about())),
+        ScenarioKind::ALL
+            .map(|k| PossibleValue::new(k.name()).help(k.about()))
+            .into_iter()
+            .chain([abuse]),
     )
     // The parser accepts only the names listed above.
-    .map(|name| ScenarioKind::from_name(&name).expect("a listed scenario"))
+    .map(|name| match ScenarioKind::from_name(&name) {
+        Some(kind) => ScenarioArg::Load(kind),
+        None => ScenarioArg::Abuse,
+    })
 }
 
 /// `what`, then the scenarios' defaults for it, e.g. "Clients [default: connect 2000, ...]".
@@ -66,7 +91,7 @@ pub struct BenchArgs {
 
     /// What load to generate
     #[arg(value_parser = scenario_parser(), required_unless_present = "worker")]
-    scenario: Option<ScenarioKind>,
+    scenario: Option<ScenarioArg>,
 
     /// Protocol to speak
     #[arg(long, value_enum, default_value = "classic")]
@@ -215,6 +240,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     });
     let mut targets: Vec<SocketAddr> = resolved.iter().map(|(a, _)| *a).collect();
     let target = targets.remove(0);
+    let scenario = match scenario {
+        ScenarioArg::Load(kind) => kind,
+        ScenarioArg::Abuse => return run_abuse(&args, target),
+    };
     let choices = Choices {
         clients: args.clients,
         window: args.window,
@@ -261,6 +290,53 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         std::io::Write::write_all(&mut out, report.table().as_bytes())
             .context("cannot write the report")?;
     }
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs the `abuse` scenario and prints its report.
+fn run_abuse(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<ExitCode> {
+    if args.dialect != DialectArg::Classic {
+        return Err(usage("abuse speaks the classic protocol only"));
+    }
+    if args.plot.is_some() {
+        return Err(usage("abuse draws no plot: leave out --plot"));
+    }
+    let canary_rate = args.rate.unwrap_or(ABUSE_CANARY_RATE);
+    if !(canary_rate > 0.0 && canary_rate.is_finite()) {
+        return Err(usage(
+            "--rate must be a positive number of messages per second",
+        ));
+    }
+    let size = args.size.unwrap_or(64);
+    if size < tcpchat_bench::MIN_BODY_BYTES {
+        return Err(usage(format!(
+            "--size must be at least {} bytes",
+            tcpchat_bench::MIN_BODY_BYTES
+        )));
+    }
+    let plan = tcpchat_bench::abuse::AbusePlan {
+        target,
+        duration: args.duration.map_or(ABUSE_DURATION, Duration::from),
+        canary_rate,
+        size,
+        login_timeout: args
+            .login_timeout
+            .map_or(Duration::from_secs(10), Duration::from),
+        tag: run_tag(),
+    };
+    let report = tcpchat_bench::abuse::run_abuse(&plan)
+        .map_err(|e| anyhow::Error::new(e).context("bench failed"))?;
+    let text = if args.json {
+        report.json()
+    } else {
+        report.table()
+    };
+    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())
+        .context("cannot write the report")?;
     Ok(if report.problems.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -24,7 +25,8 @@ use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
 use tcpchat_redis::{ClusterConfig, NodeId, RedisHub};
-use tcpchat_server::{Config, Keepalive, Listeners, MemoryHub};
+use tcpchat_server::limits::{parse_networks, CommandRate, IpNet, Rate};
+use tcpchat_server::{Config, Keepalive, Limits, Listeners, MemoryHub};
 use tcpchat_tls::server::Reloadable;
 use tracing::{debug, info, warn};
 
@@ -141,6 +143,52 @@ settings! {
     #[arg(long, env = "TCPCHAT_SHUTDOWN_GRACE", value_name = "DURATION")]
     shutdown_grace: SpanOrOff = |c| SpanOrOff(Some(c.shutdown_grace));
 
+    /// Abuse limits (docs/security.md): "off" turns every one off (load tests, trusted
+    /// networks); limits set one by one below still apply on top
+    #[arg(long, env = "TCPCHAT_LIMITS", value_name = "on|off")]
+    limits: Switch = |_c| Switch(true);
+
+    /// Connections open at once from one address (an IPv4 address or an IPv6 /64); one more
+    /// is answered BUSY and closed; "off" for no limit
+    #[arg(long, env = "TCPCHAT_MAX_PER_ADDRESS", value_name = "N")]
+    max_per_address: CountOrOff = |c| CountOrOff(c.limits.max_per_address);
+
+    /// New connections one address may open at once, before --connect-rate applies
+    #[arg(long, env = "TCPCHAT_CONNECT_BURST", value_name = "N")]
+    connect_burst: NonZeroU32 = |c| shown_burst(c.limits.connect_rate);
+
+    /// New connections per second per address once the burst is spent; more are answered
+    /// BUSY and closed; "off" for no limit
+    #[arg(long, env = "TCPCHAT_CONNECT_RATE", value_name = "N")]
+    connect_rate: CountOrOff = |c| CountOrOff(c.limits.connect_rate.map(|r| r.per_second));
+
+    /// Lines one connection may send at once, before --command-rate applies
+    #[arg(long, env = "TCPCHAT_COMMAND_BURST", value_name = "N")]
+    command_burst: NonZeroU32 = |c| shown_burst(c.limits.command_rate.map(|r| r.rate));
+
+    /// Lines per second per connection once the burst is spent; more wait (they are handled
+    /// later, in order); "off" for no limit
+    #[arg(long, env = "TCPCHAT_COMMAND_RATE", value_name = "N")]
+    command_rate: CountOrOff = |c| CountOrOff(c.limits.command_rate.map(|r| r.rate.per_second));
+
+    /// A connection whose lines have all had to wait for this long is disconnected
+    #[arg(long, env = "TCPCHAT_FLOOD_TIMEOUT", value_name = "DURATION")]
+    flood_timeout: Span = |c| Span(
+        c.limits.command_rate.map_or(tcpchat_server::limits::DEFAULT_FLOOD_TIMEOUT, |r| r.flood_timeout)
+    );
+
+    /// Connections not logged in yet, all addresses together; at the cap a new connection
+    /// displaces the oldest waiting one; "off" for no cap
+    #[arg(long, env = "TCPCHAT_MAX_PRELOGIN", value_name = "N")]
+    max_prelogin: CountOrOff = |c| CountOrOff(
+        c.limits.max_prelogin.and_then(|n| u32::try_from(n.get()).ok()).and_then(NonZeroU32::new)
+    );
+
+    /// Networks no abuse limit applies to (gateways, monitoring, load tests), e.g.
+    /// 127.0.0.0/8,10.1.2.3,2001:db8::/32; "none" for none
+    #[arg(long, env = "TCPCHAT_EXEMPT", value_name = "CIDR,...")]
+    exempt: Networks = |c| Networks(c.limits.exempt.clone());
+
     /// Cluster mode: share names and messages with every node using this Redis, e.g.
     /// redis://10.0.0.5:6379 or redis://127.0.0.1:6379/2 (see docs/cluster.md)
     #[arg(long, env = "TCPCHAT_CLUSTER", value_name = "URL")]
@@ -149,6 +197,11 @@ settings! {
     /// Cluster mode: this node's id, unique among the nodes (letters, digits, '.', '_', '-')
     #[arg(long, env = "TCPCHAT_NODE_ID", value_name = "ID")]
     node_id: String = |_c| "a random one, shown in the log";
+}
+
+/// The burst `--help` shows: the default's, also when that rate is off.
+fn shown_burst(rate: Option<Rate>) -> NonZeroU32 {
+    rate.map_or(NonZeroU32::MIN, |r| r.burst)
 }
 
 /// Appends "[default: ...]" to the help of each setting, from [`Settings::shown_default`].
@@ -261,7 +314,173 @@ macro_rules! from_string {
         }
     )*};
 }
-from_string!(Listen, Span, SpanOrOff);
+from_string!(Listen, Span, SpanOrOff, Switch, Networks);
+
+/// "on" or "off".
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct Switch(bool);
+
+impl FromStr for Switch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "on" => Ok(Self(true)),
+            "off" => Ok(Self(false)),
+            _ => Err(format!("invalid value {s:?}: write on or off")),
+        }
+    }
+}
+
+impl fmt::Display for Switch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0 { "on" } else { "off" })
+    }
+}
+
+/// A count of at least 1, or "off" (`None`). In the file, a number or a string.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "NumberOrText")]
+struct CountOrOff(Option<NonZeroU32>);
+
+/// What a file may hold for a count: `1000` or `"off"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(u64),
+    Text(String),
+}
+
+impl TryFrom<NumberOrText> for CountOrOff {
+    type Error = String;
+    fn try_from(v: NumberOrText) -> Result<Self, String> {
+        match v {
+            NumberOrText::Number(n) => n.to_string().parse(),
+            NumberOrText::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl FromStr for CountOrOff {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let v = s.trim();
+        if v.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        match v.parse::<u32>() {
+            Ok(n) => NonZeroU32::new(n)
+                .map(|n| Self(Some(n)))
+                .ok_or_else(|| format!("invalid count {s:?}: must be at least 1 (or off)")),
+            Err(e) => Err(format!(
+                "invalid count {s:?}: {e} (write a number such as 100, or off)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for CountOrOff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(n) => n.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// A comma-separated list of networks, or "none".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+struct Networks(Vec<IpNet>);
+
+impl FromStr for Networks {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("none") {
+            return Ok(Self(Vec::new()));
+        }
+        parse_networks(s)
+            .map(Self)
+            .map_err(|e| format!("invalid exempt list: {e}"))
+    }
+}
+
+impl fmt::Display for Networks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        let list: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&list.join(","))
+    }
+}
+
+/// A rate from its settings: `switch` is the rate flag ("off" or per second), `burst` the
+/// burst flag, `base` what is in force without them (the default, or off under `--limits
+/// off`). A burst or a rate given alone turns the limit on, with the default for the other.
+fn resolve_rate(
+    switch: Option<CountOrOff>,
+    burst: Option<NonZeroU32>,
+    base: Option<Rate>,
+    default: Option<Rate>,
+) -> Option<Rate> {
+    let shape = base.or(default)?;
+    match (switch, burst) {
+        (Some(CountOrOff(None)), _) => None,
+        (Some(CountOrOff(Some(per_second))), burst) => Some(Rate {
+            burst: burst.unwrap_or(shape.burst),
+            per_second,
+        }),
+        (None, Some(burst)) => Some(Rate { burst, ..shape }),
+        (None, None) => base,
+    }
+}
+
+/// The abuse limits from their settings; see [`resolve_rate`] for how they combine.
+fn resolve_limits(s: &Settings) -> Limits {
+    let defaults = Limits::default();
+    let base = match s.limits {
+        Some(Switch(false)) => Limits::off(),
+        _ => Limits::default(),
+    };
+    let default_command = defaults.command_rate.map(|c| c.rate);
+    let command = resolve_rate(
+        s.command_rate,
+        s.command_burst,
+        base.command_rate.map(|c| c.rate),
+        default_command,
+    )
+    .map(|rate| CommandRate {
+        rate,
+        flood_timeout: s
+            .flood_timeout
+            .map_or(tcpchat_server::limits::DEFAULT_FLOOD_TIMEOUT, |v| v.0),
+    });
+    // A flood timeout given alone turns the command rate on.
+    let command = command.or_else(|| {
+        s.flood_timeout.and_then(|t| {
+            default_command.map(|rate| CommandRate {
+                rate,
+                flood_timeout: t.0,
+            })
+        })
+    });
+    Limits {
+        max_per_address: s.max_per_address.map_or(base.max_per_address, |v| v.0),
+        connect_rate: resolve_rate(
+            s.connect_rate,
+            s.connect_burst,
+            base.connect_rate,
+            defaults.connect_rate,
+        ),
+        command_rate: command,
+        max_prelogin: s.max_prelogin.map_or(base.max_prelogin, |v| {
+            v.0.and_then(|n| NonZeroUsize::new(n.get() as usize))
+        }),
+        exempt: s.exempt.clone().map_or(base.exempt, |v| v.0),
+        max_tracked_addresses: base.max_tracked_addresses,
+    }
+}
 
 /// Resolved settings: where to listen and how to serve.
 #[derive(Debug, PartialEq, Eq)]
@@ -333,6 +552,7 @@ impl ServeArgs {
             shutdown_grace: s
                 .shutdown_grace
                 .map_or(defaults.shutdown_grace, |v| v.0.unwrap_or_default()),
+            limits: resolve_limits(&s),
         };
         config.validate().map_err(|e| usage(e.to_string()))?;
 
@@ -603,6 +823,74 @@ mod tests {
         }
     }
 
+    /// The limits `everything_set(_, n)` sets.
+    fn limits_from(n: u32) -> Limits {
+        let rate = |b: u32, r: u32| Rate::new(b, r).expect("non-zero");
+        Limits {
+            max_per_address: NonZeroU32::new(n + 4),
+            connect_rate: Some(rate(n + 5, n + 6)),
+            command_rate: Some(CommandRate {
+                rate: rate(n + 7, n + 8),
+                flood_timeout: Duration::from_secs(u64::from(n + 9)),
+            }),
+            max_prelogin: NonZeroUsize::new(n as usize),
+            exempt: parse_networks(&format!("10.0.{n}.0/24,2001:db8::{n}")).expect("networks"),
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn limits_off_and_one_by_one() {
+        let s = resolve(&["--limits", "off"]).expect("off");
+        assert_eq!(s.config.limits, Limits::off());
+        let s = resolve(&["--limits", "off", "--max-per-address", "5"]).expect("one on");
+        assert_eq!(
+            s.config.limits,
+            Limits {
+                max_per_address: NonZeroU32::new(5),
+                ..Limits::off()
+            }
+        );
+        let s = resolve(&["--command-rate", "off", "--connect-rate", "off"]).expect("two off");
+        assert_eq!(s.config.limits.command_rate, None);
+        assert_eq!(s.config.limits.connect_rate, None);
+        assert_eq!(
+            s.config.limits.max_per_address,
+            Limits::default().max_per_address
+        );
+        let s = resolve(&["--limits", "off", "--command-burst", "3"]).expect("burst alone");
+        let default_rate = Limits::default().command_rate.expect("on");
+        assert_eq!(
+            s.config.limits.command_rate,
+            Some(CommandRate {
+                rate: Rate {
+                    burst: NonZeroU32::new(3).expect("3"),
+                    ..default_rate.rate
+                },
+                ..default_rate
+            })
+        );
+        let s = resolve(&["--exempt", "127.0.0.1, 10.0.0.0/8"]).expect("exempt");
+        assert_eq!(
+            s.config.limits.exempt,
+            parse_networks("127.0.0.1/32,10.0.0.0/8").expect("networks")
+        );
+        for (bad, what) in [
+            (vec!["--max-per-address", "0"], "at least 1"),
+            (vec!["--connect-rate", "lots"], "invalid count"),
+            (vec!["--exempt", "10.0.0.300/8"], "not a network"),
+            (vec!["--limits", "maybe"], "on or off"),
+            (vec!["--flood-timeout", "0s"], "flood-timeout"),
+            (
+                vec!["--max-clients", "10", "--max-prelogin", "11"],
+                "max-prelogin",
+            ),
+        ] {
+            let err = resolve(&bad).expect_err("refused").to_string();
+            assert!(err.contains(what), "{bad:?}: {err}");
+        }
+    }
+
     /// Every setting but the cluster ones, as flags and as file lines, with values derived
     /// from `n` (so two calls differ in every one), and the `Config` they mean.
     fn everything_set(listen: &str, n: u32) -> (Vec<String>, String, Option<SocketAddr>, Config) {
@@ -617,6 +905,15 @@ mod tests {
             ("keepalive_probes", (n + 3).to_string()),
             ("max_outbox", (1000 + n).to_string()),
             ("shutdown_grace", format!("{n}ms")),
+            ("limits", "on".to_owned()),
+            ("max_per_address", (n + 4).to_string()),
+            ("connect_burst", (n + 5).to_string()),
+            ("connect_rate", (n + 6).to_string()),
+            ("command_burst", (n + 7).to_string()),
+            ("command_rate", (n + 8).to_string()),
+            ("flood_timeout", format!("{}s", n + 9)),
+            ("max_prelogin", n.to_string()),
+            ("exempt", format!("10.0.{n}.0/24,2001:db8::{n}")),
         ];
         let flags = values
             .iter()
@@ -642,6 +939,7 @@ mod tests {
             }),
             outbox_limit_bytes: 1000 + n as usize,
             shutdown_grace: Duration::from_millis(u64::from(n)),
+            limits: limits_from(n),
         };
         (flags, file, Some(listen.parse().expect("addr")), config)
     }
@@ -702,7 +1000,7 @@ mod tests {
         }
         assert_eq!(
             argv.len(),
-            2 * 10,
+            2 * 19,
             "every setting shows its default: {argv:?}"
         );
         assert_eq!(

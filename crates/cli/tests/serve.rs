@@ -53,6 +53,58 @@ fn binary_serves_chat_and_exits_zero_on_sigterm() {
     );
 }
 
+/// The binary applies the abuse limits from its settings: one connection per address means
+/// the second gets BUSY (logged once at info); `--limits off` lifts it.
+#[test]
+fn the_per_address_limit_and_limits_off() {
+    let mut server = serve(&["--max-per-address", "1"]);
+    let (mut ra, mut wa) = line_client(server.addr);
+    wa.write_all(b"HELLO-FROM first\n").expect("write");
+    assert_eq!(read_line(&mut ra), "HELLO first\n");
+    for _ in 0..3 {
+        let (mut rb, mut wb) = line_client(server.addr);
+        let _ = wb.write_all(b"HELLO-FROM second\n");
+        assert_eq!(read_line(&mut rb), "BUSY\n");
+        assert_eq!(read_line(&mut rb), "", "closed after BUSY");
+    }
+    server.sigterm();
+    assert_eq!(server.wait_exit().code(), Some(0));
+    let refusals = server
+        .log
+        .try_iter()
+        .filter(|l| l.contains("refused a connection from 127.0.0.1"))
+        .count();
+    assert_eq!(refusals, 1, "three refusals, one log line a minute");
+
+    let mut server = serve(&["--max-per-address", "1", "--limits", "off"]);
+    let (mut ra, mut wa) = line_client(server.addr);
+    wa.write_all(b"HELLO-FROM first\n").expect("write");
+    assert_eq!(read_line(&mut ra), "HELLO first\n");
+    let (mut rb, mut wb) = line_client(server.addr);
+    wb.write_all(b"HELLO-FROM second\n").expect("write");
+    assert_eq!(
+        read_line(&mut rb),
+        "BUSY\n",
+        "a limit set by itself applies on top of --limits off"
+    );
+    server.sigterm();
+    assert_eq!(server.wait_exit().code(), Some(0));
+
+    // 1,000 lines in one write: with the default command rate (200, then 20/s, dropped
+    // after 30 s of waiting) the sender would be cut off; with the limits off all are answered.
+    let mut server = serve(&["--limits", "off"]);
+    let (mut r, mut w) = line_client(server.addr);
+    w.write_all(b"HELLO-FROM me\n").expect("write");
+    assert_eq!(read_line(&mut r), "HELLO me\n");
+    w.write_all("SEND nobody x\n".repeat(1_000).as_bytes())
+        .expect("write");
+    for _ in 0..1_000 {
+        assert_eq!(read_line(&mut r), "BAD-DEST-USER\n");
+    }
+    server.sigterm();
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
+
 #[test]
 fn busy_beyond_max_clients() {
     let mut server = serve(&["--max-clients", "1"]);
@@ -258,6 +310,15 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         ("keepalive_probes", (n + 3).to_string()),
         ("max_outbox", (1000 + n).to_string()),
         ("shutdown_grace", format!("{n}ms")),
+        ("limits", "on".to_owned()),
+        ("max_per_address", (n + 4).to_string()),
+        ("connect_burst", (n + 5).to_string()),
+        ("connect_rate", (n + 6).to_string()),
+        ("command_burst", (n + 7).to_string()),
+        ("command_rate", (n + 8).to_string()),
+        ("flood_timeout", format!("{}s", n + 9)),
+        ("max_prelogin", n.to_string()),
+        ("exempt", format!("10.0.{n}.0/24,2001:db8::{n}")),
     ];
     let secs = |s: u32| Duration::from_secs(u64::from(s));
     let config = Config {
@@ -272,8 +333,26 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         }),
         outbox_limit_bytes: 1000 + n as usize,
         shutdown_grace: Duration::from_millis(u64::from(n)),
+        limits: limits_from(n),
     };
     (values, config)
+}
+
+/// The limits `layer(n)` sets.
+fn limits_from(n: u32) -> tcpchat_server::Limits {
+    use tcpchat_server::limits::{parse_networks, CommandRate, Rate};
+    let rate = |b: u32, r: u32| Rate::new(b, r).expect("non-zero");
+    tcpchat_server::Limits {
+        max_per_address: std::num::NonZeroU32::new(n + 4),
+        connect_rate: Some(rate(n + 5, n + 6)),
+        command_rate: Some(CommandRate {
+            rate: rate(n + 7, n + 8),
+            flood_timeout: Duration::from_secs(u64::from(n + 9)),
+        }),
+        max_prelogin: std::num::NonZeroUsize::new(n as usize),
+        exempt: parse_networks(&format!("10.0.{n}.0/24,2001:db8::{n}")).expect("networks"),
+        ..tcpchat_server::Limits::default()
+    }
 }
 
 /// Starts `cmd` (a `tcpchat serve` at debug level), returns its "settings" log line and

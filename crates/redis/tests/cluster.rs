@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use tcpchat_testkit::{free_port, login_at, tcpchat_bin, Client, Haproxy, Node, Redis, PATIENCE};
 
+/// `n` nodes with their abuse limits off: these tests send hundreds of lines from one
+/// connection as fast as they can, which the default command rate (rightly) holds back and
+/// then drops; the limits are tested in `crates/server/tests/abuse.rs`.
 fn cluster(n: usize) -> (Redis, Vec<Node>) {
     let redis = Redis::start();
     let nodes = (1..=n)
-        .map(|i| Node::start(&redis.url(), &format!("n{i}")))
+        .map(|i| Node::start_with(&redis.url(), &format!("n{i}"), &["--limits", "off"]))
         .collect();
     (redis, nodes)
 }

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::limits::Limits;
+
 /// Longest `max_line_bytes` accepted: a line is buffered whole, so this bounds the memory one
 /// connection can make the server hold while it reads.
 pub const MAX_LINE_LIMIT_BYTES: usize = 1 << 24;
@@ -43,6 +45,10 @@ pub struct Config {
     /// On shutdown, how long connections get to flush what is queued for them
     /// (`shutdown-grace`).
     pub shutdown_grace: Duration,
+    /// The abuse limits: per-address connections, connect and command rates, the pre-login
+    /// cap and exempt networks (`docs/security.md`). On by default; [`Limits::off`] for load
+    /// tests.
+    pub limits: Limits,
 }
 
 /// TCP keepalive settings (`SO_KEEPALIVE`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`),
@@ -85,6 +91,7 @@ impl Default for Config {
             keepalive: Some(Keepalive::default()),
             outbox_limit_bytes: 256 * 1024,
             shutdown_grace: Duration::from_secs(5),
+            limits: Limits::default(),
         }
     }
 }
@@ -134,6 +141,20 @@ pub enum ConfigError {
         setting: &'static str,
         /// The value given.
         given: Duration,
+    },
+    /// A flood timeout of zero: the first line over the burst would disconnect, so the
+    /// command rate would refuse lines instead of delaying them.
+    #[error("invalid flood-timeout 0s: must be longer than zero (or turn the command rate off)")]
+    ZeroFloodTimeout,
+    /// The pre-login cap is above the client limit.
+    #[error(
+        "invalid max-prelogin {given}: must be at most max-clients ({max_clients}), or it never applies"
+    )]
+    PreloginAboveClients {
+        /// The value given.
+        given: usize,
+        /// The configuration's `max_clients`.
+        max_clients: usize,
     },
     /// `keepalive.probes` is outside 1 to 127, the kernel's range.
     #[error("invalid keepalive-probes {given}: must be from 1 to {MAX_KEEPALIVE_PROBES}")]
@@ -190,7 +211,36 @@ impl Config {
                 return Err(ConfigError::KeepaliveProbes { given: ka.probes });
             }
         }
+        self.validate_limits()
+    }
+
+    /// The abuse limits' rules. A pre-login cap above the client limit is refused only when
+    /// it is not the default one: the default cap (1,000) with a small client limit
+    /// (a test server, a small box) is the common case and means "no more than the client
+    /// limit", which [`Config::prelogin_cap`] applies.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        if let Some(cr) = &self.limits.command_rate {
+            if cr.flood_timeout.is_zero() {
+                return Err(ConfigError::ZeroFloodTimeout);
+            }
+        }
+        if let Some(cap) = self.limits.max_prelogin {
+            let default = Limits::default().max_prelogin;
+            if Some(cap) != default && cap.get() > self.max_clients {
+                return Err(ConfigError::PreloginAboveClients {
+                    given: cap.get(),
+                    max_clients: self.max_clients,
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The pre-login cap in force: the configured one, never above the client limit.
+    pub fn prelogin_cap(&self) -> Option<std::num::NonZeroUsize> {
+        self.limits
+            .max_prelogin
+            .map(|cap| std::num::NonZeroUsize::new(cap.get().min(self.max_clients)).unwrap_or(cap))
     }
 }
 
@@ -280,6 +330,36 @@ mod tests {
                 Ok(()),
             ),
             ("keepalive off", with(|c| c.keepalive = None), Ok(())),
+            (
+                "zero flood timeout",
+                with(|c| {
+                    if let Some(cr) = c.limits.command_rate.as_mut() {
+                        cr.flood_timeout = Duration::ZERO;
+                    }
+                }),
+                Err(ZeroFloodTimeout),
+            ),
+            (
+                "a pre-login cap above the client limit",
+                with(|c| {
+                    c.max_clients = 10;
+                    c.limits.max_prelogin = std::num::NonZeroUsize::new(11);
+                }),
+                Err(PreloginAboveClients {
+                    given: 11,
+                    max_clients: 10,
+                }),
+            ),
+            (
+                "the default pre-login cap with a small client limit",
+                with(|c| c.max_clients = 10),
+                Ok(()),
+            ),
+            (
+                "every limit off",
+                with(|c| c.limits = Limits::off()),
+                Ok(()),
+            ),
             (
                 "no probes",
                 keepalive(|k| k.probes = 0),

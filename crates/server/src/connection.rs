@@ -14,6 +14,14 @@
 //!
 //! Memory: an idle connection holds no read buffer, no write buffer and no timer; they exist
 //! only while there is something in them (see `docs/architecture.md`).
+//!
+//! The command rate ([`crate::limits::TokenBucket`]) is applied line by line as lines come
+//! out of the framer. A line over the rate is *paused* ([`Paused`]): the loop stops reading
+//! the socket, keeps the rest of that read where it is, and the pause's end joins the
+//! session's deadline in the one timer; replies and deliveries keep flowing meanwhile. When
+//! it ends the line is handled, then the rest of the read, each line through the bucket
+//! again, so lines are handled in order and only later. Only a paused connection holds the
+//! pause (and its timer); the idle path carries nothing new.
 
 use std::future::Future;
 use std::io;
@@ -25,13 +33,14 @@ use std::time::Duration;
 use socket2::{SockRef, TcpKeepalive};
 use tcpchat_proto::{FrameError, Framer, Reply};
 use tokio::io::Interest;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::admission::{Admission, Slot};
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::limits::{Admit, TokenBucket};
 use crate::outbox::{Outbox, PushError};
 use crate::session::{Session, Step, Timeout};
 use crate::transport::Transport;
@@ -41,6 +50,7 @@ use crate::transport::Transport;
 pub(crate) struct Shared<H> {
     pub(crate) hub: H,
     pub(crate) config: Config,
+    pub(crate) admission: Admission,
 }
 
 /// Bytes read per `read` call. Allocated only while the peer is sending.
@@ -62,10 +72,16 @@ enum End {
     Evicted,
     Timeout(Timeout),
     Shutdown,
+    /// Kept its command bucket empty for the flood timeout.
+    Flooded,
+    /// Displaced by a newer connection at the pre-login cap while logging in; `BUSY` is
+    /// already queued.
+    Displaced,
 }
 
-/// Serves one accepted connection until it ends. `permit` is its slot under
-/// `--max-clients`, returned when this future completes, whatever way it ends.
+/// Serves one accepted connection until it ends. `slot` is its share of the limits (its
+/// place under `--max-clients` and the per-address limits), given back when this future
+/// completes, whatever way it ends.
 ///
 /// A plain function returning the future, rather than an `async fn`: everything is moved
 /// into the [`Connection`] before the future exists, so the task does not also carry the
@@ -75,7 +91,7 @@ pub(crate) fn serve<H: Hub>(
     peer: SocketAddr,
     id: u64,
     shared: Arc<Shared<H>>,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
     cancel: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     // The span is at debug level: a live span costs ~400 bytes per connection in the
@@ -86,6 +102,8 @@ pub(crate) fn serve<H: Hub>(
     let config = &shared.config;
     let framer = Framer::new(config.max_line_bytes);
     let grace = config.shutdown_grace;
+    let now = Instant::now().into_std();
+    let bucket = shared.admission.command_bucket(&slot, now);
     let mut conn = Connection {
         outbox: Arc::new(Outbox::new(config.outbox_limit_bytes)),
         session: Session::new(
@@ -94,14 +112,21 @@ pub(crate) fn serve<H: Hub>(
             config.idle_timeout,
         ),
         lease: None,
-        shared,
         peer,
         stream,
         pending: Vec::new(),
         written: 0,
+        slot,
+        bucket,
+        paused: None,
+        shared,
     };
+    // Here, not in the task: the accept loop runs this, so connections enter the pre-login
+    // queue in the order they were accepted.
+    conn.shared
+        .admission
+        .enter_prelogin(&mut conn.slot, id, &conn.outbox);
     async move {
-        let _permit = permit;
         let end = conn.run(framer, &cancel, grace).await;
         let name = conn.session.name().cloned();
         drop(conn.lease.take());
@@ -111,6 +136,9 @@ pub(crate) fn serve<H: Hub>(
             }
             (Some(name), end) => info!(%peer, %name, ?end, "logged out"),
             (None, End::Timeout(Timeout::Handshake)) => info!(%peer, "closed: no login in time"),
+            (None, End::Evicted | End::Displaced) => {
+                debug!("closed: displaced by a newer connection at the pre-login cap");
+            }
             (None, end) => debug!(?end, "closed"),
         }
     }
@@ -149,6 +177,27 @@ struct Connection<H: Hub> {
     /// The batch being written, taken from the outbox, and how much of it is out.
     pending: Vec<u8>,
     written: usize,
+    /// Its share of the limits; see [`crate::admission`].
+    slot: Slot,
+    /// Its command rate; `None` when the rate is off or the peer exempt.
+    bucket: Option<TokenBucket>,
+    /// A line waiting for the command rate, boxed: only a flooding connection has one.
+    paused: Option<Box<Paused>>,
+}
+
+/// A line the command rate made wait, and the rest of the read it came in.
+struct Paused {
+    line: Held,
+    /// The bytes of the read buffer after it, not yet handed to the framer.
+    rest: std::ops::Range<usize>,
+    /// When the bucket admits the line.
+    until: std::time::Instant,
+}
+
+/// The waiting line: a whole line, or the head of an overlong one (answered with an error).
+enum Held {
+    Line(Vec<u8>),
+    Overlong(Vec<u8>),
 }
 
 /// What handling input asks the loop to do next.
@@ -173,7 +222,11 @@ impl<H: Hub> Connection<H> {
             if let Err(end) = self.flush_ready() {
                 break end;
             }
-            let deadline = self.session.poll_timeout();
+            let resume_at = self.paused.as_ref().map(|p| p.until);
+            let deadline = match (self.session.poll_timeout(), resume_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if deadline != armed {
                 match (deadline, sleep.as_mut()) {
                     (Some(at), Some(timer)) => timer.as_mut().reset(at.into()),
@@ -182,10 +235,13 @@ impl<H: Hub> Connection<H> {
                 }
                 armed = deadline;
             }
-            let interest = if self.pending.is_empty() {
-                Interest::READABLE
-            } else {
-                Interest::READABLE | Interest::WRITABLE
+            // Not reading while a line waits for the command rate: see the module docs.
+            let reading = self.paused.is_none();
+            let interest = match (reading, self.pending.is_empty()) {
+                (true, true) => Some(Interest::READABLE),
+                (true, false) => Some(Interest::READABLE | Interest::WRITABLE),
+                (false, false) => Some(Interest::WRITABLE),
+                (false, true) => None,
             };
             tokio::select! {
                 biased;
@@ -193,7 +249,9 @@ impl<H: Hub> Connection<H> {
                 // One readiness wait for both directions (each wait is a 150-byte future that
                 // every idle connection would carry): write interest only while a batch is
                 // pending; the write itself happens at the top of the loop.
-                ready = self.stream.ready(interest) => {
+                ready = self.stream.ready(interest.unwrap_or(Interest::READABLE)),
+                    if interest.is_some() =>
+                {
                     let ready = match ready {
                         Ok(ready) => ready,
                         Err(e) => {
@@ -201,8 +259,27 @@ impl<H: Hub> Connection<H> {
                             break End::Error;
                         }
                     };
-                    if ready.is_readable() || ready.is_read_closed() {
-                        match self.read_some(&mut framer, &mut read_buf).await {
+                    if reading && (ready.is_readable() || ready.is_read_closed()) {
+                        // Read (no await), then handle: two steps, not one async call, so
+                        // the task's state holds only one level of line handling.
+                        let read = match self.read_some(&mut framer, &mut read_buf) {
+                            Ok(Some((n, now))) => {
+                                match self.handle_input(&mut framer, &read_buf, 0..n, now).await {
+                                    Ok(()) => {
+                                        if n < read_buf.len() && self.paused.is_none() {
+                                            // A short read almost always means the socket is
+                                            // drained.
+                                            read_buf = Vec::new();
+                                        }
+                                        Ok(Some(now))
+                                    }
+                                    Err(end) => Err(end),
+                                }
+                            }
+                            Ok(None) => Ok(None),
+                            Err(end) => Err(end),
+                        };
+                        match read {
                             Ok(Some(now)) => {
                                 // After every read, whatever the timer: see the module docs.
                                 if let Some(timeout) = self.session.handle_timeout(now) {
@@ -222,7 +299,27 @@ impl<H: Hub> Connection<H> {
                         None => std::future::pending().await,
                     }
                 }, if armed.is_some() => {
-                    if let Some(timeout) = self.session.handle_timeout(Instant::now().into_std()) {
+                    let now = Instant::now().into_std();
+                    // The pause is over: the waiting line, then the rest of its read.
+                    if let Some(paused) = self.paused.take_if(|p| p.until <= now) {
+                        let Paused { line, rest, .. } = *paused;
+                        let handled = match line {
+                            Held::Line(line) => self.handle_line(&line, now).await,
+                            Held::Overlong(head) => self.handle_overlong(&head),
+                        };
+                        if let Err(end) = handled {
+                            break end;
+                        }
+                        if let Err(end) = self.handle_input(&mut framer, &read_buf, rest, now).await {
+                            break end;
+                        }
+                        if self.paused.is_none() {
+                            // Everything read is handled: back to reading, with no buffer
+                            // while idle.
+                            read_buf = Vec::new();
+                        }
+                    }
+                    if let Some(timeout) = self.session.handle_timeout(now) {
                         break End::Timeout(timeout);
                     }
                     armed = None;
@@ -230,7 +327,13 @@ impl<H: Hub> Connection<H> {
             }
         };
         match end {
-            End::PeerClosed | End::Busy | End::Evicted | End::Shutdown | End::Timeout(_) => {
+            End::PeerClosed
+            | End::Busy
+            | End::Evicted
+            | End::Shutdown
+            | End::Timeout(_)
+            | End::Flooded
+            | End::Displaced => {
                 self.close_gracefully(grace).await;
             }
             // Nobody is reading: don't spend time on a last write.
@@ -239,14 +342,14 @@ impl<H: Hub> Connection<H> {
         end
     }
 
-    /// One `read` and everything it completes; returns the time the bytes were handled at,
-    /// or `None` if there were none. A clean EOF returns `Err(PeerClosed)` only after every
-    /// complete line before it was handled.
-    async fn read_some(
+    /// One `read`: how many bytes, and the time they are handled at, or `None` if there were
+    /// none. A clean EOF returns `Err(PeerClosed)`; every complete line before it was handled
+    /// after the reads that brought it.
+    fn read_some(
         &mut self,
         framer: &mut Framer,
         read_buf: &mut Vec<u8>,
-    ) -> Result<Option<std::time::Instant>, End> {
+    ) -> Result<Option<(usize, std::time::Instant)>, End> {
         if read_buf.is_empty() {
             read_buf.resize(READ_CHUNK_BYTES, 0);
         }
@@ -268,27 +371,71 @@ impl<H: Hub> Connection<H> {
                 return Err(End::Error);
             }
         };
-        let mut input = &read_buf[..n];
         // One clock read per chunk, not per line: every line in it arrived together, and
         // reading the clock was a visible share of the per-message cost
         // (docs/performance.md).
         let now = Instant::now().into_std();
+        Ok(Some((n, now)))
+    }
+
+    /// Frames and handles `read_buf[range]`, each line through the command rate; pauses at
+    /// the first line that has to wait (see [`Paused`]).
+    async fn handle_input(
+        &mut self,
+        framer: &mut Framer,
+        read_buf: &[u8],
+        range: std::ops::Range<usize>,
+        now: std::time::Instant,
+    ) -> Flow {
+        let end = range.end;
+        let mut input = &read_buf[range];
         loop {
-            match framer.next_line(&mut input) {
-                Ok(Some(line)) => self.handle_line(line, now).await?,
-                Ok(None) => break,
+            let held = match framer.next_line(&mut input) {
+                Ok(Some(line)) => match self.admit_line(now)? {
+                    None => {
+                        self.handle_line(line, now).await?;
+                        continue;
+                    }
+                    Some(until) => (Held::Line(line.to_vec()), until),
+                },
+                Ok(None) => return Ok(()),
                 Err(FrameError::LineTooLong { limit, head }) => {
                     debug!(limit, "line too long; discarding it");
-                    let reply = self.session.handle_overlong(&head);
-                    self.reply(&reply)?;
+                    match self.admit_line(now)? {
+                        None => {
+                            self.handle_overlong(&head)?;
+                            continue;
+                        }
+                        Some(until) => (Held::Overlong(head), until),
+                    }
                 }
+            };
+            let (line, until) = held;
+            self.paused = Some(Box::new(Paused {
+                line,
+                rest: end - input.len()..end,
+                until,
+            }));
+            return Ok(());
+        }
+    }
+
+    /// The command rate's word on the next line: `None` to handle it now, or when to.
+    fn admit_line(&mut self, now: std::time::Instant) -> Result<Option<std::time::Instant>, End> {
+        match self.bucket.as_mut().map(|b| b.handle_request(now)) {
+            None | Some(Admit::Now) => Ok(None),
+            Some(Admit::After(wait)) => Ok(Some(now + wait)),
+            Some(Admit::Disconnect) => {
+                let (peer, name) = (self.peer, self.session.name());
+                info!(%peer, ?name, "disconnected: flooding (lines kept waiting for the flood timeout)");
+                Err(End::Flooded)
             }
         }
-        if n < read_buf.len() {
-            // A short read almost always means the socket is drained.
-            *read_buf = Vec::new();
-        }
-        Ok(Some(now))
+    }
+
+    fn handle_overlong(&mut self, head: &[u8]) -> Flow {
+        let reply = self.session.handle_overlong(head);
+        self.reply(&reply)
     }
 
     async fn handle_line(&mut self, line: &[u8], now: std::time::Instant) -> Flow {
@@ -296,6 +443,9 @@ impl<H: Hub> Connection<H> {
         match self.session.handle_line(line, now) {
             Step::Reply(reply) => self.reply(&reply),
             Step::Login(name) => {
+                if !self.slot.leave_prelogin() {
+                    return Err(End::Displaced);
+                }
                 let outcome = self.shared.hub.login(&name, &self.outbox).await;
                 let outcome = outcome.map(|lease| self.lease = Some(lease));
                 let logged_in = outcome.is_ok();
@@ -346,6 +496,8 @@ impl<H: Hub> Connection<H> {
                 warn!(%peer, ?name, "outgoing queue full: peer is not reading; dropping it");
                 End::Overflow
             }
+            // Before login only the pre-login cap evicts (see `crate::admission`).
+            PushError::Evicted if name.is_none() => End::Displaced,
             PushError::Evicted => {
                 warn!(%peer, ?name, "evicted by the hub; closing after what was queued");
                 End::Evicted

@@ -13,6 +13,7 @@
 //!
 //! The normative protocol, with every limit and its default, is `docs/protocol.md`.
 
+mod admission;
 mod config;
 mod connection;
 pub mod hub;
@@ -24,5 +25,6 @@ mod transport;
 
 pub use config::{Config, ConfigError, Keepalive, MAX_LINE_LIMIT_BYTES};
 pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster};
+pub use limits::Limits;
 pub use listener::{bind, run, run_listeners, run_with_hub, Listeners, LISTEN_BACKLOG};
 pub use outbox::{Outbox, PushError};

@@ -1,8 +1,9 @@
-//! The accept loop: admission control, accept-error back-off, graceful shutdown.
+//! The accept loop: admission control (the client limit, then the per-address limits of
+//! [`crate::admission`]), accept-error back-off, graceful shutdown.
 //!
 //! One loop accepts on both listeners, the plain one and the TLS one ([`Listeners`]), so
-//! they share one `--max-clients` semaphore and one hub: a user on either sees the users on
-//! both, and the server's capacity is one number.
+//! they share one `--max-clients` semaphore, one set of abuse limits and one hub: a user on
+//! either sees the users on both, and the server's capacity is one number.
 
 use std::future::Future;
 use std::io;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::admission::Admission;
 use crate::config::Config;
 use crate::connection::{self, Shared};
 use crate::hub::{Hub, MemoryHub};
@@ -128,7 +130,12 @@ pub async fn run_listeners<H: Hub>(
     let grace = config.shutdown_grace;
     let slots = Arc::new(Semaphore::new(config.max_clients));
     let busy_slots = Arc::new(Semaphore::new(BUSY_LINGER_MAX));
-    let shared = Arc::new(Shared { hub, config });
+    let admission = Admission::new(&config);
+    let shared = Arc::new(Shared {
+        hub,
+        config,
+        admission,
+    });
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
 
@@ -145,8 +152,15 @@ pub async fn run_listeners<H: Hub>(
             Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
                 next_id += 1;
-                match Arc::clone(&slots).try_acquire_owned() {
-                    Ok(permit) => {
+                let admitted = match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(permit) => admit(&shared.admission, peer, permit),
+                    Err(_) => {
+                        debug!(%peer, "server full");
+                        None
+                    }
+                };
+                match admitted {
+                    Some(slot) => {
                         let transport = match (&tls, on_tls) {
                             (Some((_, certs)), true) => {
                                 match Transport::tls(stream, certs.current()) {
@@ -164,15 +178,15 @@ pub async fn run_listeners<H: Hub>(
                             peer,
                             next_id,
                             Arc::clone(&shared),
-                            permit,
+                            slot,
                             cancel.clone(),
                         ));
                     }
                     // A plain-text BUSY would be garbage inside a TLS handshake, and a
                     // handshake just to refuse costs the CPU a full server lacks: close.
-                    Err(_) if on_tls => debug!(%peer, "server full; closing a TLS connection"),
-                    Err(_) => {
-                        debug!(%peer, "server full; answering BUSY");
+                    None if on_tls => debug!(%peer, "refused; closing a TLS connection"),
+                    None => {
+                        debug!(%peer, "answering BUSY");
                         match Arc::clone(&busy_slots).try_acquire_owned() {
                             Ok(permit) => {
                                 tracker.spawn(reject_busy(stream, permit, cancel.clone()));
@@ -214,6 +228,27 @@ pub async fn run_listeners<H: Hub>(
     }
     info!("stopped");
     Ok(())
+}
+
+/// The per-address limits for one accepted connection that got a client slot: its
+/// [`Slot`](crate::admission::Slot), or `None` to answer `BUSY`. A refused address is logged
+/// at info at most once a minute; every refusal at debug.
+fn admit(
+    admission: &Admission,
+    peer: std::net::SocketAddr,
+    permit: OwnedSemaphorePermit,
+) -> Option<crate::admission::Slot> {
+    match admission.admit(peer.ip(), permit, std::time::Instant::now()) {
+        Ok(slot) => Some(slot),
+        Err(refused) => {
+            if refused.log {
+                info!(%peer, "{refused}; answering BUSY (logged once a minute per address)");
+            } else {
+                debug!(%peer, "{refused}; answering BUSY");
+            }
+            None
+        }
+    }
 }
 
 fn is_per_connection(e: &io::Error) -> bool {

@@ -172,7 +172,13 @@ async fn crlf_is_tolerated() {
 
 #[tokio::test]
 async fn pipelined_requests_answered_in_order() {
-    let server = Server::default().await;
+    // 602 lines in one write: past the default command rate's burst. They would be answered
+    // the same, only over 20 s; tests/abuse.rs covers delayed lines.
+    let server = Server::start(Config {
+        limits: tcpchat_server::Limits::off(),
+        ..Config::default()
+    })
+    .await;
     let mut b = server.login("b").await;
     let mut a = server.connect().await;
     let mut batch = String::from("LIST\nHELLO-FROM a\n");
@@ -207,7 +213,13 @@ async fn byte_by_byte_input() {
 
 #[tokio::test]
 async fn order_per_sender_and_recipient() {
-    let server = Server::default().await;
+    // 1,000 lines at once from each sender: past the default command rate's burst, which
+    // would (rightly) make them wait and then drop the senders; ordering is the point here.
+    let server = Server::start(Config {
+        limits: tcpchat_server::Limits::off(),
+        ..Config::default()
+    })
+    .await;
     let mut a = server.login("a").await;
     let mut c = server.login("c").await;
     let mut b = server.login("b").await;

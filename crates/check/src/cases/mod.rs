@@ -434,7 +434,8 @@ impl Ctx {
                 }
                 got if got.is(&Reply::Busy) && Instant::now() < deadline => {
                     client.log_note(
-                        "(server full: earlier connections may still be closing; trying again)",
+                        "(BUSY: the server is full, earlier connections may still be closing, or \
+                         its connection rate holds this address back; trying again)",
                     );
                     drop(client);
                     tokio::time::sleep(BUSY_RETRY_INTERVAL).await;
@@ -447,9 +448,10 @@ impl Ctx {
                     );
                     return Err(if got.is(&Reply::Busy) {
                         failure.note(format!(
-                            "the server stayed full for {}; is its client limit lower than \
-                             this case needs?",
-                            crate::client::seconds(self.timeout)
+                            "the server answered BUSY for {}: its client limit is lower than \
+                             this case needs, or {}",
+                            crate::client::seconds(self.timeout),
+                            crate::client::LIMITS_NOTE
                         ))
                     } else {
                         failure
