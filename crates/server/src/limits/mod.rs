@@ -46,9 +46,10 @@ pub use prelogin::PreLoginCap;
 /// default client limit, so one address cannot take the server, yet five times a class of 200
 /// behind one campus NAT.
 pub const DEFAULT_MAX_PER_ADDRESS: u32 = 1_000;
-/// New connections one address may open at once before its steady rate applies: a class of
-/// 200 arriving together, plus a few runs of `tcpchat check` (about 120 connections each).
-pub const DEFAULT_CONNECT_BURST: u32 = 500;
+/// New connections one address may open at once before its steady rate applies: as many as it
+/// may hold open, so a class of 200 arriving together and two full `tcpchat check --capacity
+/// 200` runs back to back (about 400 connections each) both fit.
+pub const DEFAULT_CONNECT_BURST: u32 = 1_000;
 /// New connections per second per address once its burst is spent (1,200 a minute).
 pub const DEFAULT_CONNECTS_PER_SECOND: u32 = 20;
 /// Lines one connection may send at once before its steady rate applies: a pasted screenful,
