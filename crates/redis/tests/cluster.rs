@@ -238,10 +238,16 @@ async fn haproxy_in_front_of_three_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_recipient_or_a_stopped_node_stalls_nobody() {
     let redis = Redis::start();
-    let n1 = Node::start(&redis.url(), "n1");
+    // Limits off: ann floods as fast as she can, which the default command rate would hold back.
+    let off = ["--limits", "off"];
+    let n1 = Node::start_with(&redis.url(), "n1", &off);
     // A small queue so the stuck reader is found quickly.
-    let n2 = Node::start_with(&redis.url(), "n2", &["--max-outbox", "8192"]);
-    let n3 = Node::start(&redis.url(), "n3");
+    let n2 = Node::start_with(
+        &redis.url(),
+        "n2",
+        &["--max-outbox", "8192", "--limits", "off"],
+    );
+    let n3 = Node::start_with(&redis.url(), "n3", &off);
     let mut ann = n1.login("ann").await;
     // A small receive buffer, so the kernel does not absorb megabytes on sloth's behalf.
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
