@@ -694,11 +694,17 @@ fn reload_on_sighup(certs: Arc<Reloadable>) -> anyhow::Result<()> {
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             let (cert, key) = (certs.cert_path().display(), certs.key_path().display());
-            match certs.reload() {
-                Ok(()) => info!(%cert, %key, "SIGHUP: TLS certificate and key reloaded"),
-                Err(e) => warn!(
+            // Reading files blocks: off the runtime's workers, which serve the connections.
+            let reloading = Arc::clone(&certs);
+            match tokio::task::spawn_blocking(move || reloading.reload()).await {
+                Ok(Ok(())) => info!(%cert, %key, "SIGHUP: TLS certificate and key reloaded"),
+                Ok(Err(e)) => warn!(
                     error = %e,
                     "SIGHUP: TLS reload failed; the certificate in force stays"
+                ),
+                Err(e) => warn!(
+                    error = %e,
+                    "SIGHUP: TLS reload did not finish; the certificate in force stays"
                 ),
             }
         }

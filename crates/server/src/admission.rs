@@ -129,9 +129,23 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    /// The connection is about to log in: it no longer counts against the pre-login cap.
-    /// Returns `false` if it was displaced meanwhile (its outbox already holds `BUSY` and is
-    /// evicted): it must not log in.
+    /// Whether a login may go ahead: `false` if the connection was displaced (its outbox
+    /// already holds `BUSY` and is evicted). It stays in the pre-login queue while the hub
+    /// decides, so a name refused with `IN-USE` keeps counting against the cap.
+    pub(crate) fn may_log_in(&self) -> bool {
+        match &self.waiting {
+            Some((prelogin, id)) => prelogin
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .outboxes
+                .contains_key(id),
+            None => true,
+        }
+    }
+
+    /// The connection logged in: it no longer counts against the pre-login cap. Returns
+    /// `false` if it was displaced meanwhile (while the hub was deciding): it must not stay
+    /// logged in.
     pub(crate) fn leave_prelogin(&mut self) -> bool {
         match self.waiting.take() {
             Some((prelogin, id)) => {

@@ -237,11 +237,14 @@ impl<H: Hub> Connection<H> {
             }
             // Not reading while a line waits for the command rate: see the module docs.
             let reading = self.paused.is_none();
-            let interest = match (reading, self.pending.is_empty()) {
-                (true, true) => Some(Interest::READABLE),
-                (true, false) => Some(Interest::READABLE | Interest::WRITABLE),
-                (false, false) => Some(Interest::WRITABLE),
-                (false, true) => None,
+            // Output keeps flowing while reading is paused, TLS records that the socket
+            // refused included (`docs/security.md`, "Command rate").
+            let writing = !self.pending.is_empty() || self.stream.wants_write();
+            let interest = match (reading, writing) {
+                (true, false) => Some(Interest::READABLE),
+                (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+                (false, true) => Some(Interest::WRITABLE),
+                (false, false) => None,
             };
             tokio::select! {
                 biased;
@@ -443,10 +446,16 @@ impl<H: Hub> Connection<H> {
         match self.session.handle_line(line, now) {
             Step::Reply(reply) => self.reply(&reply),
             Step::Login(name) => {
-                if !self.slot.leave_prelogin() {
+                if !self.slot.may_log_in() {
                     return Err(End::Displaced);
                 }
                 let outcome = self.shared.hub.login(&name, &self.outbox).await;
+                // Out of the pre-login queue only once the name is ours: a refused name
+                // (`IN-USE`) may be retried, and keeps counting against the cap meanwhile.
+                if outcome.is_ok() && !self.slot.leave_prelogin() {
+                    // Displaced while the hub decided; dropping the lease frees the name.
+                    return Err(End::Displaced);
+                }
                 let outcome = outcome.map(|lease| self.lease = Some(lease));
                 let logged_in = outcome.is_ok();
                 let step = self.session.handle_login(name, outcome);

@@ -90,6 +90,15 @@ impl Transport {
         })))
     }
 
+    /// Whether encrypted bytes wait for the socket (TLS records it refused earlier). Always
+    /// `false` for plain TCP, whose bytes wait in the outbox's batch instead.
+    pub(crate) fn wants_write(&self) -> bool {
+        match self {
+            Self::Plain { .. } => false,
+            Self::Tls(tls) => tls.conn.wants_write(),
+        }
+    }
+
     /// The TCP socket underneath (for socket options).
     pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
@@ -108,7 +117,10 @@ impl Transport {
                 // tokio would usually report readable here too (its readiness is cleared
                 // only by a WouldBlock, and rustls is fed only once its plaintext is
                 // drained), but correctness should not rest on that coincidence.
-                if tls.plaintext > 0 {
+                // Only when the caller wants to read: a connection that is not reading (its
+                // lines wait for the command rate) would otherwise be woken at once, forever,
+                // without making progress, and never reach its timers.
+                if tls.plaintext > 0 && interest.is_readable() {
                     return Ok(Ready::READABLE);
                 }
                 let interest = if tls.conn.wants_write() {

@@ -245,6 +245,37 @@ async fn the_prelogin_cap_displaces_the_oldest_silent_connection() {
     user.expect("LIST-OK user").await;
 }
 
+/// A connection whose name was refused (`IN-USE`) has not logged in: it still counts against
+/// the pre-login cap and is still the one displaced, so asking for a taken name is no way
+/// around the cap. See: #12 (review of the pre-login cap).
+#[tokio::test]
+async fn a_refused_name_still_counts_against_the_prelogin_cap() {
+    let server = Server::start(only(|l| l.max_prelogin = NonZeroUsize::new(2))).await;
+    let mut owner = server.login("taken").await;
+    let mut junk = Vec::new();
+    for _ in 0..2 {
+        let mut c = server.connect().await;
+        assert_eq!(try_login(&mut c, "taken").await.as_deref(), Some("IN-USE"));
+        junk.push(c);
+    }
+    // The cap (2) is full of connections that asked for a taken name: the next one in
+    // displaces the oldest of them.
+    let mut user = server.connect().await;
+    assert_eq!(
+        try_login(&mut user, "user").await.as_deref(),
+        Some("HELLO user")
+    );
+    junk[0].expect("BUSY").await;
+    junk[0].expect_closed().await;
+    // The one still waiting may try another name and get in.
+    assert_eq!(
+        try_login(&mut junk[1], "second").await.as_deref(),
+        Some("HELLO second")
+    );
+    owner.send("LIST").await;
+    owner.expect("LIST-OK second,taken,user").await;
+}
+
 #[tokio::test]
 async fn exempt_networks_skip_every_limit() {
     let server = Server::start(only(|l| {

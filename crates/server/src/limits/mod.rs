@@ -62,7 +62,7 @@ pub const DEFAULT_COMMANDS_PER_SECOND: u32 = 20;
 pub const DEFAULT_FLOOD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections not yet logged in, from all addresses together.
 pub const DEFAULT_MAX_PRELOGIN: usize = 1_000;
-/// Addresses the [`AddressLimiter`] keeps state for (about 64 bytes each, so a few MiB at
+/// Addresses the [`AddressLimiter`] keeps state for (about 100 bytes each in the table, so a few MiB at
 /// most). Above the default client limit, so every open connection's address fits.
 pub const DEFAULT_MAX_TRACKED_ADDRESSES: usize = 65_536;
 /// How often [`RefusalLog`] lets one key's refusals through to the log.
