@@ -14,9 +14,6 @@ use rustls::ClientConnection;
 use tcpchat_tls::client::{Connector, HandshakeError};
 use tokio::net::TcpStream;
 
-/// Ciphertext read from the socket per call.
-const TLS_READ_BYTES: usize = 16 * 1024 + 256;
-
 pub(crate) struct Conn {
     tcp: TcpStream,
     tls: Option<Box<Tls>>,
@@ -102,23 +99,21 @@ impl Conn {
             if tls.eof {
                 return Ok(0);
             }
-            let mut cipher = [0u8; TLS_READ_BYTES];
-            let n = self.tcp.try_read(&mut cipher)?;
+            // rustls reads from the socket itself, only while it holds no plaintext: fed a
+            // whole socket read at once, it could be handed more than its received-plaintext
+            // limit (a record completed by this read plus the next) and refuse the rest.
+            let n = tls.conn.read_tls(&mut Sock(&self.tcp))?;
             if n == 0 {
                 tls.eof = true;
                 return Ok(0);
             }
-            let mut input = &cipher[..n];
-            while !input.is_empty() {
-                tls.conn.read_tls(&mut input)?;
-                let state = tls
-                    .conn
-                    .process_new_packets()
-                    .map_err(|e| io::Error::other(tcpchat_tls::client::explain(&e)))?;
-                tls.plaintext = state.plaintext_bytes_to_read();
-                if state.peer_has_closed() && tls.plaintext == 0 {
-                    tls.eof = true;
-                }
+            let state = tls
+                .conn
+                .process_new_packets()
+                .map_err(|e| io::Error::other(tcpchat_tls::client::explain(&e)))?;
+            tls.plaintext = state.plaintext_bytes_to_read();
+            if state.peer_has_closed() && tls.plaintext == 0 {
+                tls.eof = true;
             }
             // Key updates and alerts rustls answers on its own.
             push(&self.tcp, &mut tls.conn)?;
@@ -169,4 +164,14 @@ fn push(tcp: &TcpStream, conn: &mut ClientConnection) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The socket as `std::io::Read` for rustls's `read_tls`: reads without waiting, so an empty
+/// socket is `WouldBlock`, which the caller passes on.
+struct Sock<'a>(&'a TcpStream);
+
+impl Read for Sock<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
 }
