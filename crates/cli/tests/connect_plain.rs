@@ -2,94 +2,11 @@
 //!
 //! Every wait has a timeout that reports what did arrive; nothing is timed.
 
-use std::io::Write;
-use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, ExitStatus, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
-
 mod common;
 
-use common::{lines_of, tcpchat, wait_for, Server, PATIENCE, PROTOCOL_WORDS};
+use std::process::Stdio;
 
-struct Client {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    out: Receiver<String>,
-    err: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Client {
-    fn start(addr: SocketAddr, name: &str) -> Self {
-        let mut child = tcpchat()
-            .args(["connect", "--plain", "--name", name, &addr.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tcpchat connect");
-        let stdin = child.stdin.take();
-        let out = lines_of(child.stdout.take().expect("piped stdout"));
-        let err = lines_of(child.stderr.take().expect("piped stderr"));
-        Self {
-            child,
-            stdin,
-            out,
-            err,
-            seen: Vec::new(),
-        }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("client reads its input");
-    }
-
-    fn expect(&mut self, want: &str) {
-        wait_for(&self.out, &mut self.seen, want, |l| l == want);
-    }
-
-    fn expect_prefix(&mut self, prefix: &str) -> String {
-        wait_for(&self.out, &mut self.seen, prefix, |l| l.starts_with(prefix))
-    }
-
-    /// Closes stdin and waits for the exit; returns the status, all stdout and all stderr.
-    fn finish(mut self) -> (ExitStatus, Vec<String>, Vec<String>) {
-        self.stdin = None;
-        let deadline = Instant::now() + PATIENCE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the client") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "client still running after its input ended; said {:#?}",
-                    self.seen
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut out = std::mem::take(&mut self.seen);
-        out.extend(self.out.try_iter());
-        // The reader threads end with the streams; give stderr's a moment to deliver.
-        let err: Vec<String> = self
-            .err
-            .recv_timeout(Duration::from_secs(2))
-            .into_iter()
-            .chain(self.err.try_iter())
-            .collect();
-        (status, out, err)
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{tcpchat, PlainClient, Server, PROTOCOL_WORDS};
 
 fn no_protocol_lines(lines: &[String]) {
     for line in lines {
@@ -104,9 +21,9 @@ fn no_protocol_lines(lines: &[String]) {
 fn two_scripts_chat_through_the_server() {
     let server = Server::start("127.0.0.1:0", &[]);
     let addr = server.addr;
-    let mut alice = Client::start(addr, "alice");
+    let mut alice = PlainClient::start(&["--name", "alice", &addr.to_string()]);
     alice.expect(&format!("logged in to {addr} as alice"));
-    let mut bob = Client::start(addr, "bob");
+    let mut bob = PlainClient::start(&["--name", "bob", &addr.to_string()]);
     bob.expect(&format!("logged in to {addr} as bob"));
 
     alice.type_line("@bob hi bob, 👋 żółw");
@@ -129,7 +46,7 @@ fn two_scripts_chat_through_the_server() {
 #[test]
 fn an_unknown_recipient_is_reported() {
     let server = Server::start("127.0.0.1:0", &[]);
-    let mut alice = Client::start(server.addr, "alice");
+    let mut alice = PlainClient::start(&["--name", "alice", &server.addr.to_string()]);
     alice.type_line("@ghost boo");
     alice.expect("not delivered to ghost (user offline): boo");
 }
@@ -138,9 +55,9 @@ fn an_unknown_recipient_is_reported() {
 fn a_piped_message_reports_its_delivery_and_exits() {
     // printf '@bob hi\n' | tcpchat connect --plain --name carol
     let server = Server::start("127.0.0.1:0", &[]);
-    let mut bob = Client::start(server.addr, "bob");
+    let mut bob = PlainClient::start(&["--name", "bob", &server.addr.to_string()]);
     bob.expect(&format!("logged in to {} as bob", server.addr));
-    let mut carol = Client::start(server.addr, "carol");
+    let mut carol = PlainClient::start(&["--name", "carol", &server.addr.to_string()]);
     carol.type_line("@bob hi");
     let (status, out, err) = carol.finish();
     assert!(status.success(), "{status}; stderr {err:#?}");
@@ -151,9 +68,9 @@ fn a_piped_message_reports_its_delivery_and_exits() {
 #[test]
 fn a_taken_name_exits_non_zero_and_says_why() {
     let server = Server::start("127.0.0.1:0", &[]);
-    let mut first = Client::start(server.addr, "dave");
+    let mut first = PlainClient::start(&["--name", "dave", &server.addr.to_string()]);
     first.expect(&format!("logged in to {} as dave", server.addr));
-    let second = Client::start(server.addr, "dave");
+    let second = PlainClient::start(&["--name", "dave", &server.addr.to_string()]);
     let (status, _, err) = second.finish();
     assert_eq!(status.code(), Some(1), "stderr {err:#?}");
     assert!(
@@ -168,7 +85,7 @@ fn no_server_exits_non_zero_and_says_what_to_try() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port");
-    let client = Client::start(port, "erin");
+    let client = PlainClient::start(&["--name", "erin", &port.to_string()]);
     let (status, _, err) = client.finish();
     assert_eq!(status.code(), Some(1));
     assert!(
@@ -197,9 +114,9 @@ fn an_invalid_name_is_a_usage_error() {
 fn the_server_going_away_and_coming_back() {
     let mut server = Server::start("127.0.0.1:0", &[]);
     let addr = server.addr;
-    let mut alice = Client::start(addr, "alice");
+    let mut alice = PlainClient::start(&["--name", "alice", &addr.to_string()]);
     alice.expect(&format!("logged in to {addr} as alice"));
-    let mut bob = Client::start(addr, "bob");
+    let mut bob = PlainClient::start(&["--name", "bob", &addr.to_string()]);
     bob.expect(&format!("logged in to {addr} as bob"));
 
     server.kill();
@@ -219,26 +136,10 @@ fn a_name_typed_at_the_prompt_that_cannot_be_used_asks_again() {
     // See: #11. Without --name the first input line is the name; a bad one asks again.
     let server = Server::start("127.0.0.1:0", &[]);
     let addr = server.addr;
-    let mut dave = Client::start(addr, "dave");
+    let mut dave = PlainClient::start(&["--name", "dave", &addr.to_string()]);
     dave.expect(&format!("logged in to {addr} as dave"));
 
-    let mut child = tcpchat()
-        .args(["connect", "--plain", &addr.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tcpchat connect");
-    let stdin = child.stdin.take();
-    let out = lines_of(child.stdout.take().expect("piped stdout"));
-    let err = lines_of(child.stderr.take().expect("piped stderr"));
-    let mut prompt = Client {
-        child,
-        stdin,
-        out,
-        err,
-        seen: Vec::new(),
-    };
+    let mut prompt = PlainClient::start(&[&addr.to_string()]);
     prompt.expect("type your name");
     prompt.type_line("two words");
     prompt.expect_prefix("\"two words\" cannot be used");

@@ -4,59 +4,13 @@
 //!
 //! Every wait has a timeout that reports what did arrive; nothing is timed.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Output, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::{Output, Stdio};
 
 mod common;
 
-use common::{lines_of, tcpchat, wait_for, Server, PATIENCE};
+use common::{tcpchat, PlainClient, Server, PATIENCE};
 use tcpchat_testkit::{TestCa, TlsRelay};
-
-struct Client {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    out: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Client {
-    fn start(args: &[&str]) -> Self {
-        let mut child = tcpchat()
-            .args(["connect", "--plain"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn tcpchat connect");
-        let stdin = child.stdin.take();
-        let out = lines_of(child.stdout.take().expect("piped stdout"));
-        Self {
-            child,
-            stdin,
-            out,
-            seen: Vec::new(),
-        }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("client reads its input");
-    }
-
-    fn expect(&mut self, want: &str) {
-        wait_for(&self.out, &mut self.seen, want, |l| l == want);
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A scratch directory for the CA file, removed on drop.
 struct Scratch(PathBuf);
@@ -110,10 +64,10 @@ fn a_script_chats_over_tls_with_a_trusted_ca() {
     let ca_arg = ca_file.to_str().expect("a UTF-8 temp path");
     let tls_addr = format!("tls://localhost:{}", relay.addr.port());
 
-    let mut alice = Client::start(&["--name", "alice", "--ca", ca_arg, &tls_addr]);
+    let mut alice = PlainClient::start(&["--name", "alice", "--ca", ca_arg, &tls_addr]);
     alice.expect(&format!("logged in to {tls_addr} as alice"));
     // Bob on the plain port: the same server, the same protocol, whichever transport.
-    let mut bob = Client::start(&["--name", "bob", &server.addr.to_string()]);
+    let mut bob = PlainClient::start(&["--name", "bob", &server.addr.to_string()]);
     bob.expect(&format!("logged in to {} as bob", server.addr));
 
     alice.type_line("@bob hi over TLS");
@@ -197,7 +151,7 @@ fn the_certificate_tcpchat_cert_writes_is_trusted_with_ca() {
     let relay = TlsRelay::start(server.addr, &leaf);
     let cert = scratch.path().join("cert.pem");
     let tls_addr = format!("tls://localhost:{}", relay.addr.port());
-    let mut alice = Client::start(&[
+    let mut alice = PlainClient::start(&[
         "--name",
         "alice",
         "--ca",

@@ -4,9 +4,9 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -210,4 +210,86 @@ pub fn assert_exit(output: &std::process::Output, code: i32) {
         text(&output.stdout),
         text(&output.stderr)
     );
+}
+
+/// `tcpchat connect --plain` as a script drives it: lines typed in, lines read out.
+pub struct PlainClient {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: Receiver<String>,
+    err: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl PlainClient {
+    /// `tcpchat connect --plain ARGS`, its input and output piped.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = tcpchat()
+            .args(["connect", "--plain"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpchat connect");
+        let stdin = child.stdin.take();
+        let out = lines_of(child.stdout.take().expect("piped stdout"));
+        let err = lines_of(child.stderr.take().expect("piped stderr"));
+        Self {
+            child,
+            stdin,
+            out,
+            err,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("client reads its input");
+    }
+
+    pub fn expect(&mut self, want: &str) {
+        wait_for(&self.out, &mut self.seen, want, |l| l == want);
+    }
+
+    pub fn expect_prefix(&mut self, prefix: &str) -> String {
+        wait_for(&self.out, &mut self.seen, prefix, |l| l.starts_with(prefix))
+    }
+
+    /// Closes stdin and waits for the exit; returns the status, all stdout and all stderr.
+    pub fn finish(mut self) -> (ExitStatus, Vec<String>, Vec<String>) {
+        self.stdin = None;
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the client") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "client still running after its input ended; said {:#?}",
+                    self.seen
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = std::mem::take(&mut self.seen);
+        out.extend(self.out.try_iter());
+        // The reader threads end with the streams; give stderr's a moment to deliver.
+        let err: Vec<String> = self
+            .err
+            .recv_timeout(Duration::from_secs(2))
+            .into_iter()
+            .chain(self.err.try_iter())
+            .collect();
+        (status, out, err)
+    }
+}
+
+impl Drop for PlainClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
