@@ -285,3 +285,96 @@ impl Tls {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rustls::pki_types::{PrivateKeyDer, ServerName};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A TLS transport reports only the readiness it was asked for: plaintext that rustls holds
+    /// wakes a reader, never a connection that only wants to write (one whose lines wait for
+    /// the command rate). Waking that one at once, forever, kept its task from yielding and
+    /// from reaching its timers. See: #12 (found in review).
+    #[tokio::test]
+    async fn buffered_plaintext_wakes_a_reader_not_a_writer() {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("rcgen");
+        let der = ck.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let server_config = ServerConfig::builder_with_provider(tcpchat_tls::provider())
+            .with_protocol_versions(tcpchat_tls::PROTOCOL_VERSIONS)
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .expect("server config");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).expect("root");
+        let client_config = rustls::ClientConfig::builder_with_provider(tcpchat_tls::provider())
+            .with_protocol_versions(tcpchat_tls::PROTOCOL_VERSIONS)
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let client = tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.expect("connect");
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+            let name = ServerName::try_from("localhost").expect("name");
+            let mut tls = connector.connect(name, tcp).await.expect("handshake");
+            // One write, one record: the server decrypts both lines at once.
+            tls.write_all(b"HELLO-FROM ann\nLIST\n")
+                .await
+                .expect("write");
+            tls.flush().await.expect("flush");
+            let _ = done_rx.await; // stay connected until the test is done
+        });
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut transport = Transport::tls(tcp, Arc::new(server_config)).expect("transport");
+
+        // Handshake, then one byte of the record: the rest stays in rustls.
+        let mut byte = [0u8; 1];
+        let patience = Duration::from_secs(30);
+        tokio::time::timeout(patience, async {
+            loop {
+                transport.try_flush().expect("flush");
+                match transport.try_read(&mut byte) {
+                    Ok(1) => break,
+                    Ok(_) => panic!("the client closed before sending"),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        transport.ready(Interest::READABLE).await.expect("ready");
+                    }
+                    Err(e) => panic!("read failed: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("handshake and first byte within the timeout");
+        assert_eq!(&byte, b"H");
+
+        let ready = tokio::time::timeout(patience, transport.ready(Interest::WRITABLE))
+            .await
+            .expect("an idle socket is writable")
+            .expect("ready");
+        assert!(
+            ready.is_writable(),
+            "asked for writability, got {ready:?} (buffered plaintext must not wake a writer)"
+        );
+        let ready = transport.ready(Interest::READABLE).await.expect("ready");
+        assert!(
+            ready.is_readable(),
+            "buffered plaintext is readable at once"
+        );
+        let mut rest = [0u8; 64];
+        let n = transport.try_read(&mut rest).expect("buffered plaintext");
+        assert_eq!(&rest[..n], b"ELLO-FROM ann\nLIST\n");
+
+        let _ = done_tx.send(());
+        client.await.expect("client task");
+    }
+}
