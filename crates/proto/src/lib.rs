@@ -13,11 +13,17 @@
 //! is `docs/protocol.md`.
 
 mod address;
+mod ext;
 mod framer;
 mod message;
 mod name;
 
 pub use address::{AddressError, HostPort, ServerAddress, Transport};
+pub use ext::{
+    is_ext_name, is_token, Extension, ExtensionSet, Password, PasswordError, MAX_EXT_NAMES,
+    MAX_EXT_NAME_BYTES, MAX_ONLINE_NAMES_PER_LINE, MAX_PASSWORD_BYTES, MAX_TOKEN_BYTES,
+    MIN_PASSWORD_BYTES,
+};
 pub use framer::{FrameError, Framer, OVERLONG_HEAD_BYTES};
 pub use message::{Command, Reply, ReplyError, Request, RequestError};
 pub use name::{NameError, Username, MAX_NAME_BYTES};

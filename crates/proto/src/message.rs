@@ -4,11 +4,19 @@
 //! connection's current state (before or after login) is decided by the server's session
 //! machine, which turns every failure into `BAD-RQST-HDR` or `BAD-RQST-BODY`.
 
+use crate::ext::{self, Extension, Password, PasswordError};
 use crate::name::{NameError, Username};
 
 const HELLO_FROM: &[u8] = b"HELLO-FROM";
 const LIST: &[u8] = b"LIST";
 const SEND: &[u8] = b"SEND";
+const EXT: &[u8] = b"EXT";
+const PING: &[u8] = b"PING";
+const PONG: &[u8] = b"PONG";
+const LOGIN: &[u8] = b"LOGIN";
+const REGISTER: &[u8] = b"REGISTER";
+const PASSWORD: &[u8] = b"PASSWORD";
+const UNREGISTER: &[u8] = b"UNREGISTER";
 
 const HELLO: &[u8] = b"HELLO";
 const IN_USE: &[u8] = b"IN-USE";
@@ -19,6 +27,19 @@ const BAD_DEST_USER: &[u8] = b"BAD-DEST-USER";
 const DELIVERY: &[u8] = b"DELIVERY";
 const BAD_RQST_HDR: &[u8] = b"BAD-RQST-HDR";
 const BAD_RQST_BODY: &[u8] = b"BAD-RQST-BODY";
+const EXT_OK: &[u8] = b"EXT-OK";
+const ONLINE: &[u8] = b"ONLINE";
+const ONLINE_DONE: &[u8] = b"ONLINE-DONE";
+const OFFLINE: &[u8] = b"OFFLINE";
+const REGISTER_OK: &[u8] = b"REGISTER-OK";
+const PASSWORD_OK: &[u8] = b"PASSWORD-OK";
+const UNREGISTER_OK: &[u8] = b"UNREGISTER-OK";
+const NAME_REGISTERED: &[u8] = b"NAME-REGISTERED";
+const NO_ACCOUNT: &[u8] = b"NO-ACCOUNT";
+const BAD_PASSWORD: &[u8] = b"BAD-PASSWORD";
+const LOCKED: &[u8] = b"LOCKED";
+const THROTTLED: &[u8] = b"THROTTLED";
+const NEEDS_TLS: &[u8] = b"NEEDS-TLS";
 
 /// The command word of a client line, before its body is looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +47,14 @@ pub enum Command {
     HelloFrom,
     List,
     Send,
+    /// `EXT`: negotiation, understood by every tcpchat server that has extensions on.
+    Ext,
+    Ping,
+    Pong,
+    Login,
+    Register,
+    Password,
+    Unregister,
 }
 
 impl Command {
@@ -37,6 +66,13 @@ impl Command {
             HELLO_FROM => Some(Self::HelloFrom),
             LIST => Some(Self::List),
             SEND => Some(Self::Send),
+            EXT => Some(Self::Ext),
+            PING => Some(Self::Ping),
+            PONG => Some(Self::Pong),
+            LOGIN => Some(Self::Login),
+            REGISTER => Some(Self::Register),
+            PASSWORD => Some(Self::Password),
+            UNREGISTER => Some(Self::Unregister),
             _ => None,
         }
     }
@@ -47,6 +83,27 @@ impl Command {
             Self::HelloFrom => "HELLO-FROM",
             Self::List => "LIST",
             Self::Send => "SEND",
+            Self::Ext => "EXT",
+            Self::Ping => "PING",
+            Self::Pong => "PONG",
+            Self::Login => "LOGIN",
+            Self::Register => "REGISTER",
+            Self::Password => "PASSWORD",
+            Self::Unregister => "UNREGISTER",
+        }
+    }
+
+    /// The extension a connection must have negotiated for this command to be understood;
+    /// `None` for the classic commands and for `EXT` itself (a server with extensions on
+    /// understands it before anything is negotiated). On a connection without that extension
+    /// the command is unknown, exactly as on a classic server.
+    pub fn extension(self) -> Option<Extension> {
+        match self {
+            Self::HelloFrom | Self::List | Self::Send | Self::Ext => None,
+            Self::Ping | Self::Pong => Some(Extension::Keepalive),
+            Self::Login | Self::Register | Self::Password | Self::Unregister => {
+                Some(Extension::Accounts)
+            }
         }
     }
 }
@@ -60,6 +117,27 @@ pub enum Request<'a> {
     List,
     /// `SEND <to> <body>`: relay `body` (the rest of the line, byte for byte) to `to`.
     Send { to: Username, body: &'a str },
+    /// `EXT <ext>,<ext>,...`: the extensions the client speaks, as it spelled them (names
+    /// tcpchat does not know included; see [`crate::ExtensionSet::answer`]).
+    Ext(Vec<&'a str>),
+    /// `PING [<token>]`: are you there?
+    Ping(Option<&'a str>),
+    /// `PONG [<token>]`: the client's answer to the server's `PING`.
+    Pong(Option<&'a str>),
+    /// `LOGIN <name> <password>`: log in to an account.
+    Login {
+        name: Username,
+        password: Password<'a>,
+    },
+    /// `REGISTER <password>`: make the name this connection is logged in as an account.
+    Register(Password<'a>),
+    /// `PASSWORD <old> <new>`: change the account's password.
+    ChangePassword {
+        old: Password<'a>,
+        new: Password<'a>,
+    },
+    /// `UNREGISTER <password>`: delete the account.
+    Unregister(Password<'a>),
 }
 
 /// Why a client line is not a valid request.
@@ -81,6 +159,18 @@ pub enum RequestError {
     /// `LIST` followed by anything (`BAD-RQST-BODY`).
     #[error("LIST takes no arguments")]
     ListWithBody,
+    /// `EXT` without a well-formed list of extension names (`BAD-RQST-BODY`).
+    #[error("EXT needs 1 to 32 comma-separated names of a-z, 0-9 and -")]
+    BadExt,
+    /// `PING` or `PONG` with a token that is not 1 to 64 printable ASCII bytes.
+    #[error("a keepalive token is 1 to 64 printable ASCII bytes")]
+    BadToken(Command),
+    /// `LOGIN` whose name breaks the name rules.
+    #[error("invalid name: {0}")]
+    BadLoginName(NameError),
+    /// A password command whose password is missing or breaks the rules.
+    #[error("{cmd}: {err}", cmd = .0.as_str(), err = .1)]
+    BadPassword(Command, PasswordError),
 }
 
 impl RequestError {
@@ -91,6 +181,9 @@ impl RequestError {
             Self::BadName(_) => Some(Command::HelloFrom),
             Self::BadSend | Self::NotUtf8 => Some(Command::Send),
             Self::ListWithBody => Some(Command::List),
+            Self::BadExt => Some(Command::Ext),
+            Self::BadLoginName(_) => Some(Command::Login),
+            Self::BadToken(command) | Self::BadPassword(command, _) => Some(*command),
         }
     }
 }
@@ -123,7 +216,43 @@ impl<'a> Request<'a> {
                 let body = std::str::from_utf8(body).map_err(|_| RequestError::NotUtf8)?;
                 Ok(Request::Send { to, body })
             }
+            EXT => rest
+                .and_then(ext::parse_ext_list)
+                .map(Request::Ext)
+                .ok_or(RequestError::BadExt),
+            PING => token(rest, Command::Ping).map(Request::Ping),
+            PONG => token(rest, Command::Pong).map(Request::Pong),
+            LOGIN => {
+                let (name, password) = split_word(rest.unwrap_or_default());
+                let name = Username::from_bytes(name).map_err(RequestError::BadLoginName)?;
+                let password = password_arg(password, Command::Login)?;
+                Ok(Request::Login { name, password })
+            }
+            REGISTER => password_arg(rest, Command::Register).map(Request::Register),
+            PASSWORD => {
+                let (old, new) = split_word(rest.unwrap_or_default());
+                let old = password_arg(Some(old), Command::Password)?;
+                let new = password_arg(new, Command::Password)?;
+                Ok(Request::ChangePassword { old, new })
+            }
+            UNREGISTER => password_arg(rest, Command::Unregister).map(Request::Unregister),
             _ => Err(RequestError::UnknownCommand),
+        }
+    }
+
+    /// The command this request is.
+    pub fn command(&self) -> Command {
+        match self {
+            Request::HelloFrom(_) => Command::HelloFrom,
+            Request::List => Command::List,
+            Request::Send { .. } => Command::Send,
+            Request::Ext(_) => Command::Ext,
+            Request::Ping(_) => Command::Ping,
+            Request::Pong(_) => Command::Pong,
+            Request::Login { .. } => Command::Login,
+            Request::Register(_) => Command::Register,
+            Request::ChangePassword { .. } => Command::Password,
+            Request::Unregister(_) => Command::Unregister,
         }
     }
 
@@ -133,6 +262,17 @@ impl<'a> Request<'a> {
             Request::HelloFrom(name) => line2(out, HELLO_FROM, name.as_str().as_bytes()),
             Request::List => line1(out, LIST),
             Request::Send { to, body } => line3(out, SEND, to.as_str(), body),
+            Request::Ext(names) => list_line(out, EXT, names.iter().copied()),
+            Request::Ping(token) => optional_arg(out, PING, *token),
+            Request::Pong(token) => optional_arg(out, PONG, *token),
+            Request::Login { name, password } => {
+                line3(out, LOGIN, name.as_str(), password.expose())
+            }
+            Request::Register(password) => line2(out, REGISTER, password.expose().as_bytes()),
+            Request::ChangePassword { old, new } => {
+                line3(out, PASSWORD, old.expose(), new.expose())
+            }
+            Request::Unregister(password) => line2(out, UNREGISTER, password.expose().as_bytes()),
         }
     }
 
@@ -165,6 +305,36 @@ pub enum Reply<'a> {
     BadRqstHdr,
     /// `BAD-RQST-BODY`: known command, invalid body.
     BadRqstBody,
+    /// `EXT-OK [<ext>,...]`: the extensions this connection uses from now on.
+    ExtOk(Vec<&'a str>),
+    /// `PING [<token>]`: the server asks whether the client is there.
+    Ping(Option<&'a str>),
+    /// `PONG [<token>]`: the answer to the client's `PING`.
+    Pong(Option<&'a str>),
+    /// `ONLINE <name>,...`: these users are online (the first list, or one login).
+    Online(Vec<Username>),
+    /// `ONLINE-DONE`: the first list is complete.
+    OnlineDone,
+    /// `OFFLINE <name>`: this user left.
+    Offline(Username),
+    /// `REGISTER-OK`: the name is now an account.
+    RegisterOk,
+    /// `PASSWORD-OK`: the password was changed.
+    PasswordOk,
+    /// `UNREGISTER-OK`: the account was deleted.
+    UnregisterOk,
+    /// `NAME-REGISTERED`: the name is an account (log in with `LOGIN`), or already was one.
+    NameRegistered,
+    /// `NO-ACCOUNT`: the name is not an account.
+    NoAccount,
+    /// `BAD-PASSWORD`: wrong password.
+    BadPassword,
+    /// `LOCKED`: the operator locked the account.
+    Locked,
+    /// `THROTTLED <seconds>`: too many attempts; retry after that many seconds.
+    Throttled(u32),
+    /// `NEEDS-TLS`: passwords are refused on this plain, non-loopback connection.
+    NeedsTls,
 }
 
 /// Why a server line is not a valid reply.
@@ -180,6 +350,8 @@ pub enum ReplyError {
     BadDelivery,
     #[error("reply is not valid UTF-8")]
     NotUtf8,
+    #[error("{0} has an invalid argument")]
+    BadArgument(&'static str),
 }
 
 impl<'a> Reply<'a> {
@@ -220,6 +392,42 @@ impl<'a> Reply<'a> {
                 let body = std::str::from_utf8(body).map_err(|_| ReplyError::NotUtf8)?;
                 Ok(Reply::Delivery { from, body })
             }
+            EXT_OK => match rest {
+                None => Ok(Reply::ExtOk(Vec::new())),
+                Some(list) => ext::parse_ext_list(list)
+                    .map(Reply::ExtOk)
+                    .ok_or(ReplyError::BadArgument("EXT-OK")),
+            },
+            PING => token(rest, Command::Ping)
+                .map(Reply::Ping)
+                .map_err(|_| ReplyError::BadArgument("PING")),
+            PONG => token(rest, Command::Pong)
+                .map(Reply::Pong)
+                .map_err(|_| ReplyError::BadArgument("PONG")),
+            ONLINE => {
+                let names = rest.ok_or(ReplyError::BadArgument("ONLINE"))?;
+                names
+                    .split(|b| *b == b',')
+                    .map(peer_name)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Reply::Online)
+            }
+            ONLINE_DONE => no_body(Reply::OnlineDone, "ONLINE-DONE"),
+            OFFLINE => {
+                peer_name(rest.ok_or(ReplyError::BadArgument("OFFLINE"))?).map(Reply::Offline)
+            }
+            REGISTER_OK => no_body(Reply::RegisterOk, "REGISTER-OK"),
+            PASSWORD_OK => no_body(Reply::PasswordOk, "PASSWORD-OK"),
+            UNREGISTER_OK => no_body(Reply::UnregisterOk, "UNREGISTER-OK"),
+            NAME_REGISTERED => no_body(Reply::NameRegistered, "NAME-REGISTERED"),
+            NO_ACCOUNT => no_body(Reply::NoAccount, "NO-ACCOUNT"),
+            BAD_PASSWORD => no_body(Reply::BadPassword, "BAD-PASSWORD"),
+            LOCKED => no_body(Reply::Locked, "LOCKED"),
+            NEEDS_TLS => no_body(Reply::NeedsTls, "NEEDS-TLS"),
+            THROTTLED => rest
+                .and_then(seconds)
+                .map(Reply::Throttled)
+                .ok_or(ReplyError::BadArgument("THROTTLED")),
             _ => Err(ReplyError::Unknown),
         }
     }
@@ -246,6 +454,22 @@ impl<'a> Reply<'a> {
             Reply::Delivery { from, body } => line3(out, DELIVERY, from.as_str(), body),
             Reply::BadRqstHdr => line1(out, BAD_RQST_HDR),
             Reply::BadRqstBody => line1(out, BAD_RQST_BODY),
+            Reply::ExtOk(names) if names.is_empty() => line1(out, EXT_OK),
+            Reply::ExtOk(names) => list_line(out, EXT_OK, names.iter().copied()),
+            Reply::Ping(token) => optional_arg(out, PING, *token),
+            Reply::Pong(token) => optional_arg(out, PONG, *token),
+            Reply::Online(names) => list_line(out, ONLINE, names.iter().map(|n| n.as_str())),
+            Reply::OnlineDone => line1(out, ONLINE_DONE),
+            Reply::Offline(name) => line2(out, OFFLINE, name.as_str().as_bytes()),
+            Reply::RegisterOk => line1(out, REGISTER_OK),
+            Reply::PasswordOk => line1(out, PASSWORD_OK),
+            Reply::UnregisterOk => line1(out, UNREGISTER_OK),
+            Reply::NameRegistered => line1(out, NAME_REGISTERED),
+            Reply::NoAccount => line1(out, NO_ACCOUNT),
+            Reply::BadPassword => line1(out, BAD_PASSWORD),
+            Reply::Locked => line1(out, LOCKED),
+            Reply::Throttled(secs) => line2(out, THROTTLED, secs.to_string().as_bytes()),
+            Reply::NeedsTls => line1(out, NEEDS_TLS),
         }
     }
 
@@ -260,6 +484,75 @@ impl<'a> Reply<'a> {
     pub fn encode_delivery(out: &mut Vec<u8>, from: &str, body: &str) {
         line3(out, DELIVERY, from, body);
     }
+
+    /// Appends one presence change, `ONLINE <name>` or `OFFLINE <name>`, without building a
+    /// [`Reply`] (sent to every presence connection on each login and departure).
+    pub fn encode_presence(out: &mut Vec<u8>, name: &str, online: bool) {
+        line2(out, if online { ONLINE } else { OFFLINE }, name.as_bytes());
+    }
+
+    /// Appends the first presence list: `ONLINE` lines of at most
+    /// [`crate::MAX_ONLINE_NAMES_PER_LINE`] names each, then `ONLINE-DONE`. An empty list is
+    /// only `ONLINE-DONE` (a server always lists the user itself, so it never sends that).
+    pub fn encode_online_list<'n>(out: &mut Vec<u8>, names: impl IntoIterator<Item = &'n str>) {
+        let mut in_line = 0;
+        for name in names {
+            if in_line == ext::MAX_ONLINE_NAMES_PER_LINE {
+                out.push(b'\n');
+                in_line = 0;
+            }
+            out.extend_from_slice(if in_line == 0 { b"ONLINE " } else { b"," });
+            out.extend_from_slice(name.as_bytes());
+            in_line += 1;
+        }
+        if in_line > 0 {
+            out.push(b'\n');
+        }
+        line1(out, ONLINE_DONE);
+    }
+
+    /// Whether this line is one the classic protocol has (what a classic client may receive).
+    pub fn is_classic(&self) -> bool {
+        matches!(
+            self,
+            Reply::Hello(_)
+                | Reply::InUse
+                | Reply::Busy
+                | Reply::ListOk(_)
+                | Reply::SendOk
+                | Reply::BadDestUser
+                | Reply::Delivery { .. }
+                | Reply::BadRqstHdr
+                | Reply::BadRqstBody
+        )
+    }
+}
+
+fn token(rest: Option<&[u8]>, command: Command) -> Result<Option<&str>, RequestError> {
+    match rest {
+        None => Ok(None),
+        Some(t) if ext::is_token(t) => std::str::from_utf8(t)
+            .map(Some)
+            .map_err(|_| RequestError::BadToken(command)),
+        Some(_) => Err(RequestError::BadToken(command)),
+    }
+}
+
+fn password_arg(rest: Option<&[u8]>, command: Command) -> Result<Password<'_>, RequestError> {
+    Password::from_bytes(rest.unwrap_or_default())
+        .map_err(|e| RequestError::BadPassword(command, e))
+}
+
+/// Whole seconds, 1 to 10 digits, no sign and no leading zero (one spelling per number).
+fn seconds(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty()
+        || digits.len() > 10
+        || (digits.len() > 1 && digits[0] == b'0')
+        || !digits.iter().all(u8::is_ascii_digit)
+    {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 fn peer_name(bytes: &[u8]) -> Result<Username, ReplyError> {
@@ -273,6 +566,25 @@ fn split_word(line: &[u8]) -> (&[u8], Option<&[u8]>) {
     match memchr::memchr(b' ', line) {
         Some(i) => (&line[..i], Some(&line[i + 1..])),
         None => (line, None),
+    }
+}
+
+fn list_line<'n>(out: &mut Vec<u8>, word: &[u8], items: impl Iterator<Item = &'n str>) {
+    out.extend_from_slice(word);
+    out.push(b' ');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item.as_bytes());
+    }
+    out.push(b'\n');
+}
+
+fn optional_arg(out: &mut Vec<u8>, word: &[u8], arg: Option<&str>) {
+    match arg {
+        Some(arg) => line2(out, word, arg.as_bytes()),
+        None => line1(out, word),
     }
 }
 
@@ -306,6 +618,10 @@ mod tests {
 
     fn name(s: &str) -> Username {
         Username::parse(s).expect("test name is valid")
+    }
+
+    fn pw(s: &str) -> Password<'_> {
+        Password::parse(s).expect("test password is valid")
     }
 
     #[test]
@@ -351,6 +667,70 @@ mod tests {
             (b"SEND bob ", Err(BadSend)),
             (b"SEND  bob hi", Err(BadSend)),
             (b"SEND bob \xff\xfe", Err(NotUtf8)),
+            (
+                b"EXT keepalive,presence",
+                Ok(Request::Ext(vec!["keepalive", "presence"])),
+            ),
+            (b"EXT future-1", Ok(Request::Ext(vec!["future-1"]))),
+            (b"EXT", Err(BadExt)),
+            (b"EXT ", Err(BadExt)),
+            (b"EXT a,,b", Err(BadExt)),
+            (b"EXT Keepalive", Err(BadExt)),
+            (b"EXT a, b", Err(BadExt)),
+            (b"PING", Ok(Request::Ping(None))),
+            (b"PING 42", Ok(Request::Ping(Some("42")))),
+            (b"PING ", Err(BadToken(Command::Ping))),
+            (b"PING a b", Err(BadToken(Command::Ping))),
+            (b"PONG x", Ok(Request::Pong(Some("x")))),
+            (b"PONG \xc3\xa9", Err(BadToken(Command::Pong))),
+            (
+                b"LOGIN alice correct-horse",
+                Ok(Request::Login {
+                    name: name("alice"),
+                    password: pw("correct-horse"),
+                }),
+            ),
+            (
+                b"LOGIN alice",
+                Err(BadPassword(Command::Login, PasswordError::TooShort)),
+            ),
+            (b"LOGIN", Err(BadLoginName(NameError::Empty))),
+            (
+                b"LOGIN a,b correct-horse",
+                Err(BadLoginName(NameError::Comma)),
+            ),
+            (
+                b"LOGIN alice correct horse",
+                Err(BadPassword(Command::Login, PasswordError::Whitespace)),
+            ),
+            (
+                b"REGISTER correct-horse",
+                Ok(Request::Register(pw("correct-horse"))),
+            ),
+            (
+                b"REGISTER short",
+                Err(BadPassword(Command::Register, PasswordError::TooShort)),
+            ),
+            (
+                b"PASSWORD old-password new-password",
+                Ok(Request::ChangePassword {
+                    old: pw("old-password"),
+                    new: pw("new-password"),
+                }),
+            ),
+            (
+                b"PASSWORD old-password",
+                Err(BadPassword(Command::Password, PasswordError::TooShort)),
+            ),
+            (
+                b"PASSWORD old-password new password",
+                Err(BadPassword(Command::Password, PasswordError::Whitespace)),
+            ),
+            (
+                b"UNREGISTER correct-horse",
+                Ok(Request::Unregister(pw("correct-horse"))),
+            ),
+            (b"ext keepalive", Err(UnknownCommand)),
             (b"", Err(UnknownCommand)),
             (b" LIST", Err(UnknownCommand)),
             (b"\xff\xfe", Err(UnknownCommand)),
@@ -391,6 +771,25 @@ mod tests {
             ),
             (Reply::BadRqstHdr, "BAD-RQST-HDR\n"),
             (Reply::BadRqstBody, "BAD-RQST-BODY\n"),
+            (Reply::ExtOk(vec![]), "EXT-OK\n"),
+            (
+                Reply::ExtOk(vec!["keepalive", "accounts"]),
+                "EXT-OK keepalive,accounts\n",
+            ),
+            (Reply::Ping(Some("7")), "PING 7\n"),
+            (Reply::Pong(None), "PONG\n"),
+            (Reply::Online(vec![name("a"), name("b")]), "ONLINE a,b\n"),
+            (Reply::OnlineDone, "ONLINE-DONE\n"),
+            (Reply::Offline(name("a")), "OFFLINE a\n"),
+            (Reply::RegisterOk, "REGISTER-OK\n"),
+            (Reply::PasswordOk, "PASSWORD-OK\n"),
+            (Reply::UnregisterOk, "UNREGISTER-OK\n"),
+            (Reply::NameRegistered, "NAME-REGISTERED\n"),
+            (Reply::NoAccount, "NO-ACCOUNT\n"),
+            (Reply::BadPassword, "BAD-PASSWORD\n"),
+            (Reply::Locked, "LOCKED\n"),
+            (Reply::Throttled(30), "THROTTLED 30\n"),
+            (Reply::NeedsTls, "NEEDS-TLS\n"),
         ];
         for (reply, wire) in cases {
             assert_eq!(String::from_utf8(reply.to_line()).unwrap(), wire);
@@ -409,6 +808,58 @@ mod tests {
             Reply::parse(b"LIST-OK a, b"),
             Err(ReplyError::BadName(NameError::Whitespace))
         );
+        for bad in [
+            &b"THROTTLED"[..],
+            b"THROTTLED -1",
+            b"THROTTLED 01",
+            b"THROTTLED 99999999999",
+            b"ONLINE",
+            b"OFFLINE",
+            b"EXT-OK ",
+            b"ONLINE-DONE x",
+        ] {
+            assert!(
+                Reply::parse(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn command_extensions() {
+        assert_eq!(Command::of_line(b"PING"), Some(Command::Ping));
+        assert_eq!(Command::Ping.extension(), Some(Extension::Keepalive));
+        assert_eq!(Command::Login.extension(), Some(Extension::Accounts));
+        assert_eq!(Command::Ext.extension(), None);
+        assert_eq!(Command::Send.extension(), None);
+    }
+
+    #[test]
+    fn online_list_is_split_at_the_per_line_limit() {
+        let names: Vec<String> = (0..250).map(|i| format!("u{i}")).collect();
+        let mut out = Vec::new();
+        Reply::encode_online_list(&mut out, names.iter().map(String::as_str));
+        let lines: Vec<&[u8]> = out
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(lines.len(), 4, "three ONLINE lines and ONLINE-DONE");
+        let mut seen = Vec::new();
+        for line in &lines[..3] {
+            match Reply::parse(line) {
+                Ok(Reply::Online(list)) => {
+                    assert!(list.len() <= crate::MAX_ONLINE_NAMES_PER_LINE);
+                    seen.extend(list.into_iter().map(|n| n.as_str().to_owned()));
+                }
+                other => panic!("expected ONLINE, got {other:?}"),
+            }
+        }
+        assert_eq!(Reply::parse(lines[3]), Ok(Reply::OnlineDone));
+        assert_eq!(seen, names);
+        let mut one = Vec::new();
+        Reply::encode_presence(&mut one, "bob", false);
+        assert_eq!(one, b"OFFLINE bob\n");
     }
 
     fn arb_name() -> impl Strategy<Value = Username> {
@@ -420,7 +871,62 @@ mod tests {
         "[^\n]{1,40}"
     }
 
+    fn arb_password() -> impl Strategy<Value = String> {
+        "[^\\s\\p{Cc}]{8,20}".prop_filter("fits the byte limits", |s| Password::parse(s).is_ok())
+    }
+
+    fn arb_token() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of("[!-~]{1,64}")
+    }
+
     proptest! {
+        #[test]
+        fn extension_request_roundtrip(
+            login in arb_name(),
+            a in arb_password(),
+            b in arb_password(),
+            token in arb_token(),
+            exts in proptest::collection::vec("[a-z0-9-]{1,32}", 1..32),
+        ) {
+            let (a, b) = (pw(&a), pw(&b));
+            let token = token.as_deref();
+            let reqs = [
+                Request::Ext(exts.iter().map(String::as_str).collect()),
+                Request::Ping(token),
+                Request::Pong(token),
+                Request::Login { name: login, password: a },
+                Request::Register(a),
+                Request::ChangePassword { old: a, new: b },
+                Request::Unregister(b),
+            ];
+            for req in reqs {
+                let line = req.to_line();
+                prop_assert_eq!(Request::parse(&line[..line.len() - 1]), Ok(req));
+            }
+        }
+
+        #[test]
+        fn extension_reply_roundtrip(
+            names in proptest::collection::vec(arb_name(), 1..5),
+            token in arb_token(),
+            secs in any::<u32>(),
+        ) {
+            let token = token.as_deref();
+            let replies = vec![
+                Reply::ExtOk(vec![]), Reply::ExtOk(vec!["keepalive", "x-1"]),
+                Reply::Ping(token), Reply::Pong(token),
+                Reply::Online(names.clone()), Reply::OnlineDone, Reply::Offline(names[0].clone()),
+                Reply::RegisterOk, Reply::PasswordOk, Reply::UnregisterOk, Reply::NameRegistered,
+                Reply::NoAccount, Reply::BadPassword, Reply::Locked, Reply::Throttled(secs),
+                Reply::NeedsTls,
+            ];
+            for reply in replies {
+                prop_assert!(!reply.is_classic());
+                let line = reply.to_line();
+                prop_assert_eq!(Reply::parse(&line[..line.len() - 1]), Ok(reply));
+            }
+        }
+
         #[test]
         fn request_roundtrip(to in arb_name(), body in arb_body(), hello in arb_name()) {
             let send = Request::Send { to, body: &body };

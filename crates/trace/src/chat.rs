@@ -167,6 +167,23 @@ fn decode_request(line: &[u8]) -> Decoded {
                         printable(body.as_bytes())
                     )
                 }
+                Request::Ext(names) => format!(
+                    "client asks for the extensions {} (a classic server answers BAD-RQST-HDR)",
+                    names.join(", ")
+                ),
+                Request::Ping(token) => with_token("client asks whether the server is there", *token),
+                Request::Pong(token) => with_token("client answers the server's PING", *token),
+                Request::Login { name, password } => format!(
+                    "client logs in to the account {name} with a password ({} bytes, readable by anyone who sees these packets unless they are TLS)",
+                    password.expose().len()
+                ),
+                Request::Register(_) => {
+                    "client registers its name as an account, with a password".to_string()
+                }
+                Request::ChangePassword { .. } => {
+                    "client changes its account's password".to_string()
+                }
+                Request::Unregister(_) => "client deletes its account".to_string(),
             };
             Decoded {
                 kind: first_word(line),
@@ -226,6 +243,38 @@ fn decode_reply(line: &[u8]) -> Decoded {
                     "server: unknown command, or not allowed now (log in first?)".to_string()
                 }
                 Reply::BadRqstBody => "server: the command's arguments are invalid".to_string(),
+                Reply::ExtOk(names) if names.is_empty() => {
+                    "server: no extension; this connection stays classic".to_string()
+                }
+                Reply::ExtOk(names) => {
+                    format!(
+                        "server: this connection uses the extensions {}",
+                        names.join(", ")
+                    )
+                }
+                Reply::Ping(token) => with_token("server asks whether the client is there", *token),
+                Reply::Pong(token) => with_token("server answers the client's PING", *token),
+                Reply::Online(names) => {
+                    let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+                    format!("server: online: {}", names.join(", "))
+                }
+                Reply::OnlineDone => "server: that is everyone online; changes follow".to_string(),
+                Reply::Offline(name) => format!("server: {name} left"),
+                Reply::RegisterOk => "server: the name is now an account".to_string(),
+                Reply::PasswordOk => "server: the password is changed".to_string(),
+                Reply::UnregisterOk => "server: the account is deleted".to_string(),
+                Reply::NameRegistered => {
+                    "server: that name is an account; log in with its password".to_string()
+                }
+                Reply::NoAccount => "server: that name is not an account".to_string(),
+                Reply::BadPassword => "server: wrong password".to_string(),
+                Reply::Locked => "server: the operator locked this account".to_string(),
+                Reply::Throttled(secs) => {
+                    format!("server: too many attempts, try again in {secs} s")
+                }
+                Reply::NeedsTls => {
+                    "server: refuses passwords on this plain-text connection; use TLS".to_string()
+                }
             };
             Decoded {
                 kind: first_word(line),
@@ -251,6 +300,13 @@ fn decode_reply(line: &[u8]) -> Decoded {
                 explanation,
             }
         }
+    }
+}
+
+fn with_token(what: &str, token: Option<&str>) -> String {
+    match token {
+        Some(token) => format!("{what} (token {token})"),
+        None => what.to_string(),
     }
 }
 

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tcpchat_proto::{NameError, Reply, Request, RequestError, Username};
+use tcpchat_proto::{Command, NameError, Reply, Request, RequestError, Username};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -387,7 +387,26 @@ impl Conn<'_> {
             owned = line[..end].to_vec();
             line = &owned;
         }
-        let parsed = Request::parse(line);
+        let parsed = match Request::parse(line) {
+            // A classic server: every extension line is an unknown command.
+            Ok(r)
+                if !matches!(
+                    r.command(),
+                    Command::HelloFrom | Command::List | Command::Send
+                ) =>
+            {
+                Err(RequestError::UnknownCommand)
+            }
+            Err(e)
+                if !matches!(
+                    e.command(),
+                    None | Some(Command::HelloFrom | Command::List | Command::Send)
+                ) =>
+            {
+                Err(RequestError::UnknownCommand)
+            }
+            other => other,
+        };
         let Some(me) = self.name.clone() else {
             return self.before_login(line, parsed);
         };
@@ -444,7 +463,8 @@ impl Conn<'_> {
             {
                 self.reply(&Reply::BadRqstHdr);
             }
-            Ok(Request::HelloFrom(_)) | Err(RequestError::UnknownCommand) => {
+            // Extension requests were turned into unknown commands above.
+            Ok(_) | Err(RequestError::UnknownCommand) => {
                 if !(line.is_empty() && d == Defect::IgnoresEmptyLine) {
                     self.reply(&Reply::BadRqstHdr);
                 }
