@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tcpchat_proto::ExtensionSet;
+
 use crate::limits::Limits;
 
 /// Longest `max_line_bytes` accepted: a line is buffered whole, so this bounds the memory one
@@ -49,6 +51,9 @@ pub struct Config {
     /// cap and exempt networks (`docs/security.md`). On by default; [`Limits::off`] for load
     /// tests.
     pub limits: Limits,
+    /// The extensions offered to a connection that asks (`extensions`, `docs/protocol.md`);
+    /// empty makes the server classic: `EXT` is then an unknown command.
+    pub extensions: ExtensionSet,
 }
 
 /// TCP keepalive settings (`SO_KEEPALIVE`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`),
@@ -92,6 +97,7 @@ impl Default for Config {
             outbox_limit_bytes: 256 * 1024,
             shutdown_grace: Duration::from_secs(5),
             limits: Limits::default(),
+            extensions: ExtensionSet::all(),
         }
     }
 }

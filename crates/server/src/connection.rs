@@ -110,6 +110,7 @@ pub(crate) fn serve<H: Hub>(
             Instant::now().into_std(),
             config.handshake_timeout,
             config.idle_timeout,
+            crate::session::offered(config.extensions),
         ),
         lease: None,
         peer,

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use tcpchat_proto::{Command, Reply, Request, RequestError, Username};
+use tcpchat_proto::{Command, Extension, ExtensionSet, Reply, Request, RequestError, Username};
 
 use crate::hub::{Delivery, LoginError};
 
@@ -48,10 +48,24 @@ enum State {
     LoggedIn(Username),
 }
 
+/// The extensions this server build serves. Offering one outside this set would promise lines
+/// the session cannot answer, so the connection offers what is configured *and* served.
+pub const SERVED: ExtensionSet = ExtensionSet::NONE;
+
+/// What a server configured to offer `configured` offers: the part this build [`SERVED`].
+pub fn offered(configured: ExtensionSet) -> ExtensionSet {
+    configured.iter().filter(|e| SERVED.contains(*e)).collect()
+}
+
 /// One connection's protocol state.
 #[derive(Debug)]
 pub struct Session {
     state: State,
+    /// What this server offers; empty makes it a classic server (`EXT` is unknown).
+    offered: ExtensionSet,
+    /// `None` until the client sends `EXT`; then what it was answered. A connection that
+    /// never asks stays classic, byte for byte.
+    negotiated: Option<ExtensionSet>,
     connected_at: Instant,
     last_activity: Instant,
     handshake_timeout: Duration,
@@ -59,10 +73,17 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for a connection accepted at `now`.
-    pub fn new(now: Instant, handshake_timeout: Duration, idle_timeout: Option<Duration>) -> Self {
+    /// A session for a connection accepted at `now`, on a server offering `offered` to it.
+    pub fn new(
+        now: Instant,
+        handshake_timeout: Duration,
+        idle_timeout: Option<Duration>,
+        offered: ExtensionSet,
+    ) -> Self {
         Self {
             state: State::AwaitingLogin,
+            offered,
+            negotiated: None,
             connected_at: now,
             last_activity: now,
             handshake_timeout,
@@ -76,6 +97,16 @@ impl Session {
             State::LoggedIn(name) => Some(name),
             State::AwaitingLogin => None,
         }
+    }
+
+    /// The extensions this connection negotiated; empty for a classic connection.
+    pub fn extensions(&self) -> ExtensionSet {
+        self.negotiated.unwrap_or(ExtensionSet::NONE)
+    }
+
+    /// Whether this connection negotiated `ext`.
+    pub fn has(&self, ext: Extension) -> bool {
+        self.extensions().contains(ext)
     }
 
     /// Decides what one complete line means in the current state.
@@ -100,8 +131,24 @@ impl Session {
             Ok(Request::HelloFrom(name)) => Step::Login(name),
             Ok(Request::List) => Step::List,
             Ok(Request::Send { to, body }) => Step::Send { to, body },
-            // Extensions are not served yet: their lines are unknown, as on a classic server
-            // (`allows` refused them above).
+            Ok(Request::Ext(asked)) => {
+                let (chosen, _) = self.offered.answer(&asked);
+                self.negotiated = Some(chosen);
+                // Spelled from the known names, so the reply borrows nothing from the line.
+                let names = asked
+                    .iter()
+                    .filter_map(|n| Extension::from_name(n))
+                    .filter(|e| chosen.contains(*e))
+                    .fold(Vec::new(), |mut names, e| {
+                        if !names.contains(&e.name()) {
+                            names.push(e.name());
+                        }
+                        names
+                    });
+                return Step::Reply(Reply::ExtOk(names));
+            }
+            // The extensions' own lines are not served yet (`SERVED` is empty, so `allows`
+            // refused them above): unknown, as on a classic server.
             Ok(_) | Err(RequestError::UnknownCommand) => return Step::Reply(Reply::BadRqstHdr),
             Err(_) => return Step::Reply(Reply::BadRqstBody),
         };
@@ -120,12 +167,26 @@ impl Session {
         }
     }
 
+    /// Whether `command` is understood and allowed now. An extension's command is understood
+    /// only on a connection that negotiated the extension; anywhere else it is as unknown as
+    /// on a classic server.
     fn allows(&self, command: Option<Command>) -> bool {
-        matches!(
-            (&self.state, command),
-            (State::AwaitingLogin, Some(Command::HelloFrom))
-                | (State::LoggedIn(_), Some(Command::List | Command::Send))
-        )
+        let Some(command) = command else {
+            return false;
+        };
+        if let Some(ext) = command.extension() {
+            if !self.has(ext) {
+                return false;
+            }
+        }
+        let logged_in = matches!(self.state, State::LoggedIn(_));
+        match command {
+            Command::HelloFrom | Command::Login => !logged_in,
+            Command::List | Command::Send => logged_in,
+            Command::Register | Command::Password | Command::Unregister => logged_in,
+            Command::Ping | Command::Pong => true,
+            Command::Ext => !logged_in && self.negotiated.is_none() && !self.offered.is_empty(),
+        }
     }
 
     /// Records the hub's answer to [`Step::Login`] and says what to reply.
@@ -190,8 +251,96 @@ mod tests {
         Username::parse(s).expect("valid test name")
     }
 
+    fn extended(now: Instant, offered: ExtensionSet) -> Session {
+        Session::new(now, HANDSHAKE, None, offered)
+    }
+
+    #[test]
+    fn a_classic_server_answers_ext_as_an_unknown_command() {
+        let now = Instant::now();
+        let mut s = extended(now, ExtensionSet::NONE);
+        assert_eq!(
+            s.handle_line(b"EXT keepalive", now),
+            Step::Reply(Reply::BadRqstHdr)
+        );
+        assert_eq!(s.extensions(), ExtensionSet::NONE);
+    }
+
+    #[test]
+    fn ext_is_answered_with_the_known_offered_subset_in_the_clients_order() {
+        let now = Instant::now();
+        let mut offered = ExtensionSet::all();
+        offered.remove(Extension::Accounts);
+        let mut s = extended(now, offered);
+        assert_eq!(
+            s.handle_line(b"EXT rooms,presence,accounts,keepalive,presence", now),
+            Step::Reply(Reply::ExtOk(vec!["presence", "keepalive"]))
+        );
+        assert!(s.has(Extension::Presence) && s.has(Extension::Keepalive));
+        assert!(!s.has(Extension::Accounts));
+        // Once per connection.
+        assert_eq!(
+            s.handle_line(b"EXT keepalive", now),
+            Step::Reply(Reply::BadRqstHdr)
+        );
+    }
+
+    #[test]
+    fn a_malformed_ext_is_a_body_error_and_leaves_the_connection_classic() {
+        let now = Instant::now();
+        let mut s = extended(now, ExtensionSet::all());
+        for bad in [&b"EXT"[..], b"EXT ", b"EXT a,,b", b"EXT Keepalive"] {
+            assert_eq!(s.handle_line(bad, now), Step::Reply(Reply::BadRqstBody));
+            assert_eq!(s.extensions(), ExtensionSet::NONE);
+        }
+        // Nothing known: an empty answer, and the connection is classic from then on.
+        assert_eq!(
+            s.handle_line(b"EXT rooms", now),
+            Step::Reply(Reply::ExtOk(vec![]))
+        );
+        assert_eq!(s.handle_line(b"PING", now), Step::Reply(Reply::BadRqstHdr));
+    }
+
+    #[test]
+    fn extension_lines_are_unknown_where_not_negotiated() {
+        let now = Instant::now();
+        let mut s = extended(now, ExtensionSet::all());
+        for line in [
+            &b"PING"[..],
+            b"PING a b",
+            b"PONG 1",
+            b"LOGIN alice correct-horse",
+            b"LOGIN alice x",
+            b"REGISTER correct-horse",
+        ] {
+            assert_eq!(
+                s.handle_line(line, now),
+                Step::Reply(Reply::BadRqstHdr),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(s.handle_overlong(b"PING xxxx"), Reply::BadRqstHdr);
+        assert_eq!(s.handle_overlong(b"EXT keepalive"), Reply::BadRqstBody);
+    }
+
+    #[test]
+    fn ext_after_login_is_not_allowed() {
+        let now = Instant::now();
+        let mut s = extended(now, ExtensionSet::all());
+        assert_eq!(
+            s.handle_line(b"HELLO-FROM me", now),
+            Step::Login(name("me"))
+        );
+        s.handle_login(name("me"), Ok(()));
+        assert_eq!(
+            s.handle_line(b"EXT keepalive", now),
+            Step::Reply(Reply::BadRqstHdr)
+        );
+    }
+
     fn logged_in(now: Instant) -> Session {
-        let mut s = Session::new(now, HANDSHAKE, None);
+        let mut s = Session::new(now, HANDSHAKE, None, ExtensionSet::NONE);
         assert_eq!(
             s.handle_line(b"HELLO-FROM me", now),
             Step::Login(name("me"))
@@ -216,7 +365,7 @@ mod tests {
             (b"\xff", Step::Reply(Reply::BadRqstHdr)),
         ];
         for (line, want) in cases {
-            let mut s = Session::new(now, HANDSHAKE, None);
+            let mut s = Session::new(now, HANDSHAKE, None, ExtensionSet::NONE);
             assert_eq!(
                 &s.handle_line(line, now),
                 want,
@@ -271,7 +420,7 @@ mod tests {
     #[test]
     fn overlong_lines() {
         let now = Instant::now();
-        let s = Session::new(now, HANDSHAKE, None);
+        let s = Session::new(now, HANDSHAKE, None, ExtensionSet::NONE);
         assert_eq!(s.handle_overlong(b"HELLO-FROM xxxxx"), Reply::BadRqstBody);
         assert_eq!(s.handle_overlong(b"SEND bob xxxxxxx"), Reply::BadRqstHdr);
         let s = logged_in(now);
@@ -283,7 +432,7 @@ mod tests {
     #[test]
     fn login_outcomes() {
         let now = Instant::now();
-        let mut s = Session::new(now, HANDSHAKE, None);
+        let mut s = Session::new(now, HANDSHAKE, None, ExtensionSet::NONE);
         let step = s.handle_login(name("bob"), Err(LoginError::InUse));
         assert_eq!(
             step,
@@ -320,7 +469,7 @@ mod tests {
     #[test]
     fn handshake_deadline() {
         let t0 = Instant::now();
-        let mut s = Session::new(t0, HANDSHAKE, None);
+        let mut s = Session::new(t0, HANDSHAKE, None, ExtensionSet::NONE);
         assert_eq!(s.poll_timeout(), Some(t0 + HANDSHAKE));
         // Activity does not extend the handshake: junk lines cannot hold a slot forever.
         s.handle_line(b"LIST", t0 + Duration::from_secs(29));
@@ -338,7 +487,7 @@ mod tests {
     fn idle_deadline_moves_with_activity() {
         let t0 = Instant::now();
         let idle = Duration::from_secs(100);
-        let mut s = Session::new(t0, HANDSHAKE, Some(idle));
+        let mut s = Session::new(t0, HANDSHAKE, Some(idle), ExtensionSet::NONE);
         s.handle_line(b"HELLO-FROM me", t0);
         s.handle_login(name("me"), Ok(()));
         let t1 = t0 + Duration::from_secs(90);
@@ -356,7 +505,7 @@ mod tests {
     fn rejected_lines_are_not_activity() {
         let t0 = Instant::now();
         let idle = Duration::from_secs(100);
-        let mut s = Session::new(t0, HANDSHAKE, Some(idle));
+        let mut s = Session::new(t0, HANDSHAKE, Some(idle), ExtensionSet::NONE);
         s.handle_line(b"HELLO-FROM me", t0);
         s.handle_login(name("me"), Ok(()));
         let t1 = t0 + Duration::from_secs(90);
