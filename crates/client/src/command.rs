@@ -135,6 +135,13 @@ pub fn parse(line: &str) -> Result<UserCommand, InputError> {
     }
 }
 
+/// Whether `line` is one of the account commands, which must never be remembered: typed with
+/// an argument by mistake, that argument is a password.
+pub fn mentions_password(line: &str) -> bool {
+    let word = line.trim_start().split(' ').next().unwrap_or_default();
+    matches!(word, "/register" | "/password" | "/unregister" | "/login")
+}
+
 /// A recipient: the protocol's character rules, but no length limit, since another server may
 /// allow longer names than ours and will say so itself.
 fn peer(name: &str) -> Result<Username, InputError> {
