@@ -1220,6 +1220,14 @@ impl Session {
         self.out.push(Effect::Exit(result));
     }
 
+    /// Still on the way to a login: the answer to `EXT` is not the end of it.
+    fn logging_in(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Connecting | Phase::LoggingIn | Phase::NeedPassword(_)
+        )
+    }
+
     fn has_unanswered(&self) -> bool {
         !self.outbox.is_empty()
             || self.who_wanted
@@ -1392,7 +1400,7 @@ impl Session {
             }
         }
         self.pump(now);
-        if self.quit_by.is_some() && !self.has_unanswered() {
+        if self.quit_by.is_some() && !self.has_unanswered() && !self.logging_in() {
             self.finish(Ok(()));
         }
     }
