@@ -56,9 +56,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("/query user", "open the conversation with user"),
     ("/close", "close the open conversation"),
     ("!who  /who", "who is online"),
-    ("/register", "protect your name with a password"),
-    ("/password", "change your password"),
-    ("/unregister", "delete your account"),
+    // One line for the three, so that the help still fits a 14-row terminal side by side.
+    ("/register", "own your name (/password, /unregister)"),
     ("/help", "this help"),
     ("!quit  /quit", "leave"),
     ("//text", "send text that starts with a /"),

@@ -441,12 +441,15 @@ async fn peer_connection(
                 Ok(Request::Register(password)) if me.is_some() => {
                     let mut st = state.lock().expect("not poisoned");
                     let name = me.clone().unwrap_or_default();
-                    if st.accounts.contains_key(&name) {
-                        out = reply(Reply::NameRegistered);
-                    } else {
-                        st.accounts.insert(name, password.expose().to_owned());
-                        out = reply(Reply::RegisterOk);
-                    }
+                    out = match st.accounts.entry(name) {
+                        std::collections::hash_map::Entry::Occupied(_) => {
+                            reply(Reply::NameRegistered)
+                        }
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(password.expose().to_owned());
+                            reply(Reply::RegisterOk)
+                        }
+                    };
                 }
                 Ok(Request::Send { to, body }) if me.is_some() => {
                     let st = state.lock().expect("not poisoned");
