@@ -473,6 +473,9 @@ pub struct Session {
     extensions: ExtensionSet,
     /// A `LOGIN` waits for the answer to `EXT`.
     login_after_ext: bool,
+    /// The server closed a connection while our `EXT` was unanswered: a server that drops
+    /// unknown lines instead of answering them. Later connections do not ask again.
+    ext_dropped: bool,
     /// With `presence`: the first `ONLINE` list, until its `ONLINE-DONE`.
     snapshot: Option<Vec<Username>>,
     /// With `keepalive`: when the server was last heard, and when we pinged it since.
@@ -506,6 +509,7 @@ impl Session {
             told_unknown: false,
             extensions: ExtensionSet::NONE,
             login_after_ext: false,
+            ext_dropped: false,
             snapshot: None,
             last_heard: Instant::now(),
             ping_sent: None,
@@ -540,7 +544,7 @@ impl Session {
             self.snapshot = None;
             self.last_heard = now;
             self.ping_sent = None;
-            if !self.config.extensions.is_empty() {
+            if !self.config.extensions.is_empty() && !self.ext_dropped {
                 let names: Vec<&str> = self.config.extensions.iter().map(Extension::name).collect();
                 self.request(Request::Ext(names), Pending::Ext, now);
             }
@@ -595,6 +599,10 @@ impl Session {
     pub fn handle_closed(&mut self, reason: &str, now: Instant) -> Vec<Effect> {
         if self.connected {
             self.connected = false;
+            if self.pending.iter().any(|(p, _)| matches!(p, Pending::Ext)) {
+                tracing::debug!("connection closed before EXT was answered; staying classic");
+                self.ext_dropped = true;
+            }
             self.lost(
                 Offline::Lost(reason.to_owned()),
                 LoginError::Lost(reason.to_owned()),

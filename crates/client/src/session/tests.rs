@@ -776,3 +776,19 @@ fn no_debug_output_shows_a_password() {
     assert!(!shown.contains("hunter"), "{shown}");
     assert!(shown.contains("LOGIN <hidden>"), "{shown}");
 }
+
+#[test]
+fn a_server_that_drops_the_connection_at_ext_gets_the_classic_client_next_time() {
+    let mut h = Harness::new(Config::interactive(Some(name("alice"))).extended());
+    h.connected();
+    let effects = h
+        .session
+        .handle_closed("the server closed the connection", h.now);
+    h.apply(effects);
+    h.advance(Duration::from_secs(1));
+    h.sent.clear();
+    h.connected();
+    assert_eq!(h.sent, vec!["HELLO-FROM alice"]);
+    h.server("HELLO alice");
+    assert_eq!(*h.session.phase(), Phase::Online);
+}
