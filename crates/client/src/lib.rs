@@ -36,6 +36,6 @@ pub use conversations::{
 };
 pub use session::{
     one_line, Config, Delivery, Effect, Event, LoginError, MsgId, NameProblem, Offline, Outgoing,
-    Phase, Session, Undelivered, MAX_PENDING_REQUESTS, MAX_SERVER_LINE_BYTES,
+    Phase, Session, Undelivered, MAX_ONLINE_NAMES, MAX_PENDING_REQUESTS, MAX_SERVER_LINE_BYTES,
     MAX_UNSETTLED_MESSAGES, PING_AFTER, PING_TIMEOUT, QUIT_GRACE,
 };

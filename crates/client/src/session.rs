@@ -58,6 +58,12 @@ pub const MAX_PENDING_REQUESTS: usize = 256;
 /// ([`Undelivered::Backlog`]) rather than held without limit.
 pub const MAX_UNSETTLED_MESSAGES: usize = 1024;
 
+/// The most names the online list holds when the server keeps it (`presence`): what the
+/// largest `LIST-OK` the client accepts ([`MAX_SERVER_LINE_BYTES`]) could carry, about ten
+/// bytes a name. Beyond it a hostile server's `ONLINE` lines are ignored (said once), so the
+/// list cannot grow without limit.
+pub const MAX_ONLINE_NAMES: usize = 100_000;
+
 /// How long the server may be silent before a keepalive connection pings it. Half the
 /// server's own 60 s (`--ping-interval`), so that our ping, not the server's, usually keeps
 /// an idle connection's NAT state alive.
@@ -467,6 +473,8 @@ pub struct Session {
     who_wanted: bool,
     /// A line that is not a reply was already reported on this connection.
     told_unknown: bool,
+    /// The online list reached [`MAX_ONLINE_NAMES`] on this connection, and that was said.
+    told_list_full: bool,
     /// The password to log in with (given, typed, or set by `/register` or `/password`).
     password: Option<Secret>,
     /// What this connection's `EXT-OK` named.
@@ -507,6 +515,7 @@ impl Session {
             quit_by: None,
             who_wanted: false,
             told_unknown: false,
+            told_list_full: false,
             extensions: ExtensionSet::NONE,
             login_after_ext: false,
             ext_dropped: false,
@@ -538,6 +547,7 @@ impl Session {
         if self.phase == Phase::Connecting {
             self.connected = true;
             self.told_unknown = false;
+            self.told_list_full = false;
             self.framer = Framer::new(MAX_SERVER_LINE_BYTES);
             self.extensions = ExtensionSet::NONE;
             self.login_after_ext = false;
@@ -1053,7 +1063,16 @@ impl Session {
     fn presence_line(&mut self, reply: Reply<'_>) {
         match reply {
             Reply::Online(names) => match &mut self.snapshot {
-                Some(snapshot) => snapshot.extend(names),
+                Some(snapshot) => {
+                    // Duplicates are removed at ONLINE-DONE, so count as they arrive.
+                    let room = MAX_ONLINE_NAMES.saturating_sub(snapshot.len());
+                    if names.len() > room {
+                        self.list_full();
+                    }
+                    if let Some(snapshot) = &mut self.snapshot {
+                        snapshot.extend(names.into_iter().take(room));
+                    }
+                }
                 None => {
                     for name in names {
                         self.came_online(name);
@@ -1086,9 +1105,22 @@ impl Session {
         }
     }
 
+    fn list_full(&mut self) {
+        if !self.told_list_full {
+            self.told_list_full = true;
+            self.notice(format!(
+                "the server lists more than {MAX_ONLINE_NAMES} users online; the others are \
+                 not shown"
+            ));
+        }
+    }
+
     /// An `ONLINE` event: a set insert, so a repeated one changes nothing.
     fn came_online(&mut self, name: Username) {
         let online = self.online.get_or_insert_with(Vec::new);
+        if online.len() >= MAX_ONLINE_NAMES {
+            return self.list_full();
+        }
         if let Err(i) = online.binary_search(&name) {
             online.insert(i, name.clone());
             self.out.push(Effect::Show(Event::Joined(name)));

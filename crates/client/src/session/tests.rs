@@ -792,3 +792,41 @@ fn a_server_that_drops_the_connection_at_ext_gets_the_classic_client_next_time()
     h.server("HELLO alice");
     assert_eq!(*h.session.phase(), Phase::Online);
 }
+
+#[test]
+fn a_hostile_presence_stream_cannot_grow_the_online_list() {
+    let mut h = Harness::new(Config::script(Some(name("alice"))).extended());
+    h.connected();
+    h.server("EXT-OK presence");
+    h.server("HELLO alice");
+    // The first list, 100 names a line, past the bound; then events past it too.
+    let mut n = 0;
+    while n < MAX_ONLINE_NAMES + 500 {
+        let names: Vec<String> = (n..n + 100).map(|i| format!("u{i}")).collect();
+        h.server(&format!("ONLINE {}", names.join(",")));
+        n += 100;
+    }
+    h.server("ONLINE-DONE");
+    assert_eq!(
+        h.session.online().map(<[Username]>::len),
+        Some(MAX_ONLINE_NAMES)
+    );
+    h.server("ONLINE newcomer");
+    assert_eq!(
+        h.session.online().map(<[Username]>::len),
+        Some(MAX_ONLINE_NAMES)
+    );
+    let said = h
+        .notices()
+        .iter()
+        .filter(|t| t.contains("more than"))
+        .count();
+    assert_eq!(said, 1, "{:?}", h.notices());
+    // Leaving still works, and makes room.
+    h.server("OFFLINE u0");
+    h.server("ONLINE newcomer");
+    assert!(h
+        .session
+        .online()
+        .is_some_and(|o| o.contains(&name("newcomer"))));
+}
