@@ -86,6 +86,13 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| crate::UsageError(e.to_string()))?;
     let plain = !full_screen(&args);
     let passwords = passwords(args.password_fd)?;
+    if plain && args.login && passwords.current.is_none() {
+        return Err(crate::UsageError(format!(
+            "--login in plain mode needs the password: give it with {}",
+            plain::PASSWORD_SOURCES
+        ))
+        .into());
+    }
     let mut config = if plain {
         Config::script(args.name)
     } else {

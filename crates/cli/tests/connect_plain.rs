@@ -218,3 +218,22 @@ fn a_password_from_a_descriptor_logs_in_and_is_never_shown() {
     );
     no_protocol_lines(&out);
 }
+
+#[test]
+fn login_in_plain_mode_without_a_password_is_a_usage_error() {
+    let out = tcpchat()
+        .args([
+            "connect",
+            "--plain",
+            "--login",
+            "--name",
+            "dora",
+            "127.0.0.1:1",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tcpchat connect");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--password-fd N"), "{err}");
+}
