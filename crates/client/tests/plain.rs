@@ -451,6 +451,18 @@ async fn peer_connection(
                         }
                     };
                 }
+                Ok(Request::ChangePassword { old, new }) if me.is_some() => {
+                    let mut st = state.lock().expect("not poisoned");
+                    let name = me.clone().unwrap_or_default();
+                    out = match st.accounts.get_mut(&name) {
+                        None => reply(Reply::NoAccount),
+                        Some(pw) if pw != old.expose() => reply(Reply::BadPassword),
+                        Some(pw) => {
+                            *pw = new.expose().to_owned();
+                            reply(Reply::PasswordOk)
+                        }
+                    };
+                }
                 Ok(Request::Send { to, body }) if me.is_some() => {
                     let st = state.lock().expect("not poisoned");
                     match st.online.get(to.as_str()) {
@@ -749,4 +761,44 @@ impl Lines {
     async fn send(&mut self, text: &str) {
         self.stream.write_all(text.as_bytes()).await.expect("write");
     }
+}
+
+#[tokio::test]
+async fn plain_password_change_takes_the_old_then_the_new_from_the_source() {
+    let peer = ExtPeer::start(ExtensionSet::all()).await;
+    let addr = peer.addr;
+    let mut first = Plain::with_passwords(
+        addr,
+        extended("petra"),
+        plain::Passwords {
+            current: Some(secret("first-horse-1")),
+            new: Some(secret("second-horse-2")),
+        },
+    );
+    first.expect(&format!("logged in to {addr} as petra")).await;
+    first.type_line("/register");
+    first
+        .expect_with("registered", |l| l.starts_with("your name is registered"))
+        .await;
+    first.type_line("/password");
+    first.expect("your password is changed").await;
+    first.type_line("/quit");
+    let _ = first.finish().await;
+    assert!(peer
+        .received()
+        .iter()
+        .any(|l| l == "PASSWORD first-horse-1 second-horse-2"));
+    // The new password logs in; without a new one, /password says what to give.
+    let mut config = extended("petra");
+    config.password = Some(secret("second-horse-2"));
+    let mut again = Plain::with_config(addr, config);
+    again.expect(&format!("logged in to {addr} as petra")).await;
+    again.type_line("/password");
+    again
+        .expect_with("no new password", |l| {
+            l.starts_with("no new password given: use")
+        })
+        .await;
+    again.type_line("/quit");
+    assert!(again.finish().await.0.is_ok());
 }
