@@ -176,10 +176,15 @@ impl Inner {
 
     /// Everyone online: this node's users and every live node's, from Redis (only this
     /// node's if Redis does not answer). Unsorted, possibly with repeats.
-    async fn all_names(&self) -> Vec<Username> {
+    /// `watching`: for a new watcher's first list, which also flags this node as one that
+    /// presence events must reach (see `scripts.rs`).
+    async fn all_names(&self, watching: bool) -> Vec<Username> {
         let mut names = self.local_names();
         let mut call = self.scripts.list.prepare_invoke();
         self.args(&mut call);
+        if watching {
+            call.arg(1);
+        }
         match self.store.invoke::<Vec<String>>(&call).await {
             Ok(all) => {
                 // Local users are listed even if Redis has not caught up with them yet.
@@ -297,6 +302,7 @@ impl Inner {
     async fn renew(&self) {
         let mut call = self.scripts.renew.prepare_invoke();
         self.args(&mut call);
+        call.arg(u8::from(!self.watchers().is_empty()));
         match self.store.invoke::<i64>(&call).await {
             Ok(1) if !self.dirty.load(Ordering::Relaxed) => {}
             Ok(_) => self.sync().await,
@@ -525,7 +531,7 @@ impl Hub for RedisHub {
 
     async fn list(&self) -> Roster {
         // Sorted and deduplicated there (local users may also be in Redis's answer).
-        Roster::new(self.inner.all_names().await)
+        Roster::new(self.inner.all_names(false).await)
     }
 
     async fn watch(&self, lease: &RedisLease, outbox: &Arc<Outbox>) {
@@ -537,7 +543,7 @@ impl Hub for RedisHub {
                 held: Some(Vec::new()),
             },
         );
-        let mut names = inner.all_names().await;
+        let mut names = inner.all_names(true).await;
         names.sort_unstable();
         names.dedup();
         let mut watchers = inner.watchers();

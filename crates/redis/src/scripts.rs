@@ -12,6 +12,7 @@
 //! | `tcpchat:alive:{node}` | string, expires | the node's lease, renewed while it lives |
 //! | `tcpchat:users:{node}` | set | names the node holds |
 //! | `tcpchat:user:{name}` | string | `"{node} {token}"`: who holds the name |
+//! | `tcpchat:watching:{node}` | string, expires | present while the node has presence watchers: only such nodes are sent presence events |
 //! | `tcpchat:deliver:{node}` | pub/sub channel | messages for the node's users, `"{to} {from} {body}"`; presence events, `",+{name}"` / `",-{name}"` |
 //!
 //! Presence events travel on the same channel as the messages, published by the same script
@@ -38,11 +39,15 @@ const PROLOGUE: &str = r"
 local node = ARGV[1]
 local function owner_of(v) return string.match(v, '^(%S+)') end
 local function alive(n) return redis.call('EXISTS', 'tcpchat:alive:' .. n) == 1 end
--- Live nodes, for presence events; the caller itself left out unless `self_too`.
+-- Live nodes with presence watchers, the ones presence events go to; the caller itself left
+-- out unless `self_too`. A node without watchers is sent nothing.
 local function live_nodes(self_too)
   local out = {}
   for _, n in ipairs(redis.call('SMEMBERS', 'tcpchat:nodes')) do
-    if (self_too or n ~= node) and alive(n) then out[#out + 1] = n end
+    if (self_too or n ~= node) and redis.call('EXISTS', 'tcpchat:watching:' .. n) == 1
+        and alive(n) then
+      out[#out + 1] = n
+    end
   end
   return out
 end
@@ -120,10 +125,13 @@ return 1
 /// Extends this node's lease. Returns 1, or 0 if the lease was gone (expired, or the state
 /// was lost): the node must then re-register with [`SYNC`]. On the way, reaps nodes whose
 /// lease expired, so their users' departures reach every presence watcher within a lease
-/// and a renewal (one `EXISTS` per registered node).
+/// and a renewal (one `EXISTS` per registered node). `ARGV[4]` is `1` while the node has
+/// presence watchers: their flag is extended with the lease. It is never deleted here (a
+/// watcher may have set it since the node looked): without watchers it lapses by itself.
 const RENEW: &str = r"
 fresh_store()
 reap_dead()
+if ARGV[4] == '1' then redis.call('SET', 'tcpchat:watching:' .. node, '1', 'PX', ARGV[3]) end
 if redis.call('SET', 'tcpchat:alive:' .. node, '1', 'PX', ARGV[3], 'XX') then return 1 end
 return 0
 ";
@@ -172,8 +180,11 @@ end
 return conflicts
 ";
 
-/// Everyone held by a live node. Nodes whose lease expired are cleaned up on the way.
+/// Everyone held by a live node. Nodes whose lease expired are cleaned up on the way. With
+/// `ARGV[4]` = `1` (a new presence watcher's first list) the node is first flagged as
+/// watching, in the same step, so every change after this list is published to it.
 const LIST: &str = r"
+if ARGV[4] == '1' then redis.call('SET', 'tcpchat:watching:' .. node, '1', 'PX', ARGV[3]) end
 local out = {}
 for _, n in ipairs(redis.call('SMEMBERS', 'tcpchat:nodes')) do
   if alive(n) then
@@ -208,7 +219,7 @@ for _, name in ipairs(redis.call('SMEMBERS', set)) do
     tell(others, ',-' .. name)
   end
 end
-redis.call('DEL', set, 'tcpchat:alive:' .. node)
+redis.call('DEL', set, 'tcpchat:alive:' .. node, 'tcpchat:watching:' .. node)
 redis.call('SREM', 'tcpchat:nodes', node)
 return 1
 ";

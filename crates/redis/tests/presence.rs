@@ -109,3 +109,40 @@ async fn a_killed_nodes_users_go_offline_for_the_others() {
         assert_eq!(gone, ["OFFLINE dan", "OFFLINE eve"]);
     }
 }
+
+/// Presence costs nothing in Redis while no node has a watcher: logins and logouts publish
+/// no event. Once one node has a watcher, every other node's logins are published to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_without_watchers_are_sent_no_events() {
+    let (redis, nodes) = cluster(2);
+    // Settled: both nodes admit logins.
+    drop(nodes[0].login("warm1").await);
+    drop(nodes[1].login("warm2").await);
+    let publishes = |redis: &Redis| redis.command_calls().get("publish").copied().unwrap_or(0);
+    let before = publishes(&redis);
+    for i in 0..10 {
+        let mut c = nodes[i % 2].login(&format!("q{i}")).await;
+        c.send("LIST").await;
+        let list = c.next_text().await.expect("LIST-OK");
+        assert!(list.starts_with("LIST-OK "), "{list}");
+    }
+    // The logouts' release scripts run just after each connection ends; a watcher's login
+    // below is ordered after them only by waiting for LIST to be empty of them.
+    let mut probe = nodes[1].login("probe").await;
+    probe.wait_list(&["probe"]).await;
+    assert_eq!(
+        publishes(&redis),
+        before,
+        "no PUBLISH for logins and logouts while nobody watches"
+    );
+
+    let (mut w, _) = watcher(&nodes[0], "w").await;
+    drop(nodes[1].login("r").await);
+    w.expect("ONLINE r").await;
+    w.expect("OFFLINE r").await;
+    assert!(
+        publishes(&redis) >= before + 2,
+        "the events for w were published"
+    );
+    drop(probe);
+}

@@ -279,7 +279,7 @@ pub static CASES: &[Case] = &[
         "ext-negotiation",
         ext_negotiation::ext_negotiation,
         "EXT is answered EXT-OK with a subset of what was asked, unknown names left out; a \
-         second EXT, or one after login, gets BAD-RQST-HDR (classic only: skipped)",
+         second EXT, or one after login, gets BAD-RQST-HDR (skipped on a classic server)",
         "A client asks for extensions with `EXT <ext>,...` before logging in; the server \
          answers `EXT-OK` with the ones it will use, in the client's order, each once, \
          unknown names left out. `EXT` is allowed once, and only before login. A classic \
@@ -289,7 +289,7 @@ pub static CASES: &[Case] = &[
         "ext-keepalive",
         ext_keepalive::ext_keepalive,
         "PING <token> gets PONG <token>, before and after login; PONG gets no reply \
-         (keepalive only)",
+         (skipped unless keepalive is offered)",
         "On a connection that negotiated `keepalive`, `PING [<token>]` is answered at once with \
          `PONG` and the token echoed exactly, before and after login; a `PONG` is an answer \
          and gets no reply."
@@ -298,7 +298,7 @@ pub static CASES: &[Case] = &[
         "ext-presence",
         ext_presence::ext_presence,
         "the first list names everyone and yourself; a newcomer's ONLINE comes before its \
-         message, OFFLINE after it leaves, classic users too (presence only)",
+         message, OFFLINE after it leaves, classic users too (skipped unless presence is offered)",
         "After `HELLO`, a `presence` connection gets everyone online, itself included, in \
          `ONLINE` lines and then `ONLINE-DONE`; then `ONLINE <name>` for each login and \
          `OFFLINE <name>` for each departure, classic users included, in the queue messages \
