@@ -110,7 +110,7 @@ pub trait Hub: Send + Sync + 'static {
 /// Queues one presence change on every watcher: encoded once, one push (a memcpy of a short
 /// line) per watcher. A watcher whose queue is full is marked by the push and dropped by its
 /// own task, as any slow reader.
-pub fn announce<'w>(watchers: impl IntoIterator<Item = &'w Arc<Outbox>>, name: &str, online: bool) {
+fn announce<'w>(watchers: impl IntoIterator<Item = &'w Arc<Outbox>>, name: &str, online: bool) {
     let mut watchers = watchers.into_iter().peekable();
     if watchers.peek().is_none() {
         return;
