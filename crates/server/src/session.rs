@@ -338,9 +338,10 @@ impl Session {
             return Some(Wake::Close(Timeout::Silent));
         }
         self.pinged = true;
-        // Seconds since the connection opened: distinct for every ping of a connection, and
-        // no counter to keep.
-        let token = now.saturating_duration_since(self.connected_at).as_secs();
+        // Milliseconds since the connection opened: distinct for every ping of a connection
+        // (they are at least a ping interval apart; only an interval under a millisecond could
+        // repeat one, harmlessly), and no counter to keep.
+        let token = now.saturating_duration_since(self.connected_at).as_millis();
         Some(Wake::Ping(token.to_string()))
     }
 }
@@ -716,7 +717,7 @@ mod tests {
             None
         );
         let t1 = t0 + PINGS.interval;
-        assert_eq!(s.handle_timeout(t1), Some(Wake::Ping("60".into())));
+        assert_eq!(s.handle_timeout(t1), Some(Wake::Ping("60000".into())));
         assert_eq!(
             s.poll_timeout(),
             Some(t1 + PINGS.timeout),
@@ -732,7 +733,7 @@ mod tests {
     #[test]
     fn any_line_answers_a_ping() {
         let t0 = Instant::now();
-        for line in [&b"PONG 60"[..], b"PING", b"LIST", b"WHO", b""] {
+        for line in [&b"PONG 60000"[..], b"PING", b"LIST", b"WHO", b""] {
             let mut s = keepalive(t0, None);
             let t1 = t0 + PINGS.interval;
             assert!(matches!(s.handle_timeout(t1), Some(Wake::Ping(_))));
