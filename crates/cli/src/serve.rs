@@ -195,11 +195,11 @@ settings! {
     #[arg(long, env = "TCPCHAT_EXTENSIONS", value_name = "EXT,...")]
     extensions: Extensions = |c| Extensions(c.extensions);
 
-    /// keepalive extension: PING a connection that negotiated it after this long silent
+    /// Keepalive extension: PING a connection that negotiated it once silent this long
     #[arg(long, env = "TCPCHAT_PING_INTERVAL", value_name = "DURATION")]
     ping_interval: Span = |c| Span(c.ping_interval);
 
-    /// keepalive extension: close it if still silent this long after the PING
+    /// Keepalive extension: close that connection if still silent this long after the PING
     #[arg(long, env = "TCPCHAT_PING_TIMEOUT", value_name = "DURATION")]
     ping_timeout: Span = |c| Span(c.ping_timeout);
 
