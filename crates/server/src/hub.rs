@@ -464,4 +464,66 @@ mod tests {
             "marked for dropping, as a slow reader"
         );
     }
+
+    /// The list and the events are one step: however logins race with a new watcher, the
+    /// list followed by the events replays to exactly who is online.
+    #[test]
+    fn a_list_and_its_events_replay_to_the_truth_under_racing_logins() {
+        let hub = MemoryHub::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let churners: Vec<_> = (0..4)
+            .map(|t| {
+                let hub = hub.clone();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .expect("runtime");
+                    let o = Arc::new(Outbox::new(1 << 20));
+                    let mut kept = Vec::new();
+                    for i in 0..300 {
+                        let lease = rt
+                            .block_on(hub.login(&name(&format!("t{t}n{i}")), &o))
+                            .expect("unique name");
+                        // Every third one stays: the end state is not empty.
+                        if i % 3 == 0 {
+                            kept.push(lease);
+                        }
+                    }
+                    kept
+                })
+            })
+            .collect();
+        let mut watchers = Vec::new();
+        for i in 0..40 {
+            let o = Arc::new(Outbox::new(1 << 24));
+            let lease = rt
+                .block_on(hub.login(&name(&format!("w{i}")), &o))
+                .expect("unique name");
+            rt.block_on(hub.watch(&lease, &o));
+            watchers.push((lease, o));
+            std::thread::yield_now();
+        }
+        let kept: Vec<_> = churners
+            .into_iter()
+            .flat_map(|t| t.join().expect("churner"))
+            .collect();
+        let truth = hub.inner.names().sorted.keys().cloned().collect::<Vec<_>>();
+        for (_, o) in &watchers {
+            let (bytes, refusing) = o.take();
+            assert_eq!(refusing, None);
+            let mut online = std::collections::BTreeSet::new();
+            for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                match Reply::parse(line).expect("a presence line") {
+                    Reply::Online(names) => online.extend(names),
+                    Reply::Offline(n) => assert!(online.remove(&n), "OFFLINE {n} unknown"),
+                    Reply::OnlineDone => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert_eq!(online.into_iter().collect::<Vec<_>>(), truth);
+        }
+        drop(kept);
+    }
 }
