@@ -234,3 +234,49 @@ async fn a_keepalive_client_that_answers_stays_and_a_classic_one_is_never_pinged
     assert!(list.starts_with("LIST-OK "), "{list}");
     server.shutdown().await;
 }
+
+/// A presence connection that stops reading is dropped like any slow reader (its queue is
+/// bounded), and nobody else waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_reader_that_never_reads_is_dropped() {
+    let server = Server::start(Config {
+        // The smallest queue the settings allow: a line's worth.
+        max_line_bytes: 64,
+        outbox_limit_bytes: 64,
+        // Thousands of logins from one address, as fast as they go.
+        limits: tcpchat_server::Limits::off(),
+        ..Config::default()
+    })
+    .await;
+    // A small receive buffer so the kernel does not absorb megabytes on its behalf.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = socket.connect(server.addr).await.expect("connect");
+    let mut stuck = Client::from_stream(stream);
+    stuck.send("EXT presence").await;
+    stuck.send("HELLO-FROM stuck").await;
+    // From here on `stuck` never reads again.
+
+    let mut other = server.login("other").await;
+    let mut dropped = false;
+    for round in 0..400 {
+        // 50 logins and departures with long names: 4 KB of presence lines for `stuck`.
+        for i in 0..50 {
+            let name = format!("{:0>32}", round * 50 + i);
+            let mut c = server.connect().await;
+            c.send(&format!("HELLO-FROM {name}")).await;
+            c.expect(&format!("HELLO {name}")).await;
+        }
+        // Others are served meanwhile; nothing but presence lines is queued for `stuck`.
+        if !other.list().await.contains(&"stuck".to_owned()) {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(
+        dropped,
+        "1.6 MB of presence lines for a reader that never reads, and it was never dropped"
+    );
+    let _again = server.login("stuck").await;
+    server.shutdown().await;
+}
