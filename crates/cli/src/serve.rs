@@ -195,6 +195,14 @@ settings! {
     #[arg(long, env = "TCPCHAT_EXTENSIONS", value_name = "EXT,...")]
     extensions: Extensions = |c| Extensions(c.extensions);
 
+    /// Keepalive extension: PING a connection that negotiated it once silent this long
+    #[arg(long, env = "TCPCHAT_PING_INTERVAL", value_name = "DURATION")]
+    ping_interval: Span = |c| Span(c.ping_interval);
+
+    /// Keepalive extension: close that connection if still silent this long after the PING
+    #[arg(long, env = "TCPCHAT_PING_TIMEOUT", value_name = "DURATION")]
+    ping_timeout: Span = |c| Span(c.ping_timeout);
+
     /// Cluster mode: share names and messages with every node using this Redis, e.g.
     /// redis://10.0.0.5:6379 or redis://127.0.0.1:6379/2 (see docs/cluster.md)
     #[arg(long, env = "TCPCHAT_CLUSTER", value_name = "URL")]
@@ -600,6 +608,8 @@ impl ServeArgs {
                 .map_or(defaults.shutdown_grace, |v| v.0.unwrap_or_default()),
             limits: resolve_limits(&s),
             extensions: s.extensions.map_or(defaults.extensions, |v| v.0),
+            ping_interval: s.ping_interval.map_or(defaults.ping_interval, |v| v.0),
+            ping_timeout: s.ping_timeout.map_or(defaults.ping_timeout, |v| v.0),
         };
         config.validate().map_err(|e| usage(e.to_string()))?;
 
@@ -971,6 +981,8 @@ mod tests {
                 "extensions",
                 Extension::ALL[n as usize % 3].name().to_owned(),
             ),
+            ("ping_interval", format!("{}s", n + 10)),
+            ("ping_timeout", format!("{}s", n + 11)),
         ];
         let flags = values
             .iter()
@@ -998,6 +1010,8 @@ mod tests {
             shutdown_grace: Duration::from_millis(u64::from(n)),
             limits: limits_from(n),
             extensions: [Extension::ALL[n as usize % 3]].into_iter().collect(),
+            ping_interval: secs(n + 10),
+            ping_timeout: secs(n + 11),
         };
         (flags, file, Some(listen.parse().expect("addr")), config)
     }
@@ -1058,7 +1072,7 @@ mod tests {
         }
         assert_eq!(
             argv.len(),
-            2 * 20,
+            2 * 22,
             "every setting shows its default: {argv:?}"
         );
         assert_eq!(

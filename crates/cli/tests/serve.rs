@@ -320,6 +320,8 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         ("max_prelogin", n.to_string()),
         ("exempt", format!("10.0.{n}.0/24,2001:db8::{n}")),
         ("extensions", one_extension(n).name().to_string()),
+        ("ping_interval", format!("{}s", n + 10)),
+        ("ping_timeout", format!("{}s", n + 11)),
     ];
     let secs = |s: u32| Duration::from_secs(u64::from(s));
     let config = Config {
@@ -336,6 +338,8 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         shutdown_grace: Duration::from_millis(u64::from(n)),
         limits: limits_from(n),
         extensions: [one_extension(n)].into_iter().collect(),
+        ping_interval: secs(n + 10),
+        ping_timeout: secs(n + 11),
     };
     (values, config)
 }

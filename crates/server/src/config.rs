@@ -54,6 +54,10 @@ pub struct Config {
     /// The extensions offered to a connection that asks (`extensions`, `docs/protocol.md`);
     /// empty makes the server classic: `EXT` is then an unknown command.
     pub extensions: ExtensionSet,
+    /// A `keepalive` connection silent this long is sent `PING` (`ping-interval`).
+    pub ping_interval: Duration,
+    /// ... and closed if still silent this long after it (`ping-timeout`).
+    pub ping_timeout: Duration,
 }
 
 /// TCP keepalive settings (`SO_KEEPALIVE`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`),
@@ -98,6 +102,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             limits: Limits::default(),
             extensions: ExtensionSet::all(),
+            ping_interval: Duration::from_secs(60),
+            ping_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -135,7 +141,7 @@ pub enum ConfigError {
     /// A timeout that is set is zero: it would fire at once.
     #[error("invalid {setting} 0s: must be longer than zero (or off, where that is allowed)")]
     ZeroTimeout {
-        /// `handshake-timeout` or `idle-timeout`.
+        /// `handshake-timeout`, `idle-timeout`, `ping-interval` or `ping-timeout`.
         setting: &'static str,
     },
     /// A keepalive time is not a whole number of seconds from 1 to 32767, the kernel's range.
@@ -205,6 +211,14 @@ impl Config {
             return Err(ConfigError::ZeroTimeout {
                 setting: "idle-timeout",
             });
+        }
+        for (setting, given) in [
+            ("ping-interval", self.ping_interval),
+            ("ping-timeout", self.ping_timeout),
+        ] {
+            if given.is_zero() {
+                return Err(ConfigError::ZeroTimeout { setting });
+            }
         }
         if let Some(ka) = &self.keepalive {
             for (setting, given) in [("keepalive", ka.idle), ("keepalive-interval", ka.interval)] {
@@ -321,6 +335,20 @@ mod tests {
                 with(|c| c.handshake_timeout = Duration::ZERO),
                 Err(ZeroTimeout {
                     setting: "handshake-timeout",
+                }),
+            ),
+            (
+                "zero ping interval",
+                with(|c| c.ping_interval = Duration::ZERO),
+                Err(ZeroTimeout {
+                    setting: "ping-interval",
+                }),
+            ),
+            (
+                "zero ping timeout",
+                with(|c| c.ping_timeout = Duration::ZERO),
+                Err(ZeroTimeout {
+                    setting: "ping-timeout",
                 }),
             ),
             (
