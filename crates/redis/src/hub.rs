@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::scripts::{deliver_channel, Scripts};
 use crate::store::{Store, RECONNECT_PAUSE};
-use crate::{check_url, ClusterConfig, ClusterError, NodeId};
+use crate::{check_url, ClusterConfig, ClusterError, ClusterMetrics, NodeId};
 
 /// The cluster backend for [`tcpchat_server::run_with_hub`]. Cheap to clone; clones share
 /// one node.
@@ -79,15 +79,24 @@ impl RedisHub {
     /// # Errors
     /// [`ClusterError::InvalidUrl`] if the address is not a `redis://` URL.
     pub async fn start(config: ClusterConfig) -> Result<Self, ClusterError> {
+        Self::start_observed(config, ClusterMetrics::off()).await
+    }
+
+    /// Like [`RedisHub::start`], recording Redis calls and the subscription in `metrics`.
+    ///
+    /// # Errors
+    /// As [`RedisHub::start`]; also [`ClusterError::Timing`] or [`ClusterError::Tls`] for
+    /// settings that cannot work.
+    pub async fn start_observed(
+        config: ClusterConfig,
+        metrics: ClusterMetrics,
+    ) -> Result<Self, ClusterError> {
         let shown = check_url(&config.url)?;
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|e| ClusterError::InvalidUrl {
-                url: config.url.clone(),
-                reason: e.to_string(),
-            })?;
+        config.validate()?;
+        let client = config.client()?;
         let inner = Arc::new(Inner {
             node: config.node_id.clone(),
-            store: Store::new(client, config.call_timeout),
+            store: Store::new(client, config.call_timeout, metrics),
             scripts: Scripts::new(),
             local: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
@@ -347,6 +356,7 @@ async fn subscriber(inner: Arc<Inner>) {
                 info!(%channel, "listening for messages from other nodes");
                 was_up = true;
                 inner.subscribed.store(true, Ordering::Relaxed);
+                inner.store.metrics().subscribed(true);
                 // Messages may have been missed and names may have expired while down.
                 inner.failed();
                 let mut messages = pubsub.into_on_message();
@@ -360,6 +370,7 @@ async fn subscriber(inner: Arc<Inner>) {
                     }
                 }
                 inner.subscribed.store(false, Ordering::Relaxed);
+                inner.store.metrics().subscribed(false);
                 warn!("lost the redis subscription; reconnecting");
             }
             Ok(Err(e)) if was_up => {
