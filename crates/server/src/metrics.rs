@@ -437,7 +437,7 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 /// bounded by [`MAX_REQUEST_BYTES`] and [`SCRAPE_TIMEOUT`]. Anything else gets 404 or 405.
 pub async fn serve(listener: TcpListener, metrics: Metrics) {
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "metrics listening");
+        info!(%addr, "serving metrics");
     }
     let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
     loop {
