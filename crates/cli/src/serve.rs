@@ -190,7 +190,8 @@ settings! {
     exempt: Networks = |c| Networks(c.limits.exempt.clone());
 
     /// Cluster mode: share names and messages with every node using this Redis, e.g.
-    /// redis://10.0.0.5:6379 or redis://127.0.0.1:6379/2 (see docs/cluster.md)
+    /// redis://10.0.0.5:6379, redis://127.0.0.1:6379/2, or rediss://USER@HOST:6380 for TLS
+    /// (see docs/cluster.md)
     #[arg(long, env = "TCPCHAT_CLUSTER", value_name = "URL")]
     cluster: String = |_c| "off, everything in this process";
 
@@ -1431,6 +1432,59 @@ mod tests {
                 "{flag}: {err:#}"
             );
         }
+    }
+
+    /// The commented config file the Debian package installs as /etc/tcpchat/tcpchat.toml
+    /// names every setting once, at its default: uncommented, it changes nothing.
+    #[test]
+    fn the_packaged_config_file_lists_every_setting_at_its_default() {
+        use clap::CommandFactory;
+        let text = include_str!("../../../packaging/tcpchat.toml");
+        let entries: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# ")?.split_once(" = "))
+            .filter(|(key, _)| key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .collect();
+        let mut keys: Vec<&str> = entries.iter().map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        let mut settings: Vec<String> = T::command()
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .filter(|id| !matches!(id.as_str(), "config" | "help" | "log_summary"))
+            .collect();
+        settings.sort_unstable();
+        assert_eq!(
+            keys, settings,
+            "each setting once in packaging/tcpchat.toml"
+        );
+
+        // Paths name files that need not exist here; tls_listen needs a certificate.
+        let needs_files = [
+            "tls_listen",
+            "tls_cert",
+            "tls_key",
+            "cluster_ca",
+            "cluster_password_file",
+        ];
+        let uncommented: String = entries
+            .iter()
+            .filter(|(k, _)| !needs_files.contains(k))
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect();
+        let f = file(&uncommented);
+        let s = resolve(&["--config", &f.arg()]).expect("the uncommented file is valid");
+        assert_eq!(s.config, Config::default(), "every value is the default");
+        assert_eq!(s.listen, Some(DEFAULT_LISTEN));
+        let c = s.cluster.expect("the example cluster").config;
+        assert_eq!(
+            (c.node_lease, c.renew_interval, c.settle, c.call_timeout),
+            (
+                tcpchat_redis::NODE_LEASE,
+                tcpchat_redis::RENEW_INTERVAL,
+                tcpchat_redis::SETTLE,
+                tcpchat_redis::CALL_TIMEOUT
+            )
+        );
     }
 
     #[test]
