@@ -771,11 +771,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let (Some(t), Some(certs)) = (&tls, certs) {
             let listener = tcpchat_server::bind(t.listen)
                 .map_err(|e| bind_error(t.listen, "--tls-listen", &e))?;
-            // Installed before "listening" is logged, like the shutdown signals: SIGHUP's
-            // default action would end the process.
-            reload_on_sighup(Arc::clone(&certs))?;
             listeners.tls = Some((listener, certs));
         }
+        // Installed before "listening" is logged, like the shutdown signals, and also
+        // without TLS: SIGHUP's default action would end the process, and `systemctl
+        // reload` (the unit's ExecReload) sends it whatever the settings.
+        reload_on_sighup(listeners.tls.as_ref().map(|(_, certs)| Arc::clone(certs)))?;
         let mut cluster_metrics = tcpchat_redis::ClusterMetrics::off();
         // Counting only when someone looks: the endpoint or the summary. Off, every count
         // is one branch (docs/performance.md measures both).
@@ -858,14 +859,18 @@ async fn log_summaries(metrics: Metrics, every: Duration) {
 /// `systemctl reload` sends). New connections get the new certificate; established ones
 /// keep their session. A pair that does not load is logged and the old one stays.
 #[cfg(unix)]
-fn reload_on_sighup(certs: Arc<Reloadable>) -> anyhow::Result<()> {
+fn reload_on_sighup(certs: Option<Arc<Reloadable>>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            let Some(certs) = &certs else {
+                info!("SIGHUP: nothing to reload (no TLS certificate); settings need a restart");
+                continue;
+            };
             let (cert, key) = (certs.cert_path().display(), certs.key_path().display());
             // Reading files blocks: off the runtime's workers, which serve the connections.
-            let reloading = Arc::clone(&certs);
+            let reloading = Arc::clone(certs);
             match tokio::task::spawn_blocking(move || reloading.reload()).await {
                 Ok(Ok(())) => info!(%cert, %key, "SIGHUP: TLS certificate and key reloaded"),
                 Ok(Err(e)) => warn!(
@@ -883,7 +888,7 @@ fn reload_on_sighup(certs: Arc<Reloadable>) -> anyhow::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn reload_on_sighup(_certs: Arc<Reloadable>) -> anyhow::Result<()> {
+fn reload_on_sighup(_certs: Option<Arc<Reloadable>>) -> anyhow::Result<()> {
     Ok(())
 }
 

@@ -167,6 +167,19 @@ fn metrics_count_real_traffic() {
     assert!(get(&s, "tcpchat_sent_bytes_total") > 0.0);
     assert!(get(&s, "tcpchat_outbox_high_water_bytes") >= "DELIVERY alice again\n".len() as f64);
 
+    // `systemctl reload` sends SIGHUP even without TLS: the server says so and serves on.
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(hup.success());
+    let mut seen = Vec::new();
+    wait_for(&server.log, &mut seen, "SIGHUP line", |l| {
+        l.contains("SIGHUP: nothing to reload")
+    });
+    assert_eq!(ask(&mut alice, "SEND bob after HUP"), "SEND-OK\n");
+    assert_eq!(read_line(&mut bob.0), "DELIVERY alice after HUP\n");
+
     // Bob leaves: his close is counted as the client's, and he is no longer a user.
     drop(bob);
     let s = scrape_until(
