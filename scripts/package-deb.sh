@@ -74,13 +74,20 @@ EOF
 # A conffile: dpkg keeps the operator's edits across upgrades and asks before replacing.
 echo "/etc/tcpchat/tcpchat.toml" >"$root/DEBIAN/conffiles"
 installed_kb=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+# The newest glibc symbol version the binary links against is the libc6 it needs (what
+# dpkg-shlibdeps would say, without a debian/ directory); it also links libgcc_s.
+glibc=""
+if command -v objdump >/dev/null; then
+  glibc=$(objdump -T "$root/usr/bin/tcpchat" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
+fi
+glibc=${glibc:-2.34}
 cat >"$root/DEBIAN/control" <<EOF
 Package: tcpchat
 Version: $version
 Architecture: $arch
 Maintainer: tcpchat maintainers <tcpchat@example.invalid>
 Installed-Size: $installed_kb
-Depends: libc6 (>= 2.31)
+Depends: libc6 (>= $glibc), libgcc-s1
 Section: net
 Priority: optional
 Homepage: https://example.invalid/tcpchat
