@@ -236,6 +236,16 @@ impl Inner {
         }
     }
 
+    /// Sets the `nodes_alive` gauge from Redis; a failed call leaves it as it was.
+    async fn count_nodes(&self) {
+        let mut call = self.scripts.nodes_alive.prepare_invoke();
+        self.args(&mut call);
+        match self.store.invoke::<i64>(&call).await {
+            Ok(n) => self.store.metrics().nodes_alive(n),
+            Err(e) => debug!(error = %e, "counting the live nodes failed"),
+        }
+    }
+
     async fn renew(&self) {
         let mut call = self.scripts.renew.prepare_invoke();
         self.args(&mut call);
@@ -323,10 +333,12 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Renews the lease every `renew_interval` and re-syncs when needed, until cancelled.
+/// Renews the lease every `renew_interval` and re-syncs when needed, until cancelled. With
+/// metrics on, every [`NODES_ALIVE_EVERY`] renewals it also counts the live nodes.
 async fn keeper(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(inner.config.renew_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut turns: u32 = 0;
     loop {
         tokio::select! {
             () = inner.cancel.cancelled() => return,
@@ -334,8 +346,16 @@ async fn keeper(inner: Arc<Inner>) {
             () = inner.kick.notified() => {}
         }
         inner.renew().await;
+        if inner.store.metrics().is_on() && turns.is_multiple_of(NODES_ALIVE_EVERY) {
+            inner.count_nodes().await;
+        }
+        turns = turns.wrapping_add(1);
     }
 }
+
+/// Renewals between two counts of the live nodes: the gauge is for dashboards, not worth a
+/// Redis call per node per second.
+const NODES_ALIVE_EVERY: u32 = 5;
 
 /// Listens on this node's channel, reconnecting after any loss, until cancelled.
 async fn subscriber(inner: Arc<Inner>) {

@@ -18,6 +18,7 @@ struct Inner {
     call_seconds: Histogram,
     errors: Counter,
     subscribed: Gauge,
+    nodes_alive: Gauge,
 }
 
 /// A handle on the cluster's series; clones share them.
@@ -62,10 +63,17 @@ impl ClusterMetrics {
             "1 while this node's subscription to its Redis channel is up (messages from other nodes can arrive), else 0",
             subscribed.clone(),
         );
+        let nodes_alive = Gauge::default();
+        registry.register(
+            "cluster_nodes_alive",
+            "Nodes holding a live lease in Redis, this one included (read every few renewals)",
+            nodes_alive.clone(),
+        );
         Self(Some(Arc::new(Inner {
             call_seconds,
             errors,
             subscribed,
+            nodes_alive,
         })))
     }
 
@@ -75,6 +83,17 @@ impl ClusterMetrics {
             if !ok {
                 m.errors.inc();
             }
+        }
+    }
+
+    /// Whether anyone reads these series: the keeper asks Redis for the live nodes only then.
+    pub(crate) fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub(crate) fn nodes_alive(&self, n: i64) {
+        if let Some(m) = &self.0 {
+            m.nodes_alive.set(n);
         }
     }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use tcpchat_testkit::{free_port, tcpchat_bin, Client, Haproxy, Process, Redis, PATIENCE};
+use tcpchat_testkit::{free_port, tcpchat_bin, Client, Haproxy, Node, Process, Redis, PATIENCE};
 
 /// `tcpchat serve --cluster` on a fixed port, so a restart is where HAProxy expects it.
 fn node(redis: &Redis, id: &str, port: u16) -> Process {
@@ -118,4 +118,82 @@ async fn rolling_restart_one_node_at_a_time_behind_haproxy() {
         let delivery = format!("DELIVERY {from} after the upgrade");
         c.expect_unordered(&["SEND-OK".to_owned(), delivery]).await;
     }
+}
+
+/// `GET /metrics` on `addr`: every sample, series → value.
+fn scrape(addr: SocketAddr) -> std::collections::HashMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
+        .lines()
+        .filter(|l| l.starts_with("tcpchat_"))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Scrapes until `ok` holds for the samples (the cluster series are updated by the keeper,
+/// on its own schedule), failing with the last scrape after [`PATIENCE`].
+fn scrape_until(
+    addr: SocketAddr,
+    what: &str,
+    ok: impl Fn(&std::collections::HashMap<String, f64>) -> bool,
+) -> std::collections::HashMap<String, f64> {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let s = scrape(addr);
+        if ok(&s) {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "never {what}: {s:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The cluster's series on a real node: live nodes, the subscription, Redis call latency,
+/// and errors once Redis is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_metrics_on_a_real_node() {
+    let mut redis = Redis::start();
+    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let m = metrics.to_string();
+    // A fast renewal, so the live nodes are counted every second rather than every five.
+    let a = Node::start_with(
+        &redis.url(),
+        "m1",
+        &["--metrics-listen", &m, "--cluster-renew", "200ms"],
+    );
+    let _b = Node::start(&redis.url(), "m2");
+    let mut ann = a.login("ann").await;
+    ann.send("LIST").await;
+    ann.expect("LIST-OK ann").await;
+    let get = |s: &std::collections::HashMap<String, f64>, k: &str| s.get(k).copied();
+    let s = scrape_until(metrics, "two nodes alive", |s| {
+        get(s, "tcpchat_cluster_nodes_alive") == Some(2.0)
+    });
+    assert_eq!(get(&s, "tcpchat_cluster_subscribed"), Some(1.0), "{s:#?}");
+    assert_eq!(
+        get(&s, "tcpchat_cluster_redis_errors_total"),
+        Some(0.0),
+        "{s:#?}"
+    );
+    let calls = get(&s, "tcpchat_cluster_redis_call_duration_seconds_count").unwrap_or(0.0);
+    assert!(calls >= 2.0, "the claim and the LIST at least: {s:#?}");
+    assert_eq!(get(&s, "tcpchat_users"), Some(1.0));
+
+    redis.stop();
+    let s = scrape_until(metrics, "redis errors counted", |s| {
+        get(s, "tcpchat_cluster_redis_errors_total").is_some_and(|n| n > 0.0)
+            && get(s, "tcpchat_cluster_subscribed") == Some(0.0)
+    });
+    assert_eq!(get(&s, "tcpchat_users"), Some(1.0), "ann stays on her node");
+    drop(ann);
 }
