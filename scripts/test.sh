@@ -18,7 +18,9 @@
 #    so up front and the test fails saying which setting to change.
 # 4. One build. `cargo nextest run --workspace` builds every test and the `tcpchat` binary
 #    once; the doc tests reuse those libraries, and the check step and the cluster tests
-#    (TCPCHAT_BIN) use that same binary instead of building their own.
+#    (TCPCHAT_BIN) use that same binary instead of building their own. The Debian package
+#    is built from that debug binary too (scripts/package-deb.sh strips it), so CI does no
+#    release build; `scripts/package-deb.sh` alone builds the release package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +55,9 @@ needed=(
   "haproxy:haproxy:tcpchat-redis::cluster (three nodes behind HAProxy)"
   "ip:iproute2:tcpchat::dead_peer (sets up the link the peer vanishes from)"
   "unshare:util-linux:tcpchat::dead_peer (creates its user + network namespaces)"
+  "dpkg-deb:dpkg:scripts/test-package.sh (builds and unpacks the Debian package)"
+  "systemd-analyze:systemd:scripts/test-package.sh (verifies the systemd unit)"
+  "man:man-db:scripts/test-package.sh (renders the installed man page)"
 )
 missing_programs() {
   for entry in "${needed[@]}"; do
@@ -134,5 +139,13 @@ done
 "$tcpchat" check "$addr" --capacity 200
 kill -TERM $server
 wait $server
+
+echo "== Debian package: build from the test build's binary, install into a scratch root"
+if deb=$(scripts/package-deb.sh --binary "$tcpchat" --out "$target_dir/debian" | tail -n 1); then
+  scripts/test-package.sh "$deb" || status=1
+else
+  echo "error: scripts/package-deb.sh failed" >&2
+  status=1
+fi
 [ "$status" = 0 ] || echo "error: some tests failed (above)" >&2
 exit "$status"

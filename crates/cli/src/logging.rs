@@ -1,4 +1,8 @@
-//! The one logging setup: `tracing` to stderr, filtered by `RUST_LOG` or `--log-level`.
+//! The one logging setup: `tracing` to stderr, filtered by `RUST_LOG` or `--log-level`, as
+//! text for people or as JSON lines (`--log-format json`) for a log shipper. Both formats
+//! carry the same fields: the JSON object holds `timestamp`, `level`, the event's fields
+//! (`message` among them) flattened beside them, and `span` with the connection's span
+//! fields when one is entered.
 
 use std::io::IsTerminal;
 
@@ -21,6 +25,24 @@ pub struct LogArgs {
     /// Append logs to this file instead of stderr (the full-screen client logs nowhere else)
     #[arg(long, global = true, env = "TCPCHAT_LOG_FILE", value_name = "FILE")]
     pub log_file: Option<std::path::PathBuf>,
+
+    /// Log line format: text (for people) or json (one object per line, for journald
+    /// forwarding, Loki, Elasticsearch...)
+    #[arg(
+        long,
+        global = true,
+        env = "TCPCHAT_LOG_FORMAT",
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How each log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Installs the global subscriber. Logs go to stderr, or to `--log-file`; reports go to
@@ -33,9 +55,14 @@ pub fn init(args: &LogArgs, screen_busy: bool) {
         // and all `tcpchat_*` crates; dependencies stay at warn.
         _ => EnvFilter::new(format!("warn,tcpchat={}", args.log_level)),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let to_file = |file| {
+        install(
+            args.log_format,
+            filter.clone(),
+            std::sync::Mutex::new(file),
+            false,
+        )
+    };
     if let Some(path) = &args.log_file {
         match std::fs::OpenOptions::new()
             .create(true)
@@ -43,10 +70,7 @@ pub fn init(args: &LogArgs, screen_busy: bool) {
             .open(path)
         {
             Ok(file) => {
-                builder
-                    .with_writer(std::sync::Mutex::new(file))
-                    .with_ansi(false)
-                    .init();
+                to_file(file);
                 return;
             }
             Err(e) if !screen_busy => {
@@ -61,10 +85,32 @@ pub fn init(args: &LogArgs, screen_busy: bool) {
     if screen_busy {
         return;
     }
-    builder
-        .with_writer(|| QuietStderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    install(
+        args.log_format,
+        filter,
+        || QuietStderr,
+        std::io::stderr().is_terminal(),
+    );
+}
+
+/// Installs the global subscriber writing `format` to `writer`.
+fn install<W>(format: LogFormat, filter: EnvFilter, writer: W, ansi: bool)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        // Fields flattened beside `message`, as the text format prints them; no colours.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// Stderr that never fails: once whoever read our logs has gone (a closed pipe), logging

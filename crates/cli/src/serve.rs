@@ -27,7 +27,7 @@ use serde::Deserialize;
 use tcpchat_proto::{Extension, ExtensionSet};
 use tcpchat_redis::{ClusterConfig, NodeId, RedisHub};
 use tcpchat_server::limits::{parse_networks, CommandRate, IpNet, Rate};
-use tcpchat_server::{Config, Keepalive, Limits, Listeners, MemoryHub};
+use tcpchat_server::{Config, Keepalive, Limits, Listeners, MemoryHub, Metrics};
 use tcpchat_tls::server::Reloadable;
 use tracing::{debug, info, warn};
 
@@ -204,14 +204,57 @@ settings! {
     ping_timeout: Span = |c| Span(c.ping_timeout);
 
     /// Cluster mode: share names and messages with every node using this Redis, e.g.
-    /// redis://10.0.0.5:6379 or redis://127.0.0.1:6379/2 (see docs/cluster.md)
+    /// redis://10.0.0.5:6379, redis://127.0.0.1:6379/2, or rediss://USER@HOST:6380 for TLS
+    /// (see docs/cluster.md)
     #[arg(long, env = "TCPCHAT_CLUSTER", value_name = "URL")]
     cluster: String = |_c| "off, everything in this process";
 
     /// Cluster mode: this node's id, unique among the nodes (letters, digits, '.', '_', '-')
     #[arg(long, env = "TCPCHAT_NODE_ID", value_name = "ID")]
     node_id: String = |_c| "a random one, shown in the log";
+
+    /// Cluster mode: how long this node's names outlive its last lease renewal (how soon a
+    /// dead node's users may log in elsewhere)
+    #[arg(long, env = "TCPCHAT_CLUSTER_LEASE", value_name = "DURATION")]
+    cluster_lease: Span = |_c| Span(tcpchat_redis::NODE_LEASE);
+
+    /// Cluster mode: how often the lease is renewed; at most a third of --cluster-lease
+    #[arg(long, env = "TCPCHAT_CLUSTER_RENEW", value_name = "DURATION")]
+    cluster_renew: Span = |_c| Span(tcpchat_redis::RENEW_INTERVAL);
+
+    /// Cluster mode: after Redis lost its state, how long logins wait while nodes
+    /// re-register; at least --cluster-renew plus --cluster-call-timeout
+    #[arg(long, env = "TCPCHAT_CLUSTER_SETTLE", value_name = "DURATION")]
+    cluster_settle: Span = |_c| Span(tcpchat_redis::SETTLE);
+
+    /// Cluster mode: longest wait for one Redis call before it counts as failed (the login
+    /// is answered BUSY)
+    #[arg(long, env = "TCPCHAT_CLUSTER_CALL_TIMEOUT", value_name = "DURATION")]
+    cluster_call_timeout: Span = |_c| Span(tcpchat_redis::CALL_TIMEOUT);
+
+    /// Cluster mode over TLS (rediss://): the CA certificate(s), PEM, that sign Redis's
+    /// certificate
+    #[arg(long, env = "TCPCHAT_CLUSTER_CA", value_name = "FILE")]
+    cluster_ca: PathBuf = |_c| "the system's trusted roots";
+
+    /// Cluster mode: read the Redis password (of the URL's ACL user, if it names one) from
+    /// this file instead of the URL
+    #[arg(long, env = "TCPCHAT_CLUSTER_PASSWORD_FILE", value_name = "FILE")]
+    cluster_password_file: PathBuf = |_c| "none; the URL's, if it has one";
+
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9378 (keep it on
+    /// loopback or a private network: it is unauthenticated); "off" for none
+    #[arg(long, env = "TCPCHAT_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Listen = |_c| "off";
+
+    // How often an info line sums up users and messages/s; "off" for never. Hidden: the
+    // minute is what operators want; tests shorten it.
+    #[arg(long, env = "TCPCHAT_LOG_SUMMARY", value_name = "DURATION", hide = true)]
+    log_summary: SpanOrOff = |_c| SpanOrOff(Some(DEFAULT_LOG_SUMMARY));
 }
+
+/// How often the log sums up the load, by default.
+const DEFAULT_LOG_SUMMARY: Duration = Duration::from_secs(60);
 
 /// The burst `--help` shows: the default's, also when that rate is off.
 fn shown_burst(rate: Option<Rate>) -> NonZeroU32 {
@@ -546,6 +589,10 @@ pub struct Resolved {
     pub config: Config,
     /// `Some` in cluster mode.
     pub cluster: Option<Cluster>,
+    /// Where `/metrics` is served; `None` when off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often the load summary is logged; `None` when off.
+    pub log_summary: Option<Duration>,
 }
 
 /// Where to serve TLS and with which certificate and key.
@@ -556,11 +603,12 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
-/// Cluster mode settings: which Redis, and this node's id.
+/// Cluster mode settings: which Redis, this node's id, the timings and the credentials.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Cluster {
-    pub url: String,
-    pub node_id: NodeId,
+    /// The URL without its password, for logs.
+    pub shown: String,
+    pub config: ClusterConfig,
 }
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
@@ -617,20 +665,43 @@ impl ServeArgs {
             Some(id) => Some(NodeId::parse(&id).map_err(|e| usage(e.to_string()))?),
             None => None,
         };
+        let cluster_only = [
+            ("node-id", node_id.is_some()),
+            ("cluster-lease", s.cluster_lease.is_some()),
+            ("cluster-renew", s.cluster_renew.is_some()),
+            ("cluster-settle", s.cluster_settle.is_some()),
+            ("cluster-call-timeout", s.cluster_call_timeout.is_some()),
+            ("cluster-ca", s.cluster_ca.is_some()),
+            ("cluster-password-file", s.cluster_password_file.is_some()),
+        ];
         let cluster = match s.cluster {
             Some(url) => {
-                tcpchat_redis::check_url(&url).map_err(|e| usage(e.to_string()))?;
-                Some(Cluster {
-                    url,
-                    node_id: node_id.unwrap_or_else(NodeId::random),
-                })
+                let shown = tcpchat_redis::check_url(&url).map_err(|e| usage(e.to_string()))?;
+                let mut config = ClusterConfig::new(url, node_id.unwrap_or_else(NodeId::random));
+                config.node_lease = s.cluster_lease.map_or(config.node_lease, |v| v.0);
+                config.renew_interval = s.cluster_renew.map_or(config.renew_interval, |v| v.0);
+                config.settle = s.cluster_settle.map_or(config.settle, |v| v.0);
+                config.call_timeout = s.cluster_call_timeout.map_or(config.call_timeout, |v| v.0);
+                config.validate().map_err(|e| usage(e.to_string()))?;
+                if let Some(path) = &s.cluster_ca {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        usage(format!("cannot read cluster-ca {}: {e}", path.display()))
+                    })?;
+                    config.tls_ca = Some(pem);
+                }
+                if let Some(path) = &s.cluster_password_file {
+                    config.password = Some(read_password(path)?);
+                }
+                Some(Cluster { shown, config })
             }
-            None if node_id.is_some() => {
-                return Err(usage(
-                    "node-id is only used in cluster mode: add --cluster redis://HOST:PORT",
-                ))
+            None => {
+                if let Some((name, _)) = cluster_only.iter().find(|(_, set)| *set) {
+                    return Err(usage(format!(
+                        "{name} is only used in cluster mode: add --cluster redis://HOST:PORT"
+                    )));
+                }
+                None
             }
-            None => None,
         };
 
         let listen = s.listen.map_or(Some(DEFAULT_LISTEN), |l| l.0);
@@ -675,8 +746,38 @@ impl ServeArgs {
             tls,
             cluster,
             config,
+            metrics_listen: s.metrics_listen.and_then(|l| l.0),
+            log_summary: s.log_summary.map_or(Some(DEFAULT_LOG_SUMMARY), |v| v.0),
         })
     }
+}
+
+/// The Redis password from its file: the first line, without its line ending. A file
+/// anyone may read is refused, as ssh refuses such a key: the password would not be secret.
+fn read_password(path: &std::path::Path) -> anyhow::Result<tcpchat_redis::Password> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read cluster-password-file {shown}: {e}")))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| usage(format!("cannot read cluster-password-file {shown}: {e}")))?
+            .permissions()
+            .mode();
+        if mode & 0o004 != 0 {
+            return Err(usage(format!(
+                "cluster-password-file {shown} is readable by every user: chmod o-r {shown}"
+            )));
+        }
+    }
+    let password = text.lines().next().unwrap_or_default();
+    if password.is_empty() {
+        return Err(usage(format!(
+            "cluster-password-file {shown} is empty: write the password on its first line"
+        )));
+    }
+    Ok(tcpchat_redis::Password::new(password))
 }
 
 /// Runs `tcpchat serve` to completion.
@@ -686,6 +787,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tls,
         config,
         cluster,
+        metrics_listen,
+        log_summary,
     } = args.resolve()?;
     // Every value in force, whichever source it came from: what an operator checks first.
     let off = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
@@ -694,7 +797,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tls_listen = %off(tls.as_ref().map(|t| t.listen)),
         tls_cert = ?tls.as_ref().map(|t| &t.cert),
         ?config,
-        cluster = cluster.as_ref().map(|c| c.url.as_str()),
+        // Redacted: the URL may carry a password.
+        cluster = cluster.as_ref().map(|c| c.shown.as_str()),
+        cluster_timings = ?cluster.as_ref().map(|c| {
+            let c = &c.config;
+            (c.node_lease, c.renew_interval, c.settle, c.call_timeout)
+        }),
+        metrics_listen = %off(metrics_listen),
         "settings"
     );
     // Read before anything is bound: a wrong file is a usage error, said at once.
@@ -719,21 +828,51 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let (Some(t), Some(certs)) = (&tls, certs) {
             let listener = tcpchat_server::bind(t.listen)
                 .map_err(|e| bind_error(t.listen, "--tls-listen", &e))?;
-            // Installed before "listening" is logged, like the shutdown signals: SIGHUP's
-            // default action would end the process.
-            reload_on_sighup(Arc::clone(&certs))?;
             listeners.tls = Some((listener, certs));
+        }
+        // Installed before "listening" is logged, like the shutdown signals, and also
+        // without TLS: SIGHUP's default action would end the process, and `systemctl
+        // reload` (the unit's ExecReload) sends it whatever the settings.
+        reload_on_sighup(listeners.tls.as_ref().map(|(_, certs)| Arc::clone(certs)))?;
+        let mut cluster_metrics = tcpchat_redis::ClusterMetrics::off();
+        // Counting only when someone looks: the endpoint or the summary. Off, every count
+        // is one branch (docs/performance.md measures both).
+        let metrics = if metrics_listen.is_some() || log_summary.is_some() {
+            Metrics::on_with(|registry| {
+                if cluster.is_some() {
+                    cluster_metrics = tcpchat_redis::ClusterMetrics::register(registry);
+                }
+            })
+        } else {
+            Metrics::off()
+        };
+        if let Some(addr) = metrics_listen {
+            let listener =
+                tcpchat_server::bind(addr).map_err(|e| bind_error(addr, "--metrics-listen", &e))?;
+            tokio::spawn(tcpchat_server::metrics::serve(listener, metrics.clone()));
+        }
+        if let Some(every) = log_summary {
+            tokio::spawn(log_summaries(metrics.clone(), every));
         }
         match cluster {
             None => {
-                tcpchat_server::run_listeners(listeners, config, MemoryHub::new(), shutdown)
-                    .await?;
+                tcpchat_server::run_observed(
+                    listeners,
+                    config,
+                    MemoryHub::new(),
+                    metrics,
+                    shutdown,
+                )
+                .await?;
             }
-            Some(Cluster { url, node_id }) => {
-                let hub = RedisHub::start(ClusterConfig::new(url, node_id))
+            Some(Cluster {
+                config: cluster, ..
+            }) => {
+                let hub = RedisHub::start_observed(cluster, cluster_metrics)
                     .await
                     .map_err(|e| usage(e.to_string()))?;
-                tcpchat_server::run_listeners(listeners, config, hub.clone(), shutdown).await?;
+                tcpchat_server::run_observed(listeners, config, hub.clone(), metrics, shutdown)
+                    .await?;
                 hub.leave().await;
             }
         }
@@ -741,18 +880,54 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Logs one info line every `every` summing up the load: users, connections, and messages
+/// per second since the last line. Skips the line while nothing at all happens, so an idle
+/// server's log stays quiet; never one line per message.
+async fn log_summaries(metrics: Metrics, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is now
+    let mut last = metrics.snapshot();
+    let mut last_at = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let (Some(now), Some(before)) = (metrics.snapshot(), last) else {
+            return;
+        };
+        let at = tokio::time::Instant::now();
+        let messages = now.deliveries.saturating_sub(before.deliveries);
+        let quiet = messages == 0 && now == before && now.connections == 0;
+        if !quiet {
+            let secs = at.duration_since(last_at).as_secs_f64().max(f64::EPSILON);
+            info!(
+                users = now.users,
+                connections = now.connections,
+                messages,
+                messages_per_second = format_args!("{:.1}", messages as f64 / secs),
+                "summary"
+            );
+        }
+        last = Some(now);
+        last_at = at;
+    }
+}
+
 /// Re-reads the TLS certificate and key on every SIGHUP (what certbot's deploy hook or
 /// `systemctl reload` sends). New connections get the new certificate; established ones
 /// keep their session. A pair that does not load is logged and the old one stays.
 #[cfg(unix)]
-fn reload_on_sighup(certs: Arc<Reloadable>) -> anyhow::Result<()> {
+fn reload_on_sighup(certs: Option<Arc<Reloadable>>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            let Some(certs) = &certs else {
+                info!("SIGHUP: nothing to reload (no TLS certificate); settings need a restart");
+                continue;
+            };
             let (cert, key) = (certs.cert_path().display(), certs.key_path().display());
             // Reading files blocks: off the runtime's workers, which serve the connections.
-            let reloading = Arc::clone(&certs);
+            let reloading = Arc::clone(certs);
             match tokio::task::spawn_blocking(move || reloading.reload()).await {
                 Ok(Ok(())) => info!(%cert, %key, "SIGHUP: TLS certificate and key reloaded"),
                 Ok(Err(e)) => warn!(
@@ -770,7 +945,7 @@ fn reload_on_sighup(certs: Arc<Reloadable>) -> anyhow::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn reload_on_sighup(_certs: Arc<Reloadable>) -> anyhow::Result<()> {
+fn reload_on_sighup(_certs: Option<Arc<Reloadable>>) -> anyhow::Result<()> {
     Ok(())
 }
 
@@ -1048,7 +1223,8 @@ mod tests {
         let mut described = Vec::new();
         for arg in cmd.get_arguments() {
             let id = arg.get_id().as_str();
-            if matches!(id, "config" | "help") {
+            // log_summary is hidden (no help): a test setting, shown nowhere.
+            if matches!(id, "config" | "help" | "log_summary") {
                 continue;
             }
             let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
@@ -1059,7 +1235,18 @@ mod tests {
                 .to_owned();
             if matches!(
                 id,
-                "cluster" | "node_id" | "tls_listen" | "tls_cert" | "tls_key"
+                "cluster"
+                    | "node_id"
+                    | "tls_listen"
+                    | "tls_cert"
+                    | "tls_key"
+                    | "cluster_lease"
+                    | "cluster_renew"
+                    | "cluster_settle"
+                    | "cluster_call_timeout"
+                    | "cluster_ca"
+                    | "cluster_password_file"
+                    | "metrics_listen"
             ) {
                 described.push(shown);
                 continue;
@@ -1082,7 +1269,14 @@ mod tests {
                 "none",
                 "none",
                 "off, everything in this process",
-                "a random one, shown in the log"
+                "a random one, shown in the log",
+                "5s",
+                "1s",
+                "3s",
+                "2s",
+                "the system's trusted roots",
+                "none; the URL's, if it has one",
+                "off",
             ]
         );
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -1189,21 +1383,201 @@ mod tests {
         let s =
             resolve(&["--cluster", "redis://127.0.0.1:6400/1", "--node-id", "n1"]).expect("valid");
         let c = s.cluster.expect("cluster mode");
-        assert_eq!(c.url, "redis://127.0.0.1:6400/1");
-        assert_eq!(c.node_id.as_str(), "n1");
+        assert_eq!(c.config.url, "redis://127.0.0.1:6400/1");
+        assert_eq!(c.config.node_id.as_str(), "n1");
         let f = file("cluster = \"redis://10.1.2.3:6379\"\nnode_id = \"from-file\"\n");
         let s = resolve(&["--config", &f.arg(), "--node-id", "flag"]).expect("valid");
         let c = s.cluster.expect("cluster mode from the file");
-        assert_eq!(c.url, "redis://10.1.2.3:6379");
-        assert_eq!(c.node_id.as_str(), "flag", "flag wins over file");
+        assert_eq!(c.config.url, "redis://10.1.2.3:6379");
+        assert_eq!(c.config.node_id.as_str(), "flag", "flag wins over file");
         let s = resolve(&["--cluster", "redis://127.0.0.1:6379"]).expect("valid");
         assert!(
             s.cluster
                 .expect("cluster")
+                .config
                 .node_id
                 .as_str()
                 .starts_with("node-"),
             "a random id when none is given"
+        );
+    }
+
+    /// The cluster's timings from flags and the file, checked against each other; TLS and
+    /// password settings read; none of them outside cluster mode.
+    #[test]
+    fn cluster_timings_and_credentials() {
+        let s = resolve(&["--cluster", "redis://127.0.0.1:6379"]).expect("defaults");
+        let c = s.cluster.expect("cluster").config;
+        assert_eq!(
+            (c.node_lease, c.renew_interval, c.settle, c.call_timeout),
+            (
+                tcpchat_redis::NODE_LEASE,
+                tcpchat_redis::RENEW_INTERVAL,
+                tcpchat_redis::SETTLE,
+                tcpchat_redis::CALL_TIMEOUT
+            )
+        );
+        let f = file("cluster = \"redis://127.0.0.1:6379\"\ncluster_lease = \"30s\"\ncluster_renew = \"5s\"\n");
+        let s = resolve(&["--config", &f.arg(), "--cluster-settle", "10s"]).expect("valid");
+        let c = s.cluster.expect("cluster").config;
+        assert_eq!(c.node_lease, Duration::from_secs(30), "from the file");
+        assert_eq!(c.renew_interval, Duration::from_secs(5), "from the file");
+        assert_eq!(c.settle, Duration::from_secs(10), "from the flag");
+
+        let secret = file("s3cret\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&secret.0, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod");
+        }
+        let s = resolve(&[
+            "--cluster",
+            "redis://app:in-url@127.0.0.1:6379",
+            "--cluster-password-file",
+            &secret.arg(),
+        ])
+        .expect("valid");
+        let c = s.cluster.expect("cluster");
+        assert_eq!(
+            c.config.password,
+            Some(tcpchat_redis::Password::new("s3cret"))
+        );
+        assert_eq!(c.shown, "redis://app@127.0.0.1:6379/0", "no password shown");
+        assert!(!format!("{c:?}").contains("s3cret") && !format!("{c:?}").contains("in-url"));
+
+        let redis = ["--cluster", "redis://127.0.0.1:6379"];
+        let with = |extra: &[&str]| {
+            let mut v = redis.to_vec();
+            v.extend_from_slice(extra);
+            resolve(&v)
+        };
+        for (extra, needle) in [
+            (
+                vec!["--cluster-renew", "3s"],
+                "cluster-renew 3s must be at most a third of cluster-lease 5s",
+            ),
+            (
+                vec!["--cluster-call-timeout", "4s"],
+                "must be shorter than cluster-lease",
+            ),
+            (
+                vec!["--cluster-settle", "1s"],
+                "cluster-settle 1s must be at least cluster-renew 1s plus cluster-call-timeout 2s",
+            ),
+            (vec!["--cluster-lease", "0s"], "must be longer than zero"),
+            (
+                vec!["--cluster-ca", "/nonexistent/ca.pem"],
+                "cannot read cluster-ca",
+            ),
+            (
+                vec!["--cluster-password-file", "/nonexistent/pw"],
+                "cannot read cluster-password-file",
+            ),
+        ] {
+            let err = with(&extra).expect_err("refused");
+            assert!(err.is::<UsageError>(), "{extra:?}: {err:#}");
+            let msg = format!("{err:#}");
+            assert!(msg.contains(needle), "{extra:?}: {msg:?} lacks {needle:?}");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&secret.0, std::fs::Permissions::from_mode(0o644))
+                .expect("chmod");
+            let err = with(&["--cluster-password-file", &secret.arg()]).expect_err("refused");
+            assert!(
+                format!("{err:#}").contains("readable by every user"),
+                "{err:#}"
+            );
+        }
+        for flag in [
+            "--cluster-lease",
+            "--cluster-renew",
+            "--cluster-settle",
+            "--cluster-call-timeout",
+        ] {
+            let err = resolve(&[flag, "10s"]).expect_err("outside cluster mode");
+            assert!(
+                format!("{err:#}").contains("only used in cluster mode"),
+                "{flag}: {err:#}"
+            );
+        }
+    }
+
+    /// The commented config file the Debian package installs as /etc/tcpchat/tcpchat.toml
+    /// names every setting once, at its default: uncommented, it changes nothing.
+    #[test]
+    fn the_packaged_config_file_lists_every_setting_at_its_default() {
+        use clap::CommandFactory;
+        let text = include_str!("../../../packaging/tcpchat.toml");
+        let entries: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# ")?.split_once(" = "))
+            .filter(|(key, _)| key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .collect();
+        let mut keys: Vec<&str> = entries.iter().map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        let mut settings: Vec<String> = T::command()
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .filter(|id| !matches!(id.as_str(), "config" | "help" | "log_summary"))
+            .collect();
+        settings.sort_unstable();
+        assert_eq!(
+            keys, settings,
+            "each setting once in packaging/tcpchat.toml"
+        );
+
+        // Paths name files that need not exist here; tls_listen needs a certificate.
+        let needs_files = [
+            "tls_listen",
+            "tls_cert",
+            "tls_key",
+            "cluster_ca",
+            "cluster_password_file",
+        ];
+        let uncommented: String = entries
+            .iter()
+            .filter(|(k, _)| !needs_files.contains(k))
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect();
+        let f = file(&uncommented);
+        let s = resolve(&["--config", &f.arg()]).expect("the uncommented file is valid");
+        assert_eq!(s.config, Config::default(), "every value is the default");
+        assert_eq!(s.listen, Some(DEFAULT_LISTEN));
+        let c = s.cluster.expect("the example cluster").config;
+        assert_eq!(
+            (c.node_lease, c.renew_interval, c.settle, c.call_timeout),
+            (
+                tcpchat_redis::NODE_LEASE,
+                tcpchat_redis::RENEW_INTERVAL,
+                tcpchat_redis::SETTLE,
+                tcpchat_redis::CALL_TIMEOUT
+            )
+        );
+    }
+
+    #[test]
+    fn metrics_and_summary_settings() {
+        let s = resolve(&[]).expect("defaults");
+        assert_eq!(s.metrics_listen, None, "metrics off by default");
+        assert_eq!(
+            s.log_summary,
+            Some(Duration::from_secs(60)),
+            "a summary a minute"
+        );
+        let s = resolve(&["--metrics-listen", "127.0.0.1:9378", "--log-summary", "off"])
+            .expect("valid");
+        assert_eq!(
+            s.metrics_listen,
+            Some("127.0.0.1:9378".parse().expect("addr"))
+        );
+        assert_eq!(s.log_summary, None);
+        let err = resolve(&["--metrics-listen", "localhost:9"]).expect_err("no names");
+        assert!(
+            format!("{err:#}").contains("invalid listen address"),
+            "{err:#}"
         );
     }
 

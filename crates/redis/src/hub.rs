@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::scripts::{deliver_channel, Scripts};
 use crate::store::{Store, RECONNECT_PAUSE};
-use crate::{check_url, ClusterConfig, ClusterError, NodeId};
+use crate::{check_url, ClusterConfig, ClusterError, ClusterMetrics, NodeId};
 
 /// The cluster backend for [`tcpchat_server::run_with_hub`]. Cheap to clone; clones share
 /// one node.
@@ -97,15 +97,24 @@ impl RedisHub {
     /// # Errors
     /// [`ClusterError::InvalidUrl`] if the address is not a `redis://` URL.
     pub async fn start(config: ClusterConfig) -> Result<Self, ClusterError> {
+        Self::start_observed(config, ClusterMetrics::off()).await
+    }
+
+    /// Like [`RedisHub::start`], recording Redis calls and the subscription in `metrics`.
+    ///
+    /// # Errors
+    /// As [`RedisHub::start`]; also [`ClusterError::Timing`] or [`ClusterError::Tls`] for
+    /// settings that cannot work.
+    pub async fn start_observed(
+        config: ClusterConfig,
+        metrics: ClusterMetrics,
+    ) -> Result<Self, ClusterError> {
         let shown = check_url(&config.url)?;
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|e| ClusterError::InvalidUrl {
-                url: config.url.clone(),
-                reason: e.to_string(),
-            })?;
+        config.validate()?;
+        let client = config.client()?;
         let inner = Arc::new(Inner {
             node: config.node_id.clone(),
-            store: Store::new(client, config.call_timeout),
+            store: Store::new(client, config.call_timeout, metrics),
             scripts: Scripts::new(),
             local: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
@@ -299,6 +308,16 @@ impl Inner {
         }
     }
 
+    /// Sets the `nodes_alive` gauge from Redis; a failed call leaves it as it was.
+    async fn count_nodes(&self) {
+        let mut call = self.scripts.nodes_alive.prepare_invoke();
+        self.args(&mut call);
+        match self.store.invoke::<i64>(&call).await {
+            Ok(n) => self.store.metrics().nodes_alive(n),
+            Err(e) => debug!(error = %e, "counting the live nodes failed"),
+        }
+    }
+
     async fn renew(&self) {
         let mut call = self.scripts.renew.prepare_invoke();
         self.args(&mut call);
@@ -420,10 +439,12 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Renews the lease every `renew_interval` and re-syncs when needed, until cancelled.
+/// Renews the lease every `renew_interval` and re-syncs when needed, until cancelled. With
+/// metrics on, every [`NODES_ALIVE_EVERY`] renewals it also counts the live nodes.
 async fn keeper(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(inner.config.renew_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut turns: u32 = 0;
     loop {
         tokio::select! {
             () = inner.cancel.cancelled() => return,
@@ -431,8 +452,16 @@ async fn keeper(inner: Arc<Inner>) {
             () = inner.kick.notified() => {}
         }
         inner.renew().await;
+        if inner.store.metrics().is_on() && turns.is_multiple_of(NODES_ALIVE_EVERY) {
+            inner.count_nodes().await;
+        }
+        turns = turns.wrapping_add(1);
     }
 }
+
+/// Renewals between two counts of the live nodes: the gauge is for dashboards, not worth a
+/// Redis call per node per second.
+const NODES_ALIVE_EVERY: u32 = 5;
 
 /// Listens on this node's channel, reconnecting after any loss, until cancelled.
 async fn subscriber(inner: Arc<Inner>) {
@@ -453,6 +482,7 @@ async fn subscriber(inner: Arc<Inner>) {
                 info!(%channel, "listening for messages from other nodes");
                 was_up = true;
                 inner.subscribed.store(true, Ordering::Relaxed);
+                inner.store.metrics().subscribed(true);
                 // Messages may have been missed and names may have expired while down.
                 inner.failed();
                 let mut messages = pubsub.into_on_message();
@@ -466,6 +496,7 @@ async fn subscriber(inner: Arc<Inner>) {
                     }
                 }
                 inner.subscribed.store(false, Ordering::Relaxed);
+                inner.store.metrics().subscribed(false);
                 warn!("lost the redis subscription; reconnecting");
             }
             Ok(Err(e)) if was_up => {

@@ -19,6 +19,7 @@
 //! nodes: everything there is rebuilt from the nodes' live connections.
 
 mod hub;
+mod metrics;
 mod scripts;
 mod store;
 
@@ -26,6 +27,7 @@ use std::fmt;
 use std::time::Duration;
 
 pub use hub::{RedisHub, RedisLease};
+pub use metrics::ClusterMetrics;
 
 /// Longest node id, in bytes.
 pub const MAX_NODE_ID_BYTES: usize = 64;
@@ -86,17 +88,31 @@ impl fmt::Display for NodeId {
 /// Why cluster mode could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// The Redis address is not a `redis://` URL the client understands.
-    #[error("invalid cluster address {url:?}: {reason} (write redis://HOST:PORT or redis://HOST:PORT/DB)")]
+    /// The Redis address is not a `redis://` or `rediss://` URL the client understands.
+    /// `url` is already redacted: it never holds a password.
+    #[error("invalid cluster address {url:?}: {reason} (write redis://HOST:PORT, redis://HOST:PORT/DB or rediss://HOST:PORT for TLS)")]
     InvalidUrl { url: String, reason: String },
+    /// Two timings break a rule they must keep between them; the message says the rule.
+    #[error("invalid cluster timings: {0}")]
+    Timing(String),
+    /// TLS settings that cannot work (a CA for a plain URL, a CA file that is no PEM).
+    #[error("invalid cluster TLS: {0}")]
+    Tls(String),
 }
 
 /// How a node takes part in the cluster. [`ClusterConfig::new`] gives the documented
-/// defaults; the timings are fields so tests can shorten them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// defaults; the timings are fields so tests can shorten them. `Debug` redacts the URL's
+/// password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `redis://HOST:PORT[/DB]`.
+    /// `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, or `rediss://...` for TLS.
     pub url: String,
+    /// The Redis password (or an ACL user's, with the user name in the URL), when it is not
+    /// in the URL; it wins over one that is. Never logged.
+    pub password: Option<Password>,
+    /// For `rediss://`: the CA certificates (PEM) that sign the Redis server's certificate,
+    /// instead of the system's roots.
+    pub tls_ca: Option<Vec<u8>>,
     /// This node's id: unique among the nodes sharing the Redis.
     pub node_id: NodeId,
     /// How long a node's lease lasts without renewal: a node that dies loses its names at
@@ -109,6 +125,21 @@ pub struct ClusterConfig {
     pub settle: Duration,
     /// Longest wait for one Redis call before it counts as a failure.
     pub call_timeout: Duration,
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("url", &redact(&self.url))
+            .field("node_id", &self.node_id)
+            .field("password", &self.password)
+            .field("tls_ca", &self.tls_ca.as_ref().map(|pem| pem.len()))
+            .field("node_lease", &self.node_lease)
+            .field("renew_interval", &self.renew_interval)
+            .field("settle", &self.settle)
+            .field("call_timeout", &self.call_timeout)
+            .finish()
+    }
 }
 
 /// Default for [`ClusterConfig::node_lease`].
@@ -125,6 +156,8 @@ impl ClusterConfig {
     pub fn new(url: impl Into<String>, node_id: NodeId) -> Self {
         Self {
             url: url.into(),
+            password: None,
+            tls_ca: None,
             node_id,
             node_lease: NODE_LEASE,
             renew_interval: RENEW_INTERVAL,
@@ -134,26 +167,182 @@ impl ClusterConfig {
     }
 }
 
+impl ClusterConfig {
+    /// Checks the rules between the timings, saying the rule that is broken.
+    ///
+    /// - Each is longer than zero.
+    /// - The renewal interval is at most a third of the lease: two renewals in a row may
+    ///   fail (a blip) before the node loses its names.
+    /// - A renewal that waits its whole call timeout still lands within the lease:
+    ///   `renew + call timeout < lease`.
+    /// - Settling lasts at least one renewal and its call, so every live node re-registers
+    ///   before logins resume: `settle >= renew + call timeout`.
+    ///
+    /// # Errors
+    /// [`ClusterError::Timing`] naming the settings, their values and the rule.
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        let show = |d: Duration| format!("{d:?}");
+        let (lease, renew, settle, call) = (
+            self.node_lease,
+            self.renew_interval,
+            self.settle,
+            self.call_timeout,
+        );
+        for (name, d) in [
+            ("cluster-lease", lease),
+            ("cluster-renew", renew),
+            ("cluster-settle", settle),
+            ("cluster-call-timeout", call),
+        ] {
+            if d.is_zero() {
+                return Err(ClusterError::Timing(format!(
+                    "{name} {}: must be longer than zero",
+                    show(d)
+                )));
+            }
+        }
+        if renew.saturating_mul(3) > lease {
+            return Err(ClusterError::Timing(format!(
+                "cluster-renew {} must be at most a third of cluster-lease {} (so two failed renewals in a row do not lose the node's names): lower the renewal or lengthen the lease",
+                show(renew),
+                show(lease)
+            )));
+        }
+        if renew + call >= lease {
+            return Err(ClusterError::Timing(format!(
+                "cluster-renew {} plus cluster-call-timeout {} must be shorter than cluster-lease {} (a slow renewal must land before the lease lapses)",
+                show(renew),
+                show(call),
+                show(lease)
+            )));
+        }
+        if settle < renew + call {
+            return Err(ClusterError::Timing(format!(
+                "cluster-settle {} must be at least cluster-renew {} plus cluster-call-timeout {} (every live node re-registers before logins resume)",
+                show(settle),
+                show(renew),
+                show(call)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The redis client for these settings: the URL, the password from the file if one is
+    /// given, TLS with `tls_ca` as the roots for `rediss://`.
+    pub(crate) fn client(&self) -> Result<redis::Client, ClusterError> {
+        use redis::IntoConnectionInfo;
+        let shown = check_url(&self.url)?;
+        let invalid = |e: redis::RedisError| ClusterError::InvalidUrl {
+            url: shown.clone(),
+            reason: e.to_string(),
+        };
+        let mut info = self.url.as_str().into_connection_info().map_err(invalid)?;
+        if let Some(password) = &self.password {
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_password(password.expose());
+            info = info.set_redis_settings(settings);
+        }
+        let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        match (&self.tls_ca, tls) {
+            (Some(_), false) => Err(ClusterError::Tls(
+                "a CA is given but the address is not rediss://: write rediss://HOST:PORT, or drop the CA".to_owned(),
+            )),
+            (Some(pem), true) => {
+                if !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(ClusterError::Tls(
+                        "the CA file holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned(),
+                    ));
+                }
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                };
+                redis::Client::build_with_tls(info, certs).map_err(|e| ClusterError::Tls(e.to_string()))
+            }
+            (None, _) => redis::Client::open(info).map_err(invalid),
+        }
+    }
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
 /// Checks a cluster address without connecting, and returns it without any password, for
 /// logs and messages (`redis://HOST:PORT/DB`).
 ///
 /// # Errors
-/// [`ClusterError::InvalidUrl`] if it is not a `redis://` URL.
+/// [`ClusterError::InvalidUrl`] if it is not a `redis://` or `rediss://` URL; the URL in
+/// the error is redacted as well.
 pub fn check_url(url: &str) -> Result<String, ClusterError> {
     let invalid = |reason: &str| ClusterError::InvalidUrl {
-        url: url.to_owned(),
+        url: redact(url),
         reason: reason.to_owned(),
     };
-    if !url.starts_with("redis://") {
-        return Err(invalid("only redis:// addresses are supported"));
-    }
+    let scheme = if url.starts_with("redis://") {
+        "redis"
+    } else if url.starts_with("rediss://") {
+        "rediss"
+    } else {
+        return Err(invalid(
+            "only redis:// and rediss:// addresses are supported",
+        ));
+    };
     let client = redis::Client::open(url).map_err(|e| invalid(&e.to_string()))?;
     let info = client.get_connection_info();
+    let addr = match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port)
+        | redis::ConnectionAddr::TcpTls { host, port, .. } => {
+            if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            }
+        }
+        other => other.to_string(),
+    };
+    let user = info
+        .redis_settings()
+        .username()
+        .map_or_else(String::new, |u| format!("{u}@"));
     Ok(format!(
-        "redis://{}/{}",
-        info.addr(),
+        "{scheme}://{user}{addr}/{}",
         info.redis_settings().db()
     ))
+}
+
+/// `url` with any password (the text between `:` and `@` after the scheme) replaced by
+/// `***`, for messages about a URL that may not even parse.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -183,8 +372,70 @@ mod tests {
             "redis://db.example:6379/0",
             "no password in what is logged"
         );
+        assert_eq!(
+            check_url("rediss://app:secret@db.example:6380/1").expect("valid"),
+            "rediss://app@db.example:6380/1",
+            "TLS, the ACL user kept, the password gone"
+        );
         for bad in ["127.0.0.1:6379", "http://x", "redis://"] {
             assert!(check_url(bad).is_err(), "{bad:?} must be refused");
         }
+        let err = check_url("http://u:hunter2@x")
+            .expect_err("refused")
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(redact("redis://:pw@h:1/2"), "redis://:***@h:1/2");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+    }
+
+    #[test]
+    fn timings() {
+        let base = ClusterConfig::new("redis://127.0.0.1:6379", NodeId::random());
+        base.validate().expect("the defaults keep every rule");
+        type Change = fn(&mut ClusterConfig);
+        let cases: [(Change, &str); 4] = [
+            (
+                |c| c.renew_interval = Duration::from_secs(2),
+                "at most a third of cluster-lease",
+            ),
+            (
+                |c| c.call_timeout = Duration::from_secs(4),
+                "must be shorter than cluster-lease",
+            ),
+            (
+                |c| c.settle = Duration::from_secs(2),
+                "cluster-settle 2s must be at least",
+            ),
+            (
+                |c| c.node_lease = Duration::ZERO,
+                "cluster-lease 0ns: must be longer than zero",
+            ),
+        ];
+        for (change, rule) in cases {
+            let mut c = base.clone();
+            change(&mut c);
+            let err = c.validate().expect_err(rule).to_string();
+            assert!(err.contains(rule), "{err:?} lacks {rule:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_do_not_show() {
+        let mut c = ClusterConfig::new("redis://127.0.0.1:6379", NodeId::random());
+        c.password = Some(Password::new("hunter2"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        c.url = "redis://:hunter3@127.0.0.1:6379".into();
+        assert!(!format!("{c:?}").contains("hunter3"));
+        c.url = "redis://127.0.0.1:6379".into();
+        c.tls_ca = Some(b"not pem".to_vec());
+        assert!(
+            matches!(c.client(), Err(ClusterError::Tls(_))),
+            "a CA for a plain URL"
+        );
+        c.url = "rediss://127.0.0.1:6379".into();
+        assert!(
+            matches!(c.client(), Err(ClusterError::Tls(_))),
+            "a CA that is no PEM"
+        );
     }
 }

@@ -226,7 +226,18 @@ return 1
 
 /// The compiled scripts (each knows its SHA1; Redis loads them on first use and again after
 /// a restart).
+/// How many registered nodes hold a live lease (for the `tcpchat_cluster_nodes_alive`
+/// metric). Reads only.
+const NODES_ALIVE: &str = r"
+local n = 0
+for _, m in ipairs(redis.call('SMEMBERS', 'tcpchat:nodes')) do
+  if alive(m) then n = n + 1 end
+end
+return n
+";
+
 pub(crate) struct Scripts {
+    pub nodes_alive: Script,
     pub claim: Script,
     pub release: Script,
     pub renew: Script,
@@ -240,6 +251,7 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         let s = |body: &str| Script::new(&format!("{PROLOGUE}{body}"));
         Self {
+            nodes_alive: s(NODES_ALIVE),
             claim: s(CLAIM),
             release: s(RELEASE),
             renew: s(RENEW),

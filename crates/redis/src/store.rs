@@ -32,6 +32,7 @@ pub(crate) struct Store {
     client: redis::Client,
     call_timeout: Duration,
     conn: Mutex<Conn>,
+    metrics: crate::ClusterMetrics,
 }
 
 struct Conn {
@@ -43,10 +44,15 @@ struct Conn {
 }
 
 impl Store {
-    pub(crate) fn new(client: redis::Client, call_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        client: redis::Client,
+        call_timeout: Duration,
+        metrics: crate::ClusterMetrics,
+    ) -> Self {
         Self {
             client,
             call_timeout,
+            metrics,
             conn: Mutex::new(Conn {
                 live: None,
                 next_attempt: Instant::now(),
@@ -57,6 +63,10 @@ impl Store {
 
     pub(crate) fn client(&self) -> &redis::Client {
         &self.client
+    }
+
+    pub(crate) fn metrics(&self) -> &crate::ClusterMetrics {
+        &self.metrics
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, CallError> {
@@ -101,9 +111,18 @@ impl Store {
         &self,
         call: &ScriptInvocation<'_>,
     ) -> Result<T, CallError> {
-        let mut c = self.connection().await?;
-        let result = match tokio::time::timeout(self.call_timeout, call.invoke_async(&mut c)).await
-        {
+        let started = Instant::now();
+        let mut c = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics.call(started.elapsed(), false);
+                return Err(e);
+            }
+        };
+        let answer = tokio::time::timeout(self.call_timeout, call.invoke_async(&mut c)).await;
+        self.metrics
+            .call(started.elapsed(), matches!(answer, Ok(Ok(_))));
+        let result = match answer {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => CallError::Redis(e),
             Err(_) => CallError::Timeout(self.call_timeout),

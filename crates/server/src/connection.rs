@@ -41,6 +41,7 @@ use crate::admission::{Admission, Slot};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::limits::{Admit, TokenBucket};
+use crate::metrics::{Command, Disconnect, Listener, Metrics};
 use crate::outbox::{Outbox, PushError};
 use crate::session::{PingSettings, Session, Step, Timeout, Wake};
 use crate::transport::Transport;
@@ -51,6 +52,7 @@ pub(crate) struct Shared<H> {
     pub(crate) hub: H,
     pub(crate) config: Config,
     pub(crate) admission: Admission,
+    pub(crate) metrics: Metrics,
 }
 
 /// Bytes read per `read` call. Allocated only while the peer is sending.
@@ -131,9 +133,18 @@ pub(crate) fn serve<H: Hub>(
     conn.shared
         .admission
         .enter_prelogin(&mut conn.slot, id, &conn.outbox);
+    let kind = if matches!(conn.stream, Transport::Tls(_)) {
+        Listener::Tls
+    } else {
+        Listener::Tcp
+    };
+    conn.shared.metrics.opened(kind);
     async move {
         let end = conn.run(framer, &cancel, grace).await;
         let name = conn.session.name().cloned();
+        conn.shared
+            .metrics
+            .closed(kind, end.reason(), name.is_some());
         drop(conn.lease.take());
         match (name, end) {
             (Some(name), End::Evicted) => {
@@ -371,7 +382,10 @@ impl<H: Hub> Connection<H> {
                 }
                 return Err(End::PeerClosed);
             }
-            Ok(n) => n,
+            Ok(n) => {
+                self.shared.metrics.received(n);
+                n
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Idle again: give the buffer back instead of holding it while waiting.
                 *read_buf = Vec::new();
@@ -446,6 +460,7 @@ impl<H: Hub> Connection<H> {
 
     fn handle_overlong(&mut self, head: &[u8], now: std::time::Instant) -> Flow {
         let reply = self.session.handle_overlong(head, now);
+        self.shared.metrics.request(Command::Other, &reply);
         self.reply(&reply)
     }
 
@@ -461,7 +476,10 @@ impl<H: Hub> Connection<H> {
     async fn handle_line(&mut self, line: &[u8], now: std::time::Instant) -> Flow {
         debug!(line = %String::from_utf8_lossy(line), "request");
         match self.session.handle_line(line, now) {
-            Step::Reply(reply) => self.reply(&reply),
+            Step::Reply(reply) => {
+                self.shared.metrics.request(Command::Other, &reply);
+                self.reply(&reply)
+            }
             Step::Nothing => Ok(()),
             Step::Login(name) => {
                 if !self.slot.may_log_in() {
@@ -477,6 +495,7 @@ impl<H: Hub> Connection<H> {
                 let outcome = outcome.map(|lease| self.lease = Some(lease));
                 let logged_in = outcome.is_ok();
                 let step = self.session.handle_login(name, outcome);
+                self.shared.metrics.request(Command::Login, &step.reply);
                 if logged_in {
                     if let Reply::Hello(name) = &step.reply {
                         info!(peer = %self.peer, %name, "logged in");
@@ -498,6 +517,7 @@ impl<H: Hub> Connection<H> {
             }
             Step::List => {
                 let roster = self.shared.hub.list().await;
+                self.shared.metrics.listed();
                 debug!(bytes = roster.line().len(), "reply LIST-OK");
                 self.outbox
                     .push_with(|buf| buf.extend_from_slice(roster.line()))
@@ -510,6 +530,7 @@ impl<H: Hub> Connection<H> {
                 };
                 let outcome = self.shared.hub.deliver(from, &to, body).await;
                 let reply = self.session.handle_delivery(outcome);
+                self.shared.metrics.request(Command::Send, &reply);
                 self.reply(&reply)
             }
         }
@@ -565,11 +586,13 @@ impl<H: Hub> Connection<H> {
                 if batch.is_empty() {
                     return Ok(());
                 }
+                self.shared.metrics.outbox_batch(batch.len());
                 self.pending = batch;
                 self.written = 0;
             }
             match self.stream.try_write(&self.pending[self.written..]) {
                 Ok(n) => {
+                    self.shared.metrics.sent(n);
                     self.written += n;
                     if self.written == self.pending.len() {
                         // Freed, not kept for the next batch: an idle connection holds no
@@ -600,10 +623,27 @@ impl<H: Hub> Connection<H> {
             stream.write_all(&rest).await?;
             stream.shutdown().await
         };
+        let flushed = pending.len() + rest.len();
         match tokio::time::timeout(grace, flush).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => self.shared.metrics.sent(flushed),
             Ok(Err(e)) => debug!(error = %e, "final flush failed"),
             Err(_) => debug!("final flush timed out"),
+        }
+    }
+}
+
+impl End {
+    /// The `reason` label of `tcpchat_disconnects_total` for this end.
+    fn reason(self) -> Disconnect {
+        match self {
+            End::PeerClosed => Disconnect::ClientClosed,
+            End::Error => Disconnect::Reset,
+            End::Overflow => Disconnect::SlowReader,
+            End::Busy => Disconnect::Busy,
+            End::Evicted => Disconnect::Evicted,
+            End::Timeout(_) => Disconnect::Timeout,
+            End::Shutdown => Disconnect::Shutdown,
+            End::Flooded | End::Displaced => Disconnect::Limit,
         }
     }
 }

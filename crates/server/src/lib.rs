@@ -19,6 +19,7 @@ mod connection;
 pub mod hub;
 pub mod limits;
 mod listener;
+pub mod metrics;
 mod outbox;
 pub mod session;
 mod transport;
@@ -26,5 +27,8 @@ mod transport;
 pub use config::{Config, ConfigError, Keepalive, MAX_LINE_LIMIT_BYTES};
 pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster};
 pub use limits::Limits;
-pub use listener::{bind, run, run_listeners, run_with_hub, Listeners, LISTEN_BACKLOG};
+pub use listener::{
+    bind, run, run_listeners, run_observed, run_with_hub, Listeners, LISTEN_BACKLOG,
+};
+pub use metrics::Metrics;
 pub use outbox::{Outbox, PushError};

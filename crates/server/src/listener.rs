@@ -22,6 +22,7 @@ use crate::admission::Admission;
 use crate::config::Config;
 use crate::connection::{self, Shared};
 use crate::hub::{Hub, MemoryHub};
+use crate::metrics::{self, Disconnect, Metrics};
 use crate::transport::Transport;
 
 /// First pause after a failed `accept`; doubled on each failure in a row.
@@ -105,6 +106,20 @@ pub async fn run_listeners<H: Hub>(
     hub: H,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    run_observed(listeners, config, hub, Metrics::off(), shutdown).await
+}
+
+/// Like [`run_listeners`], counting into `metrics` (see [`crate::metrics`]).
+///
+/// # Errors
+/// As [`run_listeners`].
+pub async fn run_observed<H: Hub>(
+    listeners: Listeners,
+    config: Config,
+    hub: H,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     // Checked here too, not only by the binary, so no caller can start a server that nobody
     // can log in to or that drops every connection at its first line.
     config
@@ -135,6 +150,7 @@ pub async fn run_listeners<H: Hub>(
         hub,
         config,
         admission,
+        metrics,
     });
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -152,10 +168,17 @@ pub async fn run_listeners<H: Hub>(
             Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
                 next_id += 1;
+                let kind = if on_tls {
+                    metrics::Listener::Tls
+                } else {
+                    metrics::Listener::Tcp
+                };
+                shared.metrics.accepted(kind);
                 let admitted = match Arc::clone(&slots).try_acquire_owned() {
-                    Ok(permit) => admit(&shared.admission, peer, permit),
+                    Ok(permit) => admit(&shared.admission, peer, permit, &shared.metrics),
                     Err(_) => {
                         debug!(%peer, "server full");
+                        shared.metrics.refused(Disconnect::Busy);
                         None
                     }
                 };
@@ -237,10 +260,12 @@ fn admit(
     admission: &Admission,
     peer: std::net::SocketAddr,
     permit: OwnedSemaphorePermit,
+    metrics: &Metrics,
 ) -> Option<crate::admission::Slot> {
     match admission.admit(peer.ip(), permit, std::time::Instant::now()) {
         Ok(slot) => Some(slot),
         Err(refused) => {
+            metrics.refused(Disconnect::Limit);
             if refused.log {
                 info!(%peer, "{refused}; answering BUSY (logged once a minute per address)");
             } else {

@@ -14,6 +14,8 @@ pub struct Redis {
     pub port: u16,
     process: Option<Process>,
     dir: PathBuf,
+    /// More `redis-server` arguments (TLS, users), given again on every restart.
+    extra: Vec<String>,
 }
 
 /// One RESP reply, as far as the tests need to read them.
@@ -28,6 +30,12 @@ enum Reply {
 
 impl Redis {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Redis::start`] with more `redis-server` arguments. The plain port stays open for
+    /// the helpers below (as the `default` user, no password).
+    pub fn start_with(extra: &[String]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("tcpchat-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis work dir");
@@ -35,9 +43,44 @@ impl Redis {
             port,
             process: None,
             dir,
+            extra: extra.to_vec(),
         };
         r.restart();
         r
+    }
+
+    /// A Redis that also serves TLS on a second free port, with `leaf` as its certificate
+    /// (clients are not asked for one), and an ACL user `user` with password `password`
+    /// allowed everything. Returns it and the TLS port.
+    pub fn start_tls(leaf: &crate::Leaf, user: &str, password: &str) -> (Self, u16) {
+        let tls_port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "tcpchat-redis-tls-{}-{tls_port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("redis TLS dir");
+        let cert = dir.join("redis.crt");
+        let key = dir.join("redis.key");
+        std::fs::write(&cert, &leaf.cert_pem).expect("write redis cert");
+        std::fs::write(&key, &leaf.key_pem).expect("write redis key");
+        let extra = [
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            cert.display().to_string(),
+            "--tls-key-file".to_owned(),
+            key.display().to_string(),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+            "--user".to_owned(),
+            user.to_owned(),
+            "on".to_owned(),
+            format!(">{password}"),
+            "~*".to_owned(),
+            "&*".to_owned(),
+            "+@all".to_owned(),
+        ];
+        (Self::start_with(&extra), tls_port)
     }
 
     pub fn url(&self) -> String {
@@ -60,7 +103,8 @@ impl Redis {
             "no",
             "--dir",
         ])
-        .arg(&self.dir);
+        .arg(&self.dir)
+        .args(&self.extra);
         let p = Process::spawn("redis-server", cmd);
         let deadline = Instant::now() + PATIENCE;
         // Ready when it answers, and the answer comes from this process, not another
@@ -108,6 +152,14 @@ impl Redis {
             Reply::Bulk(Some(b)) => format!("${}", b.len()),
             Reply::Array(a) => format!("*{}", a.len()),
         })
+    }
+
+    /// A bulk string reply's text (`CLIENT LIST`, `GET`...). Panics on anything else.
+    pub fn text(&self, args: &[&str]) -> String {
+        match self.call(args) {
+            Ok(Reply::Bulk(Some(b))) => b,
+            other => panic!("redis {args:?}: expected a string, got {other:?}"),
+        }
     }
 
     /// An integer reply (`EXISTS`, `PTTL`, `DBSIZE`...). Panics on anything else.
