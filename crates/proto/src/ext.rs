@@ -49,7 +49,7 @@ impl Extension {
         Self::ALL.into_iter().find(|e| e.name() == name)
     }
 
-    fn bit(self) -> u8 {
+    const fn bit(self) -> u8 {
         1 << (self as u8)
     }
 }
@@ -67,6 +67,11 @@ pub struct ExtensionSet(u8);
 impl ExtensionSet {
     /// No extension: a classic connection.
     pub const NONE: Self = Self(0);
+
+    /// `self` and `ext`, usable in constants (the server's `SERVED`).
+    pub const fn with(self, ext: Extension) -> Self {
+        Self(self.0 | ext.bit())
+    }
 
     /// Every extension tcpchat knows.
     pub fn all() -> Self {
