@@ -119,6 +119,13 @@ pub trait AccountStore: Send + Sync + 'static {
 
     /// Every account, sorted by name.
     fn list(&self) -> StoreFuture<'_, Vec<Account>>;
+
+    /// Whether new connections may be offered `accounts` now. A store that cannot promise
+    /// to keep accounts (the cluster's Redis without persistence) says no; registered names
+    /// stay protected through [`AccountStore::is_registered`] either way.
+    fn offers_accounts(&self) -> bool {
+        true
+    }
 }
 
 /// Seconds since the Unix epoch, now (0 if the clock is before 1970).

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod accounts;
 mod bench;
 mod cert;
 mod check;
@@ -35,7 +36,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the chat server (default 0.0.0.0:5378, everything in one process).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Chat: a full-screen terminal client, or a plain line mode for scripts and pipes.
     Connect(connect::ConnectArgs),
     /// Load any chat server (classic or IRC): connections, throughput, latency, memory.
@@ -46,6 +47,8 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Write a self-signed TLS certificate and key for trying TLS without a CA.
     Cert(cert::CertArgs),
+    /// List, lock, unlock and remove accounts in a server's (or a cluster's) account store.
+    Accounts(accounts::AccountsArgs),
 }
 
 /// An error in what the user asked for (settings, arguments, files): exit code 2.
@@ -60,12 +63,13 @@ fn main() -> ExitCode {
     let screen_busy = matches!(&cli.command, Command::Connect(args) if connect::full_screen(args));
     logging::init(&cli.log, screen_busy);
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Connect(args) => connect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Check(args) => check::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Cert(args) => cert::run(args),
+        Command::Accounts(args) => accounts::run(args),
     };
     match result {
         Ok(code) => code,

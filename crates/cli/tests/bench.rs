@@ -12,6 +12,12 @@ fn tcpchat() -> Command {
             cmd.env_remove(key);
         }
     }
+    // Never the user's own account database.
+    let data = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    cmd.env(
+        "TCPCHAT_DATA_DIR",
+        data.join(format!("data-{}", std::process::id())),
+    );
     cmd
 }
 

@@ -141,6 +141,11 @@ impl AccountService {
         })
     }
 
+    /// Whether new connections are offered `accounts` (the store can keep them).
+    pub(crate) fn offered(&self) -> bool {
+        self.store.offers_accounts()
+    }
+
     /// Whether `HELLO-FROM name` must be refused because `name` is an account.
     pub(crate) async fn is_registered(&self, name: &Username) -> Result<bool, StoreError> {
         self.store.is_registered(name.as_str()).await

@@ -150,10 +150,14 @@ pub(crate) fn serve<H: Hub>(
 }
 
 /// What this server offers a connection: what is configured and served, and `accounts` only
-/// with a store to keep them in.
+/// with a store able to keep them.
 fn offered<H>(shared: &Shared<H>) -> tcpchat_proto::ExtensionSet {
     let mut offered = crate::session::offered(shared.config.extensions);
-    if shared.accounts.is_none() {
+    if !shared
+        .accounts
+        .as_ref()
+        .is_some_and(AccountService::offered)
+    {
         offered.remove(tcpchat_proto::Extension::Accounts);
     }
     offered
