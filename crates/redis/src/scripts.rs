@@ -12,7 +12,7 @@
 //! | `tcpchat:alive:{node}` | string, expires | the node's lease, renewed while it lives |
 //! | `tcpchat:users:{node}` | set | names the node holds |
 //! | `tcpchat:user:{name}` | string | `"{node} {token}"`: who holds the name |
-//! | `tcpchat:deliver:{node}` | pub/sub channel | messages for the node's users, `"{to} {from} {body}"` |
+//! | `tcpchat:deliver:{node}` | pub/sub channel | messages for the node's users, `"{to} {from} {body}"`; `"{to}  {token}"` (no sender) evicts that login of `to` (an account logged in elsewhere) |
 //!
 //! A name belongs to its holder only while the holder's node is alive: a dead node's names are
 //! free as soon as its `alive` key expires, without anyone deleting them (they are cleaned up
@@ -56,6 +56,32 @@ if v then
   if owner ~= node then
     if alive(owner) then return 'IN-USE' end
     redis.call('SREM', 'tcpchat:users:' .. owner, name)
+  end
+end
+redis.call('SET', key, node .. ' ' .. ARGV[5])
+redis.call('SADD', 'tcpchat:users:' .. node, name)
+return 'OK'
+";
+
+/// Takes `ARGV[4]` with token `ARGV[5]` whoever holds it: `LOGIN` with the account's
+/// password closes an earlier session of the account (`docs/protocol.md`, "accounts"). A
+/// live other holder is told on its channel with an eviction (`"{name}  {its token}"`: an
+/// empty sender, which no message has). Returns as [`CLAIM`], never `IN-USE`.
+const TAKE_OVER: &str = r"
+if fresh_store() then return 'SETTLING' end
+if redis.call('EXISTS', 'tcpchat:settling') == 1 then return 'SETTLING' end
+if not alive(node) then return 'STALE' end
+local name = ARGV[4]
+local key = 'tcpchat:user:' .. name
+local v = redis.call('GET', key)
+if v then
+  local owner = owner_of(v)
+  if owner ~= node then
+    redis.call('SREM', 'tcpchat:users:' .. owner, name)
+    if alive(owner) then
+      local token = string.match(v, ' (%S+)$') or ''
+      redis.call('PUBLISH', 'tcpchat:deliver:' .. owner, name .. '  ' .. token)
+    end
   end
 end
 redis.call('SET', key, node .. ' ' .. ARGV[5])
@@ -169,6 +195,7 @@ return 1
 /// a restart).
 pub(crate) struct Scripts {
     pub claim: Script,
+    pub take_over: Script,
     pub release: Script,
     pub renew: Script,
     pub sync: Script,
@@ -182,6 +209,7 @@ impl Scripts {
         let s = |body: &str| Script::new(&format!("{PROLOGUE}{body}"));
         Self {
             claim: s(CLAIM),
+            take_over: s(TAKE_OVER),
             release: s(RELEASE),
             renew: s(RENEW),
             sync: s(SYNC),
