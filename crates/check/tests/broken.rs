@@ -196,12 +196,17 @@ planted! {
     line_per_read: LinePerRead => &["byte-by-byte"], LINE_PER_READ_ALSO;
     sorts_burst: SortsBurst => &["message-order"];
     no_line_limit: NoLineLimit => &["overlong-line"];
-    name_kept_after_eof: KeepsNameAfterEof => &["name-freed"];
+    name_kept_after_eof: KeepsNameAfterEof => &["name-freed"], &["accounts-registered-name"];
     name_kept_after_reset: KeepsNameAfterReset => &["name-freed-reset"];
     client_limit_40: ClientLimit40 => &["many-clients"];
     blocks_on_slow_reader: BlocksOnSlowReader => &["slow-reader"];
     unbounded_queue: UnboundedQueue => &["slow-reader"];
     no_busy: NoBusy => &["busy"];
+    no_takeover: NoTakeover => &["accounts-register"];
+    accepts_any_password: AcceptsAnyPassword => &["accounts-wrong-password"], &["accounts-throttle"];
+    registered_name_free_for_classic: RegisteredNameFreeForClassic => &["accounts-registered-name"];
+    in_use_for_accounts: InUseForAccounts => &["accounts-registered-name"];
+    never_throttles: NeverThrottles => &["accounts-throttle"];
 }
 
 /// A case that no defect can fail is a case that proves nothing: every registered case must
