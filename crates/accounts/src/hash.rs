@@ -7,7 +7,8 @@
 //! of fixed length (`--hash-queue`): a job that finds the queue full is refused at once
 //! ([`PoolError::Full`], answered `THROTTLED 1`), so memory is bounded by
 //! `threads × 19 MiB` and the wait by `queue / threads` hashes, and the runtime's threads,
-//! which carry the chat, never hash.
+//! which carry the chat, never hash. The threads also run at a lower CPU priority (nice 10 on
+//! Linux), so when every core is hashing the chat's threads still get the CPU first.
 
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -191,7 +192,24 @@ impl HashPool {
     }
 }
 
+/// Lowers the calling thread's CPU priority (nice 10): on a machine whose cores are all
+/// hashing during a login burst, the scheduler then runs the chat's threads first, so a burst
+/// costs logins time, not chat latency. Linux gives each thread its own nice value; elsewhere
+/// this does nothing.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority only reads its arguments; `who` 0 is the calling thread on
+        // Linux. A failure (not permitted) leaves the priority as it was, which is fine.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+        if rc != 0 {
+            tracing::debug!("cannot lower the hashing thread's priority");
+        }
+    }
+}
+
 fn worker(rx: &Mutex<Receiver<Job>>, hasher: &Argon2<'static>) {
+    lower_priority();
     loop {
         // The lock is held only while waiting for the next job, never while hashing.
         let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
