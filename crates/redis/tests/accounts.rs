@@ -139,3 +139,24 @@ async fn without_persistence_accounts_is_not_offered_and_the_log_says_why() {
     let reply = c.next_text().await.expect("a reply");
     assert!(reply == "EXT-OK" || reply == "BAD-RQST-HDR", "{reply}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_takes_the_name_over_from_a_session_on_the_same_node() {
+    let redis = Redis::start_persistent();
+    let n = nodes(&redis, 1);
+    let mut first = until(&n[0], "HELLO-FROM carol", "HELLO carol").await;
+    first.send(&format!("REGISTER {PW}")).await;
+    first.expect("REGISTER-OK").await;
+    let mut second = accounts_client(&n[0]).await;
+    second.send(&format!("LOGIN carol {PW}")).await;
+    second.expect("HELLO carol").await;
+    first.expect_closed().await;
+    // The earlier session's end freed nothing: carol is still reachable, as the new one.
+    let mut dave = n[0].login("dave").await;
+    dave.send("SEND carol still here").await;
+    dave.expect("SEND-OK").await;
+    second.expect("DELIVERY dave still here").await;
+    let mut classic = n[0].connect().await;
+    classic.send("HELLO-FROM carol").await;
+    classic.expect("IN-USE").await;
+}
