@@ -28,14 +28,9 @@ pub struct AccountsArgs {
     #[arg(long, env = "TCPCHAT_DATA_DIR", value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
 
-    /// A cluster's accounts: the Redis its nodes use, e.g. redis://10.0.0.5:6379
-    #[arg(
-        long,
-        env = "TCPCHAT_CLUSTER",
-        value_name = "URL",
-        global = true,
-        conflicts_with = "data_dir"
-    )]
+    /// A cluster's accounts: the Redis its nodes use, e.g. redis://10.0.0.5:6379 (then
+    /// --data-dir is not used, as by `serve --cluster`)
+    #[arg(long, env = "TCPCHAT_CLUSTER", value_name = "URL", global = true)]
     cluster: Option<String>,
 }
 

@@ -66,7 +66,6 @@ fn accounts_cli(redis: &Redis, args: &[&str]) -> std::process::Output {
         .arg("accounts")
         .args(args)
         .args(["--cluster", &redis.url()])
-        .env_remove("TCPCHAT_DATA_DIR")
         .output()
         .expect("run tcpchat accounts")
 }
