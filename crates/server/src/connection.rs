@@ -483,7 +483,10 @@ impl<H: Hub> Connection<H> {
                 if !self.slot.may_log_in() {
                     return Err(End::Displaced);
                 }
-                if let Err(reply) = accounts.login(self.origin(), &name, &password).await {
+                // Boxed, as every accounts call here: their futures (store, hashing pool) would
+                // otherwise be part of every connection task's state, idle ones included.
+                let checked = Box::pin(accounts.login(self.origin(), &name, &password)).await;
+                if let Err(reply) = checked {
                     return self.reply(&reply);
                 }
                 let outcome = self.shared.hub.take_over(&name, &self.outbox).await;
@@ -494,7 +497,7 @@ impl<H: Hub> Connection<H> {
                 let Some((accounts, name)) = self.account_user(&shared) else {
                     return self.reply(&Reply::BadRqstHdr);
                 };
-                let reply = accounts.register(self.origin(), &name, &password).await;
+                let reply = Box::pin(accounts.register(self.origin(), &name, &password)).await;
                 self.reply(&reply)
             }
             Step::ChangePassword { old, new } => {
@@ -502,9 +505,8 @@ impl<H: Hub> Connection<H> {
                 let Some((accounts, name)) = self.account_user(&shared) else {
                     return self.reply(&Reply::BadRqstHdr);
                 };
-                let reply = accounts
-                    .change_password(self.origin(), &name, &old, &new)
-                    .await;
+                let reply =
+                    Box::pin(accounts.change_password(self.origin(), &name, &old, &new)).await;
                 self.reply(&reply)
             }
             Step::Unregister(password) => {
@@ -512,7 +514,7 @@ impl<H: Hub> Connection<H> {
                 let Some((accounts, name)) = self.account_user(&shared) else {
                     return self.reply(&Reply::BadRqstHdr);
                 };
-                let reply = accounts.unregister(self.origin(), &name, &password).await;
+                let reply = Box::pin(accounts.unregister(self.origin(), &name, &password)).await;
                 self.reply(&reply)
             }
             Step::List => {
