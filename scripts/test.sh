@@ -126,9 +126,11 @@ cargo test --workspace --doc || status=1
 echo "== tcpchat check against our own server (the real binary)"
 [ -x "$tcpchat" ] || { echo "error: the test build did not leave $tcpchat" >&2; exit 1; }
 log=$(mktemp)
-"$tcpchat" serve --listen 127.0.0.1:0 --max-clients 200 2>"$log" &
+# Its own account database, not the user's (check registers and removes a random account).
+data=$(mktemp -d)
+"$tcpchat" serve --listen 127.0.0.1:0 --max-clients 200 --data-dir "$data" 2>"$log" &
 server=$!
-trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
+trap 'kill $server 2>/dev/null || true; rm -rf "$log" "$data"' EXIT
 addr=""
 for _ in $(seq 100); do
   addr=$(sed -n 's/.*listening addr=\([^ ]*\).*/\1/p' "$log")

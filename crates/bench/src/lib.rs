@@ -9,13 +9,15 @@
 //! as a table, serializes as JSON and draws as SVG.
 //!
 //! A seventh, [`abuse`], runs on its own: one flooder and a canary pair, for what the
-//! server's flood control buys everyone else.
+//! server's flood control buys everyone else. An eighth, [`accounts`], too: password logins
+//! per second, and a canary pair's latency during a login burst.
 //!
 //! This crate measures; it asserts nothing about speed. Pass/fail tests check counts (sent
 //! equals delivered, no errors), never timings. It is not a conformance checker either
 //! (`tcpchat check` is): it assumes the server basically works and reports what it sees.
 
 pub mod abuse;
+pub mod accounts;
 mod conn;
 mod counters;
 mod dialect;

@@ -196,7 +196,7 @@ planted! {
     line_per_read: LinePerRead => &["byte-by-byte"], LINE_PER_READ_ALSO;
     sorts_burst: SortsBurst => &["message-order"];
     no_line_limit: NoLineLimit => &["overlong-line"];
-    name_kept_after_eof: KeepsNameAfterEof => &["name-freed"], &["ext-presence"];
+    name_kept_after_eof: KeepsNameAfterEof => &["name-freed"], &["ext-presence", "accounts-registered-name"];
     name_kept_after_reset: KeepsNameAfterReset => &["name-freed-reset"];
     client_limit_40: ClientLimit40 => &["many-clients"];
     blocks_on_slow_reader: BlocksOnSlowReader => &["slow-reader"];
@@ -205,6 +205,11 @@ planted! {
     echoes_unknown_extensions: EchoesUnknownExtensions => &["ext-negotiation"];
     pong_without_token: PongWithoutToken => &["ext-keepalive"];
     presence_list_without_self: PresenceListWithoutSelf => &["ext-presence"];
+    no_takeover: NoTakeover => &["accounts-register"];
+    accepts_any_password: AcceptsAnyPassword => &["accounts-wrong-password"], &["accounts-throttle"];
+    registered_name_free_for_classic: RegisteredNameFreeForClassic => &["accounts-registered-name"];
+    in_use_for_accounts: InUseForAccounts => &["accounts-registered-name"];
+    never_throttles: NeverThrottles => &["accounts-throttle"];
 }
 
 /// Against a classic server the extension cases are skipped, each saying why, and nothing
@@ -231,7 +236,15 @@ async fn a_classic_server_skips_the_extension_cases_and_fails_none() {
     }
     assert_eq!(
         skipped,
-        ["ext-negotiation", "ext-keepalive", "ext-presence"]
+        [
+            "ext-negotiation",
+            "ext-keepalive",
+            "ext-presence",
+            "accounts-register",
+            "accounts-wrong-password",
+            "accounts-registered-name",
+            "accounts-throttle",
+        ]
     );
 }
 

@@ -16,6 +16,11 @@ async fn server() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let addr = listener.local_addr().expect("addr");
     let config = tcpchat_server::Config {
         max_clients: CAPACITY,
+        // Accounts offered, so their cases run too (kept in memory: nothing on disk).
+        account_store: Some(tcpchat_server::StoreHandle::new(
+            tcpchat_accounts::SqliteStore::open_file(std::path::Path::new(":memory:"))
+                .expect("in-memory account store"),
+        )),
         ..tcpchat_server::Config::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -26,7 +26,13 @@ const IRC_PORT: u16 = 6667;
 enum ScenarioArg {
     Load(ScenarioKind),
     Abuse,
+    Accounts,
 }
+
+/// `accounts`' accounts when `--clients` is not given: each costs the server two hashes.
+const ACCOUNTS_CLIENTS: usize = 200;
+/// `accounts`' registrations and logins at once when `--login-concurrency` is not given.
+const ACCOUNTS_CONCURRENCY: usize = 64;
 
 /// `abuse`'s canary rate when `--rate` is not given: a bot's pace, under any command rate.
 const ABUSE_CANARY_RATE: f64 = 10.0;
@@ -44,15 +50,21 @@ fn scenario_parser() -> impl TypedValueParser<Value = ScenarioArg> {
          canary's latency and what became of the flood; run it with the server's limits on \
          and off",
     );
+    let accounts = PossibleValue::new("accounts").help(
+        "Register --clients accounts, then log them all in at once with LOGIN while a canary \
+         pair chats at --rate: password logins/s and the canary's latency before and during \
+         the burst (run the server with --login-burst 1000000)",
+    );
     PossibleValuesParser::new(
         ScenarioKind::ALL
             .map(|k| PossibleValue::new(k.name()).help(k.about()))
             .into_iter()
-            .chain([abuse]),
+            .chain([abuse, accounts]),
     )
     // The parser accepts only the names listed above.
     .map(|name| match ScenarioKind::from_name(&name) {
         Some(kind) => ScenarioArg::Load(kind),
+        None if name == "accounts" => ScenarioArg::Accounts,
         None => ScenarioArg::Abuse,
     })
 }
@@ -243,6 +255,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let scenario = match scenario {
         ScenarioArg::Load(kind) => kind,
         ScenarioArg::Abuse => return run_abuse(&args, target),
+        ScenarioArg::Accounts => return run_accounts(&args, target),
     };
     let choices = Choices {
         clients: args.clients,
@@ -290,6 +303,49 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         std::io::Write::write_all(&mut out, report.table().as_bytes())
             .context("cannot write the report")?;
     }
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs the `accounts` scenario and prints its report.
+fn run_accounts(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<ExitCode> {
+    if args.dialect != DialectArg::Classic {
+        return Err(usage("accounts speaks tcpchat's protocol only"));
+    }
+    if args.plot.is_some() {
+        return Err(usage("accounts draws no plot: leave out --plot"));
+    }
+    let canary_rate = args.rate.unwrap_or(ABUSE_CANARY_RATE);
+    if !(canary_rate > 0.0 && canary_rate.is_finite()) {
+        return Err(usage(
+            "--rate must be a positive number of messages per second",
+        ));
+    }
+    let plan = tcpchat_bench::accounts::AccountsPlan {
+        target,
+        clients: args.clients.unwrap_or(ACCOUNTS_CLIENTS).max(1),
+        concurrency: args
+            .login_concurrency
+            .unwrap_or(ACCOUNTS_CONCURRENCY)
+            .max(1),
+        canary_rate,
+        login_timeout: args
+            .login_timeout
+            .map_or(Duration::from_secs(10), Duration::from),
+        tag: run_tag(),
+    };
+    let report = tcpchat_bench::accounts::run_accounts(&plan)
+        .map_err(|e| anyhow::Error::new(e).context("bench failed"))?;
+    let text = if args.json {
+        report.json()
+    } else {
+        report.table()
+    };
+    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())
+        .context("cannot write the report")?;
     Ok(if report.problems.is_empty() {
         ExitCode::SUCCESS
     } else {

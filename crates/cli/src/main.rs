@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod accounts;
 mod bench;
 mod cert;
 mod check;
@@ -51,6 +52,8 @@ enum Command {
     Completions(manual::CompletionsArgs),
     /// Print the man page, tcpchat(1), in roff to stdout.
     Man(manual::ManArgs),
+    /// List, lock, unlock and remove accounts in a server's (or a cluster's) account store.
+    Accounts(accounts::AccountsArgs),
 }
 
 /// An error in what the user asked for (settings, arguments, files): exit code 2.
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Cert(args) => cert::run(args),
         Command::Completions(args) => manual::completions::<Cli>(&args),
         Command::Man(args) => manual::man::<Cli>(&args),
+        Command::Accounts(args) => accounts::run(args),
     };
     match result {
         Ok(code) => code,

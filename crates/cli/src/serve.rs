@@ -26,8 +26,10 @@ use clap::Args;
 use serde::Deserialize;
 use tcpchat_proto::{Extension, ExtensionSet};
 use tcpchat_redis::{ClusterConfig, NodeId, RedisHub};
-use tcpchat_server::limits::{parse_networks, CommandRate, IpNet, Rate};
-use tcpchat_server::{Config, Keepalive, Limits, Listeners, MemoryHub, Metrics};
+use tcpchat_server::limits::{parse_networks, CommandRate, IpNet, LoginRate, Rate};
+use tcpchat_server::{
+    AccountSettings, Config, Keepalive, Limits, Listeners, MemoryHub, Metrics, StoreHandle,
+};
 use tcpchat_tls::server::Reloadable;
 use tracing::{debug, info, warn};
 
@@ -202,6 +204,42 @@ settings! {
     /// Keepalive extension: close that connection if still silent this long after the PING
     #[arg(long, env = "TCPCHAT_PING_TIMEOUT", value_name = "DURATION")]
     ping_timeout: Span = |c| Span(c.ping_timeout);
+    /// Accounts: the directory of the account database (tcpchat.db), created with mode 0700
+    /// if missing; unused in cluster mode (accounts are kept in Redis)
+    #[arg(long, env = "TCPCHAT_DATA_DIR", value_name = "DIR")]
+    data_dir: PathBuf = |_c| DATA_DIR_SHOWN;
+
+    /// Accounts: accept passwords on plain TCP from non-loopback addresses (anyone on the
+    /// path reads them; TLS and loopback are always accepted)
+    #[arg(long, env = "TCPCHAT_ALLOW_PLAIN_PASSWORDS", value_name = "on|off",
+          num_args = 0..=1, default_missing_value = "on")]
+    allow_plain_passwords: Switch = |c| Switch(c.accounts.allow_plain_passwords);
+
+    /// Accounts: password checks one address may make at once, before --login-rate applies
+    #[arg(long, env = "TCPCHAT_LOGIN_BURST", value_name = "N")]
+    login_burst: NonZeroU32 = |c| c.accounts.per_address.burst;
+
+    /// Accounts: then one password check per address per this long, e.g. 3s
+    #[arg(long, env = "TCPCHAT_LOGIN_RATE", value_name = "DURATION")]
+    login_rate: Span = |c| Span(c.accounts.per_address.every);
+
+    /// Accounts: wrong passwords one name may be given at once, before --login-name-rate
+    #[arg(long, env = "TCPCHAT_LOGIN_NAME_BURST", value_name = "N")]
+    login_name_burst: NonZeroU32 = |c| c.accounts.per_name.burst;
+
+    /// Accounts: then one wrong password per name per this long, e.g. 30s
+    #[arg(long, env = "TCPCHAT_LOGIN_NAME_RATE", value_name = "DURATION")]
+    login_name_rate: Span = |c| Span(c.accounts.per_name.every);
+
+    /// Accounts: password checks that may wait for a hashing thread; one more is answered
+    /// THROTTLED 1
+    #[arg(long, env = "TCPCHAT_HASH_QUEUE", value_name = "N")]
+    hash_queue: usize = |c| c.accounts.hash_queue;
+
+    /// Accounts: threads hashing passwords (argon2id, 19 MiB each); default the number of
+    /// cores, at most 4
+    #[arg(long, env = "TCPCHAT_HASH_THREADS", value_name = "N")]
+    hash_threads: NonZeroUsize = |c| c.accounts.hash_threads;
 
     /// Cluster mode: share names and messages with every node using this Redis, e.g.
     /// redis://10.0.0.5:6379, redis://127.0.0.1:6379/2, or rediss://USER@HOST:6380 for TLS
@@ -255,6 +293,27 @@ settings! {
 
 /// How often the log sums up the load, by default.
 const DEFAULT_LOG_SUMMARY: Duration = Duration::from_secs(60);
+/// What `--help` shows for `--data-dir`'s default ([`default_data_dir`]).
+const DATA_DIR_SHOWN: &str =
+    "$XDG_DATA_HOME/tcpchat, else ~/.local/share/tcpchat, else ./tcpchat-data";
+
+/// The data directory when none is given: `$XDG_DATA_HOME/tcpchat` (the XDG base directory
+/// rule: only an absolute value counts), else `~/.local/share/tcpchat`, else
+/// `./tcpchat-data` (no home: a service account).
+pub fn default_data_dir() -> PathBuf {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(xdg) = var("XDG_DATA_HOME") {
+        return xdg.join("tcpchat");
+    }
+    if let Some(home) = var("HOME") {
+        return home.join(".local/share/tcpchat");
+    }
+    PathBuf::from("tcpchat-data")
+}
 
 /// The burst `--help` shows: the default's, also when that rate is off.
 fn shown_burst(rate: Option<Rate>) -> NonZeroU32 {
@@ -593,6 +652,8 @@ pub struct Resolved {
     pub metrics_listen: Option<SocketAddr>,
     /// How often the load summary is logged; `None` when off.
     pub log_summary: Option<Duration>,
+    /// Where the account database lives (one process; a cluster keeps accounts in Redis).
+    pub data_dir: PathBuf,
 }
 
 /// Where to serve TLS and with which certificate and key.
@@ -658,6 +719,29 @@ impl ServeArgs {
             extensions: s.extensions.map_or(defaults.extensions, |v| v.0),
             ping_interval: s.ping_interval.map_or(defaults.ping_interval, |v| v.0),
             ping_timeout: s.ping_timeout.map_or(defaults.ping_timeout, |v| v.0),
+            accounts: AccountSettings {
+                allow_plain_passwords: s
+                    .allow_plain_passwords
+                    .map_or(defaults.accounts.allow_plain_passwords, |v| v.0),
+                per_address: LoginRate {
+                    burst: s.login_burst.unwrap_or(defaults.accounts.per_address.burst),
+                    every: s
+                        .login_rate
+                        .map_or(defaults.accounts.per_address.every, |v| v.0),
+                },
+                per_name: LoginRate {
+                    burst: s
+                        .login_name_burst
+                        .unwrap_or(defaults.accounts.per_name.burst),
+                    every: s
+                        .login_name_rate
+                        .map_or(defaults.accounts.per_name.every, |v| v.0),
+                },
+                hash_queue: s.hash_queue.unwrap_or(defaults.accounts.hash_queue),
+                hash_threads: s.hash_threads.unwrap_or(defaults.accounts.hash_threads),
+            },
+            // Opened by `run`, not here: resolving settings touches no file.
+            account_store: None,
         };
         config.validate().map_err(|e| usage(e.to_string()))?;
 
@@ -748,6 +832,7 @@ impl ServeArgs {
             config,
             metrics_listen: s.metrics_listen.and_then(|l| l.0),
             log_summary: s.log_summary.map_or(Some(DEFAULT_LOG_SUMMARY), |v| v.0),
+            data_dir: s.data_dir.unwrap_or_else(default_data_dir),
         })
     }
 }
@@ -785,10 +870,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let Resolved {
         listen,
         tls,
-        config,
+        mut config,
         cluster,
         metrics_listen,
         log_summary,
+        data_dir,
     } = args.resolve()?;
     // Every value in force, whichever source it came from: what an operator checks first.
     let off = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
@@ -804,8 +890,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             (c.node_lease, c.renew_interval, c.settle, c.call_timeout)
         }),
         metrics_listen = %off(metrics_listen),
+        data_dir = %data_dir.display(),
         "settings"
     );
+    if cluster.is_none() && config.extensions.contains(Extension::Accounts) {
+        config.account_store = Some(open_accounts(&data_dir)?);
+    }
     // Read before anything is bound: a wrong file is a usage error, said at once.
     let certs = match &tls {
         Some(t) => Some(Arc::new(
@@ -868,6 +958,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(Cluster {
                 config: cluster, ..
             }) => {
+                let mut config = config;
+                if config.extensions.contains(Extension::Accounts) {
+                    // The cluster's accounts live in its Redis (docs/cluster.md), offered
+                    // once Redis is seen to persist them.
+                    let accounts = tcpchat_redis::RedisAccounts::connect(&cluster)
+                        .await
+                        .map_err(|e| usage(e.to_string()))?;
+                    accounts.watch_persistence().await;
+                    config.account_store = Some(StoreHandle::new(accounts));
+                }
                 let hub = RedisHub::start_observed(cluster, cluster_metrics)
                     .await
                     .map_err(|e| usage(e.to_string()))?;
@@ -910,6 +1010,19 @@ async fn log_summaries(metrics: Metrics, every: Duration) {
         last = Some(now);
         last_at = at;
     }
+}
+
+/// The single-process account store, `<data_dir>/tcpchat.db`. A store that cannot be opened
+/// stops the server: starting without it would silently let anyone take registered names.
+fn open_accounts(data_dir: &std::path::Path) -> anyhow::Result<StoreHandle> {
+    let store = tcpchat_accounts::SqliteStore::open(data_dir).map_err(|e| {
+        usage(format!(
+            "cannot open the account database in {}: {e} (set --data-dir, or --extensions without accounts)",
+            data_dir.display()
+        ))
+    })?;
+    info!(path = %store.path().display(), "accounts: database open");
+    Ok(StoreHandle::new(store))
 }
 
 /// Re-reads the TLS certificate and key on every SIGHUP (what certbot's deploy hook or
@@ -1077,6 +1190,20 @@ mod tests {
         }
     }
 
+    /// The accounts settings `everything_set(_, n)` sets.
+    fn accounts_from(n: u32) -> AccountSettings {
+        let rate = |b: u32, s: u32| {
+            LoginRate::new(b, Duration::from_secs(u64::from(s))).expect("non-zero")
+        };
+        AccountSettings {
+            allow_plain_passwords: true,
+            per_address: rate(n + 10, n + 11),
+            per_name: rate(n + 12, n + 13),
+            hash_queue: n as usize + 14,
+            hash_threads: NonZeroUsize::new(n as usize + 15).expect("non-zero"),
+        }
+    }
+
     #[test]
     fn limits_off_and_one_by_one() {
         let s = resolve(&["--limits", "off"]).expect("off");
@@ -1158,6 +1285,13 @@ mod tests {
             ),
             ("ping_interval", format!("{}s", n + 10)),
             ("ping_timeout", format!("{}s", n + 11)),
+            ("allow_plain_passwords", "on".to_owned()),
+            ("login_burst", (n + 10).to_string()),
+            ("login_rate", format!("{}s", n + 11)),
+            ("login_name_burst", (n + 12).to_string()),
+            ("login_name_rate", format!("{}s", n + 13)),
+            ("hash_queue", (n + 14).to_string()),
+            ("hash_threads", (n + 15).to_string()),
         ];
         let flags = values
             .iter()
@@ -1187,6 +1321,8 @@ mod tests {
             extensions: [Extension::ALL[n as usize % 3]].into_iter().collect(),
             ping_interval: secs(n + 10),
             ping_timeout: secs(n + 11),
+            accounts: accounts_from(n),
+            account_store: None,
         };
         (flags, file, Some(listen.parse().expect("addr")), config)
     }
@@ -1247,6 +1383,7 @@ mod tests {
                     | "cluster_ca"
                     | "cluster_password_file"
                     | "metrics_listen"
+                    | "data_dir"
             ) {
                 described.push(shown);
                 continue;
@@ -1259,7 +1396,7 @@ mod tests {
         }
         assert_eq!(
             argv.len(),
-            2 * 22,
+            2 * 29,
             "every setting shows its default: {argv:?}"
         );
         assert_eq!(
@@ -1268,6 +1405,7 @@ mod tests {
                 "off; 0.0.0.0:5379 when --tls-cert is given",
                 "none",
                 "none",
+                DATA_DIR_SHOWN,
                 "off, everything in this process",
                 "a random one, shown in the log",
                 "5s",
@@ -1529,13 +1667,17 @@ mod tests {
             "each setting once in packaging/tcpchat.toml"
         );
 
-        // Paths name files that need not exist here; tls_listen needs a certificate.
+        // Paths name files that need not exist here; tls_listen needs a certificate; the
+        // data directory and the hashing threads show the service's values, not this
+        // machine's defaults.
         let needs_files = [
             "tls_listen",
             "tls_cert",
             "tls_key",
             "cluster_ca",
             "cluster_password_file",
+            "data_dir",
+            "hash_threads",
         ];
         let uncommented: String = entries
             .iter()

@@ -12,6 +12,12 @@ fn tcpchat() -> Command {
             cmd.env_remove(key);
         }
     }
+    // Never the user's own account database.
+    let data = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    cmd.env(
+        "TCPCHAT_DATA_DIR",
+        data.join(format!("data-{}", std::process::id())),
+    );
     cmd
 }
 
@@ -233,4 +239,71 @@ fn throughput_over_tls_through_workers() {
     let stderr = String::from_utf8_lossy(&untrusted.stderr);
     assert!(!untrusted.status.success(), "{stderr}");
     assert!(stderr.contains("--ca cert.pem"), "{stderr}");
+}
+
+/// `accounts`: every account registered, logged in in one burst and deleted again, every
+/// canary message delivered; counts only. The server's own data directory (the helper's)
+/// is left without bench accounts.
+#[test]
+fn accounts_registers_logs_in_and_cleans_up() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let data = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-accounts-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let child = tcpchat()
+        .args([
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--login-burst",
+            "1000000",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tcpchat serve");
+    let server = Server(child, addr);
+    let started = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = tcpchat()
+        .args([
+            "bench",
+            &server.1.to_string(),
+            "accounts",
+            "--clients",
+            "6",
+            "--json",
+        ])
+        .output()
+        .expect("run bench");
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{json}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_number(&json, "accounts"), 6);
+    assert_eq!(
+        json_number(&json, "canary_sent"),
+        json_number(&json, "canary_delivered"),
+        "{json}"
+    );
+    let list = tcpchat()
+        .args(["accounts", "list", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run accounts list");
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "no accounts");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
 }

@@ -192,7 +192,10 @@ fn metrics_count_real_traffic() {
         1.0,
         "{s:#?}"
     );
-    assert_eq!(get(&s, "tcpchat_users"), 1.0);
+    // The disconnect is counted as the connection ends, the user once its name is released
+    // just after: wait for both.
+    let s = scrape_until(metrics, "tcpchat_users", 1.0);
+    assert_eq!(get(&s, "tcpchat_users"), 1.0, "{s:#?}");
     assert!(
         s.keys().all(|k| !k.contains("alice") && !k.contains("bob")),
         "never a user name in a label: {s:#?}"

@@ -322,6 +322,13 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         ("extensions", one_extension(n).name().to_string()),
         ("ping_interval", format!("{}s", n + 10)),
         ("ping_timeout", format!("{}s", n + 11)),
+        ("allow_plain_passwords", "on".to_owned()),
+        ("login_burst", (n + 10).to_string()),
+        ("login_rate", format!("{}s", n + 11)),
+        ("login_name_burst", (n + 12).to_string()),
+        ("login_name_rate", format!("{}s", n + 13)),
+        ("hash_queue", (n + 14).to_string()),
+        ("hash_threads", (n + 15).to_string()),
     ];
     let secs = |s: u32| Duration::from_secs(u64::from(s));
     let config = Config {
@@ -340,8 +347,25 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         extensions: [one_extension(n)].into_iter().collect(),
         ping_interval: secs(n + 10),
         ping_timeout: secs(n + 11),
+        accounts: accounts_from(n),
+        account_store: None,
     };
     (values, config)
+}
+
+/// The accounts settings `layer(n)` sets.
+fn accounts_from(n: u32) -> tcpchat_server::AccountSettings {
+    let rate = |b: u32, s: u32| {
+        tcpchat_server::limits::LoginRate::new(b, Duration::from_secs(u64::from(s)))
+            .expect("non-zero")
+    };
+    tcpchat_server::AccountSettings {
+        allow_plain_passwords: true,
+        per_address: rate(n + 10, n + 11),
+        per_name: rate(n + 12, n + 13),
+        hash_queue: n as usize + 14,
+        hash_threads: std::num::NonZeroUsize::new(n as usize + 15).expect("non-zero"),
+    }
 }
 
 /// The extension `layer(n)` offers: a different one per layer.

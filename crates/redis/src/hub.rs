@@ -228,9 +228,16 @@ impl Inner {
             .collect()
     }
 
-    async fn claim(&self, name: &Username, token: u64) -> Result<(), LoginError> {
+    /// Claims `name` in Redis with `script`: [`Scripts::claim`] (only if free) or
+    /// [`Scripts::take_over`] (whoever holds it).
+    async fn claim(
+        &self,
+        script: &redis::Script,
+        name: &Username,
+        token: u64,
+    ) -> Result<(), LoginError> {
         let _shared = self.sync_gate.read().await;
-        let mut call = self.scripts.claim.prepare_invoke();
+        let mut call = script.prepare_invoke();
         self.args(&mut call);
         call.arg(name.as_str()).arg(token);
         let answer: String = match self.store.invoke(&call).await {
@@ -332,8 +339,9 @@ impl Inner {
         }
     }
 
-    /// Queues a message published for one of this node's users, or a presence event for this
-    /// node's watchers.
+    /// Queues a message published for one of this node's users, a presence event for this
+    /// node's watchers, or evicts a login (an empty sender: its account logged in on another
+    /// node, see [`Scripts::take_over`]).
     fn handle_published(self: &Arc<Self>, payload: &[u8]) {
         if let Some(rest) = payload.strip_prefix(b",") {
             return self.handle_presence(rest);
@@ -342,6 +350,10 @@ impl Inner {
             warn!("ignoring a malformed cluster message");
             return;
         };
+        if from.is_empty() {
+            self.evict_taken_over(to, body);
+            return;
+        }
         if self.deliver_local(to, from, body).is_none() {
             debug!(%to, "message for a user no longer here; dropped");
         }
@@ -371,6 +383,20 @@ impl Inner {
             return;
         }
         self.announce(name.as_str(), online);
+    }
+
+    /// The local login of `name` with token `token` was taken over on another node: it
+    /// ends after what was queued for it. A later local login (another token) stays.
+    fn evict_taken_over(&self, name: &str, token: &str) {
+        let mut local = self.local();
+        let ours = local
+            .get(name)
+            .is_some_and(|l| token.parse() == Ok(l.token));
+        if let Some(l) = ours.then(|| local.remove(name)).flatten() {
+            drop(local);
+            info!(%name, "logged in on another node with the account's password; closing this session");
+            l.outbox.evict();
+        }
     }
 
     /// Queues `DELIVERY` for a local user; `None` if there is no such (logged-in) user here.
@@ -549,11 +575,51 @@ impl Hub for RedisHub {
             token,
             release_in_redis: true,
         };
-        match inner.claim(name, token).await {
+        match inner.claim(&inner.scripts.claim, name, token).await {
             Ok(()) => Ok(lease),
             Err(e) => {
                 // A refused claim wrote nothing. A failed one may have: it marked Redis as
                 // out of step, and the re-sync frees what the local map does not hold.
+                lease.release_in_redis = false;
+                Err(e)
+            }
+        }
+    }
+
+    /// An earlier local session of the name is evicted here; one on another node is evicted
+    /// by its node when the take-over script tells it (its old lease then frees nothing: the
+    /// name is held with this login's token).
+    async fn take_over(
+        &self,
+        name: &Username,
+        outbox: &Arc<Outbox>,
+    ) -> Result<RedisLease, LoginError> {
+        let inner = &self.inner;
+        if !inner.subscribed.load(Ordering::Relaxed) {
+            return Err(LoginError::Unavailable);
+        }
+        let token = inner.next_token.fetch_add(1, Ordering::Relaxed);
+        let earlier = inner.local().insert(
+            name.clone(),
+            Local {
+                token,
+                outbox: Arc::clone(outbox),
+                active: false,
+            },
+        );
+        if let Some(earlier) = earlier {
+            info!(%name, "logged in again with the account's password; closing the earlier session");
+            earlier.outbox.evict();
+        }
+        let mut lease = RedisLease {
+            inner: Arc::clone(inner),
+            name: name.clone(),
+            token,
+            release_in_redis: true,
+        };
+        match inner.claim(&inner.scripts.take_over, name, token).await {
+            Ok(()) => Ok(lease),
+            Err(e) => {
                 lease.release_in_redis = false;
                 Err(e)
             }

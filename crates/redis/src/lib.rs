@@ -15,9 +15,11 @@
 //! - when Redis is unreachable, users on one node keep chatting and new logins get `BUSY`;
 //!   when it returns, even empty, each node re-registers its users by itself.
 //!
-//! This crate is not a general Redis layer and keeps no state in Redis that outlives the
-//! nodes: everything there is rebuilt from the nodes' live connections.
+//! This crate is not a general Redis layer. The cluster state it keeps in Redis is rebuilt
+//! from the nodes' live connections; the one exception is the accounts ([`RedisAccounts`]),
+//! which is why accounts are offered only when Redis persists its data.
 
+mod accounts;
 mod hub;
 mod metrics;
 mod scripts;
@@ -26,6 +28,7 @@ mod store;
 use std::fmt;
 use std::time::Duration;
 
+pub use accounts::{Persistence, RedisAccounts};
 pub use hub::{RedisHub, RedisLease};
 pub use metrics::ClusterMetrics;
 

@@ -13,7 +13,7 @@
 //! | `tcpchat:users:{node}` | set | names the node holds |
 //! | `tcpchat:user:{name}` | string | `"{node} {token}"`: who holds the name |
 //! | `tcpchat:watching:{node}` | string, expires | present while the node has presence watchers: only such nodes are sent presence events |
-//! | `tcpchat:deliver:{node}` | pub/sub channel | messages for the node's users, `"{to} {from} {body}"`; presence events, `",+{name}"` / `",-{name}"` |
+//! | `tcpchat:deliver:{node}` | pub/sub channel | messages for the node's users, `"{to} {from} {body}"`; presence events, `",+{name}"` / `",-{name}"`; `"{to}  {token}"` (no sender) evicts that login of `to` (an account logged in elsewhere) |
 //!
 //! Presence events travel on the same channel as the messages, published by the same script
 //! that changes the name (claim, release, re-sync, reaping a dead node), so a node hears of a
@@ -103,6 +103,32 @@ end
 redis.call('SET', key, node .. ' ' .. ARGV[5])
 redis.call('SADD', 'tcpchat:users:' .. node, name)
 tell(live_nodes(false), ',+' .. name)
+return 'OK'
+";
+
+/// Takes `ARGV[4]` with token `ARGV[5]` whoever holds it: `LOGIN` with the account's
+/// password closes an earlier session of the account (`docs/protocol.md`, "accounts"). A
+/// live other holder is told on its channel with an eviction (`"{name}  {its token}"`: an
+/// empty sender, which no message has). Returns as [`CLAIM`], never `IN-USE`.
+const TAKE_OVER: &str = r"
+if fresh_store() then return 'SETTLING' end
+if redis.call('EXISTS', 'tcpchat:settling') == 1 then return 'SETTLING' end
+if not alive(node) then return 'STALE' end
+local name = ARGV[4]
+local key = 'tcpchat:user:' .. name
+local v = redis.call('GET', key)
+if v then
+  local owner = owner_of(v)
+  if owner ~= node then
+    redis.call('SREM', 'tcpchat:users:' .. owner, name)
+    if alive(owner) then
+      local token = string.match(v, ' (%S+)$') or ''
+      redis.call('PUBLISH', 'tcpchat:deliver:' .. owner, name .. '  ' .. token)
+    end
+  end
+end
+redis.call('SET', key, node .. ' ' .. ARGV[5])
+redis.call('SADD', 'tcpchat:users:' .. node, name)
 return 'OK'
 ";
 
@@ -239,6 +265,7 @@ return n
 pub(crate) struct Scripts {
     pub nodes_alive: Script,
     pub claim: Script,
+    pub take_over: Script,
     pub release: Script,
     pub renew: Script,
     pub sync: Script,
@@ -253,6 +280,7 @@ impl Scripts {
         Self {
             nodes_alive: s(NODES_ALIVE),
             claim: s(CLAIM),
+            take_over: s(TAKE_OVER),
             release: s(RELEASE),
             renew: s(RENEW),
             sync: s(SYNC),

@@ -106,6 +106,18 @@ impl Store {
         }
     }
 
+    /// Runs one command (no script), with the same timeout and reconnection as [`Store::invoke`].
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CallError> {
+        let mut c = self.connection().await?;
+        let result = match tokio::time::timeout(self.call_timeout, cmd.query_async(&mut c)).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => CallError::Redis(e),
+            Err(_) => CallError::Timeout(self.call_timeout),
+        };
+        self.conn.lock().await.live = None;
+        Err(result)
+    }
+
     /// Runs a script; on any failure the connection is dropped so the next call reconnects.
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,

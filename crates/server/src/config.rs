@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tcpchat_proto::ExtensionSet;
 
+use crate::accounts::{AccountSettings, StoreHandle};
 use crate::limits::Limits;
 
 /// Longest `max_line_bytes` accepted: a line is buffered whole, so this bounds the memory one
@@ -58,6 +59,11 @@ pub struct Config {
     pub ping_interval: Duration,
     /// ... and closed if still silent this long after it (`ping-timeout`).
     pub ping_timeout: Duration,
+    /// The accounts settings: plain-text passwords, the throttle, the hashing pool.
+    pub accounts: AccountSettings,
+    /// Where accounts live. `None` (the default of the library): `accounts` is not offered
+    /// and `HELLO-FROM` checks nothing; `tcpchat serve` opens one under `--data-dir`.
+    pub account_store: Option<StoreHandle>,
 }
 
 /// TCP keepalive settings (`SO_KEEPALIVE`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`),
@@ -104,6 +110,8 @@ impl Default for Config {
             extensions: ExtensionSet::all(),
             ping_interval: Duration::from_secs(60),
             ping_timeout: Duration::from_secs(60),
+            accounts: AccountSettings::default(),
+            account_store: None,
         }
     }
 }
@@ -167,6 +175,14 @@ pub enum ConfigError {
         given: usize,
         /// The configuration's `max_clients`.
         max_clients: usize,
+    },
+    /// A password throttle's interval is zero (no throttle at all) or over a day.
+    #[error("invalid {setting} {given:?}: must be from 1ms to 1 day")]
+    LoginRate {
+        /// `login-rate` or `login-name-rate`.
+        setting: &'static str,
+        /// The value given.
+        given: Duration,
     },
     /// `keepalive.probes` is outside 1 to 127, the kernel's range.
     #[error("invalid keepalive-probes {given}: must be from 1 to {MAX_KEEPALIVE_PROBES}")]
@@ -250,6 +266,18 @@ impl Config {
                 return Err(ConfigError::PreloginAboveClients {
                     given: cap.get(),
                     max_clients: self.max_clients,
+                });
+            }
+        }
+        for (setting, rate) in [
+            ("login-rate", self.accounts.per_address),
+            ("login-name-rate", self.accounts.per_name),
+        ] {
+            let day = Duration::from_secs(24 * 3600);
+            if !(Duration::from_millis(1)..=day).contains(&rate.every) {
+                return Err(ConfigError::LoginRate {
+                    setting,
+                    given: rate.every,
                 });
             }
         }
@@ -405,6 +433,22 @@ mod tests {
                 Err(KeepaliveProbes { given: 128 }),
             ),
             ("the most probes", keepalive(|k| k.probes = 127), Ok(())),
+            (
+                "no password throttle interval",
+                with(|c| c.accounts.per_address.every = Duration::ZERO),
+                Err(LoginRate {
+                    setting: "login-rate",
+                    given: Duration::ZERO,
+                }),
+            ),
+            (
+                "a name throttle over a day",
+                with(|c| c.accounts.per_name.every = Duration::from_secs(86_401)),
+                Err(LoginRate {
+                    setting: "login-name-rate",
+                    given: Duration::from_secs(86_401),
+                }),
+            ),
             (
                 "sub-second keepalive",
                 keepalive(|k| k.idle = ms(500)),

@@ -37,9 +37,10 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::accounts::{AccountService, Origin};
 use crate::admission::{Admission, Slot};
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{Hub, LoginError};
 use crate::limits::{Admit, TokenBucket};
 use crate::metrics::{Command, Disconnect, Listener, Metrics};
 use crate::outbox::{Outbox, PushError};
@@ -53,6 +54,8 @@ pub(crate) struct Shared<H> {
     pub(crate) config: Config,
     pub(crate) admission: Admission,
     pub(crate) metrics: Metrics,
+    /// The accounts service when the server has a store; `None`: `accounts` is not offered.
+    pub(crate) accounts: Option<AccountService>,
 }
 
 /// Bytes read per `read` call. Allocated only while the peer is sending.
@@ -112,7 +115,7 @@ pub(crate) fn serve<H: Hub>(
             Instant::now().into_std(),
             config.handshake_timeout,
             config.idle_timeout,
-            crate::session::offered(config.extensions),
+            offered(&shared),
         )
         .with_pings(PingSettings {
             interval: config.ping_interval,
@@ -162,6 +165,20 @@ pub(crate) fn serve<H: Hub>(
         }
     }
     .instrument(span)
+}
+
+/// What this server offers a connection: what is configured and served, and `accounts` only
+/// with a store able to keep them.
+fn offered<H>(shared: &Shared<H>) -> tcpchat_proto::ExtensionSet {
+    let mut offered = crate::session::offered(shared.config.extensions);
+    if !shared
+        .accounts
+        .as_ref()
+        .is_some_and(AccountService::offered)
+    {
+        offered.remove(tcpchat_proto::Extension::Accounts);
+    }
+    offered
 }
 
 fn configure_socket(stream: &tokio::net::TcpStream, config: &Config) {
@@ -485,35 +502,55 @@ impl<H: Hub> Connection<H> {
                 if !self.slot.may_log_in() {
                     return Err(End::Displaced);
                 }
-                let outcome = self.shared.hub.login(&name, &self.outbox).await;
-                // Out of the pre-login queue only once the name is ours: a refused name
-                // (`IN-USE`) may be retried, and keeps counting against the cap meanwhile.
-                if outcome.is_ok() && !self.slot.leave_prelogin() {
-                    // Displaced while the hub decided; dropping the lease frees the name.
+                let shared = Arc::clone(&self.shared);
+                let outcome = match check_unregistered(shared.accounts.as_ref(), &name).await {
+                    Ok(()) => self.shared.hub.login(&name, &self.outbox).await,
+                    Err(refused) => Err(refused),
+                };
+                self.finish_login(name, outcome).await
+            }
+            Step::AccountLogin { name, password } => {
+                let shared = Arc::clone(&self.shared);
+                // The session yields it only where `accounts` was negotiated, so offered.
+                let Some(accounts) = &shared.accounts else {
+                    return self.reply(&Reply::BadRqstHdr);
+                };
+                if !self.slot.may_log_in() {
                     return Err(End::Displaced);
                 }
-                let outcome = outcome.map(|lease| self.lease = Some(lease));
-                let logged_in = outcome.is_ok();
-                let step = self.session.handle_login(name, outcome);
-                self.shared.metrics.request(Command::Login, &step.reply);
-                if logged_in {
-                    if let Reply::Hello(name) = &step.reply {
-                        info!(peer = %self.peer, %name, "logged in");
-                    }
+                // Boxed, as every accounts call here: their futures (store, hashing pool) would
+                // otherwise be part of every connection task's state, idle ones included.
+                let checked = Box::pin(accounts.login(self.origin(), &name, &password)).await;
+                if let Err(reply) = checked {
+                    return self.reply(&reply);
                 }
-                self.reply(&step.reply)?;
-                // The first list right after `HELLO`, then every change, in the queue that
-                // deliveries take (`docs/protocol.md`, "presence").
-                if logged_in && self.session.has(Extension::Presence) {
-                    if let Some(lease) = &self.lease {
-                        self.shared.hub.watch(lease, &self.outbox).await;
-                    }
-                }
-                if step.close {
-                    warn!(peer = %self.peer, "login refused: presence service unavailable");
-                    return Err(End::Busy);
-                }
-                Ok(())
+                let outcome = self.shared.hub.take_over(&name, &self.outbox).await;
+                self.finish_login(name, outcome).await
+            }
+            Step::Register(password) => {
+                let shared = Arc::clone(&self.shared);
+                let Some((accounts, name)) = self.account_user(&shared) else {
+                    return self.reply(&Reply::BadRqstHdr);
+                };
+                let reply = Box::pin(accounts.register(self.origin(), &name, &password)).await;
+                self.reply(&reply)
+            }
+            Step::ChangePassword { old, new } => {
+                let shared = Arc::clone(&self.shared);
+                let Some((accounts, name)) = self.account_user(&shared) else {
+                    return self.reply(&Reply::BadRqstHdr);
+                };
+                let reply =
+                    Box::pin(accounts.change_password(self.origin(), &name, &old, &new)).await;
+                self.reply(&reply)
+            }
+            Step::Unregister(password) => {
+                let shared = Arc::clone(&self.shared);
+                let Some((accounts, name)) = self.account_user(&shared) else {
+                    return self.reply(&Reply::BadRqstHdr);
+                };
+                let reply = Box::pin(accounts.unregister(self.origin(), &name, &password)).await;
+                self.reply(&reply)
             }
             Step::List => {
                 let roster = self.shared.hub.list().await;
@@ -534,6 +571,61 @@ impl<H: Hub> Connection<H> {
                 self.reply(&reply)
             }
         }
+    }
+
+    /// The hub's (or the account check's) answer to a login: take the lease, leave the
+    /// pre-login queue, reply.
+    async fn finish_login(
+        &mut self,
+        name: tcpchat_proto::Username,
+        outcome: Result<H::Lease, LoginError>,
+    ) -> Flow {
+        // Out of the pre-login queue only once the name is ours: a refused name
+        // (`IN-USE`) may be retried, and keeps counting against the cap meanwhile.
+        if outcome.is_ok() && !self.slot.leave_prelogin() {
+            // Displaced while the hub decided; dropping the lease frees the name.
+            return Err(End::Displaced);
+        }
+        let outcome = outcome.map(|lease| self.lease = Some(lease));
+        let logged_in = outcome.is_ok();
+        let step = self.session.handle_login(name, outcome);
+        self.shared.metrics.request(Command::Login, &step.reply);
+        if logged_in {
+            if let Reply::Hello(name) = &step.reply {
+                info!(peer = %self.peer, %name, "logged in");
+            }
+        }
+        self.reply(&step.reply)?;
+        // The first list right after `HELLO`, then every change, in the queue that
+        // deliveries take (`docs/protocol.md`, "presence").
+        if logged_in && self.session.has(Extension::Presence) {
+            if let Some(lease) = &self.lease {
+                self.shared.hub.watch(lease, &self.outbox).await;
+            }
+        }
+        if step.close {
+            warn!(peer = %self.peer, "login refused: presence service unavailable");
+            return Err(End::Busy);
+        }
+        Ok(())
+    }
+
+    /// Where this connection's password requests come from.
+    fn origin(&self) -> Origin {
+        Origin {
+            peer: self.peer.ip(),
+            tls: self.stream.is_tls(),
+        }
+    }
+
+    /// The account service and the logged-in name, for `REGISTER`, `PASSWORD` and
+    /// `UNREGISTER`. The session yields those only after login on an accounts connection,
+    /// so `None` is not reachable; it is answered as an unknown command all the same.
+    fn account_user<'s>(
+        &self,
+        shared: &'s Shared<H>,
+    ) -> Option<(&'s AccountService, tcpchat_proto::Username)> {
+        Some((shared.accounts.as_ref()?, self.session.name()?.clone()))
     }
 
     fn reply(&self, reply: &Reply<'_>) -> Flow {
@@ -644,6 +736,26 @@ impl End {
             End::Timeout(_) => Disconnect::Timeout,
             End::Shutdown => Disconnect::Shutdown,
             End::Flooded | End::Displaced => Disconnect::Limit,
+        }
+    }
+}
+
+/// `HELLO-FROM` may not take a registered name. Without a store nothing is registered;
+/// with one this is a memory lookup for names that never were (see
+/// `tcpchat_accounts::sqlite`), so classic logins pay nothing for accounts.
+async fn check_unregistered(
+    accounts: Option<&AccountService>,
+    name: &tcpchat_proto::Username,
+) -> Result<(), LoginError> {
+    let Some(accounts) = accounts else {
+        return Ok(());
+    };
+    match accounts.is_registered(name).await {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(LoginError::Registered),
+        Err(e) => {
+            warn!(error = %e, %name, "account store unavailable; login refused with BUSY");
+            Err(LoginError::Unavailable)
         }
     }
 }

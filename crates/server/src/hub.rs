@@ -36,6 +36,11 @@ pub enum LoginError {
     /// client is told `BUSY` and may come back later.
     #[error("presence service unavailable")]
     Unavailable,
+    /// The name is an account: only `LOGIN` with its password may use it (`IN-USE` to a
+    /// classic client, `NAME-REGISTERED` to an accounts one). Decided by the server's account
+    /// store, never by a hub.
+    #[error("name registered")]
+    Registered,
 }
 
 /// What happened to a message.
@@ -86,6 +91,18 @@ pub trait Hub: Send + Sync + 'static {
         name: &Username,
         outbox: &Arc<Outbox>,
     ) -> impl Future<Output = Result<Self::Lease, LoginError>> + Send;
+
+    /// Claims `name` for `outbox` after its account's password was checked: an earlier
+    /// session holding it (the same account, on a connection not noticed dead yet) is
+    /// evicted ([`Outbox::evict`]: what was queued for it still goes out) and this one takes
+    /// the name. The default cannot take over and answers as [`Hub::login`] does.
+    fn take_over(
+        &self,
+        name: &Username,
+        outbox: &Arc<Outbox>,
+    ) -> impl Future<Output = Result<Self::Lease, LoginError>> + Send {
+        self.login(name, outbox)
+    }
 
     /// Everyone logged in. Must not stall [`Hub::deliver`] while it gathers them.
     fn list(&self) -> impl Future<Output = Roster> + Send;
@@ -236,6 +253,31 @@ impl MemoryHub {
         })
     }
 
+    /// [`Hub::take_over`]: the earlier holder's outbox is evicted and its entry replaced;
+    /// its lease's drop then finds another id there and leaves the new entry alone.
+    fn take_over_now(&self, name: &Username, outbox: &Arc<Outbox>) -> MemoryLease {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let earlier = self.inner.users().insert(
+            name.clone(),
+            Entry {
+                id,
+                outbox: Arc::clone(outbox),
+            },
+        );
+        if let Some(earlier) = earlier {
+            earlier.outbox.evict();
+        }
+        let mut names = self.inner.names();
+        names.sorted.insert(name.clone(), id);
+        names.generation += 1;
+        drop(names);
+        MemoryLease {
+            inner: Arc::clone(&self.inner),
+            name: name.clone(),
+            id,
+        }
+    }
+
     fn deliver_now(&self, from: &Username, to: &Username, body: &str) -> Delivery {
         // The outbox is cloned out and pushed to after the map lock is released: the push
         // may wait on the recipient's own lock, which its task can hold for a long
@@ -257,6 +299,14 @@ impl Hub for MemoryHub {
         outbox: &Arc<Outbox>,
     ) -> impl Future<Output = Result<MemoryLease, LoginError>> + Send {
         std::future::ready(self.login_now(name, outbox))
+    }
+
+    fn take_over(
+        &self,
+        name: &Username,
+        outbox: &Arc<Outbox>,
+    ) -> impl Future<Output = Result<MemoryLease, LoginError>> + Send {
+        std::future::ready(Ok(self.take_over_now(name, outbox)))
     }
 
     fn list(&self) -> impl Future<Output = Roster> + Send {
@@ -320,6 +370,7 @@ impl Drop for MemoryLease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::PushError;
 
     fn name(s: &str) -> Username {
         Username::parse(s).expect("valid test name")
@@ -337,6 +388,36 @@ mod tests {
         assert!(hub.login(&name("Ann"), &a).await.is_ok(), "case-sensitive");
         drop(lease);
         assert!(hub.login(&name("ann"), &a).await.is_ok(), "freed by drop");
+    }
+
+    #[tokio::test]
+    async fn take_over_evicts_the_earlier_holder_and_keeps_the_name() {
+        let hub = MemoryHub::new();
+        let (old, new) = (Arc::new(Outbox::new(1024)), Arc::new(Outbox::new(1024)));
+        let earlier = hub.login(&name("ann"), &old).await.expect("free name");
+        assert_eq!(
+            hub.deliver(&name("bob"), &name("ann"), "queued").await,
+            Delivery::Delivered
+        );
+        let lease = hub.take_over(&name("ann"), &new).await.expect("taken over");
+        // The earlier session's queued line is still there, then it is told to go.
+        assert_eq!(
+            old.take(),
+            (b"DELIVERY bob queued\n".to_vec(), Some(PushError::Evicted))
+        );
+        drop(earlier);
+        assert_eq!(
+            hub.list().await.line(),
+            b"LIST-OK ann\n",
+            "its drop freed nothing"
+        );
+        assert_eq!(
+            hub.deliver(&name("bob"), &name("ann"), "hi").await,
+            Delivery::Delivered
+        );
+        assert_eq!(new.take().0, b"DELIVERY bob hi\n");
+        drop(lease);
+        assert_eq!(hub.list().await.line(), b"LIST-OK \n");
     }
 
     #[tokio::test]

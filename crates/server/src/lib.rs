@@ -13,6 +13,7 @@
 //!
 //! The normative protocol, with every limit and its default, is `docs/protocol.md`.
 
+pub mod accounts;
 mod admission;
 mod config;
 mod connection;
@@ -24,6 +25,7 @@ mod outbox;
 pub mod session;
 mod transport;
 
+pub use accounts::{AccountSettings, StoreHandle};
 pub use config::{Config, ConfigError, Keepalive, MAX_LINE_LIMIT_BYTES};
 pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster};
 pub use limits::Limits;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::accounts::AccountService;
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::connection::{self, Shared};
@@ -146,11 +147,16 @@ pub async fn run_observed<H: Hub>(
     let slots = Arc::new(Semaphore::new(config.max_clients));
     let busy_slots = Arc::new(Semaphore::new(BUSY_LINGER_MAX));
     let admission = Admission::new(&config);
+    let accounts = match &config.account_store {
+        Some(store) => Some(AccountService::start(&config.accounts, store)?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         hub,
         config,
         admission,
         metrics,
+        accounts,
     });
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -9,7 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use tcpchat_proto::{Command, Extension, ExtensionSet, Reply, Request, RequestError, Username};
+use tcpchat_proto::{
+    Command, Extension, ExtensionSet, Password, Reply, Request, RequestError, Username,
+};
 
 use crate::hub::{Delivery, LoginError};
 
@@ -26,6 +28,21 @@ pub enum Step<'a> {
     List,
     /// Ask the hub to deliver `body` to `to`, then call [`Session::handle_delivery`].
     Send { to: Username, body: &'a str },
+    /// `LOGIN` (accounts): check the password, then take the name over (closing an earlier
+    /// session of the account), then call [`Session::handle_login`].
+    AccountLogin {
+        name: Username,
+        password: Password<'a>,
+    },
+    /// `REGISTER`: make the logged-in name an account; the answer is the reply.
+    Register(Password<'a>),
+    /// `PASSWORD`: change the logged-in account's password; the answer is the reply.
+    ChangePassword {
+        old: Password<'a>,
+        new: Password<'a>,
+    },
+    /// `UNREGISTER`: delete the logged-in account; the answer is the reply.
+    Unregister(Password<'a>),
 }
 
 /// Why a session gave up on its connection.
@@ -85,7 +102,8 @@ enum State {
 /// the session cannot answer, so the connection offers what is configured *and* served.
 pub const SERVED: ExtensionSet = ExtensionSet::NONE
     .with(Extension::Keepalive)
-    .with(Extension::Presence);
+    .with(Extension::Presence)
+    .with(Extension::Accounts);
 
 /// What a server configured to offer `configured` offers: the part this build [`SERVED`].
 pub fn offered(configured: ExtensionSet) -> ExtensionSet {
@@ -204,10 +222,11 @@ impl Session {
             // for the idle timeout, which measures what a user does.
             Ok(Request::Ping(token)) => return Step::Reply(Reply::Pong(token)),
             Ok(Request::Pong(_)) => return Step::Nothing,
-            // Lines of extensions this build does not serve (`allows` refused them above
-            // unless negotiated, and `SERVED` keeps them from being negotiated): unknown, as
-            // on a classic server.
-            Ok(_) | Err(RequestError::UnknownCommand) => return Step::Reply(Reply::BadRqstHdr),
+            Ok(Request::Login { name, password }) => Step::AccountLogin { name, password },
+            Ok(Request::Register(password)) => Step::Register(password),
+            Ok(Request::ChangePassword { old, new }) => Step::ChangePassword { old, new },
+            Ok(Request::Unregister(password)) => Step::Unregister(password),
+            Err(RequestError::UnknownCommand) => return Step::Reply(Reply::BadRqstHdr),
             Err(_) => return Step::Reply(Reply::BadRqstBody),
         };
         self.last_activity = now;
@@ -263,6 +282,15 @@ impl Session {
             // The connection stays open: the client may try another name.
             Err(LoginError::InUse) => LoginStep {
                 reply: Reply::InUse,
+                close: false,
+            },
+            // A classic client cannot tell a registered name from a taken one, and needs not.
+            Err(LoginError::Registered) => LoginStep {
+                reply: if self.has(Extension::Accounts) {
+                    Reply::NameRegistered
+                } else {
+                    Reply::InUse
+                },
                 close: false,
             },
             Err(LoginError::Unavailable) => LoginStep {
@@ -441,6 +469,76 @@ mod tests {
         assert_eq!(
             s.handle_line(b"EXT keepalive", now),
             Step::Reply(Reply::BadRqstHdr)
+        );
+    }
+
+    #[test]
+    fn accounts_lines_become_steps_where_negotiated() {
+        let now = Instant::now();
+        let mut s = extended(now, ExtensionSet::all());
+        assert_eq!(
+            s.handle_line(b"EXT accounts", now),
+            Step::Reply(Reply::ExtOk(vec!["accounts"]))
+        );
+        let Step::AccountLogin { name: n, password } =
+            s.handle_line(b"LOGIN alice correct-horse", now)
+        else {
+            panic!("LOGIN is a step before login");
+        };
+        assert_eq!((n, password.expose()), (name("alice"), "correct-horse"));
+        assert_eq!(
+            s.handle_line(b"LOGIN alice short", now),
+            Step::Reply(Reply::BadRqstBody)
+        );
+        assert_eq!(
+            s.handle_line(b"REGISTER correct-horse", now),
+            Step::Reply(Reply::BadRqstHdr),
+            "only once logged in"
+        );
+        // A registered name: NAME-REGISTERED here, where the client can act on it.
+        let step = s.handle_login(name("alice"), Err(LoginError::Registered));
+        assert_eq!(step.reply, Reply::NameRegistered);
+        assert_eq!(s.name(), None);
+        s.handle_login(name("alice"), Ok(()));
+        assert!(matches!(
+            s.handle_line(b"REGISTER correct-horse", now),
+            Step::Register(p) if p.expose() == "correct-horse"
+        ));
+        assert!(matches!(
+            s.handle_line(b"PASSWORD correct-horse battery-staple", now),
+            Step::ChangePassword { old, new }
+                if old.expose() == "correct-horse" && new.expose() == "battery-staple"
+        ));
+        assert!(matches!(
+            s.handle_line(b"UNREGISTER correct-horse", now),
+            Step::Unregister(_)
+        ));
+        assert_eq!(
+            s.handle_line(b"LOGIN alice correct-horse", now),
+            Step::Reply(Reply::BadRqstHdr),
+            "not after login"
+        );
+    }
+
+    #[test]
+    fn a_registered_name_is_simply_in_use_to_a_classic_client() {
+        let now = Instant::now();
+        let mut s = extended(now, ExtensionSet::all());
+        let step = s.handle_login(name("alice"), Err(LoginError::Registered));
+        assert_eq!(
+            step,
+            LoginStep {
+                reply: Reply::InUse,
+                close: false
+            }
+        );
+        // Negotiated without accounts: the same.
+        let mut s = extended(now, ExtensionSet::all());
+        s.handle_line(b"EXT keepalive", now);
+        assert_eq!(
+            s.handle_login(name("alice"), Err(LoginError::Registered))
+                .reply,
+            Reply::InUse
         );
     }
 

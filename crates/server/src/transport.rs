@@ -92,6 +92,11 @@ impl Transport {
 
     /// Whether encrypted bytes wait for the socket (TLS records it refused earlier). Always
     /// `false` for plain TCP, whose bytes wait in the outbox's batch instead.
+    /// Whether this is a TLS connection (passwords are accepted on it from anywhere).
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+
     pub(crate) fn wants_write(&self) -> bool {
         match self {
             Self::Plain { .. } => false,

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 
 use crate::{free_port, require, Process, PATIENCE};
 
-/// A `redis-server` on a free loopback port: no persistence, so a restart comes back empty.
+/// A `redis-server` on a free loopback port: no persistence, so a restart comes back empty
+/// ([`Redis::start_persistent`]: AOF on, so a restart keeps everything).
 pub struct Redis {
     pub port: u16,
     process: Option<Process>,
     dir: PathBuf,
     /// More `redis-server` arguments (TLS, users), given again on every restart.
     extra: Vec<String>,
+    persistent: bool,
 }
 
 /// One RESP reply, as far as the tests need to read them.
@@ -30,20 +32,33 @@ enum Reply {
 
 impl Redis {
     pub fn start() -> Self {
-        Self::start_with(&[])
+        Self::start_inner(false, &[])
+    }
+
+    /// With AOF on and every write synced (`appendfsync always`): even a kill -9 loses
+    /// nothing, which is what the accounts require of a cluster's Redis.
+    pub fn start_persistent() -> Self {
+        Self::start_inner(true, &[])
     }
 
     /// [`Redis::start`] with more `redis-server` arguments. The plain port stays open for
     /// the helpers below (as the `default` user, no password).
     pub fn start_with(extra: &[String]) -> Self {
+        Self::start_inner(false, extra)
+    }
+
+    fn start_inner(persistent: bool, extra: &[String]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("tcpchat-redis-{}-{port}", std::process::id()));
+        // A previous run's files must not leak into this one.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("redis work dir");
         let mut r = Self {
             port,
             process: None,
             dir,
             extra: extra.to_vec(),
+            persistent,
         };
         r.restart();
         r
@@ -87,11 +102,16 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts (again) on the same port, empty.
+    /// Starts (again) on the same port: empty, or, when persistent, with what it had.
     pub fn restart(&mut self) {
         self.stop();
         let bin = require("redis-server", "redis-server");
         let mut cmd = Command::new(bin);
+        let aof: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         cmd.args([
             "--port",
             &self.port.to_string(),
@@ -99,10 +119,9 @@ impl Redis {
             "127.0.0.1",
             "--save",
             "",
-            "--appendonly",
-            "no",
-            "--dir",
         ])
+        .args(aof)
+        .arg("--dir")
         .arg(&self.dir)
         .args(&self.extra);
         let p = Process::spawn("redis-server", cmd);

@@ -4,6 +4,7 @@
 //! who else is online, and leaves nothing open when it ends. The table in [`CASES`] is the
 //! order they run in; `docs/check.md` explains each one.
 
+mod accounts;
 mod commands;
 mod ext_keepalive;
 mod ext_negotiation;
@@ -303,6 +304,37 @@ pub static CASES: &[Case] = &[
          `ONLINE` lines and then `ONLINE-DONE`; then `ONLINE <name>` for each login and \
          `OFFLINE <name>` for each departure, classic users included, in the queue messages \
          take: a user's `ONLINE` comes before its first `DELIVERY`."
+    ),
+    case!(
+        "accounts-register",
+        accounts::register,
+        "accounts: REGISTER a fresh name, LOGIN again with the password (closing the first session), UNREGISTER",
+        "With `accounts`, a logged-in user registers the name with `REGISTER <password>` \
+         (`REGISTER-OK`; again: `NAME-REGISTERED`). `LOGIN <name> <password>` logs in to it, \
+         closing an earlier session of the name. `UNREGISTER <password>` deletes it \
+         (`UNREGISTER-OK`; again: `NO-ACCOUNT`)."
+    ),
+    case!(
+        "accounts-wrong-password",
+        accounts::wrong_password,
+        "accounts: LOGIN with a wrong password gets BAD-PASSWORD, the right one HELLO",
+        "`LOGIN` with a wrong password is `BAD-PASSWORD` and logs nobody in; the connection \
+         stays open and may try again."
+    ),
+    case!(
+        "accounts-registered-name",
+        accounts::registered_name,
+        "accounts: a registered name gets IN-USE to a classic HELLO-FROM, NAME-REGISTERED to an accounts one",
+        "A registered name is only used with its password: `HELLO-FROM` it is `IN-USE` on a \
+         classic connection and `NAME-REGISTERED` on an accounts connection, even while \
+         nobody is logged in as it."
+    ),
+    case!(
+        "accounts-throttle",
+        accounts::throttle,
+        "accounts: wrong passwords for one name are THROTTLED after a few",
+        "Login attempts are throttled per name and per address: past the budget an attempt \
+         gets `THROTTLED <seconds>` (at least 1) without being checked."
     ),
     case!(
         "many-clients",

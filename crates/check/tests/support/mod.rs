@@ -107,6 +107,16 @@ pub enum Defect {
     Latin1Messages,
     /// Serves at most 40 clients, whatever it is told.
     ClientLimit40,
+    /// Accounts: `LOGIN` while the name is online gets `IN-USE` instead of taking it over.
+    NoTakeover,
+    /// Accounts: `LOGIN` takes any password.
+    AcceptsAnyPassword,
+    /// Accounts: a registered name that nobody holds is free to a classic `HELLO-FROM`.
+    RegisteredNameFreeForClassic,
+    /// Accounts: a registered name is `IN-USE`, not `NAME-REGISTERED`, to an accounts client.
+    InUseForAccounts,
+    /// Accounts: wrong passwords are never throttled.
+    NeverThrottles,
 }
 
 /// The hard limit of [`Defect::ClientLimit40`].
@@ -117,7 +127,13 @@ const MAX_LINE_BYTES: usize = 4096;
 /// Lines queued for a connection before it counts as stuck.
 const OUTBOX_LINES: usize = 256;
 
+/// Wrong passwords one name may get before `THROTTLED` (the protocol's default burst; the
+/// reference server never refills it).
+const WRONG_PASSWORDS: u32 = 5;
+
 struct Peer {
+    /// Which connection holds the name, so a session taken over frees nothing when it ends.
+    id: u64,
     tx: mpsc::Sender<Vec<u8>>,
     /// Negotiated `presence`: told of every login and departure.
     presence: bool,
@@ -129,6 +145,9 @@ struct Shared {
     defect: Defect,
     users: Mutex<HashMap<String, Peer>>,
     slots: Arc<Semaphore>,
+    /// The `accounts` extension: name → (password, wrong passwords so far).
+    accounts: Mutex<HashMap<String, (String, u32)>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 /// A running reference server; stops when dropped.
@@ -154,6 +173,8 @@ pub async fn start(defect: Defect, capacity: usize) -> Server {
     let shared = Arc::new(Shared {
         defect,
         users: Mutex::new(HashMap::new()),
+        accounts: Mutex::new(HashMap::new()),
+        next_id: std::sync::atomic::AtomicU64::new(0),
         slots: Arc::new(Semaphore::new(if defect == Defect::ClientLimit40 {
             capacity.min(DEFECT_CLIENT_LIMIT)
         } else {
@@ -231,6 +252,10 @@ async fn serve(stream: TcpStream, shared: &Shared) {
 
     let mut conn = Conn {
         shared,
+        id: shared
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        accounts: None,
         name: None,
         tx: tx.clone(),
         utx: utx.clone(),
@@ -325,8 +350,9 @@ async fn serve(stream: TcpStream, shared: &Shared) {
             (shared.defect, ending),
             (Defect::KeepsNameAfterEof, Ending::Eof) | (Defect::KeepsNameAfterReset, Ending::Reset)
         );
-        if !keep {
-            let mut users = lock(&shared.users);
+        let mut users = lock(&shared.users);
+        // A session taken over (accounts) no longer holds its name.
+        if !keep && users.get(&name).is_some_and(|p| p.id == conn.id) {
             users.remove(&name);
             announce(&users, &name, false);
         }
@@ -365,6 +391,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 struct Conn<'a> {
     shared: &'a Shared,
+    id: u64,
+    /// `None` until `EXT`; then whether `accounts` was negotiated.
+    accounts: Option<bool>,
     name: Option<String>,
     tx: mpsc::Sender<Vec<u8>>,
     utx: mpsc::UnboundedSender<Vec<u8>>,
@@ -423,24 +452,20 @@ impl Conn<'_> {
                 return open;
             }
         }
+        // Understood here: the classic commands, and the accounts commands where negotiated.
+        // `EXT` and keepalive were handled just above where served; any other extension line
+        // (on the classic reference server: all of them) is an unknown command.
+        let negotiated = self.accounts == Some(true);
+        let known = |c: Command| match c {
+            Command::HelloFrom | Command::List | Command::Send => true,
+            Command::Login | Command::Register | Command::Password | Command::Unregister => {
+                negotiated
+            }
+            Command::Ext | Command::Ping | Command::Pong => false,
+        };
         let parsed = match Request::parse(line) {
-            // A classic server: every extension line is an unknown command.
-            Ok(r)
-                if !matches!(
-                    r.command(),
-                    Command::HelloFrom | Command::List | Command::Send
-                ) =>
-            {
-                Err(RequestError::UnknownCommand)
-            }
-            Err(e)
-                if !matches!(
-                    e.command(),
-                    None | Some(Command::HelloFrom | Command::List | Command::Send)
-                ) =>
-            {
-                Err(RequestError::UnknownCommand)
-            }
+            Ok(r) if !known(r.command()) => Err(RequestError::UnknownCommand),
+            Err(e) if !e.command().is_none_or(known) => Err(RequestError::UnknownCommand),
             other => other,
         };
         let Some(me) = self.name.clone() else {
@@ -448,6 +473,43 @@ impl Conn<'_> {
         };
         match parsed {
             Ok(Request::List) => self.list(&me),
+            Ok(Request::Register(pw)) => {
+                let mut accounts = lock(&self.shared.accounts);
+                let reply = if accounts.contains_key(&me) {
+                    Reply::NameRegistered
+                } else {
+                    accounts.insert(me.clone(), (pw.expose().to_string(), 0));
+                    Reply::RegisterOk
+                };
+                drop(accounts);
+                self.reply(&reply);
+            }
+            Ok(Request::Unregister(pw)) => {
+                let mut accounts = lock(&self.shared.accounts);
+                let reply = match accounts.get(&me) {
+                    None => Reply::NoAccount,
+                    Some((right, _)) if right != pw.expose() => Reply::BadPassword,
+                    Some(_) => {
+                        accounts.remove(&me);
+                        Reply::UnregisterOk
+                    }
+                };
+                drop(accounts);
+                self.reply(&reply);
+            }
+            Ok(Request::ChangePassword { old, new }) => {
+                let mut accounts = lock(&self.shared.accounts);
+                let reply = match accounts.get_mut(&me) {
+                    None => Reply::NoAccount,
+                    Some((right, _)) if right != old.expose() => Reply::BadPassword,
+                    Some(account) => {
+                        account.0 = new.expose().to_string();
+                        Reply::PasswordOk
+                    }
+                };
+                drop(accounts);
+                self.reply(&reply);
+            }
             Ok(Request::HelloFrom(new)) if d == Defect::SecondHelloRenames => {
                 let new = new.as_str().to_string();
                 let mut users = lock(&self.shared.users);
@@ -519,15 +581,14 @@ impl Conn<'_> {
                 self.negotiated = true;
                 let mut names: Vec<&str> = Vec::new();
                 for name in asked {
-                    let known = [Extension::Keepalive, Extension::Presence]
-                        .iter()
-                        .any(|e| e.name() == name);
+                    let known = Extension::ALL.iter().any(|e| e.name() == name);
                     if (known || d == Defect::EchoesUnknownExtensions) && !names.contains(&name) {
                         names.push(name);
                     }
                 }
                 self.keepalive = names.contains(&Extension::Keepalive.name());
                 self.presence = names.contains(&Extension::Presence.name());
+                self.accounts = Some(names.contains(&Extension::Accounts.name()));
                 self.reply(&Reply::ExtOk(names));
                 Some(true)
             }
@@ -548,7 +609,62 @@ impl Conn<'_> {
     fn before_login(&mut self, line: &[u8], parsed: Result<Request<'_>, RequestError>) -> bool {
         let d = self.shared.defect;
         match parsed {
-            Ok(Request::HelloFrom(name)) => self.login(name.as_str().to_string()),
+            Ok(Request::HelloFrom(name)) => {
+                let name = name.as_str().to_string();
+                let registered = lock(&self.shared.accounts).contains_key(&name);
+                let extended = self.accounts == Some(true);
+                match (registered, extended) {
+                    (true, true) if d == Defect::InUseForAccounts => {
+                        self.reply(&Reply::InUse);
+                        true
+                    }
+                    (true, true) => {
+                        self.reply(&Reply::NameRegistered);
+                        true
+                    }
+                    (true, false) if d != Defect::RegisteredNameFreeForClassic => {
+                        self.reply(&Reply::InUse);
+                        true
+                    }
+                    _ => self.login(name),
+                }
+            }
+            Ok(Request::Login { name, password }) => {
+                let name = name.as_str().to_string();
+                let reply = {
+                    let mut accounts = lock(&self.shared.accounts);
+                    match accounts.get_mut(&name) {
+                        None => Some(Reply::NoAccount),
+                        Some((_, wrong))
+                            if *wrong >= WRONG_PASSWORDS && d != Defect::NeverThrottles =>
+                        {
+                            Some(Reply::Throttled(30))
+                        }
+                        Some((right, wrong))
+                            if right != password.expose() && d != Defect::AcceptsAnyPassword =>
+                        {
+                            *wrong += 1;
+                            Some(Reply::BadPassword)
+                        }
+                        Some(_) => None,
+                    }
+                };
+                if let Some(reply) = reply {
+                    self.reply(&reply);
+                    return true;
+                }
+                // The right password: an earlier session of the name is closed.
+                let earlier = lock(&self.shared.users).remove(&name);
+                if let Some(earlier) = earlier {
+                    if d == Defect::NoTakeover {
+                        lock(&self.shared.users).insert(name, earlier);
+                        self.reply(&Reply::InUse);
+                        return true;
+                    }
+                    earlier.kill.cancel();
+                }
+                self.login(name)
+            }
             Err(RequestError::BadName(e))
                 if matches!(
                     (d, &e),
@@ -595,6 +711,7 @@ impl Conn<'_> {
         users.insert(
             name.clone(),
             Peer {
+                id: self.id,
                 tx: self.tx.clone(),
                 presence: self.presence,
                 unbounded: (self.shared.defect == Defect::UnboundedQueue).then(|| self.utx.clone()),

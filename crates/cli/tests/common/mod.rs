@@ -32,13 +32,16 @@ pub fn tcpchat() -> Command {
     cmd
 }
 
-/// Removes the settings a caller's environment could leak into a child.
+/// Removes the settings a caller's environment could leak into a child, and points its
+/// account database at this test binary's own directory under `target/`, never the user's
+/// `~/.local/share/tcpchat`.
 pub fn scrub(cmd: &mut Command) {
     for (key, _) in std::env::vars() {
         if key.starts_with("TCPCHAT_") || key == "RUST_LOG" {
             cmd.env_remove(key);
         }
     }
+    cmd.env("TCPCHAT_DATA_DIR", test_data_dir());
 }
 
 /// Lines of a child's stream, read on a thread.
@@ -298,4 +301,9 @@ impl Drop for PlainClient {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A data directory for this test process: under cargo's per-target temp dir.
+pub fn test_data_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("data-{}", std::process::id()))
 }

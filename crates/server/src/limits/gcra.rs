@@ -6,6 +6,7 @@
 //! the bound "never more than `burst + per_second × t` events in any window of length `t`"
 //! follows directly (`tests` in `command.rs` check it with proptest).
 
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use super::Rate;
@@ -23,9 +24,14 @@ pub(super) struct Gcra {
 impl Gcra {
     /// A full bucket.
     pub(super) fn new(rate: Rate, now: Instant) -> Self {
-        let interval = rate.interval();
-        // interval ≤ 1 s and burst < 2³², so this is under 137 years: no overflow.
-        let tolerance = interval.saturating_mul(rate.burst.get() - 1);
+        Self::with_interval(rate.burst, rate.interval(), now)
+    }
+
+    /// A full bucket of `burst` tokens, one coming back every `interval` (for rates slower
+    /// than one a second, such as password attempts).
+    pub(super) fn with_interval(burst: NonZeroU32, interval: Duration, now: Instant) -> Self {
+        // Saturating: a silly interval gives a bucket that never refills, not a panic.
+        let tolerance = interval.saturating_mul(burst.get() - 1);
         Self {
             interval,
             tolerance,

@@ -1,6 +1,6 @@
 //! Abuse limits, as pure logic: what to admit, delay, refuse or displace, given the time.
 //!
-//! Four pieces, each fed `now` by its caller and never reading a clock, spawning a task or
+//! Five pieces, each fed `now` by its caller and never reading a clock, spawning a task or
 //! touching a socket, so every rule is tested here with a fake clock (the same split as
 //! [`crate::session`]; Ergo's `irc/fakelag.go` injects its clock for the same reason):
 //!
@@ -15,6 +15,8 @@
 //!   connection displaces the oldest waiting one, so junk connections from many addresses
 //!   cannot keep a real user, who logs in promptly, out.
 //! - [`RefusalLog`]: "log this once per key per minute", with bounded memory.
+//! - [`LoginThrottle`]: password attempts per address and wrong passwords per name
+//!   (accounts); the same token bucket, at rates of one per several seconds.
 //!
 //! [`Limits`] gathers the settings with their defaults; `docs/security.md` gives the reasoning
 //! behind every number, next to what ngircd, InspIRCd and Ergo use.
@@ -27,6 +29,7 @@ mod address;
 mod command;
 mod gcra;
 mod log_once;
+mod login;
 mod prelogin;
 
 use std::net::IpAddr;
@@ -40,6 +43,10 @@ pub use address::{
 pub use command::{Admit, TokenBucket};
 pub use ipnet::IpNet;
 pub use log_once::RefusalLog;
+pub use login::{
+    throttled_seconds, LoginRate, LoginThrottle, DEFAULT_LOGIN_BURST, DEFAULT_LOGIN_EVERY,
+    DEFAULT_LOGIN_NAME_BURST, DEFAULT_LOGIN_NAME_EVERY,
+};
 pub use prelogin::PreLoginCap;
 
 /// Connections open at once from one address (an IPv4 address or an IPv6 /64): a tenth of the
