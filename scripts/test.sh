@@ -53,6 +53,7 @@ needed=(
   "haproxy:haproxy:tcpchat-redis::cluster (three nodes behind HAProxy)"
   "ip:iproute2:tcpchat::dead_peer (sets up the link the peer vanishes from)"
   "unshare:util-linux:tcpchat::dead_peer (creates its user + network namespaces)"
+  "python3:python3:tcpchat-check-client::broken_clients (the correct and the broken Python clients)"
 )
 missing_programs() {
   for entry in "${needed[@]}"; do
@@ -134,5 +135,8 @@ done
 "$tcpchat" check "$addr" --capacity 200
 kill -TERM $server
 wait $server
+
+echo "== tcpchat check-client against our own client (the real binary)"
+"$tcpchat" check-client -- "$tcpchat" connect --plain '{host}:{port}'
 [ "$status" = 0 ] || echo "error: some tests failed (above)" >&2
 exit "$status"
