@@ -189,6 +189,13 @@ settings! {
     #[arg(long, env = "TCPCHAT_EXEMPT", value_name = "CIDR,...")]
     exempt: Networks = |c| Networks(c.limits.exempt.clone());
 
+    /// Practice mode for a class: plain connections get their lines cut at random points,
+    /// replies coalesced and short random pauses, as a real network can deliver them, so a
+    /// client's framing bugs show on a student's own machine; reproducible from SEED (any
+    /// number); "off" writes normally (docs/teaching.md)
+    #[arg(long, env = "TCPCHAT_PRACTICE", value_name = "SEED")]
+    practice: SeedOrOff = |_c| "off";
+
     /// Cluster mode: share names and messages with every node using this Redis, e.g.
     /// redis://10.0.0.5:6379 or redis://127.0.0.1:6379/2 (see docs/cluster.md)
     #[arg(long, env = "TCPCHAT_CLUSTER", value_name = "URL")]
@@ -342,6 +349,34 @@ impl fmt::Display for Switch {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(try_from = "NumberOrText")]
 struct CountOrOff(Option<NonZeroU32>);
+
+/// Practice mode's seed, or "off" (`None`). In the file, a number or a string.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "NumberOrText")]
+struct SeedOrOff(Option<u64>);
+
+impl TryFrom<NumberOrText> for SeedOrOff {
+    type Error = String;
+    fn try_from(v: NumberOrText) -> Result<Self, String> {
+        match v {
+            NumberOrText::Number(n) => Ok(Self(Some(n))),
+            NumberOrText::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl FromStr for SeedOrOff {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let v = s.trim();
+        if v.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        v.parse::<u64>()
+            .map(|n| Self(Some(n)))
+            .map_err(|_| format!("invalid seed {s:?}: give a whole number, e.g. 42 (or off)"))
+    }
+}
 
 /// What a file may hold for a count: `1000` or `"off"`.
 #[derive(Deserialize)]
@@ -553,6 +588,10 @@ impl ServeArgs {
                 .shutdown_grace
                 .map_or(defaults.shutdown_grace, |v| v.0.unwrap_or_default()),
             limits: resolve_limits(&s),
+            practice: s
+                .practice
+                .and_then(|p| p.0)
+                .map(|seed| tcpchat_server::Practice { seed }),
         };
         config.validate().map_err(|e| usage(e.to_string()))?;
 
@@ -647,6 +686,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         )),
         None => None,
     };
+    if let Some(practice) = config.practice {
+        info!(
+            seed = practice.seed,
+            "practice mode: lines are cut at random points and replies coalesced, as a real network may deliver them"
+        );
+    }
     raise_fd_limit(config.max_clients);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -920,6 +965,7 @@ mod tests {
             ("flood_timeout", format!("{}s", n + 9)),
             ("max_prelogin", n.to_string()),
             ("exempt", format!("10.0.{n}.0/24,2001:db8::{n}")),
+            ("practice", (n + 10).to_string()),
         ];
         let flags = values
             .iter()
@@ -946,6 +992,9 @@ mod tests {
             outbox_limit_bytes: 1000 + n as usize,
             shutdown_grace: Duration::from_millis(u64::from(n)),
             limits: limits_from(n),
+            practice: Some(tcpchat_server::Practice {
+                seed: u64::from(n + 10),
+            }),
         };
         (flags, file, Some(listen.parse().expect("addr")), config)
     }
@@ -1006,7 +1055,7 @@ mod tests {
         }
         assert_eq!(
             argv.len(),
-            2 * 19,
+            2 * 20,
             "every setting shows its default: {argv:?}"
         );
         assert_eq!(

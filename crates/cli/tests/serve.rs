@@ -319,6 +319,7 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         ("flood_timeout", format!("{}s", n + 9)),
         ("max_prelogin", n.to_string()),
         ("exempt", format!("10.0.{n}.0/24,2001:db8::{n}")),
+        ("practice", (n + 10).to_string()),
     ];
     let secs = |s: u32| Duration::from_secs(u64::from(s));
     let config = Config {
@@ -334,6 +335,9 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         outbox_limit_bytes: 1000 + n as usize,
         shutdown_grace: Duration::from_millis(u64::from(n)),
         limits: limits_from(n),
+        practice: Some(tcpchat_server::Practice {
+            seed: u64::from(n + 10),
+        }),
     };
     (values, config)
 }

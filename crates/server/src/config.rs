@@ -49,6 +49,18 @@ pub struct Config {
     /// cap and exempt networks (`docs/security.md`). On by default; [`Limits::off`] for load
     /// tests.
     pub limits: Limits,
+    /// Practice mode (`practice`): plain connections are written the way a real network
+    /// may deliver, lines cut at random points and replies coalesced, reproducibly from the
+    /// seed. `None` (the default): every write goes out as it is.
+    pub practice: Option<Practice>,
+}
+
+/// Practice mode's settings: see `docs/teaching.md` and `transport`'s module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Practice {
+    /// Where the random cuts and pauses come from: the same seed, the same cuts for the
+    /// same connections in the same order.
+    pub seed: u64,
 }
 
 /// TCP keepalive settings (`SO_KEEPALIVE`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`),
@@ -92,6 +104,7 @@ impl Default for Config {
             outbox_limit_bytes: 256 * 1024,
             shutdown_grace: Duration::from_secs(5),
             limits: Limits::default(),
+            practice: None,
         }
     }
 }
