@@ -32,8 +32,13 @@ const BUSY_RETRY_INTERVAL: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Done {
     Passed,
+    /// Passed, and found something worth reporting (a bound the protocol leaves open).
+    Found(String),
     /// The case could not run; the reason says what it needs.
     Skipped(String),
+    /// Neither a pass nor a failure: the probe reached its own limit before the server
+    /// showed its behaviour; the reason says how far it went and how to push further.
+    Inconclusive(String),
 }
 
 pub(crate) type CaseResult = Result<Done, Failure>;
@@ -116,9 +121,10 @@ pub static CASES: &[Case] = &[
     case!(
         "name-too-long",
         login::name_too_long,
-        "a 256-byte name gets BAD-RQST-BODY",
-        "Names have a bounded length (32 bytes on tcpchat's own server; any sane bound is \
-         below 256). An invalid name gets `BAD-RQST-BODY`."
+        "the longest name the server accepts is found; a name as long as a whole line fails",
+        "Names have a bounded length; the bound is the server's to choose (32 bytes on \
+         tcpchat's own server). A server that accepts a name as long as a whole line (4096 \
+         bytes) has none."
     ),
     case!(
         "name-not-utf8",
@@ -309,6 +315,8 @@ pub(crate) struct Ctx {
     pub(crate) timeout: Duration,
     /// The server's client limit, if the user told us.
     pub(crate) capacity: Option<usize>,
+    /// How many bytes `slow-reader` pushes at a reader that reads nothing.
+    pub(crate) flood_limit: usize,
     /// A short random tag for this run; every name this run uses starts with it.
     run_tag: String,
     /// Names handed out so far, across cases.
@@ -325,6 +333,7 @@ impl Ctx {
             tls: None,
             timeout,
             capacity,
+            flood_limit: crate::DEFAULT_FLOOD_LIMIT_BYTES,
             run_tag: run_tag(),
             names_used: 0,
             clients_opened: 0,
