@@ -247,15 +247,46 @@ planted! {
     relays_empty_message: RelaysEmptyMessage => &["send-empty-message"];
     relays_invalid_utf8: RelaysInvalidUtf8 => &["send-not-utf8"];
     keeps_cr: KeepsCr => &["crlf"];
-    drops_rest_after_login: DropsRestAfterLogin => &["pipelining"], &["byte-by-byte"];
+    drops_rest_after_login: DropsRestAfterLogin => &["pipelining"], &["byte-by-byte", "ext-presence"];
     line_per_read: LinePerRead => &["byte-by-byte"], LINE_PER_READ_ALSO;
     sorts_burst: SortsBurst => &["message-order"];
     no_line_limit: NoLineLimit => &["overlong-line"];
-    name_kept_after_eof: KeepsNameAfterEof => &["name-freed"];
+    name_kept_after_eof: KeepsNameAfterEof => &["name-freed"], &["ext-presence"];
     name_kept_after_reset: KeepsNameAfterReset => &["name-freed-reset"];
     client_limit_40: ClientLimit40 => &["many-clients"];
     blocks_on_slow_reader: BlocksOnSlowReader => &["slow-reader"];
     no_busy: NoBusy => &["busy"];
+    echoes_unknown_extensions: EchoesUnknownExtensions => &["ext-negotiation"];
+    pong_without_token: PongWithoutToken => &["ext-keepalive"];
+    presence_list_without_self: PresenceListWithoutSelf => &["ext-presence"];
+}
+
+/// Against a classic server the extension cases are skipped, each saying why, and nothing
+/// fails. See: #13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classic_server_skips_the_extension_cases_and_fails_none() {
+    let report = check(Defect::Classic).await;
+    assert!(
+        report.success(),
+        "failed: {:?}\n{}",
+        report.failed_names(),
+        failures(&report)
+    );
+    let mut skipped = Vec::new();
+    for case in &report.cases {
+        match &case.outcome {
+            Outcome::Skip(why) => {
+                assert!(why.contains("classic only"), "{}: {why}", case.case.name);
+                skipped.push(case.case.name);
+            }
+            Outcome::Pass => {}
+            other => panic!("{}: {other:?}", case.case.name),
+        }
+    }
+    assert_eq!(
+        skipped,
+        ["ext-negotiation", "ext-keepalive", "ext-presence"]
+    );
 }
 
 /// A case that no defect can fail is a case that proves nothing: every registered case must

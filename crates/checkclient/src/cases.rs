@@ -340,7 +340,7 @@ impl Run<'_> {
         }
         let mut peer = self.accept("start and connect to the server").await?;
         let want = Request::HelloFrom(name.clone()).to_line();
-        peer.expect("log in with the name typed", &want)
+        peer.expect_login("log in with the name typed", &want)
             .await
             .map_err(|f| f.hint("the first line is `HELLO-FROM <name>` and a newline: the name exactly as typed, nothing else on the line"))?;
         Ok(peer)
@@ -487,14 +487,14 @@ async fn name_in_use(r: &mut Run<'_>) -> CaseResult {
     let mut peer = tokio::select! {
         got = peer.recv() => match got {
             Got::Line(line) if line.strip_suffix(b"\r").unwrap_or(&line) == &want[..want.len() - 1] => peer,
-            Got::Closed(_) => r.accept(step).await?.expect_line(step, &want).await?,
+            Got::Closed(_) => r.accept(step).await?.expect_login_line(step, &want).await?,
             other => return Err(Failure::new(step, shown(&want[..want.len() - 1]), other.describe(wait))
                 .hint("after IN-USE, send `HELLO-FROM <name>` again with the next name the user types")),
         },
         accepted = r.listener.accept() => match accepted {
             Ok((stream, _)) => {
                 r.transcript.log("client: (connects again)".into());
-                Peer::new(stream, wait, r.transcript.clone()).expect_line(step, &want).await?
+                Peer::new(stream, wait, r.transcript.clone()).expect_login_line(step, &want).await?
             }
             Err(e) => return Err(Failure::new(step, "a connection", format!("accept failed: {e}"))),
         },
@@ -507,9 +507,9 @@ async fn name_in_use(r: &mut Run<'_>) -> CaseResult {
 }
 
 impl Peer {
-    /// [`Peer::expect`], giving the peer back.
-    async fn expect_line(mut self, step: &str, want: &[u8]) -> Result<Peer, Failure> {
-        self.expect(step, want).await?;
+    /// [`Peer::expect_login`], giving the peer back.
+    async fn expect_login_line(mut self, step: &str, want: &[u8]) -> Result<Peer, Failure> {
+        self.expect_login(step, want).await?;
         Ok(self)
     }
 }

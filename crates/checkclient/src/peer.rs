@@ -143,6 +143,35 @@ impl Peer {
         }
     }
 
+    /// [`Peer::expect`] for the login line, answering an extension request before it the way
+    /// a classic server does: `BAD-RQST-HDR`, which tells the client to stay classic
+    /// (`docs/protocol.md`, Extensions). The scripted server is a classic one.
+    pub async fn expect_login(&mut self, step: &str, want: &[u8]) -> Result<(), Failure> {
+        let got = self.recv().await;
+        let want_line = want.strip_suffix(b"\n").unwrap_or(want);
+        let got = match &got {
+            Got::Line(line)
+                if matches!(
+                    tcpchat_proto::Request::parse(line.strip_suffix(b"\r").unwrap_or(line)),
+                    Ok(tcpchat_proto::Request::Ext(_))
+                ) =>
+            {
+                self.write(&tcpchat_proto::Reply::BadRqstHdr.to_line())
+                    .await;
+                self.recv().await
+            }
+            _ => got,
+        };
+        match &got {
+            Got::Line(line) if line.strip_suffix(b"\r").unwrap_or(line) == want_line => Ok(()),
+            _ => Err(Failure::new(
+                step,
+                shown(want_line),
+                got.describe(self.timeout),
+            )),
+        }
+    }
+
     /// Writes `bytes` in one go.
     pub async fn write(&mut self, bytes: &[u8]) {
         self.log_sent(bytes, "");

@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
+use tcpchat_proto::{Extension, ExtensionSet};
 use tcpchat_redis::{ClusterConfig, NodeId, RedisHub};
 use tcpchat_server::limits::{parse_networks, CommandRate, IpNet, Rate};
 use tcpchat_server::{Config, Keepalive, Limits, Listeners, MemoryHub};
@@ -189,6 +190,18 @@ settings! {
     #[arg(long, env = "TCPCHAT_EXEMPT", value_name = "CIDR,...")]
     exempt: Networks = |c| Networks(c.limits.exempt.clone());
 
+    /// Protocol extensions offered to clients that ask for them (docs/protocol.md), e.g.
+    /// keepalive,presence; "none" makes the server classic (EXT is then an unknown command)
+    #[arg(long, env = "TCPCHAT_EXTENSIONS", value_name = "EXT,...")]
+    extensions: Extensions = |c| Extensions(c.extensions);
+
+    /// Keepalive extension: PING a connection that negotiated it once silent this long
+    #[arg(long, env = "TCPCHAT_PING_INTERVAL", value_name = "DURATION")]
+    ping_interval: Span = |c| Span(c.ping_interval);
+
+    /// Keepalive extension: close that connection if still silent this long after the PING
+    #[arg(long, env = "TCPCHAT_PING_TIMEOUT", value_name = "DURATION")]
+    ping_timeout: Span = |c| Span(c.ping_timeout);
     /// Practice mode for a class: plain connections get their lines cut at random points,
     /// replies coalesced and short random pauses, as a real network can deliver them, so a
     /// client's framing bugs show on a student's own machine; reproducible from SEED (any
@@ -450,6 +463,46 @@ impl fmt::Display for Networks {
     }
 }
 
+/// A comma-separated list of extension names, or "none".
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct Extensions(ExtensionSet);
+
+impl FromStr for Extensions {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("none") {
+            return Ok(Self(ExtensionSet::NONE));
+        }
+        let known = || ExtensionSet::all().to_string();
+        s.split(',')
+            .map(|name| {
+                Extension::from_name(name.trim()).ok_or_else(|| {
+                    format!(
+                        "unknown extension {:?} in {s:?}: write a comma-separated list of {}, or none",
+                        name.trim(),
+                        known()
+                    )
+                })
+            })
+            .collect::<Result<ExtensionSet, String>>()
+            .map(Self)
+    }
+}
+
+impl TryFrom<String> for Extensions {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for Extensions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A rate from its settings: `switch` is the rate flag ("off" or per second), `burst` the
 /// burst flag, `base` what is in force without them (the default, or off under `--limits
 /// off`). A burst or a rate given alone turns the limit on, with the default for the other.
@@ -588,6 +641,9 @@ impl ServeArgs {
                 .shutdown_grace
                 .map_or(defaults.shutdown_grace, |v| v.0.unwrap_or_default()),
             limits: resolve_limits(&s),
+            extensions: s.extensions.map_or(defaults.extensions, |v| v.0),
+            ping_interval: s.ping_interval.map_or(defaults.ping_interval, |v| v.0),
+            ping_timeout: s.ping_timeout.map_or(defaults.ping_timeout, |v| v.0),
             practice: s
                 .practice
                 .and_then(|p| p.0)
@@ -965,6 +1021,12 @@ mod tests {
             ("flood_timeout", format!("{}s", n + 9)),
             ("max_prelogin", n.to_string()),
             ("exempt", format!("10.0.{n}.0/24,2001:db8::{n}")),
+            (
+                "extensions",
+                Extension::ALL[n as usize % 3].name().to_owned(),
+            ),
+            ("ping_interval", format!("{}s", n + 10)),
+            ("ping_timeout", format!("{}s", n + 11)),
             ("practice", (n + 10).to_string()),
         ];
         let flags = values
@@ -992,6 +1054,9 @@ mod tests {
             outbox_limit_bytes: 1000 + n as usize,
             shutdown_grace: Duration::from_millis(u64::from(n)),
             limits: limits_from(n),
+            extensions: [Extension::ALL[n as usize % 3]].into_iter().collect(),
+            ping_interval: secs(n + 10),
+            ping_timeout: secs(n + 11),
             practice: Some(tcpchat_server::Practice {
                 seed: u64::from(n + 10),
             }),
@@ -1055,7 +1120,7 @@ mod tests {
         }
         assert_eq!(
             argv.len(),
-            2 * 20,
+            2 * 23,
             "every setting shows its default: {argv:?}"
         );
         assert_eq!(
@@ -1283,5 +1348,27 @@ mod tests {
                 "{argv:?}: message {msg:?} lacks {needle:?}"
             );
         }
+    }
+
+    #[test]
+    fn extensions_setting() {
+        let s = resolve(&[]).expect("defaults resolve");
+        assert_eq!(s.config.extensions, ExtensionSet::all());
+        let s = resolve(&["--extensions", "none"]).expect("none resolves");
+        assert_eq!(s.config.extensions, ExtensionSet::NONE);
+        let s = resolve(&["--extensions", "presence, keepalive"]).expect("a list resolves");
+        assert_eq!(
+            s.config.extensions,
+            [Extension::Presence, Extension::Keepalive]
+                .into_iter()
+                .collect()
+        );
+        let err = resolve(&["--extensions", "keepalive,rooms"])
+            .expect_err("an unknown extension is refused")
+            .to_string();
+        assert!(
+            err.contains("\"rooms\"") && err.contains("keepalive,presence,accounts"),
+            "{err}"
+        );
     }
 }

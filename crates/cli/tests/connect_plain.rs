@@ -152,3 +152,88 @@ fn a_name_typed_at_the_prompt_that_cannot_be_used_asks_again() {
     assert!(status.success(), "{status}; stderr {err:#?}");
     no_protocol_lines(&out);
 }
+
+// ---- passwords (#13) ----------------------------------------------------------------------
+
+/// `tcpchat connect --plain ARGS` with descriptor 3 reading `file`, through `sh`.
+fn with_fd3(file: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("sh");
+    common::scrub(&mut cmd);
+    cmd.arg("-c")
+        .arg(r#"exec "$0" connect --plain --password-fd 3 "$@" 3<"$PWFILE""#)
+        .arg(env!("CARGO_BIN_EXE_tcpchat"))
+        .args(args)
+        .env("PWFILE", file);
+    cmd
+}
+
+#[test]
+fn a_password_against_the_rules_is_a_usage_error_before_connecting() {
+    // The environment variable.
+    let out = tcpchat()
+        .args(["connect", "--plain", "--name", "dora", "127.0.0.1:1"])
+        .env("TCPCHAT_PASSWORD", "short")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tcpchat connect");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 8 bytes"), "{err}");
+    assert!(!err.contains("short"), "the password was echoed: {err}");
+    // The descriptor: its first line is the password.
+    let dir = std::env::temp_dir().join(format!("tcpchat-pwfd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("pw");
+    std::fs::write(&file, "has space in it\n").expect("write the password file");
+    let out = with_fd3(&file, &["--name", "dora", "127.0.0.1:1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tcpchat connect");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no spaces"), "{err}");
+}
+
+#[test]
+fn a_password_from_a_descriptor_logs_in_and_is_never_shown() {
+    // Against a server without accounts the client logs in without it (and says so); against
+    // one with accounts and no such account, NO-ACCOUNT does the same. Either way: logged in,
+    // and the password appears nowhere.
+    let server = Server::start("127.0.0.1:0", &[]);
+    let addr = server.addr.to_string();
+    let dir = std::env::temp_dir().join(format!("tcpchat-pwfd2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("pw");
+    std::fs::write(&file, "correct-horse-77\n").expect("write the password file");
+    let mut dora = PlainClient::spawn(with_fd3(&file, &["--name", "dora", &addr]));
+    dora.expect(&format!("logged in to {addr} as dora"));
+    dora.type_line("/quit");
+    let (status, out, err) = dora.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success(), "{status}; stderr {err:#?}");
+    assert!(
+        !out.iter().chain(&err).any(|l| l.contains("correct-horse")),
+        "the password was shown: {out:#?} {err:#?}"
+    );
+    no_protocol_lines(&out);
+}
+
+#[test]
+fn login_in_plain_mode_without_a_password_is_a_usage_error() {
+    let out = tcpchat()
+        .args([
+            "connect",
+            "--plain",
+            "--login",
+            "--name",
+            "dora",
+            "127.0.0.1:1",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tcpchat connect");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--password-fd N"), "{err}");
+}

@@ -1,7 +1,7 @@
 //! The full-screen client in a real terminal: tmux runs `tcpchat connect`, `send-keys`
 //! types, `capture-pane` reads the screen. Two people chat, the server goes away and comes
-//! back, a message arriving elsewhere is named at once, and no protocol line ever appears
-//! on screen.
+//! back, a message arriving elsewhere is named at once, a registered name logs in with a
+//! masked password, and no protocol line ever appears on screen.
 //!
 //! Needs tmux (`scripts/test.sh` installs it); without it the tests fail and say so.
 
@@ -272,4 +272,108 @@ fn a_message_in_another_conversation_is_named_at_once() {
     tmux.wait_for("alice", "carol's conversation, notice gone", |s| {
         s.contains("<carol> lunch at noon?") && !s.contains("carol: lunch") && s.contains("[carol]")
     });
+}
+
+/// A scripted extended server on one connection, for the UI's side of #13 before `tcpchat
+/// serve` offers the extensions: each step waits for the line the client must send, then
+/// writes the answer. Ends with the first line that differs, reporting it.
+fn scripted_peer(
+    listener: std::net::TcpListener,
+    steps: Vec<(&'static str, &'static str)>,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    use std::io::{BufRead, BufReader, Write};
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .map_err(|e| e.to_string())?;
+        let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+        let mut reader = BufReader::new(stream);
+        for (want, answer) in steps {
+            let mut line = String::new();
+            reader.read_line(&mut line).map_err(|e| e.to_string())?;
+            // The client's keepalive on a slow machine: answered, not part of the script.
+            while let Some(token) = line.trim_end().strip_prefix("PING ") {
+                writeln!(writer, "PONG {token}").map_err(|e| e.to_string())?;
+                line.clear();
+                reader.read_line(&mut line).map_err(|e| e.to_string())?;
+            }
+            if line.trim_end() != want {
+                return Err(format!("expected {want:?}, the client sent {line:?}"));
+            }
+            writer
+                .write_all(answer.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        // Hold the connection until the client leaves.
+        let mut rest = String::new();
+        while reader.read_line(&mut rest).is_ok_and(|n| n > 0) {
+            rest.clear();
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn a_registered_name_logs_in_with_a_masked_password_and_changes_it() {
+    // See: #13
+    require_tmux();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    let peer = scripted_peer(
+        listener,
+        vec![
+            (
+                "EXT keepalive,presence,accounts",
+                "EXT-OK keepalive,presence,accounts\n",
+            ),
+            ("HELLO-FROM alice", "NAME-REGISTERED\n"),
+            (
+                "LOGIN alice correct-horse",
+                "HELLO alice\nONLINE alice,bob\nONLINE-DONE\n",
+            ),
+            (
+                "PASSWORD correct-horse better-horse",
+                "PASSWORD-OK\nOFFLINE bob\n",
+            ),
+        ],
+    );
+    let tmux = Tmux::new("password");
+    tmux.start_client("alice", &format!("--name alice {addr}"));
+    tmux.wait_for("alice", "password prompt", |s| {
+        s.contains("password for alice:")
+    });
+    tmux.keys("alice", &["-l", "correct-horse"]);
+    let screen = tmux.wait_for("alice", "masked input", |s| {
+        s.contains("password for alice: *************")
+    });
+    assert!(!screen.contains("correct-horse"), "{screen}");
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_for("alice", "login and presence", |s| {
+        s.contains("│ alice │ online") && s.contains("online (2)") && s.contains("│ bob")
+    });
+    tmux.type_line("alice", "/password");
+    tmux.wait_for("alice", "current password prompt", |s| {
+        s.contains("current password:")
+    });
+    tmux.type_line("alice", "correct-horse");
+    tmux.wait_for("alice", "new password prompt", |s| {
+        s.contains("new password:")
+    });
+    tmux.type_line("alice", "better-horse");
+    tmux.wait_for("alice", "again prompt", |s| {
+        s.contains("new password again:")
+    });
+    tmux.type_line("alice", "better-horse");
+    let screen = tmux.wait_for("alice", "changed, and bob gone", |s| {
+        s.contains("your password is changed") && s.contains("online (1)")
+    });
+    assert!(
+        !screen.contains("correct-horse") && !screen.contains("better-horse"),
+        "{screen}"
+    );
+    tmux.type_line("alice", "/quit");
+    tmux.wait_for("alice", "exit", |s| s.contains("[exited 0]"));
+    let result = peer.join().expect("the peer thread");
+    assert_eq!(result, Ok(()));
 }

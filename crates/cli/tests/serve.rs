@@ -319,6 +319,9 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         ("flood_timeout", format!("{}s", n + 9)),
         ("max_prelogin", n.to_string()),
         ("exempt", format!("10.0.{n}.0/24,2001:db8::{n}")),
+        ("extensions", one_extension(n).name().to_string()),
+        ("ping_interval", format!("{}s", n + 10)),
+        ("ping_timeout", format!("{}s", n + 11)),
         ("practice", (n + 10).to_string()),
     ];
     let secs = |s: u32| Duration::from_secs(u64::from(s));
@@ -335,11 +338,20 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         outbox_limit_bytes: 1000 + n as usize,
         shutdown_grace: Duration::from_millis(u64::from(n)),
         limits: limits_from(n),
+        extensions: [one_extension(n)].into_iter().collect(),
+        ping_interval: secs(n + 10),
+        ping_timeout: secs(n + 11),
         practice: Some(tcpchat_server::Practice {
             seed: u64::from(n + 10),
         }),
     };
     (values, config)
+}
+
+/// The extension `layer(n)` offers: a different one per layer.
+fn one_extension(n: u32) -> tcpchat_proto::Extension {
+    let all = tcpchat_proto::Extension::ALL;
+    all[n as usize % all.len()]
 }
 
 /// The limits `layer(n)` sets.

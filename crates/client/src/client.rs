@@ -8,8 +8,9 @@
 
 use std::time::Instant;
 
-use tcpchat_proto::Username;
+use tcpchat_proto::{Extension, ExtensionSet, Username};
 
+use crate::account::{AccountOp, AccountReply, PasswordPrompt, Secret};
 use crate::command::{self, UserCommand};
 use crate::conversations::{Buffer, Conversations, Target};
 use crate::session::{one_line, Config, Delivery, Effect, Event, Phase, Session};
@@ -19,6 +20,19 @@ use crate::session::{one_line, Config, Delivery, Effect, Event, Phase, Session};
 pub struct Client {
     session: Session,
     chats: Conversations,
+    /// `/register`, `/password` or `/unregister` collecting its passwords.
+    account: Option<AccountPrompt>,
+    /// What the status buffer last said about the server's extensions.
+    told_extensions: Option<ExtensionSet>,
+}
+
+/// An account command asking for its passwords, one prompt at a time.
+#[derive(Debug)]
+struct AccountPrompt {
+    op: AccountOp,
+    step: PasswordPrompt,
+    current: Option<Secret>,
+    new: Option<Secret>,
 }
 
 impl Client {
@@ -27,6 +41,8 @@ impl Client {
         Self {
             session: Session::new(config),
             chats: Conversations::new(),
+            account: None,
+            told_extensions: None,
         }
     }
 
@@ -90,6 +106,10 @@ impl Client {
         if *self.session.phase() == Phase::Done || self.session.is_quitting() {
             return Vec::new();
         }
+        if self.password_prompt().is_some() {
+            let typed = line.trim_end_matches(['\r', '\n']);
+            return self.password_typed(typed, now);
+        }
         let parsed = command::parse(line);
         let mut effects = Vec::new();
         if let Phase::NeedName(_) = self.session.phase() {
@@ -124,8 +144,45 @@ impl Client {
             Ok(UserCommand::Who) => effects = self.session.who(now),
             Ok(UserCommand::Quit) => effects = self.session.handle_quit(),
             Ok(UserCommand::Help) => effects.push(Effect::Show(Event::Help)),
+            Ok(UserCommand::Register) => effects = self.begin_account(AccountOp::Register),
+            Ok(UserCommand::ChangePassword) => {
+                effects = self.begin_account(AccountOp::ChangePassword);
+            }
+            Ok(UserCommand::Unregister) => effects = self.begin_account(AccountOp::Unregister),
             Err(err) => effects.push(Effect::Show(Event::Notice(err.to_string()))),
         }
+        self.absorb(effects, now)
+    }
+
+    /// What the next input line is asked for, when it is a password: the UI masks it and
+    /// keeps it out of the history. `None` for ordinary input.
+    pub fn password_prompt(&self) -> Option<PasswordPrompt> {
+        if let Phase::NeedPassword(name) = self.session.phase() {
+            return Some(PasswordPrompt::Login(name.clone()));
+        }
+        self.account.as_ref().map(|a| a.step.clone())
+    }
+
+    /// A password for the open prompt from somewhere other than the keyboard (the plain
+    /// mode's `--password-fd` or `TCPCHAT_PASSWORD`).
+    pub fn supply_password(&mut self, secret: Secret, now: Instant) -> Vec<Effect> {
+        let effects = if self.account.is_some() {
+            self.account_step(secret, now)
+        } else {
+            self.session.handle_secret(secret, now)
+        };
+        self.absorb(effects, now)
+    }
+
+    /// Gives up the open password prompt (an empty line does the same).
+    pub fn cancel_password(&mut self, now: Instant) -> Vec<Effect> {
+        let effects = match self.account.take() {
+            Some(prompt) => vec![Effect::Show(Event::Notice(format!(
+                "{} cancelled",
+                prompt.op
+            )))],
+            None => self.session.cancel_password(),
+        };
         self.absorb(effects, now)
     }
 
@@ -183,6 +240,92 @@ impl Client {
     }
 
     // ---- internals ----------------------------------------------------------------------
+
+    fn password_typed(&mut self, typed: &str, now: Instant) -> Vec<Effect> {
+        if self.account.is_none() {
+            let effects = self.session.handle_password(typed, now);
+            return self.absorb(effects, now);
+        }
+        if typed.is_empty() {
+            return self.cancel_password(now);
+        }
+        let effects = match Secret::parse(typed) {
+            Ok(secret) => self.account_step(secret, now),
+            Err(err) => {
+                let step = self.account.as_ref().map(|a| a.step.clone());
+                let mut effects = vec![Effect::Show(Event::Notice(format!("not used: {err}")))];
+                effects.extend(step.map(|s| Effect::Show(Event::PasswordNeeded(s))));
+                effects
+            }
+        };
+        self.absorb(effects, now)
+    }
+
+    fn begin_account(&mut self, op: AccountOp) -> Vec<Effect> {
+        if *self.session.phase() != Phase::Online || !self.session.has(Extension::Accounts) {
+            let reply = AccountReply::Unavailable;
+            return vec![Effect::Show(Event::Account { op, reply })];
+        }
+        let step = match op {
+            AccountOp::Register => PasswordPrompt::New,
+            AccountOp::ChangePassword | AccountOp::Unregister => PasswordPrompt::Current,
+        };
+        self.account = Some(AccountPrompt {
+            op,
+            step: step.clone(),
+            current: None,
+            new: None,
+        });
+        vec![Effect::Show(Event::PasswordNeeded(step))]
+    }
+
+    /// One password for the account command in progress: the next prompt, or the request.
+    fn account_step(&mut self, secret: Secret, now: Instant) -> Vec<Effect> {
+        let Some(mut prompt) = self.account.take() else {
+            return Vec::new();
+        };
+        let next = match prompt.step {
+            PasswordPrompt::Current if prompt.op == AccountOp::Unregister => {
+                return self.session.unregister(&secret, now);
+            }
+            PasswordPrompt::Current => {
+                prompt.current = Some(secret);
+                PasswordPrompt::New
+            }
+            PasswordPrompt::New | PasswordPrompt::Login(_) => {
+                prompt.new = Some(secret);
+                PasswordPrompt::Again
+            }
+            PasswordPrompt::Again => {
+                let same = prompt.new.as_ref() == Some(&secret);
+                match (same, prompt.op, prompt.current.take()) {
+                    (true, AccountOp::Register, _) => return self.session.register(secret, now),
+                    (true, AccountOp::ChangePassword, Some(old)) => {
+                        return self.session.change_password(&old, secret, now);
+                    }
+                    (true, _, current) => {
+                        prompt.current = current;
+                        return Vec::new();
+                    }
+                    (false, _, current) => {
+                        prompt.current = current;
+                        prompt.new = None;
+                        prompt.step = PasswordPrompt::New;
+                        self.account = Some(prompt);
+                        return vec![
+                            Effect::Show(Event::Notice(
+                                "the two passwords differ; type the new one again".into(),
+                            )),
+                            Effect::Show(Event::PasswordNeeded(PasswordPrompt::New)),
+                        ];
+                    }
+                }
+            }
+        };
+        prompt.step = next.clone();
+        self.account = Some(prompt);
+        vec![Effect::Show(Event::PasswordNeeded(next))]
+    }
 
     fn send(&mut self, to: Username, text: &str, now: Instant) -> Vec<Effect> {
         let text = one_line(text);
@@ -256,6 +399,22 @@ impl Client {
                 }
             }
             Event::Notice(text) => chats.notice(text, now),
+            Event::Extensions(set) => {
+                if self.told_extensions != Some(*set) {
+                    self.told_extensions = Some(*set);
+                    let text = if set.is_empty() {
+                        "the server speaks the classic protocol (no extensions)".to_owned()
+                    } else {
+                        format!("the server's extensions: {set}")
+                    };
+                    chats.status_notice(&text, now);
+                }
+            }
+            Event::PasswordNeeded(prompt) => chats.notice(
+                &format!("{prompt}: type it below (it is not shown; an empty line cancels)"),
+                now,
+            ),
+            Event::Account { op, reply } => chats.notice(&reply.describe(*op), now),
             Event::NameNeeded(None) | Event::Opened(_) | Event::Help => {}
         }
     }

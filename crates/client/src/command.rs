@@ -25,6 +25,12 @@ pub enum UserCommand {
     Quit,
     /// `/help`.
     Help,
+    /// `/register`: make the name an account (the password is asked for, without echo).
+    Register,
+    /// `/password`: change the account's password.
+    ChangePassword,
+    /// `/unregister`: delete the account.
+    Unregister,
     /// An empty line.
     Nothing,
 }
@@ -38,6 +44,8 @@ pub enum InputError {
     Usage(&'static str),
     #[error("{name:?} is not a user name: {err}")]
     BadName { name: String, err: NameError },
+    #[error("type {0} alone: the password is asked for next, without echo")]
+    PasswordArgument(String),
 }
 
 /// The commands, for `/help` and the plain mode's `--help`: (what to type, what it does).
@@ -48,6 +56,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("/query user", "open the conversation with user"),
     ("/close", "close the open conversation"),
     ("!who  /who", "who is online"),
+    // One line for the three, so that the help still fits a 14-row terminal side by side.
+    ("/register", "own your name (/password, /unregister)"),
     ("/help", "this help"),
     ("!quit  /quit", "leave"),
     ("//text", "send text that starts with a /"),
@@ -113,8 +123,22 @@ pub fn parse(line: &str) -> Result<UserCommand, InputError> {
         "who" | "list" => Ok(UserCommand::Who),
         "quit" | "exit" => Ok(UserCommand::Quit),
         "help" | "?" => Ok(UserCommand::Help),
+        // Never a password on the command line, where the screen and the history keep it.
+        "register" | "password" | "unregister" if !rest.trim().is_empty() => {
+            Err(InputError::PasswordArgument(format!("/{word}")))
+        }
+        "register" => Ok(UserCommand::Register),
+        "password" => Ok(UserCommand::ChangePassword),
+        "unregister" => Ok(UserCommand::Unregister),
         _ => Err(InputError::UnknownCommand(format!("/{word}"))),
     }
+}
+
+/// Whether `line` is one of the account commands, which must never be remembered: typed with
+/// an argument by mistake, that argument is a password.
+pub fn mentions_password(line: &str) -> bool {
+    let word = line.trim_start().split(' ').next().unwrap_or_default();
+    matches!(word, "/register" | "/password" | "/unregister" | "/login")
 }
 
 /// A recipient: the protocol's character rules, but no length limit, since another server may
@@ -189,6 +213,13 @@ mod tests {
             ("/query carol ", Ok(Query(name("carol")))),
             ("/query", Err(InputError::Usage("/query user"))),
             ("/frob x", Err(InputError::UnknownCommand("/frob".into()))),
+            ("/register", Ok(Register)),
+            ("/password ", Ok(ChangePassword)),
+            ("/unregister", Ok(Unregister)),
+            (
+                "/register hunter22",
+                Err(InputError::PasswordArgument("/register".into())),
+            ),
             ("//not a command", Ok(Say("/not a command".into()))),
             ("text\r", Ok(Say("text".into()))),
         ];

@@ -19,6 +19,7 @@
 //! UI is a separate crate (`tcpchat-tui`) that draws [`Client`]'s state. No layer here prints
 //! a protocol line: the user's words are `@bob hi`, never `SEND bob hi`.
 
+mod account;
 mod client;
 pub mod command;
 mod conversations;
@@ -26,6 +27,7 @@ pub mod net;
 pub mod plain;
 mod session;
 
+pub use account::{AccountOp, AccountReply, PasswordPrompt, Secret};
 pub use client::Client;
 pub use command::{InputError, UserCommand, HELP, NAME_RULES};
 pub use conversations::{
@@ -34,6 +36,6 @@ pub use conversations::{
 };
 pub use session::{
     one_line, Config, Delivery, Effect, Event, LoginError, MsgId, NameProblem, Offline, Outgoing,
-    Phase, Session, Undelivered, MAX_PENDING_REQUESTS, MAX_SERVER_LINE_BYTES,
-    MAX_UNSETTLED_MESSAGES, QUIT_GRACE,
+    Phase, Session, Undelivered, MAX_ONLINE_NAMES, MAX_PENDING_REQUESTS, MAX_SERVER_LINE_BYTES,
+    MAX_UNSETTLED_MESSAGES, PING_AFTER, PING_TIMEOUT, QUIT_GRACE,
 };

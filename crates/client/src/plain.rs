@@ -8,14 +8,41 @@
 //! `echo '@bob hi' | tcpchat connect --plain` reports whether the message arrived. A name
 //! typed at the prompt that cannot be used asks again; one given with `--name` ends the run
 //! with its reason, as a script wants.
+//!
+//! **Passwords** never come from the input (a script's input is often a file, a terminal
+//! would echo it) nor from a flag's value (visible to every user in `ps`). [`Passwords`]
+//! holds what `tcpchat connect` read once at start from `--password-fd N` (first line: the
+//! password; second line: a new one for `/password`) or from `TCPCHAT_PASSWORD` and
+//! `TCPCHAT_NEW_PASSWORD`, and each password prompt is answered from it: the login and
+//! `/unregister` with the password, `/register` with the password (the one to log in with
+//! from then on), `/password` with the password then the new one. A prompt it cannot answer
+//! is cancelled with a line saying what to give. With `presence`, arrivals and departures are
+//! printed as they happen (`bob is online`, `bob went offline`); without it they are not
+//! polled for, as before.
 
 use std::io::{self, BufRead, Write};
 use std::time::Instant;
 
+use tcpchat_proto::Extension;
 use tokio::sync::mpsc;
 
 use crate::net::{self, Link, Server};
-use crate::{Client, Config, Effect, Event, LoginError, HELP};
+use crate::{AccountOp, AccountReply, Client, Config, Effect, Event, LoginError, Secret, HELP};
+use crate::{PasswordPrompt, Phase};
+
+/// The passwords a plain-mode run may use, read once at start.
+#[derive(Debug, Clone, Default)]
+pub struct Passwords {
+    /// The account's password: the login, `/register`, `/unregister`, `/password`'s old one.
+    pub current: Option<Secret>,
+    /// `/password`'s new one.
+    pub new: Option<Secret>,
+}
+
+/// How the user gives passwords to the plain mode, for the line that says one is missing.
+pub const PASSWORD_SOURCES: &str =
+    "--password-fd N (first line the password, second a new one) or TCPCHAT_PASSWORD \
+     (and TCPCHAT_NEW_PASSWORD)";
 
 /// Input lines read ahead of the client; the reading thread waits when they are not taken.
 pub const INPUT_QUEUE_LINES: usize = 64;
@@ -74,6 +101,24 @@ pub fn stdin_lines() -> mpsc::Receiver<String> {
 pub async fn run(
     server: &Server,
     config: Config,
+    input: mpsc::Receiver<String>,
+    output: &mut impl Write,
+) -> Result<(), PlainError> {
+    let passwords = Passwords {
+        current: config.password.clone(),
+        new: None,
+    };
+    run_with_passwords(server, config, passwords, input, output).await
+}
+
+/// [`run`], answering password prompts from `passwords` (see the module documentation).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_passwords(
+    server: &Server,
+    config: Config,
+    mut passwords: Passwords,
     mut input: mpsc::Receiver<String>,
     output: &mut impl Write,
 ) -> Result<(), PlainError> {
@@ -82,17 +127,79 @@ pub async fn run(
     let server = server.to_string();
     let mut input_open = true;
     let mut effects = client.start(Instant::now());
+    // The account command a `New` prompt belongs to: after `Current` it is `/password`'s.
+    let mut after_current = false;
     loop {
-        for effect in link.apply(effects) {
-            match effect {
-                Effect::Show(event) => match show(output, &server, &event) {
+        while !effects.is_empty() {
+            let mut more = Vec::new();
+            for effect in link.apply(std::mem::take(&mut effects)) {
+                let written = match effect {
+                    Effect::Show(Event::PasswordNeeded(prompt)) => {
+                        let answer = match &prompt {
+                            PasswordPrompt::Login(_) => passwords.current.clone(),
+                            PasswordPrompt::Current => {
+                                after_current = true;
+                                passwords.current.clone()
+                            }
+                            PasswordPrompt::New if after_current => passwords.new.clone(),
+                            PasswordPrompt::New => passwords.current.clone(),
+                            // What was given for `New` is given again.
+                            PasswordPrompt::Again if after_current => passwords.new.clone(),
+                            PasswordPrompt::Again => passwords.current.clone(),
+                        };
+                        let now = Instant::now();
+                        match answer {
+                            Some(secret) => {
+                                more.extend(client.supply_password(secret, now));
+                                Ok(())
+                            }
+                            None => {
+                                after_current = false;
+                                let what = if matches!(prompt, PasswordPrompt::New) {
+                                    "no new password given"
+                                } else {
+                                    "no password given"
+                                };
+                                let login = matches!(client.phase(), Phase::NeedPassword(_));
+                                more.extend(client.cancel_password(now));
+                                // A login failure says it all, in its own words.
+                                if login {
+                                    Ok(())
+                                } else {
+                                    writeln!(output, "{what}: use {PASSWORD_SOURCES}")
+                                }
+                            }
+                        }
+                    }
+                    Effect::Show(Event::Joined(name))
+                        if client.session().has(Extension::Presence) =>
+                    {
+                        writeln!(output, "{name} is online")
+                    }
+                    Effect::Show(Event::Left(name))
+                        if client.session().has(Extension::Presence) =>
+                    {
+                        writeln!(output, "{name} went offline")
+                    }
+                    Effect::Show(event) => {
+                        if let Event::Account { op, reply } = &event {
+                            after_current = false;
+                            if *op == AccountOp::ChangePassword && *reply == AccountReply::Done {
+                                passwords.current = passwords.new.take();
+                            }
+                        }
+                        show(output, &server, &event)
+                    }
+                    Effect::Exit(result) => return result.map_err(PlainError::Login),
+                    Effect::Connect | Effect::Send(_) | Effect::Disconnect => Ok(()),
+                };
+                match written.and_then(|()| output.flush()) {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
                     Err(err) => return Err(PlainError::Output(err)),
-                },
-                Effect::Exit(result) => return result.map_err(PlainError::Login),
-                Effect::Connect | Effect::Send(_) | Effect::Disconnect => {}
+                }
             }
+            effects = more;
         }
         let deadline = client.poll_timeout();
         effects = tokio::select! {
@@ -151,6 +258,9 @@ pub fn show(out: &mut impl Write, server: &str, event: &Event) -> io::Result<()>
             }
             Ok(())
         }
+        Event::Account { op, reply } => writeln!(out, "{}", reply.describe(*op)),
+        // Answered by `run` from its passwords; the negotiation is not news to a script.
+        Event::PasswordNeeded(_) | Event::Extensions(_) => Ok(()),
     }?;
     out.flush()
 }

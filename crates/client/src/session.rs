@@ -13,6 +13,17 @@
 //! (messages beyond it wait in the store and go out as answers come back), and the store by
 //! [`MAX_UNSETTLED_MESSAGES`]. A `DELIVERY` is passed on, never kept here.
 //!
+//! **Extensions** (`docs/protocol.md`, "Extensions"). With [`Config::extensions`] set, each
+//! connection starts with `EXT`; the session keeps what the server's `EXT-OK` named
+//! ([`Session::extensions`]) and anything else (a classic server's `BAD-RQST-HDR`) leaves the
+//! connection classic, exactly as before. `HELLO-FROM` is pipelined behind `EXT`, but a
+//! `LOGIN` waits for `EXT-OK`, so no password is written before the server said it knows
+//! accounts. With `keepalive` it answers the server's `PING` and pings a server silent for
+//! [`Config::ping_after`]; with `presence` the online list follows `ONLINE`/`OFFLINE` as a set
+//! instead of polling `LIST`; with `accounts` a registered name logs in with `LOGIN` and the
+//! account requests are available. Passwords are [`Secret`]s, and the `Debug` of an
+//! [`Effect::Send`] that carries one shows only its command.
+//!
 //! A misbehaving server is logged at `debug`, not `warn`: under the full-screen UI stderr is
 //! the screen, and what the user needs to know is shown as an event instead.
 
@@ -20,8 +31,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use tcpchat_proto::{Framer, NameError, Reply, Request, Username, DEFAULT_MAX_LINE_BYTES};
+use tcpchat_proto::{
+    Extension, ExtensionSet, Framer, NameError, Reply, Request, Username, DEFAULT_MAX_LINE_BYTES,
+};
 
+use crate::account::{carries_password, AccountOp, AccountReply, PasswordPrompt, Secret};
 use crate::command::NAME_RULES;
 
 /// The longest server line the client accepts. The longest line a server sends is `LIST-OK`:
@@ -43,6 +57,21 @@ pub const MAX_PENDING_REQUESTS: usize = 256;
 /// awaiting `SEND-OK`). A message beyond it is refused on the spot
 /// ([`Undelivered::Backlog`]) rather than held without limit.
 pub const MAX_UNSETTLED_MESSAGES: usize = 1024;
+
+/// The most names the online list holds when the server keeps it (`presence`): what the
+/// largest `LIST-OK` the client accepts ([`MAX_SERVER_LINE_BYTES`]) could carry, about ten
+/// bytes a name. Beyond it a hostile server's `ONLINE` lines are ignored (said once), so the
+/// list cannot grow without limit.
+pub const MAX_ONLINE_NAMES: usize = 100_000;
+
+/// How long the server may be silent before a keepalive connection pings it. Half the
+/// server's own 60 s (`--ping-interval`), so that our ping, not the server's, usually keeps
+/// an idle connection's NAT state alive.
+pub const PING_AFTER: Duration = Duration::from_secs(30);
+
+/// How long after our ping a silent server counts as gone: a dead server is noticed within
+/// [`PING_AFTER`] + this, one minute.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How the session behaves; see [`Config::interactive`] and [`Config::script`].
 #[derive(Debug, Clone)]
@@ -66,6 +95,20 @@ pub struct Config {
     /// The longest `SEND` line we write. Longer messages are refused locally with an
     /// explanation rather than sent to be cut off by the server.
     pub max_send_line_bytes: usize,
+    /// The extensions to ask for with `EXT` on each connection. [`ExtensionSet::NONE`] (what
+    /// [`Config::interactive`] and [`Config::script`] start with) never sends `EXT`: the
+    /// classic client, byte for byte. `tcpchat connect` asks for all ([`Config::extended`]).
+    pub extensions: ExtensionSet,
+    /// With `keepalive`: ping a server silent this long.
+    pub ping_after: Duration,
+    /// With `keepalive`: a server still silent this long after our ping is gone.
+    pub ping_timeout: Duration,
+    /// Log in with this password (`LOGIN`) rather than `HELLO-FROM`, once the server has
+    /// said it speaks `accounts`.
+    pub password: Option<Secret>,
+    /// Ask for the password ([`Event::PasswordNeeded`]) before logging in, when
+    /// [`Config::password`] is not given (`tcpchat connect --login`).
+    pub ask_password: bool,
 }
 
 impl Config {
@@ -79,7 +122,19 @@ impl Config {
             backoff_first: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             max_send_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            extensions: ExtensionSet::NONE,
+            ping_after: PING_AFTER,
+            ping_timeout: PING_TIMEOUT,
+            password: None,
+            ask_password: false,
         }
+    }
+
+    /// The same, asking every server for every extension tcpchat knows.
+    #[must_use]
+    pub fn extended(mut self) -> Self {
+        self.extensions = ExtensionSet::all();
+        self
     }
 
     /// The plain mode's settings: login failures are fatal, no unrequested output.
@@ -92,8 +147,8 @@ impl Config {
     }
 }
 
-/// What the caller must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the caller must do. Its `Debug` never shows a password (see [`Secret`]).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Open a connection to the server, then report `handle_connected` or
     /// `handle_connect_failed`.
@@ -106,6 +161,23 @@ pub enum Effect {
     Show(Event),
     /// The session is over: `Ok` after `/quit`, an error when logging in is impossible.
     Exit(Result<(), LoginError>),
+}
+
+impl fmt::Debug for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Connect => f.write_str("Connect"),
+            Self::Send(line) if carries_password(line) => {
+                let command = line.split(|b| *b == b' ').next().unwrap_or_default();
+                let command = String::from_utf8_lossy(command);
+                write!(f, "Send({command} <hidden>)")
+            }
+            Self::Send(line) => write!(f, "Send({:?})", String::from_utf8_lossy(line)),
+            Self::Disconnect => f.write_str("Disconnect"),
+            Self::Show(event) => f.debug_tuple("Show").field(event).finish(),
+            Self::Exit(result) => f.debug_tuple("Exit").field(result).finish(),
+        }
+    }
 }
 
 /// Something the user should hear about.
@@ -156,6 +228,16 @@ pub enum Event {
     Notice(String),
     /// The user asked for help.
     Help,
+    /// The extensions the server agreed to on this connection (only said when some were
+    /// asked for).
+    Extensions(ExtensionSet),
+    /// The next input is a password; the UI masks it. Empty input cancels.
+    PasswordNeeded(PasswordPrompt),
+    /// The answer to `/register`, `/password` or `/unregister`.
+    Account {
+        op: AccountOp,
+        reply: AccountReply,
+    },
 }
 
 /// Why a name could not be used.
@@ -169,6 +251,13 @@ pub enum NameProblem {
     },
     /// The server said `BAD-RQST-BODY` (its rules are stricter than ours).
     Refused(Username),
+    /// The name is an account and no password was given (or the prompt was cancelled).
+    Registered(Username),
+    /// Logging in to the account is impossible here (`LOCKED`, `NEEDS-TLS`).
+    Account {
+        name: Username,
+        reply: AccountReply,
+    },
 }
 
 impl fmt::Display for NameProblem {
@@ -179,6 +268,10 @@ impl fmt::Display for NameProblem {
                 write!(f, "{name:?} cannot be used: {err}; {NAME_RULES}")
             }
             Self::Refused(name) => write!(f, "the server does not accept the name {name}"),
+            Self::Registered(name) => {
+                write!(f, "the name {name} is registered and needs its password")
+            }
+            Self::Account { name, reply } => write!(f, "cannot log in as {name}: {reply}"),
         }
     }
 }
@@ -193,6 +286,8 @@ pub enum Offline {
     /// After a reconnection our own name was still taken (the server has not yet noticed
     /// that the old connection is gone).
     NameStillTaken(Username),
+    /// A keepalive connection heard nothing for this long, a ping included.
+    Silent(Duration),
 }
 
 impl fmt::Display for Offline {
@@ -203,6 +298,11 @@ impl fmt::Display for Offline {
             Self::Busy => f.write_str("the server is full"),
             Self::NoReply(after) => write!(f, "no answer from the server for {}s", after.as_secs()),
             Self::NameStillTaken(name) => write!(f, "the name {name} is still in use"),
+            Self::Silent(after) => write!(
+                f,
+                "the server has been silent for {}s, a ping unanswered",
+                after.as_secs()
+            ),
         }
     }
 }
@@ -226,6 +326,13 @@ pub enum LoginError {
     NoReply(Duration),
     #[error("no name given")]
     NoName,
+    #[error(
+        "the name {0} is registered: give its password with --password-fd N or \
+         TCPCHAT_PASSWORD (or choose another name with --name)"
+    )]
+    NameRegistered(Username),
+    #[error("cannot log in as {name}: {reply}")]
+    Account { name: Username, reply: AccountReply },
 }
 
 impl From<NameProblem> for LoginError {
@@ -234,6 +341,8 @@ impl From<NameProblem> for LoginError {
             NameProblem::Taken(name) => Self::NameTaken(name),
             NameProblem::Invalid { name, err } => Self::InvalidName { name, err },
             NameProblem::Refused(name) => Self::NameRefused(name),
+            NameProblem::Registered(name) => Self::NameRegistered(name),
+            NameProblem::Account { name, reply } => Self::Account { name, reply },
         }
     }
 }
@@ -295,7 +404,9 @@ pub enum Phase {
     NeedName(Option<NameProblem>),
     /// A connection is being opened.
     Connecting,
-    /// `HELLO-FROM` sent, no answer yet.
+    /// Waiting for the user to type the password of this account.
+    NeedPassword(Username),
+    /// `HELLO-FROM` or `LOGIN` sent (or `LOGIN` waiting for `EXT-OK`), no answer yet.
     LoggingIn,
     Online,
     /// Not connected; the next try is at `until`.
@@ -323,6 +434,15 @@ enum Pending {
         asked: bool,
     },
     Send(MsgId),
+    /// `EXT`: the answer says which extensions this connection has.
+    Ext,
+    Login(Username),
+    /// An account request; `then` is the password to log in with from now on, if it
+    /// succeeds (`None` for `UNREGISTER`, which leaves none).
+    Account {
+        op: AccountOp,
+        then: Option<Secret>,
+    },
 }
 
 /// The protocol session. See the module documentation.
@@ -353,6 +473,23 @@ pub struct Session {
     who_wanted: bool,
     /// A line that is not a reply was already reported on this connection.
     told_unknown: bool,
+    /// The online list reached [`MAX_ONLINE_NAMES`] on this connection, and that was said.
+    told_list_full: bool,
+    /// The password to log in with (given, typed, or set by `/register` or `/password`).
+    password: Option<Secret>,
+    /// What this connection's `EXT-OK` named.
+    extensions: ExtensionSet,
+    /// A `LOGIN` waits for the answer to `EXT`.
+    login_after_ext: bool,
+    /// The server closed a connection while our `EXT` was unanswered: a server that drops
+    /// unknown lines instead of answering them. Later connections do not ask again.
+    ext_dropped: bool,
+    /// With `presence`: the first `ONLINE` list, until its `ONLINE-DONE`.
+    snapshot: Option<Vec<Username>>,
+    /// With `keepalive`: when the server was last heard, and when we pinged it since.
+    last_heard: Instant,
+    ping_sent: Option<Instant>,
+    pings: u64,
     next_id: u64,
     out: Vec<Effect>,
 }
@@ -362,6 +499,7 @@ impl Session {
     pub fn new(config: Config) -> Self {
         Self {
             name: config.name.clone(),
+            password: config.password.clone(),
             name_from_prompt: config.name.is_none(),
             config,
             phase: Phase::NeedName(None),
@@ -377,6 +515,14 @@ impl Session {
             quit_by: None,
             who_wanted: false,
             told_unknown: false,
+            told_list_full: false,
+            extensions: ExtensionSet::NONE,
+            login_after_ext: false,
+            ext_dropped: false,
+            snapshot: None,
+            last_heard: Instant::now(),
+            ping_sent: None,
+            pings: 0,
             next_id: 0,
             out: Vec::new(),
         }
@@ -385,6 +531,9 @@ impl Session {
     /// Begins: connects when the name is known, asks for it otherwise.
     pub fn start(&mut self) -> Vec<Effect> {
         match self.name.clone() {
+            Some(name) if self.config.ask_password && self.password.is_none() => {
+                self.need_password(name);
+            }
             Some(_) => self.connect(),
             None => self.need_name(None),
         }
@@ -398,9 +547,19 @@ impl Session {
         if self.phase == Phase::Connecting {
             self.connected = true;
             self.told_unknown = false;
+            self.told_list_full = false;
             self.framer = Framer::new(MAX_SERVER_LINE_BYTES);
+            self.extensions = ExtensionSet::NONE;
+            self.login_after_ext = false;
+            self.snapshot = None;
+            self.last_heard = now;
+            self.ping_sent = None;
+            if !self.config.extensions.is_empty() && !self.ext_dropped {
+                let names: Vec<&str> = self.config.extensions.iter().map(Extension::name).collect();
+                self.request(Request::Ext(names), Pending::Ext, now);
+            }
             match self.name.clone() {
-                Some(name) => self.hello(name, now),
+                Some(name) => self.log_in(name, now),
                 None => self.need_name(None),
             }
         } else {
@@ -425,6 +584,11 @@ impl Session {
 
     /// Bytes from the server, cut anywhere.
     pub fn handle_bytes(&mut self, mut bytes: &[u8], now: Instant) -> Vec<Effect> {
+        if self.connected && !bytes.is_empty() {
+            // Any sign of life will do, not only a `PONG` (docs/protocol.md, "keepalive").
+            self.last_heard = now;
+            self.ping_sent = None;
+        }
         while self.connected && !bytes.is_empty() {
             match self.framer.next_line(&mut bytes) {
                 Ok(Some(line)) => {
@@ -445,6 +609,10 @@ impl Session {
     pub fn handle_closed(&mut self, reason: &str, now: Instant) -> Vec<Effect> {
         if self.connected {
             self.connected = false;
+            if self.pending.iter().any(|(p, _)| matches!(p, Pending::Ext)) {
+                tracing::debug!("connection closed before EXT was answered; staying classic");
+                self.ext_dropped = true;
+            }
             self.lost(
                 Offline::Lost(reason.to_owned()),
                 LoginError::Lost(reason.to_owned()),
@@ -511,6 +679,25 @@ impl Session {
                 return self.take();
             }
         }
+        if self.connected && self.extensions.contains(Extension::Keepalive) {
+            match self.ping_sent {
+                Some(at) if now >= at + self.config.ping_timeout => {
+                    let silent = now.saturating_duration_since(self.last_heard);
+                    self.out.push(Effect::Disconnect);
+                    self.connected = false;
+                    self.lost(Offline::Silent(silent), LoginError::NoReply(silent), now);
+                    return self.take();
+                }
+                None if now >= self.last_heard + self.config.ping_after => {
+                    self.pings += 1;
+                    let token = format!("c{}", self.pings);
+                    self.out
+                        .push(Effect::Send(Request::Ping(Some(&token)).to_line()));
+                    self.ping_sent = Some(now);
+                }
+                _ => {}
+            }
+        }
         match self.phase {
             Phase::Waiting { until, .. } if now >= until => self.connect(),
             Phase::Online => {
@@ -543,7 +730,17 @@ impl Session {
             .pending
             .front()
             .map(|(_, sent)| *sent + self.config.reply_timeout);
-        [waiting, reply, self.quit_by].into_iter().flatten().min()
+        let keepalive =
+            (self.connected && self.extensions.contains(Extension::Keepalive)).then(|| match self
+                .ping_sent
+            {
+                Some(at) => at + self.config.ping_timeout,
+                None => self.last_heard + self.config.ping_after,
+            });
+        [waiting, reply, self.quit_by, keepalive]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The name the user typed at the prompt ([`Phase::NeedName`]).
@@ -555,8 +752,10 @@ impl Session {
         match Username::parse(typed) {
             Ok(name) => {
                 self.name = Some(name.clone());
-                if self.connected {
-                    self.hello(name, now);
+                if self.config.ask_password && self.password.is_none() {
+                    self.need_password(name);
+                } else if self.connected {
+                    self.log_in(name, now);
                 } else {
                     self.connect();
                 }
@@ -567,6 +766,68 @@ impl Session {
             }
         }
         self.take()
+    }
+
+    /// The password the user typed at the login prompt ([`Phase::NeedPassword`]). It is
+    /// checked against the protocol's rules first; a bad one is explained and asked again.
+    /// Empty input gives up this name ([`Session::cancel_password`]).
+    pub fn handle_password(&mut self, typed: &str, now: Instant) -> Vec<Effect> {
+        let Phase::NeedPassword(name) = &self.phase else {
+            return self.take();
+        };
+        let name = name.clone();
+        if typed.is_empty() {
+            return self.cancel_password();
+        }
+        match Secret::parse(typed) {
+            Ok(secret) => self.use_password(name, secret, now),
+            Err(err) => {
+                self.notice(format!("not sent: {err}"));
+                self.need_password(name);
+            }
+        }
+        self.take()
+    }
+
+    /// A password for the login prompt from elsewhere (the plain mode's `--password-fd`).
+    pub fn handle_secret(&mut self, secret: Secret, now: Instant) -> Vec<Effect> {
+        if let Phase::NeedPassword(name) = &self.phase {
+            let name = name.clone();
+            self.use_password(name, secret, now);
+        }
+        self.take()
+    }
+
+    /// The login prompt is given up: the name cannot be used without its password, so a
+    /// person is asked for another name and a script given `--name` ends.
+    pub fn cancel_password(&mut self) -> Vec<Effect> {
+        if let Phase::NeedPassword(name) = &self.phase {
+            let name = name.clone();
+            self.name_problem(NameProblem::Registered(name));
+        }
+        self.take()
+    }
+
+    /// `/register`: makes our name an account with this password.
+    pub fn register(&mut self, password: Secret, now: Instant) -> Vec<Effect> {
+        let line = Request::Register(password.password()).to_line();
+        self.account_request(AccountOp::Register, line, Some(password), now)
+    }
+
+    /// `/password`: changes the account's password.
+    pub fn change_password(&mut self, old: &Secret, new: Secret, now: Instant) -> Vec<Effect> {
+        let line = Request::ChangePassword {
+            old: old.password(),
+            new: new.password(),
+        }
+        .to_line();
+        self.account_request(AccountOp::ChangePassword, line, Some(new), now)
+    }
+
+    /// `/unregister`: deletes the account (we stay logged in).
+    pub fn unregister(&mut self, password: &Secret, now: Instant) -> Vec<Effect> {
+        let line = Request::Unregister(password.password()).to_line();
+        self.account_request(AccountOp::Unregister, line, None, now)
     }
 
     /// Sends `text` to `to` now, or once logged in. Returns the message's id (its state is
@@ -616,7 +877,17 @@ impl Session {
 
     /// The user asked who is online: asked now, or once logged in.
     pub fn who(&mut self, now: Instant) -> Vec<Effect> {
-        if self.phase == Phase::Online && self.room() {
+        if self.has(Extension::Presence) {
+            // The list is kept up to date by the server: answered here, or at the end of
+            // the first list.
+            match (&self.phase, &self.snapshot, &self.online) {
+                (Phase::Online, None, Some(names)) => {
+                    let names = names.clone();
+                    self.out.push(Effect::Show(Event::Online(names)));
+                }
+                _ => self.who_wanted = true,
+            }
+        } else if self.phase == Phase::Online && self.room() {
             self.request(Request::List, Pending::List { asked: true }, now);
         } else {
             // Answered once logged in (or once answers make room), like a message.
@@ -645,9 +916,20 @@ impl Session {
         self.logged_in_once
     }
 
-    /// Who was online at the last answer to `LIST`, sorted; `None` before the first.
+    /// Who is online, sorted: as of the last answer to `LIST`, or kept up to date by the
+    /// `presence` lines. `None` before the first list.
     pub fn online(&self) -> Option<&[Username]> {
         self.online.as_deref()
+    }
+
+    /// The extensions the current (or last) connection negotiated; empty on a classic one.
+    pub fn extensions(&self) -> ExtensionSet {
+        self.extensions
+    }
+
+    /// Whether the current connection negotiated `ext`.
+    pub fn has(&self, ext: Extension) -> bool {
+        self.extensions.contains(ext)
     }
 
     pub fn is_quitting(&self) -> bool {
@@ -689,6 +971,162 @@ impl Session {
         self.request(Request::HelloFrom(name.clone()), Pending::Hello(name), now);
     }
 
+    /// Logs in as `name`: with `LOGIN` when we have its password and the server speaks
+    /// `accounts` (waiting for `EXT-OK` first), else with `HELLO-FROM`.
+    fn log_in(&mut self, name: Username, now: Instant) {
+        let Some(secret) = self.password.clone() else {
+            return self.hello(name, now);
+        };
+        self.phase = Phase::LoggingIn;
+        if self.pending.iter().any(|(p, _)| matches!(p, Pending::Ext)) {
+            // Never a password before the server said it knows accounts.
+            self.login_after_ext = true;
+        } else if self.has(Extension::Accounts) {
+            let line = Request::Login {
+                name: name.clone(),
+                password: secret.password(),
+            }
+            .to_line();
+            self.out.push(Effect::Send(line));
+            self.pending.push_back((Pending::Login(name), now));
+        } else {
+            // Nothing to protect a name with here: it is first come, first served.
+            self.notice(format!(
+                "this server has no accounts: logging in as {name} without a password"
+            ));
+            self.hello(name, now);
+        }
+    }
+
+    fn need_password(&mut self, name: Username) {
+        self.phase = Phase::NeedPassword(name.clone());
+        self.out
+            .push(Effect::Show(Event::PasswordNeeded(PasswordPrompt::Login(
+                name,
+            ))));
+    }
+
+    fn use_password(&mut self, name: Username, secret: Secret, now: Instant) {
+        self.password = Some(secret);
+        if self.connected {
+            self.log_in(name, now);
+        } else {
+            // The server gave up waiting while the password was typed (its login timeout).
+            self.connect();
+        }
+    }
+
+    fn account_request(
+        &mut self,
+        op: AccountOp,
+        line: Vec<u8>,
+        then: Option<Secret>,
+        now: Instant,
+    ) -> Vec<Effect> {
+        if self.phase != Phase::Online || !self.has(Extension::Accounts) {
+            let reply = AccountReply::Unavailable;
+            self.out.push(Effect::Show(Event::Account { op, reply }));
+        } else if !self.room() {
+            self.notice(format!(
+                "{op} not sent: too many requests are waiting for the server; try again"
+            ));
+        } else {
+            self.out.push(Effect::Send(line));
+            self.pending.push_back((Pending::Account { op, then }, now));
+        }
+        self.take()
+    }
+
+    /// The answer to `EXT` is in: log in if that waited for it.
+    fn after_ext(&mut self, now: Instant) {
+        if std::mem::take(&mut self.login_after_ext) && self.phase == Phase::LoggingIn {
+            if let Some(name) = self.name.clone() {
+                self.log_in(name, now);
+            }
+        }
+    }
+
+    /// `LOGIN` was refused.
+    fn login_refused(&mut self, name: Username, reply: AccountReply) {
+        self.password = None;
+        match reply {
+            AccountReply::BadPassword | AccountReply::Throttled(_) | AccountReply::Refused
+                if self.config.interactive =>
+            {
+                self.notice(format!("cannot log in as {name}: {reply}"));
+                self.need_password(name);
+            }
+            _ => self.name_problem(NameProblem::Account { name, reply }),
+        }
+    }
+
+    fn presence_line(&mut self, reply: Reply<'_>) {
+        match reply {
+            Reply::Online(names) => match &mut self.snapshot {
+                Some(snapshot) => {
+                    // Duplicates are removed at ONLINE-DONE, so count as they arrive.
+                    let room = MAX_ONLINE_NAMES.saturating_sub(snapshot.len());
+                    if names.len() > room {
+                        self.list_full();
+                    }
+                    if let Some(snapshot) = &mut self.snapshot {
+                        snapshot.extend(names.into_iter().take(room));
+                    }
+                }
+                None => {
+                    for name in names {
+                        self.came_online(name);
+                    }
+                }
+            },
+            Reply::Offline(name) => match &mut self.snapshot {
+                Some(snapshot) => snapshot.retain(|n| *n != name),
+                None => {
+                    if let Some(online) = &mut self.online {
+                        if let Ok(i) = online.binary_search(&name) {
+                            online.remove(i);
+                            self.out.push(Effect::Show(Event::Left(name)));
+                        }
+                    }
+                }
+            },
+            Reply::OnlineDone => {
+                if let Some(mut names) = self.snapshot.take() {
+                    names.sort();
+                    names.dedup();
+                    let asked = std::mem::take(&mut self.who_wanted);
+                    self.presence(names, asked);
+                    if self.quit_by.is_some() && !self.has_unanswered() {
+                        self.finish(Ok(()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn list_full(&mut self) {
+        if !self.told_list_full {
+            self.told_list_full = true;
+            self.notice(format!(
+                "the server lists more than {MAX_ONLINE_NAMES} users online; the others are \
+                 not shown"
+            ));
+        }
+    }
+
+    /// An `ONLINE` event: a set insert, so a repeated one changes nothing.
+    fn came_online(&mut self, name: Username) {
+        let online = self.online.get_or_insert_with(Vec::new);
+        if online.len() >= MAX_ONLINE_NAMES {
+            return self.list_full();
+        }
+        if let Err(i) = online.binary_search(&name) {
+            online.insert(i, name.clone());
+            self.out.push(Effect::Show(Event::Joined(name)));
+        }
+    }
+
     /// Whether another request may be written (see [`MAX_PENDING_REQUESTS`]).
     fn room(&self) -> bool {
         self.pending.len() < MAX_PENDING_REQUESTS
@@ -704,7 +1142,7 @@ impl Session {
         if self.phase != Phase::Online {
             return;
         }
-        if self.who_wanted && self.room() {
+        if self.who_wanted && self.room() && !self.has(Extension::Presence) {
             self.who_wanted = false;
             self.request(Request::List, Pending::List { asked: true }, now);
         }
@@ -757,7 +1195,7 @@ impl Session {
     fn lost(&mut self, reason: Offline, fatal: LoginError, now: Instant) {
         self.abandon_pending(Undelivered::Unconfirmed);
         match self.phase {
-            Phase::NeedName(_) | Phase::Done | Phase::Waiting { .. } => {
+            Phase::NeedName(_) | Phase::NeedPassword(_) | Phase::Done | Phase::Waiting { .. } => {
                 if self.quit_by.is_some() {
                     self.finish(Ok(()));
                 }
@@ -794,10 +1232,15 @@ impl Session {
     /// Every request still waiting for an answer will never get one.
     fn abandon_pending(&mut self, why: Undelivered) {
         while let Some((pending, _)) = self.pending.pop_front() {
-            if let Pending::Send(id) = pending {
-                self.settle(id, Delivery::NotDelivered(why));
+            match pending {
+                Pending::Send(id) => self.settle(id, Delivery::NotDelivered(why)),
+                Pending::Account { op, .. } => self.notice(format!(
+                    "{op}: the connection ended before the server answered; check and try again"
+                )),
+                _ => {}
             }
         }
+        self.login_after_ext = false;
     }
 
     fn finish(&mut self, result: Result<(), LoginError>) {
@@ -815,6 +1258,14 @@ impl Session {
         self.phase = Phase::Done;
         self.quit_by = None;
         self.out.push(Effect::Exit(result));
+    }
+
+    /// Still on the way to a login: the answer to `EXT` is not the end of it.
+    fn logging_in(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Connecting | Phase::LoggingIn | Phase::NeedPassword(_)
+        )
     }
 
     fn has_unanswered(&self) -> bool {
@@ -867,6 +1318,26 @@ impl Session {
         };
         match reply {
             Reply::Delivery { from, body } => return self.incoming(from, body),
+            // Unsolicited: no request waits for these (a PONG answers our PING, which is
+            // not a request the queue tracks; any line counts as life anyway).
+            Reply::Ping(token) if self.has(Extension::Keepalive) => {
+                self.out.push(Effect::Send(Request::Pong(token).to_line()));
+                return;
+            }
+            Reply::Pong(_) if self.has(Extension::Keepalive) => return,
+            Reply::Online(_) | Reply::OnlineDone | Reply::Offline(_)
+                if self.has(Extension::Presence) =>
+            {
+                return self.presence_line(reply);
+            }
+            Reply::Ping(_)
+            | Reply::Pong(_)
+            | Reply::Online(_)
+            | Reply::OnlineDone
+            | Reply::Offline(_) => {
+                tracing::debug!(?reply, "extension line on a connection without it ignored");
+                return self.unknown_line();
+            }
             // Sent on accept when full, before any request is read; the server then closes.
             Reply::Busy => {
                 self.connected = false;
@@ -881,7 +1352,60 @@ impl Session {
             return;
         };
         match (pending, reply) {
-            (Pending::Hello(_), Reply::Hello(name)) => self.logged_in(name, now),
+            (Pending::Ext, Reply::ExtOk(names)) => {
+                let offered = ExtensionSet::from_names(names);
+                self.extensions = self
+                    .config
+                    .extensions
+                    .iter()
+                    .filter(|e| offered.contains(*e))
+                    .collect();
+                self.out
+                    .push(Effect::Show(Event::Extensions(self.extensions)));
+                self.after_ext(now);
+            }
+            (Pending::Ext, other) => {
+                // A classic server: `BAD-RQST-HDR`, as for any line it does not know.
+                tracing::debug!(reply = ?other, "EXT not understood; staying classic");
+                self.extensions = ExtensionSet::NONE;
+                self.out
+                    .push(Effect::Show(Event::Extensions(self.extensions)));
+                self.after_ext(now);
+            }
+            (Pending::Hello(_) | Pending::Login(_), Reply::Hello(name)) => {
+                self.logged_in(name, now);
+            }
+            (Pending::Hello(name), Reply::NameRegistered) => {
+                if self.password.is_some() && self.has(Extension::Accounts) {
+                    self.log_in(name, now);
+                } else {
+                    self.need_password(name);
+                }
+            }
+            (Pending::Login(name), Reply::NoAccount) => {
+                self.password = None;
+                self.notice(format!(
+                    "{name} is not a registered name: logging in without a password"
+                ));
+                self.hello(name, now);
+            }
+            (Pending::Login(name), other) => {
+                let reply = account_reply(&other);
+                self.login_refused(name, reply);
+            }
+            (Pending::Account { op, then }, reply) => {
+                let reply = match reply {
+                    Reply::RegisterOk | Reply::PasswordOk | Reply::UnregisterOk => {
+                        AccountReply::Done
+                    }
+                    other => account_reply(&other),
+                };
+                if reply == AccountReply::Done {
+                    // Reconnections log in with the password the account has now.
+                    self.password = then;
+                }
+                self.out.push(Effect::Show(Event::Account { op, reply }));
+            }
             (Pending::Hello(name), Reply::InUse) => {
                 if self.logged_in_once {
                     self.retry_later(Offline::NameStillTaken(name), now);
@@ -916,7 +1440,7 @@ impl Session {
             }
         }
         self.pump(now);
-        if self.quit_by.is_some() && !self.has_unanswered() {
+        if self.quit_by.is_some() && !self.has_unanswered() && !self.logging_in() {
             self.finish(Ok(()));
         }
     }
@@ -928,7 +1452,11 @@ impl Session {
         self.phase = Phase::Online;
         self.name = Some(name.clone());
         self.out.push(Effect::Show(Event::LoggedIn { name, again }));
-        if let Some(every) = self.config.refresh_every {
+        if self.has(Extension::Presence) {
+            // The server sends the list, then each change: nothing to poll.
+            self.snapshot = Some(Vec::new());
+            self.next_refresh = None;
+        } else if let Some(every) = self.config.refresh_every {
             self.next_refresh = Some(now + every);
             // One LIST serves both the user's `!who` and the refresh.
             let asked = std::mem::take(&mut self.who_wanted);
@@ -983,6 +1511,22 @@ impl Session {
             Delivery::Queued | Delivery::Sending => return,
         };
         self.out.push(Effect::Show(event));
+    }
+}
+
+/// A server's answer to a password request, as the user hears it.
+fn account_reply(reply: &Reply<'_>) -> AccountReply {
+    match reply {
+        Reply::NameRegistered => AccountReply::NameRegistered,
+        Reply::NoAccount => AccountReply::NoAccount,
+        Reply::BadPassword => AccountReply::BadPassword,
+        Reply::Locked => AccountReply::Locked,
+        Reply::Throttled(s) => AccountReply::Throttled(*s),
+        Reply::NeedsTls => AccountReply::NeedsTls,
+        other => {
+            tracing::debug!(reply = ?other, "unexpected answer to a password request");
+            AccountReply::Refused
+        }
     }
 }
 

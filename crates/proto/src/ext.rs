@@ -49,7 +49,7 @@ impl Extension {
         Self::ALL.into_iter().find(|e| e.name() == name)
     }
 
-    fn bit(self) -> u8 {
+    const fn bit(self) -> u8 {
         1 << (self as u8)
     }
 }
@@ -71,6 +71,12 @@ impl ExtensionSet {
     /// Every extension tcpchat knows.
     pub fn all() -> Self {
         Extension::ALL.into_iter().collect()
+    }
+
+    /// This set and `ext`; `const`, so a set can be spelled as a constant.
+    #[must_use]
+    pub const fn with(self, ext: Extension) -> Self {
+        Self(self.0 | ext.bit())
     }
 
     pub fn contains(self, ext: Extension) -> bool {

@@ -10,6 +10,15 @@
 //! Invariant: the local map is the truth about this node's users; Redis is a copy that the
 //! keeper repairs. A login is admitted only when Redis confirms the name, so uniqueness across
 //! nodes never rests on a stale copy.
+//!
+//! Presence events (`docs/cluster.md`, "Presence"): a login or departure on this node is
+//! queued on this node's watchers at once, as the in-memory hub does (so before the user's
+//! first local message, after the last); the script that changes the name in Redis also
+//! publishes the event on every other live node's channel, the one that carries messages, so
+//! it is ordered with that node's deliveries there. A new watcher is registered *pending*:
+//! events that arrive while its first list is fetched are held, then queued after the list.
+//! Replaying them is safe because each name's events are in order and the last one is the
+//! truth; a departure heard from Redis for a name that is live here is stale and dropped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +49,8 @@ struct Inner {
     store: Store,
     scripts: Scripts,
     local: Mutex<HashMap<Username, Local>>,
+    /// Presence watchers on this node, by their login's token.
+    watchers: Mutex<HashMap<u64, Watcher>>,
     next_token: AtomicU64,
     /// The subscriber is listening: messages for this node's users can arrive.
     subscribed: AtomicBool,
@@ -60,6 +71,13 @@ struct Local {
     /// Confirmed by Redis and answered `HELLO`; until then the name is only reserved here
     /// (so two local logins of one name cannot both reach Redis) and is not reachable.
     active: bool,
+}
+
+/// A presence connection on this node.
+struct Watcher {
+    outbox: Arc<Outbox>,
+    /// While its first list is being fetched: the events heard meanwhile, queued after it.
+    held: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedisHub {
@@ -90,6 +108,7 @@ impl RedisHub {
             store: Store::new(client, config.call_timeout),
             scripts: Scripts::new(),
             local: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             subscribed: AtomicBool::new(false),
             dirty: AtomicBool::new(true),
@@ -132,6 +151,53 @@ impl Inner {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn watchers(&self) -> MutexGuard<'_, HashMap<u64, Watcher>> {
+        // Only map operations and memcpys happen under this lock.
+        self.watchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues one presence change on this node's watchers: encoded once, one push each (or
+    /// held, for a watcher still waiting for its first list). Nothing when there are none.
+    fn announce(&self, name: &str, online: bool) {
+        let mut watchers = self.watchers();
+        if watchers.is_empty() {
+            return;
+        }
+        let mut line = Vec::with_capacity(name.len() + 9);
+        tcpchat_proto::Reply::encode_presence(&mut line, name, online);
+        for w in watchers.values_mut() {
+            match &mut w.held {
+                Some(held) => held.extend_from_slice(&line),
+                // A full queue marks the watcher for dropping, as any slow reader.
+                None => drop(w.outbox.push_with(|buf| buf.extend_from_slice(&line))),
+            }
+        }
+    }
+
+    /// Everyone online: this node's users and every live node's, from Redis (only this
+    /// node's if Redis does not answer). Unsorted, possibly with repeats.
+    /// `watching`: for a new watcher's first list, which also flags this node as one that
+    /// presence events must reach (see `scripts.rs`).
+    async fn all_names(&self, watching: bool) -> Vec<Username> {
+        let mut names = self.local_names();
+        let mut call = self.scripts.list.prepare_invoke();
+        self.args(&mut call);
+        if watching {
+            call.arg(1);
+        }
+        match self.store.invoke::<Vec<String>>(&call).await {
+            Ok(all) => {
+                // Local users are listed even if Redis has not caught up with them yet.
+                names.extend(all.iter().filter_map(|n| Username::parse(n).ok()));
+            }
+            Err(e) => {
+                debug!(error = %e, "cluster list failed; listing this node's users only");
+                self.failed();
+            }
+        }
+        names
+    }
+
     /// The arguments every script starts with (see `scripts.rs`).
     fn args(&self, call: &mut redis::ScriptInvocation<'_>) {
         call.arg(self.node.as_str())
@@ -168,10 +234,16 @@ impl Inner {
         };
         match answer.as_str() {
             "OK" => {
+                let mut now_active = false;
                 if let Some(l) = self.local().get_mut(name) {
                     if l.token == token {
                         l.active = true;
+                        now_active = true;
                     }
+                }
+                // Before `HELLO`: the user's first message to a watcher here comes after it.
+                if now_active {
+                    self.announce(name.as_str(), true);
                 }
                 Ok(())
             }
@@ -230,6 +302,7 @@ impl Inner {
     async fn renew(&self) {
         let mut call = self.scripts.renew.prepare_invoke();
         self.args(&mut call);
+        call.arg(u8::from(!self.watchers().is_empty()));
         match self.store.invoke::<i64>(&call).await {
             Ok(1) if !self.dirty.load(Ordering::Relaxed) => {}
             Ok(_) => self.sync().await,
@@ -240,8 +313,12 @@ impl Inner {
         }
     }
 
-    /// Queues a message published for one of this node's users.
+    /// Queues a message published for one of this node's users, or a presence event for this
+    /// node's watchers.
     fn handle_published(self: &Arc<Self>, payload: &[u8]) {
+        if let Some(rest) = payload.strip_prefix(b",") {
+            return self.handle_presence(rest);
+        }
         let Some((to, from, body)) = split_payload(payload) else {
             warn!("ignoring a malformed cluster message");
             return;
@@ -249,6 +326,32 @@ impl Inner {
         if self.deliver_local(to, from, body).is_none() {
             debug!(%to, "message for a user no longer here; dropped");
         }
+    }
+
+    /// `+{name}` or `-{name}` from another node (or a reaped dead one).
+    fn handle_presence(&self, event: &[u8]) {
+        let (online, name) = match event.split_first() {
+            Some((b'+', name)) => (true, name),
+            Some((b'-', name)) => (false, name),
+            _ => {
+                warn!("ignoring a malformed cluster presence event");
+                return;
+            }
+        };
+        let Some(name) = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| Username::parse(n).ok())
+        else {
+            warn!("ignoring a cluster presence event with an invalid name");
+            return;
+        };
+        // A name live on this node is what it is here: an event from elsewhere about it is
+        // older than the login that made it ours (e.g. its departure from another node,
+        // heard after it logged in here), and the watchers already know.
+        if self.local().get(&name).is_some_and(|l| l.active) {
+            return;
+        }
+        self.announce(name.as_str(), online);
     }
 
     /// Queues `DELIVERY` for a local user; `None` if there is no such (logged-in) user here.
@@ -283,6 +386,9 @@ impl Inner {
                 return;
             }
         }
+        // At once, not after Redis: this node's watchers hear it after the user's last
+        // local message (the lease drops once the connection has ended).
+        self.announce(name.as_str(), false);
         if self.cancel.is_cancelled() {
             return;
         }
@@ -424,22 +530,31 @@ impl Hub for RedisHub {
     }
 
     async fn list(&self) -> Roster {
-        let inner = &self.inner;
-        let mut names = inner.local_names();
-        let mut call = inner.scripts.list.prepare_invoke();
-        inner.args(&mut call);
-        match inner.store.invoke::<Vec<String>>(&call).await {
-            Ok(all) => {
-                // Local users are listed even if Redis has not caught up with them yet.
-                names.extend(all.iter().filter_map(|n| Username::parse(n).ok()));
-            }
-            Err(e) => {
-                debug!(error = %e, "cluster list failed; listing this node's users only");
-                inner.failed();
-            }
-        }
         // Sorted and deduplicated there (local users may also be in Redis's answer).
-        Roster::new(names)
+        Roster::new(self.inner.all_names(false).await)
+    }
+
+    async fn watch(&self, lease: &RedisLease, outbox: &Arc<Outbox>) {
+        let inner = &self.inner;
+        inner.watchers().insert(
+            lease.token,
+            Watcher {
+                outbox: Arc::clone(outbox),
+                held: Some(Vec::new()),
+            },
+        );
+        let mut names = inner.all_names(true).await;
+        names.sort_unstable();
+        names.dedup();
+        let mut watchers = inner.watchers();
+        // Gone if the connection ended meanwhile (its lease dropped).
+        if let Some(w) = watchers.get_mut(&lease.token) {
+            let held = w.held.take().unwrap_or_default();
+            let _ = w.outbox.push_with(|buf| {
+                tcpchat_proto::Reply::encode_online_list(buf, names.iter().map(Username::as_str));
+                buf.extend_from_slice(&held);
+            });
+        }
     }
 
     async fn deliver(&self, from: &Username, to: &Username, body: &str) -> Delivery {
@@ -483,6 +598,7 @@ impl std::fmt::Debug for RedisLease {
 
 impl Drop for RedisLease {
     fn drop(&mut self) {
+        self.inner.watchers().remove(&self.token);
         if self.release_in_redis {
             self.inner.forget(&self.name, self.token);
         } else {

@@ -12,7 +12,13 @@
 //! | `tcpchat:alive:{node}` | string, expires | the node's lease, renewed while it lives |
 //! | `tcpchat:users:{node}` | set | names the node holds |
 //! | `tcpchat:user:{name}` | string | `"{node} {token}"`: who holds the name |
-//! | `tcpchat:deliver:{node}` | pub/sub channel | messages for the node's users, `"{to} {from} {body}"` |
+//! | `tcpchat:watching:{node}` | string, expires | present while the node has presence watchers: only such nodes are sent presence events |
+//! | `tcpchat:deliver:{node}` | pub/sub channel | messages for the node's users, `"{to} {from} {body}"`; presence events, `",+{name}"` / `",-{name}"` |
+//!
+//! Presence events travel on the same channel as the messages, published by the same script
+//! that changes the name (claim, release, re-sync, reaping a dead node), so a node hears of a
+//! user's login before any message from that user, and of their departure after the last.
+//! A name never contains a comma, so `,` cannot start a message's `{to}`.
 //!
 //! A name belongs to its holder only while the holder's node is alive: a dead node's names are
 //! free as soon as its `alive` key expires, without anyone deleting them (they are cleaned up
@@ -33,6 +39,42 @@ const PROLOGUE: &str = r"
 local node = ARGV[1]
 local function owner_of(v) return string.match(v, '^(%S+)') end
 local function alive(n) return redis.call('EXISTS', 'tcpchat:alive:' .. n) == 1 end
+-- Live nodes with presence watchers, the ones presence events go to; the caller itself left
+-- out unless `self_too`. A node without watchers is sent nothing.
+local function live_nodes(self_too)
+  local out = {}
+  for _, n in ipairs(redis.call('SMEMBERS', 'tcpchat:nodes')) do
+    if (self_too or n ~= node) and redis.call('EXISTS', 'tcpchat:watching:' .. n) == 1
+        and alive(n) then
+      out[#out + 1] = n
+    end
+  end
+  return out
+end
+local function tell(nodes, payload)
+  for _, n in ipairs(nodes) do redis.call('PUBLISH', 'tcpchat:deliver:' .. n, payload) end
+end
+-- Frees a dead node's names and tells every live node, this one included, that they left.
+local function reap(n)
+  local set = 'tcpchat:users:' .. n
+  local nodes = nil
+  for _, name in ipairs(redis.call('SMEMBERS', set)) do
+    local key = 'tcpchat:user:' .. name
+    local v = redis.call('GET', key)
+    if v and owner_of(v) == n then
+      redis.call('DEL', key)
+      nodes = nodes or live_nodes(true)
+      tell(nodes, ',-' .. name)
+    end
+  end
+  redis.call('DEL', set)
+  redis.call('SREM', 'tcpchat:nodes', n)
+end
+local function reap_dead()
+  for _, n in ipairs(redis.call('SMEMBERS', 'tcpchat:nodes')) do
+    if not alive(n) then reap(n) end
+  end
+end
 local function fresh_store()
   if redis.call('EXISTS', 'tcpchat:epoch') == 1 then return false end
   redis.call('SET', 'tcpchat:epoch', '1')
@@ -60,6 +102,7 @@ if v then
 end
 redis.call('SET', key, node .. ' ' .. ARGV[5])
 redis.call('SADD', 'tcpchat:users:' .. node, name)
+tell(live_nodes(false), ',+' .. name)
 return 'OK'
 ";
 
@@ -71,6 +114,7 @@ local key = 'tcpchat:user:' .. name
 local v = redis.call('GET', key)
 if v == node .. ' ' .. ARGV[5] then
   redis.call('DEL', key)
+  tell(live_nodes(false), ',-' .. name)
 elseif v and owner_of(v) == node then
   return 0
 end
@@ -79,9 +123,15 @@ return 1
 ";
 
 /// Extends this node's lease. Returns 1, or 0 if the lease was gone (expired, or the state
-/// was lost): the node must then re-register with [`SYNC`].
+/// was lost): the node must then re-register with [`SYNC`]. On the way, reaps nodes whose
+/// lease expired, so their users' departures reach every presence watcher within a lease
+/// and a renewal (one `EXISTS` per registered node). `ARGV[4]` is `1` while the node has
+/// presence watchers: their flag is extended with the lease. It is never deleted here (a
+/// watcher may have set it since the node looked): without watchers it lapses by itself.
 const RENEW: &str = r"
 fresh_store()
+reap_dead()
+if ARGV[4] == '1' then redis.call('SET', 'tcpchat:watching:' .. node, '1', 'PX', ARGV[3]) end
 if redis.call('SET', 'tcpchat:alive:' .. node, '1', 'PX', ARGV[3], 'XX') then return 1 end
 return 0
 ";
@@ -97,6 +147,9 @@ redis.call('SADD', 'tcpchat:nodes', node)
 local set = 'tcpchat:users:' .. node
 local old = redis.call('SMEMBERS', set)
 redis.call('DEL', set)
+local was = {}
+for _, name in ipairs(old) do was[name] = true end
+local others = live_nodes(false)
 local keep, conflicts = {}, {}
 for i = 4, #ARGV, 2 do
   local name = ARGV[i]
@@ -109,33 +162,35 @@ for i = 4, #ARGV, 2 do
     redis.call('SET', key, node .. ' ' .. ARGV[i + 1])
     redis.call('SADD', set, name)
     keep[name] = true
+    -- Back after a loss (an empty Redis, an expired lease): the others may have been told
+    -- it left. A repeat is harmless: clients treat presence as a set.
+    if not was[name] then tell(others, ',+' .. name) end
   end
 end
 for _, name in ipairs(old) do
   if not keep[name] then
     local key = 'tcpchat:user:' .. name
     local v = redis.call('GET', key)
-    if v and owner_of(v) == node then redis.call('DEL', key) end
+    if v and owner_of(v) == node then
+      redis.call('DEL', key)
+      tell(others, ',-' .. name)
+    end
   end
 end
 return conflicts
 ";
 
-/// Everyone held by a live node. Nodes whose lease expired are cleaned up on the way.
+/// Everyone held by a live node. Nodes whose lease expired are cleaned up on the way. With
+/// `ARGV[4]` = `1` (a new presence watcher's first list) the node is first flagged as
+/// watching, in the same step, so every change after this list is published to it.
 const LIST: &str = r"
+if ARGV[4] == '1' then redis.call('SET', 'tcpchat:watching:' .. node, '1', 'PX', ARGV[3]) end
 local out = {}
 for _, n in ipairs(redis.call('SMEMBERS', 'tcpchat:nodes')) do
-  local set = 'tcpchat:users:' .. n
   if alive(n) then
-    for _, name in ipairs(redis.call('SMEMBERS', set)) do out[#out + 1] = name end
+    for _, name in ipairs(redis.call('SMEMBERS', 'tcpchat:users:' .. n)) do out[#out + 1] = name end
   else
-    for _, name in ipairs(redis.call('SMEMBERS', set)) do
-      local key = 'tcpchat:user:' .. name
-      local v = redis.call('GET', key)
-      if v and owner_of(v) == n then redis.call('DEL', key) end
-    end
-    redis.call('DEL', set)
-    redis.call('SREM', 'tcpchat:nodes', n)
+    reap(n)
   end
 end
 return out
@@ -155,12 +210,16 @@ return redis.call('PUBLISH', 'tcpchat:deliver:' .. owner, ARGV[5])
 /// Removes this node and frees all its names (clean shutdown).
 const LEAVE: &str = r"
 local set = 'tcpchat:users:' .. node
+local others = live_nodes(false)
 for _, name in ipairs(redis.call('SMEMBERS', set)) do
   local key = 'tcpchat:user:' .. name
   local v = redis.call('GET', key)
-  if v and owner_of(v) == node then redis.call('DEL', key) end
+  if v and owner_of(v) == node then
+    redis.call('DEL', key)
+    tell(others, ',-' .. name)
+  end
 end
-redis.call('DEL', set, 'tcpchat:alive:' .. node)
+redis.call('DEL', set, 'tcpchat:alive:' .. node, 'tcpchat:watching:' .. node)
 redis.call('SREM', 'tcpchat:nodes', node)
 return 1
 ";

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tcpchat_proto::ExtensionSet;
+
 use crate::limits::Limits;
 
 /// Longest `max_line_bytes` accepted: a line is buffered whole, so this bounds the memory one
@@ -49,6 +51,13 @@ pub struct Config {
     /// cap and exempt networks (`docs/security.md`). On by default; [`Limits::off`] for load
     /// tests.
     pub limits: Limits,
+    /// The extensions offered to a connection that asks (`extensions`, `docs/protocol.md`);
+    /// empty makes the server classic: `EXT` is then an unknown command.
+    pub extensions: ExtensionSet,
+    /// A `keepalive` connection silent this long is sent `PING` (`ping-interval`).
+    pub ping_interval: Duration,
+    /// ... and closed if still silent this long after it (`ping-timeout`).
+    pub ping_timeout: Duration,
     /// Practice mode (`practice`): plain connections are written the way a real network
     /// may deliver, lines cut at random points and replies coalesced, reproducibly from the
     /// seed. `None` (the default): every write goes out as it is.
@@ -104,6 +113,9 @@ impl Default for Config {
             outbox_limit_bytes: 256 * 1024,
             shutdown_grace: Duration::from_secs(5),
             limits: Limits::default(),
+            extensions: ExtensionSet::all(),
+            ping_interval: Duration::from_secs(60),
+            ping_timeout: Duration::from_secs(60),
             practice: None,
         }
     }
@@ -142,7 +154,7 @@ pub enum ConfigError {
     /// A timeout that is set is zero: it would fire at once.
     #[error("invalid {setting} 0s: must be longer than zero (or off, where that is allowed)")]
     ZeroTimeout {
-        /// `handshake-timeout` or `idle-timeout`.
+        /// `handshake-timeout`, `idle-timeout`, `ping-interval` or `ping-timeout`.
         setting: &'static str,
     },
     /// A keepalive time is not a whole number of seconds from 1 to 32767, the kernel's range.
@@ -212,6 +224,14 @@ impl Config {
             return Err(ConfigError::ZeroTimeout {
                 setting: "idle-timeout",
             });
+        }
+        for (setting, given) in [
+            ("ping-interval", self.ping_interval),
+            ("ping-timeout", self.ping_timeout),
+        ] {
+            if given.is_zero() {
+                return Err(ConfigError::ZeroTimeout { setting });
+            }
         }
         if let Some(ka) = &self.keepalive {
             for (setting, given) in [("keepalive", ka.idle), ("keepalive-interval", ka.interval)] {
@@ -328,6 +348,20 @@ mod tests {
                 with(|c| c.handshake_timeout = Duration::ZERO),
                 Err(ZeroTimeout {
                     setting: "handshake-timeout",
+                }),
+            ),
+            (
+                "zero ping interval",
+                with(|c| c.ping_interval = Duration::ZERO),
+                Err(ZeroTimeout {
+                    setting: "ping-interval",
+                }),
+            ),
+            (
+                "zero ping timeout",
+                with(|c| c.ping_timeout = Duration::ZERO),
+                Err(ZeroTimeout {
+                    setting: "ping-timeout",
                 }),
             ),
             (

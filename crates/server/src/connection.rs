@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
-use tcpchat_proto::{FrameError, Framer, Reply};
+use tcpchat_proto::{Extension, FrameError, Framer, Reply};
 use tokio::io::Interest;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::limits::{Admit, TokenBucket};
 use crate::outbox::{Outbox, PushError};
-use crate::session::{Session, Step, Timeout};
+use crate::session::{PingSettings, Session, Step, Timeout, Wake};
 use crate::transport::Transport;
 
 /// What every connection task shares: the hub and the settings. Owned here, where it is
@@ -110,7 +110,12 @@ pub(crate) fn serve<H: Hub>(
             Instant::now().into_std(),
             config.handshake_timeout,
             config.idle_timeout,
-        ),
+            crate::session::offered(config.extensions),
+        )
+        .with_pings(PingSettings {
+            interval: config.ping_interval,
+            timeout: config.ping_timeout,
+        }),
         lease: None,
         peer,
         stream,
@@ -133,6 +138,9 @@ pub(crate) fn serve<H: Hub>(
         match (name, end) {
             (Some(name), End::Evicted) => {
                 info!(%peer, %name, "logged out: evicted by the hub (name taken back)");
+            }
+            (Some(name), End::Timeout(Timeout::Silent)) => {
+                info!(%peer, %name, "logged out: no answer to a ping");
             }
             (Some(name), end) => info!(%peer, %name, ?end, "logged out"),
             (None, End::Timeout(Timeout::Handshake)) => info!(%peer, "closed: no login in time"),
@@ -285,8 +293,8 @@ impl<H: Hub> Connection<H> {
                         match read {
                             Ok(Some(now)) => {
                                 // After every read, whatever the timer: see the module docs.
-                                if let Some(timeout) = self.session.handle_timeout(now) {
-                                    break End::Timeout(timeout);
+                                if let Err(end) = self.handle_timeout(now) {
+                                    break end;
                                 }
                                 tokio::task::consume_budget().await;
                             }
@@ -308,7 +316,7 @@ impl<H: Hub> Connection<H> {
                         let Paused { line, rest, .. } = *paused;
                         let handled = match line {
                             Held::Line(line) => self.handle_line(&line, now).await,
-                            Held::Overlong(head) => self.handle_overlong(&head),
+                            Held::Overlong(head) => self.handle_overlong(&head, now),
                         };
                         if let Err(end) = handled {
                             break end;
@@ -322,8 +330,8 @@ impl<H: Hub> Connection<H> {
                             read_buf = Vec::new();
                         }
                     }
-                    if let Some(timeout) = self.session.handle_timeout(now) {
-                        break End::Timeout(timeout);
+                    if let Err(end) = self.handle_timeout(now) {
+                        break end;
                     }
                     armed = None;
                 }
@@ -406,7 +414,7 @@ impl<H: Hub> Connection<H> {
                     debug!(limit, "line too long; discarding it");
                     match self.admit_line(now)? {
                         None => {
-                            self.handle_overlong(&head)?;
+                            self.handle_overlong(&head, now)?;
                             continue;
                         }
                         Some(until) => (Held::Overlong(head), until),
@@ -436,15 +444,25 @@ impl<H: Hub> Connection<H> {
         }
     }
 
-    fn handle_overlong(&mut self, head: &[u8]) -> Flow {
-        let reply = self.session.handle_overlong(head);
+    fn handle_overlong(&mut self, head: &[u8], now: std::time::Instant) -> Flow {
+        let reply = self.session.handle_overlong(head, now);
         self.reply(&reply)
+    }
+
+    /// The session's deadlines at `now`: a server `PING` to queue, or the end.
+    fn handle_timeout(&mut self, now: std::time::Instant) -> Flow {
+        match self.session.handle_timeout(now) {
+            None => Ok(()),
+            Some(Wake::Ping(token)) => self.reply(&Reply::Ping(Some(&token))),
+            Some(Wake::Close(why)) => Err(End::Timeout(why)),
+        }
     }
 
     async fn handle_line(&mut self, line: &[u8], now: std::time::Instant) -> Flow {
         debug!(line = %String::from_utf8_lossy(line), "request");
         match self.session.handle_line(line, now) {
             Step::Reply(reply) => self.reply(&reply),
+            Step::Nothing => Ok(()),
             Step::Login(name) => {
                 if !self.slot.may_log_in() {
                     return Err(End::Displaced);
@@ -465,6 +483,13 @@ impl<H: Hub> Connection<H> {
                     }
                 }
                 self.reply(&step.reply)?;
+                // The first list right after `HELLO`, then every change, in the queue that
+                // deliveries take (`docs/protocol.md`, "presence").
+                if logged_in && self.session.has(Extension::Presence) {
+                    if let Some(lease) = &self.lease {
+                        self.shared.hub.watch(lease, &self.outbox).await;
+                    }
+                }
                 if step.close {
                     warn!(peer = %self.peer, "login refused: presence service unavailable");
                     return Err(End::Busy);

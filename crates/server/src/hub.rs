@@ -9,6 +9,13 @@
 //! Names are also kept, sorted, in a second structure behind its own lock (updated on login
 //! and logout, O(log n)), and the `LIST-OK` line built from it is cached as a [`Roster`]
 //! until presence changes, so a thousand users asking `LIST` at once share one snapshot.
+//!
+//! Presence events (the `presence` extension, [`Hub::watch`]) live beside those sorted names,
+//! under the same lock: a login or logout changes the set and queues its one line (`ONLINE
+//! <name>` / `OFFLINE <name>`, encoded once) on every watcher's outbox in one critical
+//! section, and a new watcher's first list is taken and queued in another, so every watcher
+//! sees each change exactly once, after its list. With no watcher the cost is one
+//! `is_empty` check under a lock the login already holds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -90,6 +97,29 @@ pub trait Hub: Send + Sync + 'static {
         to: &Username,
         body: &str,
     ) -> impl Future<Output = Delivery> + Send;
+
+    /// Makes the connection holding `lease` a presence watcher (`docs/protocol.md`,
+    /// "presence"): queues on `outbox` the first list (everyone online, the user included:
+    /// `ONLINE` lines, then `ONLINE-DONE`), then one `ONLINE` / `OFFLINE` line per login and
+    /// departure anywhere, in the queue deliveries take. The list and the start of the
+    /// events are one step, so no change falls between them. Called once, right after
+    /// `HELLO` is queued (so the list follows it); dropping the lease ends it.
+    fn watch(&self, lease: &Self::Lease, outbox: &Arc<Outbox>) -> impl Future<Output = ()> + Send;
+}
+
+/// Queues one presence change on every watcher: encoded once, one push (a memcpy of a short
+/// line) per watcher. A watcher whose queue is full is marked by the push and dropped by its
+/// own task, as any slow reader.
+fn announce<'w>(watchers: impl IntoIterator<Item = &'w Arc<Outbox>>, name: &str, online: bool) {
+    let mut watchers = watchers.into_iter().peekable();
+    if watchers.peek().is_none() {
+        return;
+    }
+    let mut line = Vec::with_capacity(name.len() + 9);
+    Reply::encode_presence(&mut line, name, online);
+    for outbox in watchers {
+        let _ = outbox.push_with(|buf| buf.extend_from_slice(&line));
+    }
 }
 
 /// The single-process hub: a map from name to outbox behind one short-held mutex.
@@ -122,11 +152,13 @@ impl Default for Inner {
 }
 
 /// Logged-in names with the id of the entry that holds each, so a logout only removes its
-/// own login; `generation` counts changes.
+/// own login; `generation` counts changes. `watchers` are the presence connections, by the
+/// id of their login: here, so a change and its event are one critical section.
 #[derive(Debug, Default)]
 struct Names {
     sorted: BTreeMap<Username, u64>,
     generation: u64,
+    watchers: HashMap<u64, Arc<Outbox>>,
 }
 
 #[derive(Debug)]
@@ -194,6 +226,8 @@ impl MemoryHub {
         let mut names = self.inner.names();
         names.sorted.insert(name.clone(), id);
         names.generation += 1;
+        // Before `HELLO`, so the user's first message to a watcher comes after it.
+        announce(names.watchers.values(), name.as_str(), true);
         drop(names);
         Ok(MemoryLease {
             inner: Arc::clone(&self.inner),
@@ -237,6 +271,17 @@ impl Hub for MemoryHub {
     ) -> impl Future<Output = Delivery> + Send {
         std::future::ready(self.deliver_now(from, to, body))
     }
+
+    fn watch(&self, lease: &MemoryLease, outbox: &Arc<Outbox>) -> impl Future<Output = ()> + Send {
+        let mut names = self.inner.names();
+        // One push for the whole list: O(n) memcpy under the names lock, as a roster
+        // rebuild is; SEND does not take this lock.
+        let _ = outbox.push_with(|buf| {
+            Reply::encode_online_list(buf, names.sorted.keys().map(Username::as_str));
+        });
+        names.watchers.insert(lease.id, Arc::clone(outbox));
+        std::future::ready(())
+    }
 }
 
 /// A name held in a [`MemoryHub`]; dropping it frees the name.
@@ -262,9 +307,12 @@ impl Drop for MemoryLease {
         // The same guard here matters: between the two locks the name may have been claimed
         // again, and that login's entry must stay.
         let mut names = self.inner.names();
+        names.watchers.remove(&self.id);
         if names.sorted.get(self.name.as_str()) == Some(&self.id) {
             names.sorted.remove(self.name.as_str());
             names.generation += 1;
+            // After the user's last message: the lease drops once its connection has ended.
+            announce(names.watchers.values(), self.name.as_str(), false);
         }
     }
 }
@@ -363,5 +411,119 @@ mod tests {
             hub.deliver(&name("a"), &name("bob"), "x").await,
             Delivery::NoSuchUser
         );
+    }
+
+    #[tokio::test]
+    async fn watchers_get_the_list_then_every_change_once() {
+        let hub = MemoryHub::new();
+        let quiet = Arc::new(Outbox::new(1024));
+        let _ann = hub.login(&name("ann"), &quiet).await.expect("free name");
+        let w = Arc::new(Outbox::new(1024));
+        let me = hub.login(&name("me"), &w).await.expect("free name");
+        hub.watch(&me, &w).await;
+        assert_eq!(w.take().0, b"ONLINE ann,me\nONLINE-DONE\n");
+        let bob = hub.login(&name("bob"), &quiet).await.expect("free name");
+        assert_eq!(
+            hub.deliver(&name("bob"), &name("me"), "hi").await,
+            Delivery::Delivered
+        );
+        drop(bob);
+        assert_eq!(
+            hub.login(&name("me"), &quiet).await.err(),
+            Some(LoginError::InUse),
+            "a refused login is no event"
+        );
+        assert_eq!(w.take().0, b"ONLINE bob\nDELIVERY bob hi\nOFFLINE bob\n");
+        // Not a watcher: nothing but its own lines.
+        assert_eq!(quiet.take().0, b"");
+        // A watcher's own departure is not announced to itself, and it stops watching.
+        let w2 = Arc::new(Outbox::new(1024));
+        let other = hub.login(&name("other"), &w2).await.expect("free name");
+        hub.watch(&other, &w2).await;
+        assert_eq!(w.take().0, b"ONLINE other\n");
+        drop(me);
+        assert_eq!(
+            w2.take().0,
+            b"ONLINE ann,me,other\nONLINE-DONE\nOFFLINE me\n"
+        );
+        let _carl = hub.login(&name("carl"), &quiet).await.expect("free name");
+        assert_eq!(w.take().0, b"", "the departed watcher gets nothing more");
+    }
+
+    #[tokio::test]
+    async fn a_full_watcher_is_refused_not_waited_for() {
+        let hub = MemoryHub::new();
+        let w = Arc::new(Outbox::new(8));
+        let me = hub.login(&name("me"), &w).await.expect("free name");
+        hub.watch(&me, &w).await;
+        let o = Arc::new(Outbox::new(1024));
+        let _a = hub.login(&name("a"), &o).await.expect("free name");
+        assert_eq!(
+            w.take().1,
+            Some(crate::outbox::PushError::Full),
+            "marked for dropping, as a slow reader"
+        );
+    }
+
+    /// The list and the events are one step: however logins race with a new watcher, the
+    /// list followed by the events replays to exactly who is online.
+    #[test]
+    fn a_list_and_its_events_replay_to_the_truth_under_racing_logins() {
+        let hub = MemoryHub::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let churners: Vec<_> = (0..4)
+            .map(|t| {
+                let hub = hub.clone();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .expect("runtime");
+                    let o = Arc::new(Outbox::new(1 << 20));
+                    let mut kept = Vec::new();
+                    for i in 0..300 {
+                        let lease = rt
+                            .block_on(hub.login(&name(&format!("t{t}n{i}")), &o))
+                            .expect("unique name");
+                        // Every third one stays: the end state is not empty.
+                        if i % 3 == 0 {
+                            kept.push(lease);
+                        }
+                    }
+                    kept
+                })
+            })
+            .collect();
+        let mut watchers = Vec::new();
+        for i in 0..40 {
+            let o = Arc::new(Outbox::new(1 << 24));
+            let lease = rt
+                .block_on(hub.login(&name(&format!("w{i}")), &o))
+                .expect("unique name");
+            rt.block_on(hub.watch(&lease, &o));
+            watchers.push((lease, o));
+            std::thread::yield_now();
+        }
+        let kept: Vec<_> = churners
+            .into_iter()
+            .flat_map(|t| t.join().expect("churner"))
+            .collect();
+        let truth = hub.inner.names().sorted.keys().cloned().collect::<Vec<_>>();
+        for (_, o) in &watchers {
+            let (bytes, refusing) = o.take();
+            assert_eq!(refusing, None);
+            let mut online = std::collections::BTreeSet::new();
+            for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                match Reply::parse(line).expect("a presence line") {
+                    Reply::Online(names) => online.extend(names),
+                    Reply::Offline(n) => assert!(online.remove(&n), "OFFLINE {n} unknown"),
+                    Reply::OnlineDone => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert_eq!(online.into_iter().collect::<Vec<_>>(), truth);
+        }
+        drop(kept);
     }
 }

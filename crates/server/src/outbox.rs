@@ -69,8 +69,9 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends one line, written by `write` (which must append exactly one `\n`-terminated
-    /// line to the vector it is given).
+    /// Appends one line, written by `write` (which must append whole `\n`-terminated lines
+    /// to the vector it is given: one, or a few that belong together, such as a presence
+    /// list).
     ///
     /// # Errors
     /// [`PushError::Full`] if the queue is past its limit (the connection is then marked for

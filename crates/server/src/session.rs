@@ -3,20 +3,23 @@
 //! A [`Session`] is fed each line (or overlong-line report) with the current time and answers
 //! with a [`Step`]: a reply to send, or an operation for the hub whose outcome is fed back with
 //! [`Session::handle_login`] / [`Session::handle_delivery`]. It also owns the connection's
-//! deadlines ([`Session::poll_timeout`], [`Session::handle_timeout`]). Because it never touches
-//! a socket or a clock, every rule of `docs/protocol.md` is tested here directly.
+//! deadlines ([`Session::poll_timeout`], [`Session::handle_timeout`]), the `keepalive`
+//! extension's server pings included: a timeout says "send this `PING`" or "close". Because it
+//! never touches a socket or a clock, every rule of `docs/protocol.md` is tested here directly.
 
 use std::time::{Duration, Instant};
 
-use tcpchat_proto::{Command, Reply, Request, RequestError, Username};
+use tcpchat_proto::{Command, Extension, ExtensionSet, Reply, Request, RequestError, Username};
 
 use crate::hub::{Delivery, LoginError};
 
 /// What the connection should do with one line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step<'a> {
-    /// Send this reply; nothing else happens.
-    Reply(Reply<'static>),
+    /// Send this reply; nothing else happens. It may borrow from the line (`PONG <token>`).
+    Reply(Reply<'a>),
+    /// Nothing to send (a client's `PONG`: it answers, it does not ask).
+    Nothing,
     /// Ask the hub to log this name in, then call [`Session::handle_login`].
     Login(Username),
     /// Ask the hub who is online and send `LIST-OK`.
@@ -32,6 +35,36 @@ pub enum Timeout {
     Handshake,
     /// Logged in but silent for longer than the idle timeout.
     Idle,
+    /// A keepalive connection that answered nothing to the server's `PING` within the ping
+    /// timeout (`docs/protocol.md`, "keepalive").
+    Silent,
+}
+
+/// What [`Session::handle_timeout`] asks the connection to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// Send `PING <token>`; the session now waits for any line.
+    Ping(String),
+    /// Close the connection, without a line.
+    Close(Timeout),
+}
+
+/// The server's side of the `keepalive` extension: ping after `interval` of silence, close
+/// `timeout` after that ping if still silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingSettings {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for PingSettings {
+    /// 60 s and 60 s: a dead peer is found within 120 s (`docs/protocol.md`).
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// What the connection does after a login attempt.
@@ -48,26 +81,66 @@ enum State {
     LoggedIn(Username),
 }
 
+/// The extensions this server build serves. Offering one outside this set would promise lines
+/// the session cannot answer, so the connection offers what is configured *and* served.
+pub const SERVED: ExtensionSet = ExtensionSet::NONE
+    .with(Extension::Keepalive)
+    .with(Extension::Presence);
+
+/// What a server configured to offer `configured` offers: the part this build [`SERVED`].
+pub fn offered(configured: ExtensionSet) -> ExtensionSet {
+    configured.iter().filter(|e| SERVED.contains(*e)).collect()
+}
+
 /// One connection's protocol state.
 #[derive(Debug)]
 pub struct Session {
     state: State,
+    /// What this server offers; empty makes it a classic server (`EXT` is unknown).
+    offered: ExtensionSet,
+    /// `None` until the client sends `EXT`; then what it was answered. A connection that
+    /// never asks stays classic, byte for byte.
+    negotiated: Option<ExtensionSet>,
     connected_at: Instant,
     last_activity: Instant,
     handshake_timeout: Duration,
     idle_timeout: Option<Duration>,
+    pings: PingSettings,
+    /// When the last line of any kind arrived: the keepalive clock, which unlike
+    /// `last_activity` every line moves (`PING`, `PONG` and refused lines too).
+    last_heard: Instant,
+    /// A server `PING` is out and unanswered (sent at `last_heard + pings.interval`).
+    pinged: bool,
 }
 
 impl Session {
-    /// A session for a connection accepted at `now`.
-    pub fn new(now: Instant, handshake_timeout: Duration, idle_timeout: Option<Duration>) -> Self {
+    /// A session for a connection accepted at `now`, on a server offering `offered` to it.
+    pub fn new(
+        now: Instant,
+        handshake_timeout: Duration,
+        idle_timeout: Option<Duration>,
+        offered: ExtensionSet,
+    ) -> Self {
         Self {
             state: State::AwaitingLogin,
+            offered,
+            negotiated: None,
             connected_at: now,
             last_activity: now,
             handshake_timeout,
             idle_timeout,
+            pings: PingSettings::default(),
+            last_heard: now,
+            pinged: false,
         }
+    }
+
+    /// The same session with these server ping settings (used only if the connection
+    /// negotiates `keepalive`).
+    #[must_use]
+    pub fn with_pings(mut self, pings: PingSettings) -> Self {
+        self.pings = pings;
+        self
     }
 
     /// The logged-in name, if any.
@@ -76,6 +149,16 @@ impl Session {
             State::LoggedIn(name) => Some(name),
             State::AwaitingLogin => None,
         }
+    }
+
+    /// The extensions this connection negotiated; empty for a classic connection.
+    pub fn extensions(&self) -> ExtensionSet {
+        self.negotiated.unwrap_or(ExtensionSet::NONE)
+    }
+
+    /// Whether this connection negotiated `ext`.
+    pub fn has(&self, ext: Extension) -> bool {
+        self.extensions().contains(ext)
     }
 
     /// Decides what one complete line means in the current state.
@@ -88,6 +171,7 @@ impl Session {
     /// answered `BAD-RQST-HDR` / `BAD-RQST-BODY` does not move it, as it does not move the
     /// login timeout, so junk cannot hold a slot forever (`docs/protocol.md`).
     pub fn handle_line<'a>(&mut self, line: &'a [u8], now: Instant) -> Step<'a> {
+        self.heard(now);
         let parsed = Request::parse(line);
         let command = match &parsed {
             Ok(request) => Some(request.command()),
@@ -100,8 +184,29 @@ impl Session {
             Ok(Request::HelloFrom(name)) => Step::Login(name),
             Ok(Request::List) => Step::List,
             Ok(Request::Send { to, body }) => Step::Send { to, body },
-            // Extensions are not served yet: their lines are unknown, as on a classic server
-            // (`allows` refused them above).
+            Ok(Request::Ext(asked)) => {
+                let (chosen, _) = self.offered.answer(&asked);
+                self.negotiated = Some(chosen);
+                // Spelled from the known names, so the reply borrows nothing from the line.
+                let names = asked
+                    .iter()
+                    .filter_map(|n| Extension::from_name(n))
+                    .filter(|e| chosen.contains(*e))
+                    .fold(Vec::new(), |mut names, e| {
+                        if !names.contains(&e.name()) {
+                            names.push(e.name());
+                        }
+                        names
+                    });
+                return Step::Reply(Reply::ExtOk(names));
+            }
+            // Answered at once, in order with the other replies; neither counts as activity
+            // for the idle timeout, which measures what a user does.
+            Ok(Request::Ping(token)) => return Step::Reply(Reply::Pong(token)),
+            Ok(Request::Pong(_)) => return Step::Nothing,
+            // Lines of extensions this build does not serve (`allows` refused them above
+            // unless negotiated, and `SERVED` keeps them from being negotiated): unknown, as
+            // on a classic server.
             Ok(_) | Err(RequestError::UnknownCommand) => return Step::Reply(Reply::BadRqstHdr),
             Err(_) => return Step::Reply(Reply::BadRqstBody),
         };
@@ -111,8 +216,10 @@ impl Session {
 
     /// The reply to a line that exceeded the line limit, from its first bytes: a body error
     /// if it starts with a command allowed now (an overlong name or message), else a header
-    /// error. The line itself is gone and is never acted on, so it is not activity either.
-    pub fn handle_overlong(&self, head: &[u8]) -> Reply<'static> {
+    /// error. The line itself is gone and is never acted on, so it is not activity either;
+    /// it is still a sign of life for keepalive.
+    pub fn handle_overlong(&mut self, head: &[u8], now: Instant) -> Reply<'static> {
+        self.heard(now);
         if self.allows(Command::of_line(head)) {
             Reply::BadRqstBody
         } else {
@@ -120,12 +227,26 @@ impl Session {
         }
     }
 
+    /// Whether `command` is understood and allowed now. An extension's command is understood
+    /// only on a connection that negotiated the extension; anywhere else it is as unknown as
+    /// on a classic server.
     fn allows(&self, command: Option<Command>) -> bool {
-        matches!(
-            (&self.state, command),
-            (State::AwaitingLogin, Some(Command::HelloFrom))
-                | (State::LoggedIn(_), Some(Command::List | Command::Send))
-        )
+        let Some(command) = command else {
+            return false;
+        };
+        if let Some(ext) = command.extension() {
+            if !self.has(ext) {
+                return false;
+            }
+        }
+        let logged_in = matches!(self.state, State::LoggedIn(_));
+        match command {
+            Command::HelloFrom | Command::Login => !logged_in,
+            Command::List | Command::Send => logged_in,
+            Command::Register | Command::Password | Command::Unregister => logged_in,
+            Command::Ping | Command::Pong => true,
+            Command::Ext => !logged_in && self.negotiated.is_none() && !self.offered.is_empty(),
+        }
     }
 
     /// Records the hub's answer to [`Step::Login`] and says what to reply.
@@ -159,24 +280,69 @@ impl Session {
         }
     }
 
-    /// The next instant at which [`Session::handle_timeout`] should be called, if any.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// Any line is a sign of life: it answers an outstanding server `PING`.
+    fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+        self.pinged = false;
+    }
+
+    /// The deadline that closes the connection, without keepalive.
+    fn close_deadline(&self) -> Option<(Instant, Timeout)> {
         match self.state {
-            State::AwaitingLogin => Some(self.connected_at + self.handshake_timeout),
-            State::LoggedIn(_) => self.idle_timeout.map(|t| self.last_activity + t),
+            State::AwaitingLogin => Some((
+                self.connected_at + self.handshake_timeout,
+                Timeout::Handshake,
+            )),
+            State::LoggedIn(_) => self
+                .idle_timeout
+                .map(|t| (self.last_activity + t, Timeout::Idle)),
         }
     }
 
-    /// Checks the deadlines at `now`. `Some` means close the connection.
-    pub fn handle_timeout(&mut self, now: Instant) -> Option<Timeout> {
-        let deadline = self.poll_timeout()?;
-        if now < deadline {
+    /// The keepalive deadline, on a connection that negotiated it: the next server `PING`,
+    /// or, with one out, the close. `None` for a classic connection: never pinged.
+    fn ping_deadline(&self) -> Option<Instant> {
+        if !self.has(Extension::Keepalive) {
             return None;
         }
-        Some(match self.state {
-            State::AwaitingLogin => Timeout::Handshake,
-            State::LoggedIn(_) => Timeout::Idle,
+        let ping_at = self.last_heard + self.pings.interval;
+        Some(if self.pinged {
+            ping_at + self.pings.timeout
+        } else {
+            ping_at
         })
+    }
+
+    /// The next instant at which [`Session::handle_timeout`] should be called, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let close = self.close_deadline().map(|(at, _)| at);
+        match (close, self.ping_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Checks the deadlines at `now`: `None` (nothing is due), [`Wake::Ping`] (send it and
+    /// carry on) or [`Wake::Close`].
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<Wake> {
+        if let Some((at, why)) = self.close_deadline() {
+            if now >= at {
+                return Some(Wake::Close(why));
+            }
+        }
+        let at = self.ping_deadline()?;
+        if now < at {
+            return None;
+        }
+        if self.pinged {
+            return Some(Wake::Close(Timeout::Silent));
+        }
+        self.pinged = true;
+        // Milliseconds since the connection opened: distinct for every ping of a connection
+        // (they are at least a ping interval apart; only an interval under a millisecond could
+        // repeat one, harmlessly), and no counter to keep.
+        let token = now.saturating_duration_since(self.connected_at).as_millis();
+        Some(Wake::Ping(token.to_string()))
     }
 }
 
@@ -190,8 +356,96 @@ mod tests {
         Username::parse(s).expect("valid test name")
     }
 
+    fn extended(now: Instant, offered: ExtensionSet) -> Session {
+        Session::new(now, HANDSHAKE, None, offered)
+    }
+
+    #[test]
+    fn a_classic_server_answers_ext_as_an_unknown_command() {
+        let now = Instant::now();
+        let mut s = extended(now, ExtensionSet::NONE);
+        assert_eq!(
+            s.handle_line(b"EXT keepalive", now),
+            Step::Reply(Reply::BadRqstHdr)
+        );
+        assert_eq!(s.extensions(), ExtensionSet::NONE);
+    }
+
+    #[test]
+    fn ext_is_answered_with_the_known_offered_subset_in_the_clients_order() {
+        let now = Instant::now();
+        let mut offered = ExtensionSet::all();
+        offered.remove(Extension::Accounts);
+        let mut s = extended(now, offered);
+        assert_eq!(
+            s.handle_line(b"EXT rooms,presence,accounts,keepalive,presence", now),
+            Step::Reply(Reply::ExtOk(vec!["presence", "keepalive"]))
+        );
+        assert!(s.has(Extension::Presence) && s.has(Extension::Keepalive));
+        assert!(!s.has(Extension::Accounts));
+        // Once per connection.
+        assert_eq!(
+            s.handle_line(b"EXT keepalive", now),
+            Step::Reply(Reply::BadRqstHdr)
+        );
+    }
+
+    #[test]
+    fn a_malformed_ext_is_a_body_error_and_leaves_the_connection_classic() {
+        let now = Instant::now();
+        let mut s = extended(now, ExtensionSet::all());
+        for bad in [&b"EXT"[..], b"EXT ", b"EXT a,,b", b"EXT Keepalive"] {
+            assert_eq!(s.handle_line(bad, now), Step::Reply(Reply::BadRqstBody));
+            assert_eq!(s.extensions(), ExtensionSet::NONE);
+        }
+        // Nothing known: an empty answer, and the connection is classic from then on.
+        assert_eq!(
+            s.handle_line(b"EXT rooms", now),
+            Step::Reply(Reply::ExtOk(vec![]))
+        );
+        assert_eq!(s.handle_line(b"PING", now), Step::Reply(Reply::BadRqstHdr));
+    }
+
+    #[test]
+    fn extension_lines_are_unknown_where_not_negotiated() {
+        let now = Instant::now();
+        let mut s = extended(now, ExtensionSet::all());
+        for line in [
+            &b"PING"[..],
+            b"PING a b",
+            b"PONG 1",
+            b"LOGIN alice correct-horse",
+            b"LOGIN alice x",
+            b"REGISTER correct-horse",
+        ] {
+            assert_eq!(
+                s.handle_line(line, now),
+                Step::Reply(Reply::BadRqstHdr),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(s.handle_overlong(b"PING xxxx", now), Reply::BadRqstHdr);
+        assert_eq!(s.handle_overlong(b"EXT keepalive", now), Reply::BadRqstBody);
+    }
+
+    #[test]
+    fn ext_after_login_is_not_allowed() {
+        let now = Instant::now();
+        let mut s = extended(now, ExtensionSet::all());
+        assert_eq!(
+            s.handle_line(b"HELLO-FROM me", now),
+            Step::Login(name("me"))
+        );
+        s.handle_login(name("me"), Ok(()));
+        assert_eq!(
+            s.handle_line(b"EXT keepalive", now),
+            Step::Reply(Reply::BadRqstHdr)
+        );
+    }
+
     fn logged_in(now: Instant) -> Session {
-        let mut s = Session::new(now, HANDSHAKE, None);
+        let mut s = Session::new(now, HANDSHAKE, None, ExtensionSet::NONE);
         assert_eq!(
             s.handle_line(b"HELLO-FROM me", now),
             Step::Login(name("me"))
@@ -216,7 +470,7 @@ mod tests {
             (b"\xff", Step::Reply(Reply::BadRqstHdr)),
         ];
         for (line, want) in cases {
-            let mut s = Session::new(now, HANDSHAKE, None);
+            let mut s = Session::new(now, HANDSHAKE, None, ExtensionSet::NONE);
             assert_eq!(
                 &s.handle_line(line, now),
                 want,
@@ -271,19 +525,34 @@ mod tests {
     #[test]
     fn overlong_lines() {
         let now = Instant::now();
-        let s = Session::new(now, HANDSHAKE, None);
-        assert_eq!(s.handle_overlong(b"HELLO-FROM xxxxx"), Reply::BadRqstBody);
-        assert_eq!(s.handle_overlong(b"SEND bob xxxxxxx"), Reply::BadRqstHdr);
-        let s = logged_in(now);
-        assert_eq!(s.handle_overlong(b"SEND bob xxxxxxx"), Reply::BadRqstBody);
-        assert_eq!(s.handle_overlong(b"HELLO-FROM xxxxx"), Reply::BadRqstHdr);
-        assert_eq!(s.handle_overlong(b"xxxxxxxxxxxxxxxx"), Reply::BadRqstHdr);
+        let mut s = Session::new(now, HANDSHAKE, None, ExtensionSet::NONE);
+        assert_eq!(
+            s.handle_overlong(b"HELLO-FROM xxxxx", now),
+            Reply::BadRqstBody
+        );
+        assert_eq!(
+            s.handle_overlong(b"SEND bob xxxxxxx", now),
+            Reply::BadRqstHdr
+        );
+        let mut s = logged_in(now);
+        assert_eq!(
+            s.handle_overlong(b"SEND bob xxxxxxx", now),
+            Reply::BadRqstBody
+        );
+        assert_eq!(
+            s.handle_overlong(b"HELLO-FROM xxxxx", now),
+            Reply::BadRqstHdr
+        );
+        assert_eq!(
+            s.handle_overlong(b"xxxxxxxxxxxxxxxx", now),
+            Reply::BadRqstHdr
+        );
     }
 
     #[test]
     fn login_outcomes() {
         let now = Instant::now();
-        let mut s = Session::new(now, HANDSHAKE, None);
+        let mut s = Session::new(now, HANDSHAKE, None, ExtensionSet::NONE);
         let step = s.handle_login(name("bob"), Err(LoginError::InUse));
         assert_eq!(
             step,
@@ -320,12 +589,15 @@ mod tests {
     #[test]
     fn handshake_deadline() {
         let t0 = Instant::now();
-        let mut s = Session::new(t0, HANDSHAKE, None);
+        let mut s = Session::new(t0, HANDSHAKE, None, ExtensionSet::NONE);
         assert_eq!(s.poll_timeout(), Some(t0 + HANDSHAKE));
         // Activity does not extend the handshake: junk lines cannot hold a slot forever.
         s.handle_line(b"LIST", t0 + Duration::from_secs(29));
         assert_eq!(s.handle_timeout(t0 + Duration::from_secs(29)), None);
-        assert_eq!(s.handle_timeout(t0 + HANDSHAKE), Some(Timeout::Handshake));
+        assert_eq!(
+            s.handle_timeout(t0 + HANDSHAKE),
+            Some(Wake::Close(Timeout::Handshake))
+        );
     }
 
     #[test]
@@ -338,7 +610,7 @@ mod tests {
     fn idle_deadline_moves_with_activity() {
         let t0 = Instant::now();
         let idle = Duration::from_secs(100);
-        let mut s = Session::new(t0, HANDSHAKE, Some(idle));
+        let mut s = Session::new(t0, HANDSHAKE, Some(idle), ExtensionSet::NONE);
         s.handle_line(b"HELLO-FROM me", t0);
         s.handle_login(name("me"), Ok(()));
         let t1 = t0 + Duration::from_secs(90);
@@ -349,32 +621,183 @@ mod tests {
             "activity at t1 moved the deadline"
         );
         assert_eq!(s.poll_timeout(), Some(t1 + idle));
-        assert_eq!(s.handle_timeout(t1 + idle), Some(Timeout::Idle));
+        assert_eq!(
+            s.handle_timeout(t1 + idle),
+            Some(Wake::Close(Timeout::Idle))
+        );
     }
 
     #[test]
     fn rejected_lines_are_not_activity() {
         let t0 = Instant::now();
         let idle = Duration::from_secs(100);
-        let mut s = Session::new(t0, HANDSHAKE, Some(idle));
+        let mut s = Session::new(t0, HANDSHAKE, Some(idle), ExtensionSet::NONE);
         s.handle_line(b"HELLO-FROM me", t0);
         s.handle_login(name("me"), Ok(()));
         let t1 = t0 + Duration::from_secs(90);
         for junk in [&b"WHO"[..], b"", b"LIST x", b"SEND", b"HELLO-FROM again"] {
             assert!(matches!(s.handle_line(junk, t1), Step::Reply(_)));
         }
-        assert_eq!(s.handle_overlong(b"SEND bob xxxxxxx"), Reply::BadRqstBody);
+        assert_eq!(
+            s.handle_overlong(b"SEND bob xxxxxxx", t1),
+            Reply::BadRqstBody
+        );
         assert_eq!(
             s.poll_timeout(),
             Some(t0 + idle),
             "junk did not move the deadline"
         );
-        assert_eq!(s.handle_timeout(t0 + idle), Some(Timeout::Idle));
+        assert_eq!(
+            s.handle_timeout(t0 + idle),
+            Some(Wake::Close(Timeout::Idle))
+        );
         // A request that is acted on does, whatever its outcome (BAD-DEST-USER included).
         assert!(matches!(
             s.handle_line(b"SEND nobody x", t1),
             Step::Send { .. }
         ));
         assert_eq!(s.poll_timeout(), Some(t1 + idle));
+    }
+
+    const PINGS: PingSettings = PingSettings {
+        interval: Duration::from_secs(60),
+        timeout: Duration::from_secs(20),
+    };
+
+    /// A keepalive connection, logged in as `me` at `t0`, with `idle` as its idle timeout.
+    fn keepalive(t0: Instant, idle: Option<Duration>) -> Session {
+        let mut s = Session::new(t0, HANDSHAKE, idle, ExtensionSet::all()).with_pings(PINGS);
+        assert_eq!(
+            s.handle_line(b"EXT keepalive", t0),
+            Step::Reply(Reply::ExtOk(vec!["keepalive"]))
+        );
+        assert_eq!(s.handle_line(b"HELLO-FROM me", t0), Step::Login(name("me")));
+        s.handle_login(name("me"), Ok(()));
+        s
+    }
+
+    #[test]
+    fn ping_is_answered_with_its_token_in_both_states() {
+        let now = Instant::now();
+        let mut s = Session::new(now, HANDSHAKE, None, ExtensionSet::all());
+        s.handle_line(b"EXT keepalive", now);
+        assert_eq!(
+            s.handle_line(b"PING abc", now),
+            Step::Reply(Reply::Pong(Some("abc")))
+        );
+        assert_eq!(s.handle_line(b"PING", now), Step::Reply(Reply::Pong(None)));
+        assert_eq!(s.handle_line(b"PONG 7", now), Step::Nothing);
+        assert_eq!(
+            s.handle_line(b"PING a b", now),
+            Step::Reply(Reply::BadRqstBody)
+        );
+        assert_eq!(
+            s.handle_line(b"PONG \x01", now),
+            Step::Reply(Reply::BadRqstBody)
+        );
+        assert_eq!(
+            s.handle_line(b"HELLO-FROM me", now),
+            Step::Login(name("me"))
+        );
+        s.handle_login(name("me"), Ok(()));
+        assert_eq!(
+            s.handle_line(b"PING ~!", now),
+            Step::Reply(Reply::Pong(Some("~!")))
+        );
+        assert_eq!(s.handle_line(b"PONG", now), Step::Nothing);
+    }
+
+    #[test]
+    fn a_silent_keepalive_connection_is_pinged_then_closed() {
+        let t0 = Instant::now();
+        let mut s = keepalive(t0, None);
+        assert_eq!(s.poll_timeout(), Some(t0 + PINGS.interval));
+        assert_eq!(
+            s.handle_timeout(t0 + PINGS.interval - Duration::from_secs(1)),
+            None
+        );
+        let t1 = t0 + PINGS.interval;
+        assert_eq!(s.handle_timeout(t1), Some(Wake::Ping("60000".into())));
+        assert_eq!(
+            s.poll_timeout(),
+            Some(t1 + PINGS.timeout),
+            "one ping, then the close"
+        );
+        assert_eq!(s.handle_timeout(t1 + Duration::from_secs(1)), None);
+        assert_eq!(
+            s.handle_timeout(t1 + PINGS.timeout),
+            Some(Wake::Close(Timeout::Silent))
+        );
+    }
+
+    #[test]
+    fn any_line_answers_a_ping() {
+        let t0 = Instant::now();
+        for line in [&b"PONG 60000"[..], b"PING", b"LIST", b"WHO", b""] {
+            let mut s = keepalive(t0, None);
+            let t1 = t0 + PINGS.interval;
+            assert!(matches!(s.handle_timeout(t1), Some(Wake::Ping(_))));
+            let t2 = t1 + Duration::from_secs(5);
+            s.handle_line(line, t2);
+            assert_eq!(
+                s.poll_timeout(),
+                Some(t2 + PINGS.interval),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+            assert_eq!(s.handle_timeout(t1 + PINGS.timeout), None);
+        }
+        let mut s = keepalive(t0, None);
+        let t1 = t0 + PINGS.interval;
+        assert!(matches!(s.handle_timeout(t1), Some(Wake::Ping(_))));
+        s.handle_overlong(b"SEND bob xxxx", t1);
+        assert_eq!(
+            s.handle_timeout(t1 + PINGS.timeout),
+            None,
+            "an overlong line is life too"
+        );
+    }
+
+    #[test]
+    fn ping_and_pong_are_not_activity_for_the_idle_timeout() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(100);
+        let mut s = keepalive(t0, Some(idle));
+        let t1 = t0 + Duration::from_secs(50);
+        s.handle_line(b"PING", t1);
+        s.handle_line(b"PONG x", t1);
+        // Next: the ping at t1 + 60 s would come after the idle close at t0 + 100 s.
+        assert_eq!(s.poll_timeout(), Some(t0 + idle));
+        assert_eq!(
+            s.handle_timeout(t0 + idle),
+            Some(Wake::Close(Timeout::Idle))
+        );
+    }
+
+    #[test]
+    fn a_classic_connection_is_never_pinged() {
+        let t0 = Instant::now();
+        let mut s = logged_in(t0).with_pings(PINGS);
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(3600)), None);
+        // Negotiating something else is not keepalive either.
+        let mut s = Session::new(t0, HANDSHAKE, None, ExtensionSet::all()).with_pings(PINGS);
+        s.handle_line(b"EXT presence", t0);
+        s.handle_line(b"HELLO-FROM me", t0);
+        s.handle_login(name("me"), Ok(()));
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.handle_line(b"PING", t0), Step::Reply(Reply::BadRqstHdr));
+    }
+
+    #[test]
+    fn the_handshake_deadline_still_wins_before_login() {
+        let t0 = Instant::now();
+        let mut s = Session::new(t0, HANDSHAKE, None, ExtensionSet::all()).with_pings(PINGS);
+        s.handle_line(b"EXT keepalive", t0);
+        assert_eq!(s.poll_timeout(), Some(t0 + HANDSHAKE));
+        assert_eq!(
+            s.handle_timeout(t0 + HANDSHAKE),
+            Some(Wake::Close(Timeout::Handshake))
+        );
     }
 }

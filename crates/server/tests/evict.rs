@@ -71,6 +71,10 @@ impl Hub for EvictingHub {
         }
         self.inner.deliver(from, to, body)
     }
+
+    fn watch(&self, lease: &Self::Lease, outbox: &Arc<Outbox>) -> impl Future<Output = ()> + Send {
+        self.inner.watch(lease, outbox)
+    }
 }
 
 async fn start(hub: &EvictingHub) -> std::net::SocketAddr {

@@ -147,7 +147,15 @@ impl App {
         }
         match key.code {
             KeyCode::Enter => {
-                let line = self.input.submit();
+                // A password, or a command that might carry one by mistake, never goes into
+                // the history. See: #13
+                let secret = self.client.password_prompt().is_some()
+                    || tcpchat_client::command::mentions_password(&self.input.text());
+                let line = if secret {
+                    self.input.submit_unrecorded()
+                } else {
+                    self.input.submit()
+                };
                 let effects = self.client.handle_input(&line, now);
                 return self.absorb(effects);
             }
@@ -206,6 +214,9 @@ impl App {
     }
 
     fn complete(&mut self) {
+        if self.client.password_prompt().is_some() {
+            return;
+        }
         let mut names: Vec<&str> = self
             .client
             .online()
@@ -218,7 +229,17 @@ impl App {
                 names.push(peer.as_str());
             }
         }
-        let mut commands = vec!["/msg", "/query", "/close", "/who", "/quit", "/help"];
+        let mut commands = vec![
+            "/msg",
+            "/query",
+            "/close",
+            "/who",
+            "/register",
+            "/password",
+            "/unregister",
+            "/quit",
+            "/help",
+        ];
         if self.input.chars().first() == Some(&'/') && !self.input.chars().contains(&' ') {
             names = std::mem::take(&mut commands);
         }

@@ -151,6 +151,17 @@ impl LineEditor {
         line
     }
 
+    /// Enter on a line that must not be remembered (a password): returns it and clears it,
+    /// leaving the history as it was.
+    pub fn submit_unrecorded(&mut self) -> String {
+        let line = self.text();
+        self.chars.clear();
+        self.cursor = 0;
+        self.browsing = None;
+        self.completion = None;
+        line
+    }
+
     /// Up: the previous line from the history.
     pub fn history_up(&mut self) {
         self.completion = None;

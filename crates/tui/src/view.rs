@@ -240,6 +240,7 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, show_conversation: bo
     } else {
         match client.phase() {
             Phase::NeedName(_) => "choose a name".to_owned(),
+            Phase::NeedPassword(name) => format!("password for {name}"),
             Phase::Connecting => "connecting…".to_owned(),
             Phase::LoggingIn => "logging in…".to_owned(),
             Phase::Online => "online".to_owned(),
@@ -300,7 +301,12 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, show_conversation: bo
 
 fn render_input(app: &App, frame: &mut Frame, area: Rect) {
     let client = app.client();
+    // A password is drawn as one `*` per character, never as itself. See: #13
+    let secret = client.password_prompt();
     let prompt = match (client.phase(), &client.open_buffer().target) {
+        _ if secret.is_some() => secret
+            .as_ref()
+            .map_or_else(String::new, |p| format!("{p}: ")),
         (Phase::NeedName(_), _) => "name: ".to_owned(),
         (_, Target::Status) => "[status] ".to_owned(),
         (_, Target::Peer(p)) => format!("[{p}] "),
@@ -308,7 +314,13 @@ fn render_input(app: &App, frame: &mut Frame, area: Rect) {
     let width = area.width as usize;
     let prompt = truncate(&prompt, width / 2);
     let room = width.saturating_sub(prompt.width() + 1).max(1);
-    let chars = app.input.chars();
+    let masked: Vec<char>;
+    let chars = if secret.is_some() {
+        masked = vec!['*'; app.input.chars().len()];
+        &masked[..]
+    } else {
+        app.input.chars()
+    };
     let cursor = app.input.cursor();
     // Scroll horizontally so that the cursor stays on screen.
     let mut start = 0;

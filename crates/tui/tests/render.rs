@@ -24,10 +24,14 @@ struct Screen {
 
 impl Screen {
     fn new(name: Option<&str>) -> Self {
-        let t0 = Instant::now();
         let name = name.map(|n| Username::parse(n).expect("valid test name"));
+        Self::with_config(Config::interactive(name))
+    }
+
+    fn with_config(config: Config) -> Self {
+        let t0 = Instant::now();
         let clock = Clock::new(t0, NaiveTime::from_hms_opt(12, 0, 0).expect("a time"));
-        let mut app = App::new("localhost:5378", Config::interactive(name), clock);
+        let mut app = App::new("localhost:5378", config, clock);
         let effects = app.start(t0);
         let mut s = Self {
             app,
@@ -434,4 +438,77 @@ fn a_first_message_on_the_status_buffer_opens_its_conversation() {
     let screen = s.draw(80, 4);
     assert!(screen[3].starts_with("[status]"), "{screen:#?}");
     assert!(screen[2].contains("[3] carol: psst"), "{screen:#?}");
+}
+
+/// Everything the screen shows, as one string, for "is it anywhere" checks.
+fn whole(screen: &[String]) -> String {
+    screen.join("\n")
+}
+
+#[test]
+fn a_registered_name_asks_for_its_password_masked_and_never_remembered() {
+    // See: #13
+    let name = Username::parse("alice").expect("valid test name");
+    let mut s = Screen::with_config(Config::interactive(Some(name)).extended());
+    s.net(NetEvent::Connected);
+    s.server("EXT-OK keepalive,presence,accounts");
+    s.server("NAME-REGISTERED");
+    s.type_text("hunter22-x");
+    let screen = s.draw(80, 6);
+    assert_eq!(screen[5], "password for alice: **********", "{screen:#?}");
+    assert!(screen[4].contains("password for alice"), "{screen:#?}");
+    assert!(!whole(&screen).contains("hunter"), "{screen:#?}");
+    s.key(KeyCode::Enter);
+    assert_eq!(
+        s.sent,
+        [
+            "EXT keepalive,presence,accounts",
+            "HELLO-FROM alice",
+            "LOGIN alice hunter22-x"
+        ]
+    );
+    s.server("HELLO alice");
+    s.server("ONLINE alice,bob");
+    s.server("ONLINE-DONE");
+    let screen = s.draw(80, 6);
+    assert!(!whole(&screen).contains("hunter"), "{screen:#?}");
+    assert!(whole(&screen).contains("online (2)"), "{screen:#?}");
+    // The password is not in the history.
+    s.key(KeyCode::Up);
+    assert!(!whole(&s.draw(80, 6)).contains("hunter"));
+}
+
+#[test]
+fn register_asks_twice_masked_and_the_online_list_follows_presence() {
+    // See: #13
+    let name = Username::parse("alice").expect("valid test name");
+    let mut s = Screen::with_config(Config::interactive(Some(name)).extended());
+    s.net(NetEvent::Connected);
+    s.server("EXT-OK keepalive,presence,accounts");
+    s.server("HELLO alice");
+    s.server("ONLINE alice,bob");
+    s.server("ONLINE-DONE");
+    s.server("ONLINE carol");
+    s.server("OFFLINE bob");
+    s.sent.clear();
+    let screen = s.draw(80, 6);
+    assert!(whole(&screen).contains("online (2)"), "{screen:#?}");
+    assert!(whole(&screen).contains("carol"), "{screen:#?}");
+    s.type_line("/register");
+    assert_eq!(s.draw(80, 6)[5], "new password:");
+    s.type_text("secret-pw");
+    assert_eq!(s.draw(80, 6)[5], "new password: *********");
+    s.key(KeyCode::Enter);
+    s.type_line("secret-pw");
+    assert_eq!(s.sent, ["REGISTER secret-pw"]);
+    s.server("REGISTER-OK");
+    let screen = s.draw(120, 6);
+    assert!(
+        whole(&screen).contains("your name is registered"),
+        "{screen:#?}"
+    );
+    // Neither the passwords nor the command are in the history.
+    s.key(KeyCode::Up);
+    assert_eq!(s.draw(80, 6)[5], "[status]");
+    assert!(!whole(&s.draw(80, 6)).contains("secret-pw"));
 }

@@ -5,6 +5,9 @@
 //! order they run in; `docs/check.md` explains each one.
 
 mod commands;
+mod ext_keepalive;
+mod ext_negotiation;
+mod ext_presence;
 mod limits;
 mod login;
 mod presence;
@@ -277,6 +280,35 @@ pub static CASES: &[Case] = &[
         "after a client's connection is reset (RST), its name is freed too",
         "An abortive disconnect (a reset, as when a client is killed) frees the name like a \
          clean one."
+    ),
+    case!(
+        "ext-negotiation",
+        ext_negotiation::ext_negotiation,
+        "EXT is answered EXT-OK with a subset of what was asked, unknown names left out; a \
+         second EXT, or one after login, gets BAD-RQST-HDR (skipped on a classic server)",
+        "A client asks for extensions with `EXT <ext>,...` before logging in; the server \
+         answers `EXT-OK` with the ones it will use, in the client's order, each once, \
+         unknown names left out. `EXT` is allowed once, and only before login. A classic \
+         server answers `BAD-RQST-HDR`, and the extension cases are skipped."
+    ),
+    case!(
+        "ext-keepalive",
+        ext_keepalive::ext_keepalive,
+        "PING <token> gets PONG <token>, before and after login; PONG gets no reply \
+         (skipped unless keepalive is offered)",
+        "On a connection that negotiated `keepalive`, `PING [<token>]` is answered at once with \
+         `PONG` and the token echoed exactly, before and after login; a `PONG` is an answer \
+         and gets no reply."
+    ),
+    case!(
+        "ext-presence",
+        ext_presence::ext_presence,
+        "the first list names everyone and yourself; a newcomer's ONLINE comes before its \
+         message, OFFLINE after it leaves, classic users too (skipped unless presence is offered)",
+        "After `HELLO`, a `presence` connection gets everyone online, itself included, in \
+         `ONLINE` lines and then `ONLINE-DONE`; then `ONLINE <name>` for each login and \
+         `OFFLINE <name>` for each departure, classic users included, in the queue messages \
+         take: a user's `ONLINE` comes before its first `DELIVERY`."
     ),
     case!(
         "many-clients",
@@ -675,6 +707,12 @@ mod tests {
         let sources = [
             ("cases/mod.rs", include_str!("mod.rs")),
             ("cases/commands.rs", include_str!("commands.rs")),
+            ("cases/ext_keepalive.rs", include_str!("ext_keepalive.rs")),
+            (
+                "cases/ext_negotiation.rs",
+                include_str!("ext_negotiation.rs"),
+            ),
+            ("cases/ext_presence.rs", include_str!("ext_presence.rs")),
             ("cases/limits.rs", include_str!("limits.rs")),
             ("cases/login.rs", include_str!("login.rs")),
             ("cases/presence.rs", include_str!("presence.rs")),

@@ -2,7 +2,9 @@
 //!
 //! With [`Defect::None`] it follows every decided rule, so the checker must pass it; with any
 //! other defect it breaks exactly one rule, the way real student servers do, so the checker
-//! must flag it. It is deliberately simple (one task per connection plus a writer, a mutex
+//! must flag it. It speaks the `keepalive` and `presence` extensions (the server side of
+//! `PING` and the presence lines, no server pings); [`Defect::Classic`] is the same server
+//! without them, the classic server the extension cases must skip. It is deliberately simple (one task per connection plus a writer, a mutex
 //! around the name table) and independent of `tcpchat-server`, so a shared misreading of the
 //! protocol would not cancel out.
 
@@ -11,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tcpchat_proto::{Command, NameError, Reply, Request, RequestError, Username};
+use tcpchat_proto::{Command, Extension, NameError, Reply, Request, RequestError, Username};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -21,6 +23,15 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Defect {
     None,
+    /// Not a defect: a classic server, which answers `EXT` (and every extension line) with
+    /// `BAD-RQST-HDR`.
+    Classic,
+    /// Puts every name it was asked for in `EXT-OK`, unknown ones included.
+    EchoesUnknownExtensions,
+    /// Answers `PING <token>` with a bare `PONG`.
+    PongWithoutToken,
+    /// Leaves the user out of its own first presence list.
+    PresenceListWithoutSelf,
     /// Keeps the `\r` of a `\r\n` line end.
     KeepsCr,
     /// `LIST-OK a, b` instead of `LIST-OK a,b`.
@@ -108,6 +119,8 @@ const OUTBOX_LINES: usize = 256;
 
 struct Peer {
     tx: mpsc::Sender<Vec<u8>>,
+    /// Negotiated `presence`: told of every login and departure.
+    presence: bool,
     unbounded: Option<mpsc::UnboundedSender<Vec<u8>>>,
     kill: CancellationToken,
 }
@@ -223,6 +236,9 @@ async fn serve(stream: TcpStream, shared: &Shared) {
         utx: utx.clone(),
         kill: kill.clone(),
         burst: Vec::new(),
+        negotiated: false,
+        keepalive: false,
+        presence: false,
     };
     let mut buf: Vec<u8> = Vec::new();
     let mut discarding = false;
@@ -310,7 +326,9 @@ async fn serve(stream: TcpStream, shared: &Shared) {
             (Defect::KeepsNameAfterEof, Ending::Eof) | (Defect::KeepsNameAfterReset, Ending::Reset)
         );
         if !keep {
-            lock(&shared.users).remove(&name);
+            let mut users = lock(&shared.users);
+            users.remove(&name);
+            announce(&users, &name, false);
         }
     }
     // Let queued replies go out, then stop the writer.
@@ -332,6 +350,15 @@ enum Ending {
     Killed,
 }
 
+/// Queues `ONLINE <name>` / `OFFLINE <name>` for every presence peer.
+fn announce(users: &HashMap<String, Peer>, name: &str, online: bool) {
+    let mut line = Vec::new();
+    Reply::encode_presence(&mut line, name, online);
+    for peer in users.values().filter(|p| p.presence) {
+        let _ = peer.tx.try_send(line.clone());
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -345,6 +372,10 @@ struct Conn<'a> {
     /// [`Defect::SortsBurst`]: deliveries held until the end of the read, with the
     /// recipient's name and queue.
     burst: Vec<(String, Vec<u8>, mpsc::Sender<Vec<u8>>)>,
+    /// `EXT` was answered (it is allowed once), and what it chose.
+    negotiated: bool,
+    keepalive: bool,
+    presence: bool,
 }
 
 impl Conn<'_> {
@@ -386,6 +417,11 @@ impl Conn<'_> {
                 .map_or(line.len(), |i| 11 + i);
             owned = line[..end].to_vec();
             line = &owned;
+        }
+        if d != Defect::Classic {
+            if let Some(open) = self.extension(line) {
+                return open;
+            }
         }
         let parsed = match Request::parse(line) {
             // A classic server: every extension line is an unknown command.
@@ -474,6 +510,41 @@ impl Conn<'_> {
         true
     }
 
+    /// The extension lines this server speaks, where they are allowed; `None` for anything
+    /// else (handled as on a classic server).
+    fn extension(&mut self, line: &[u8]) -> Option<bool> {
+        let d = self.shared.defect;
+        match Request::parse(line) {
+            Ok(Request::Ext(asked)) if self.name.is_none() && !self.negotiated => {
+                self.negotiated = true;
+                let mut names: Vec<&str> = Vec::new();
+                for name in asked {
+                    let known = [Extension::Keepalive, Extension::Presence]
+                        .iter()
+                        .any(|e| e.name() == name);
+                    if (known || d == Defect::EchoesUnknownExtensions) && !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+                self.keepalive = names.contains(&Extension::Keepalive.name());
+                self.presence = names.contains(&Extension::Presence.name());
+                self.reply(&Reply::ExtOk(names));
+                Some(true)
+            }
+            Ok(Request::Ping(token)) if self.keepalive => {
+                let token = if d == Defect::PongWithoutToken {
+                    None
+                } else {
+                    token
+                };
+                self.reply(&Reply::Pong(token));
+                Some(true)
+            }
+            Ok(Request::Pong(_)) if self.keepalive => Some(true),
+            _ => None,
+        }
+    }
+
     fn before_login(&mut self, line: &[u8], parsed: Result<Request<'_>, RequestError>) -> bool {
         let d = self.shared.defect;
         match parsed {
@@ -520,16 +591,30 @@ impl Conn<'_> {
             self.reply(&Reply::InUse);
             return self.shared.defect != Defect::ClosesOnInUse;
         }
+        announce(&users, &name, true);
         users.insert(
             name.clone(),
             Peer {
                 tx: self.tx.clone(),
+                presence: self.presence,
                 unbounded: (self.shared.defect == Defect::UnboundedQueue).then(|| self.utx.clone()),
                 kill: self.kill.clone(),
             },
         );
-        drop(users);
+        // Under the lock, so no login or departure falls between the list and the events.
         self.raw(with_arg(&Reply::Hello(placeholder()), &name));
+        if self.presence {
+            let mut names: Vec<&str> = users
+                .keys()
+                .map(String::as_str)
+                .filter(|n| self.shared.defect != Defect::PresenceListWithoutSelf || *n != name)
+                .collect();
+            names.sort_unstable();
+            let mut lines = Vec::new();
+            Reply::encode_online_list(&mut lines, names);
+            self.raw(lines);
+        }
+        drop(users);
         self.name = Some(name);
         true
     }

@@ -224,9 +224,15 @@ pub struct PlainClient {
 impl PlainClient {
     /// `tcpchat connect --plain ARGS`, its input and output piped.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = tcpchat()
-            .args(["connect", "--plain"])
-            .args(args)
+        let mut cmd = tcpchat();
+        cmd.args(["connect", "--plain"]).args(args);
+        Self::spawn(cmd)
+    }
+
+    /// Any command that runs `tcpchat connect --plain` (through `sh -c` to open a descriptor,
+    /// with an environment variable set...), its input and output piped.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

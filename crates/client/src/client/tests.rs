@@ -859,3 +859,135 @@ fn a_flood_of_deliveries_cannot_grow_the_client() {
     assert_eq!(h.client.session().unsettled(), 0);
     assert_eq!(h.client.session().pending_requests(), 0);
 }
+
+// ---- accounts through the glue (#13) --------------------------------------------------------
+
+/// Extended and logged in as alice on a server offering every extension.
+fn online_with_accounts() -> Harness {
+    let mut h = Harness::new(Config::interactive(Some(name("alice"))).extended());
+    h.client_connected();
+    h.server("EXT-OK keepalive,presence,accounts");
+    h.server("HELLO alice");
+    h.server("ONLINE alice,bob");
+    h.server("ONLINE-DONE");
+    h.take_sent();
+    h.take_shown();
+    h
+}
+
+/// Every text the conversations hold, for checking that no password is among them.
+fn all_text(h: &Harness) -> String {
+    format!("{:?}", h.client.buffers())
+}
+
+#[test]
+fn register_asks_twice_and_sends_once() {
+    let mut h = online_with_accounts();
+    h.type_line("/register");
+    assert_eq!(h.client.password_prompt(), Some(PasswordPrompt::New));
+    h.type_line("tiny");
+    assert_eq!(
+        h.client.password_prompt(),
+        Some(PasswordPrompt::New),
+        "too short"
+    );
+    h.type_line("correct-horse");
+    assert_eq!(h.client.password_prompt(), Some(PasswordPrompt::Again));
+    h.type_line("correct-hose");
+    // A typing mistake starts over.
+    assert_eq!(h.client.password_prompt(), Some(PasswordPrompt::New));
+    h.type_line("correct-horse");
+    h.type_line("correct-horse");
+    assert_eq!(h.client.password_prompt(), None);
+    assert_eq!(h.take_sent(), owned(&["REGISTER correct-horse"]));
+    h.server("REGISTER-OK");
+    assert!(all_text(&h).contains("your name is registered"));
+    assert!(!all_text(&h).contains("horse"), "{}", all_text(&h));
+    assert!(!all_text(&h).contains("hose"));
+}
+
+#[test]
+fn change_password_asks_old_new_and_again() {
+    let mut h = online_with_accounts();
+    h.type_line("/password");
+    assert_eq!(h.client.password_prompt(), Some(PasswordPrompt::Current));
+    h.type_line("old-password");
+    assert_eq!(h.client.password_prompt(), Some(PasswordPrompt::New));
+    h.type_line("new-password");
+    h.type_line("new-password");
+    assert_eq!(
+        h.take_sent(),
+        owned(&["PASSWORD old-password new-password"])
+    );
+    h.server("BAD-PASSWORD");
+    assert!(all_text(&h).contains("wrong password"), "{}", all_text(&h));
+}
+
+#[test]
+fn unregister_asks_once_and_an_empty_line_cancels() {
+    let mut h = online_with_accounts();
+    h.type_line("/unregister");
+    h.type_line("");
+    assert_eq!(h.client.password_prompt(), None);
+    assert!(h.take_sent().is_empty());
+    assert!(all_text(&h).contains("cancelled"));
+    // After a cancel, input is chat again.
+    h.type_line("@bob hi");
+    assert_eq!(h.take_sent(), owned(&["SEND bob hi"]));
+    h.type_line("/unregister");
+    h.type_line("old-password");
+    assert_eq!(h.take_sent(), owned(&["UNREGISTER old-password"]));
+    h.server("SEND-OK");
+    h.server("UNREGISTER-OK");
+    assert!(all_text(&h).contains("your account is deleted"));
+}
+
+#[test]
+fn account_commands_explain_when_the_server_has_no_accounts() {
+    let mut h = Harness::online();
+    h.type_line("/register");
+    assert_eq!(h.client.password_prompt(), None);
+    assert!(h.take_sent().is_empty());
+    assert!(all_text(&h).contains("no accounts"), "{}", all_text(&h));
+    // A password on the command line is refused before it goes anywhere.
+    h.type_line("/register hunter22");
+    assert!(h.take_sent().is_empty());
+    assert!(all_text(&h).contains("type /register alone"));
+}
+
+#[test]
+fn the_login_password_prompt_takes_the_next_line() {
+    let mut h = Harness::new(Config::interactive(Some(name("alice"))).extended());
+    h.client_connected();
+    h.server("EXT-OK accounts");
+    h.server("NAME-REGISTERED");
+    assert_eq!(
+        h.client.password_prompt(),
+        Some(PasswordPrompt::Login(name("alice")))
+    );
+    h.take_sent();
+    // Even a line that looks like a command is the password here.
+    h.type_line("/who-is-it");
+    assert_eq!(h.take_sent(), owned(&["LOGIN alice /who-is-it"]));
+    h.server("HELLO alice");
+    assert_eq!(h.client.password_prompt(), None);
+    assert!(!all_text(&h).contains("who-is-it"));
+}
+
+#[test]
+fn ask_password_prompts_before_connecting() {
+    let mut config = Config::interactive(Some(name("alice"))).extended();
+    config.ask_password = true;
+    let mut h = Harness::new(config);
+    assert_eq!(h.connects, 0);
+    assert_eq!(
+        h.client.password_prompt(),
+        Some(PasswordPrompt::Login(name("alice")))
+    );
+    h.type_line("correct-horse");
+    assert_eq!(h.connects, 1);
+    h.client_connected();
+    assert_eq!(h.take_sent(), owned(&["EXT keepalive,presence,accounts"]));
+    h.server("EXT-OK keepalive,presence,accounts");
+    assert_eq!(h.take_sent(), owned(&["LOGIN alice correct-horse"]));
+}
