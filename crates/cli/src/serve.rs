@@ -209,6 +209,11 @@ settings! {
     #[arg(long, env = "TCPCHAT_PRACTICE", value_name = "SEED")]
     practice: SeedOrOff = |_c| "off";
 
+    /// Protocol generation: "auto" answers each connection in its own (the previous one's
+    /// WHO / WHO-OK / UNKNOWN from its first WHO on), "current" or "old" fixes one for all
+    #[arg(long, env = "TCPCHAT_PROTOCOL_GENERATION", value_name = "auto|current|old")]
+    protocol_generation: GenerationArg = |c| GenerationArg(c.generation).name();
+
     /// Cluster mode: share names and messages with every node using this Redis, e.g.
     /// redis://10.0.0.5:6379 or redis://127.0.0.1:6379/2 (see docs/cluster.md)
     #[arg(long, env = "TCPCHAT_CLUSTER", value_name = "URL")]
@@ -362,6 +367,43 @@ impl fmt::Display for Switch {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(try_from = "NumberOrText")]
 struct CountOrOff(Option<NonZeroU32>);
+
+/// `auto`, `current` or `old`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct GenerationArg(tcpchat_server::GenerationPolicy);
+
+impl GenerationArg {
+    fn name(self) -> &'static str {
+        match self.0 {
+            tcpchat_server::GenerationPolicy::Auto => "auto",
+            tcpchat_server::GenerationPolicy::Current => "current",
+            tcpchat_server::GenerationPolicy::Old => "old",
+        }
+    }
+}
+
+impl TryFrom<String> for GenerationArg {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, String> {
+        v.parse()
+    }
+}
+
+impl FromStr for GenerationArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use tcpchat_server::GenerationPolicy as G;
+        match s.trim() {
+            "auto" => Ok(Self(G::Auto)),
+            "current" => Ok(Self(G::Current)),
+            "old" => Ok(Self(G::Old)),
+            _ => Err(format!(
+                "invalid protocol generation {s:?}: auto, current or old"
+            )),
+        }
+    }
+}
 
 /// Practice mode's seed, or "off" (`None`). In the file, a number or a string.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -648,6 +690,7 @@ impl ServeArgs {
                 .practice
                 .and_then(|p| p.0)
                 .map(|seed| tcpchat_server::Practice { seed }),
+            generation: s.protocol_generation.map_or(defaults.generation, |g| g.0),
         };
         config.validate().map_err(|e| usage(e.to_string()))?;
 
@@ -1028,6 +1071,10 @@ mod tests {
             ("ping_interval", format!("{}s", n + 10)),
             ("ping_timeout", format!("{}s", n + 11)),
             ("practice", (n + 10).to_string()),
+            (
+                "protocol_generation",
+                ["current", "old"][n as usize % 2].to_owned(),
+            ),
         ];
         let flags = values
             .iter()
@@ -1060,6 +1107,10 @@ mod tests {
             practice: Some(tcpchat_server::Practice {
                 seed: u64::from(n + 10),
             }),
+            generation: [
+                tcpchat_server::GenerationPolicy::Current,
+                tcpchat_server::GenerationPolicy::Old,
+            ][n as usize % 2],
         };
         (flags, file, Some(listen.parse().expect("addr")), config)
     }
@@ -1120,7 +1171,7 @@ mod tests {
         }
         assert_eq!(
             argv.len(),
-            2 * 23,
+            2 * 24,
             "every setting shows its default: {argv:?}"
         );
         assert_eq!(

@@ -323,6 +323,10 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         ("ping_interval", format!("{}s", n + 10)),
         ("ping_timeout", format!("{}s", n + 11)),
         ("practice", (n + 10).to_string()),
+        (
+            "protocol_generation",
+            ["current", "old"][n as usize % 2].to_string(),
+        ),
     ];
     let secs = |s: u32| Duration::from_secs(u64::from(s));
     let config = Config {
@@ -344,6 +348,10 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         practice: Some(tcpchat_server::Practice {
             seed: u64::from(n + 10),
         }),
+        generation: [
+            tcpchat_server::GenerationPolicy::Current,
+            tcpchat_server::GenerationPolicy::Old,
+        ][n as usize % 2],
     };
     (values, config)
 }

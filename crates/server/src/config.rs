@@ -62,6 +62,23 @@ pub struct Config {
     /// may deliver, lines cut at random points and replies coalesced, reproducibly from the
     /// seed. `None` (the default): every write goes out as it is.
     pub practice: Option<Practice>,
+    /// Which protocol generation connections speak (`protocol-generation`): both, each
+    /// connection answered in its own from its first `WHO` on (the default), or one for all.
+    pub generation: GenerationPolicy,
+}
+
+/// Which generation of the classic protocol the server speaks (`docs/protocol.md`,
+/// "Protocol generations").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GenerationPolicy {
+    /// Both: `LIST` and `WHO` are understood, and a connection that sends `WHO` is answered
+    /// in the previous generation (`WHO-OK`, `UNKNOWN`) from then on.
+    #[default]
+    Auto,
+    /// Only the current one: `WHO` is an unknown command.
+    Current,
+    /// Only the previous one, for every connection from the start: `LIST` is unknown.
+    Old,
 }
 
 /// Practice mode's settings: see `docs/teaching.md` and `transport`'s module docs.
@@ -117,6 +134,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(60),
             ping_timeout: Duration::from_secs(60),
             practice: None,
+            generation: GenerationPolicy::Auto,
         }
     }
 }

@@ -23,7 +23,9 @@ mod outbox;
 pub mod session;
 mod transport;
 
-pub use config::{Config, ConfigError, Keepalive, Practice, MAX_LINE_LIMIT_BYTES};
+pub use config::{
+    Config, ConfigError, GenerationPolicy, Keepalive, Practice, MAX_LINE_LIMIT_BYTES,
+};
 pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster};
 pub use limits::Limits;
 pub use listener::{bind, run, run_listeners, run_with_hub, Listeners, LISTEN_BACKLOG};

@@ -98,7 +98,7 @@ pub(super) async fn unknown_command(cx: &mut Ctx) -> CaseResult {
     // the command is the whole first word.
     let lists = format!("{}S", Command::List.as_str());
     let send_ok = reply_line(&Reply::SendOk);
-    for line in [&b"WHO"[..], b"QUIT now", lists.as_bytes(), &send_ok] {
+    for line in [&b"NAMES"[..], b"QUIT now", lists.as_bytes(), &send_ok] {
         a.send_line(line).await?;
         a.expect(
             &format!("send the unknown command {}", String::from_utf8_lossy(line)),
