@@ -422,7 +422,7 @@ impl Run<'_> {
         })
     }
 
-    /// Types `!who`, requires `LIST`, answers with `names` written `bytewise` or whole.
+    /// Types `!who`, requires `LIST` (`WHO` in the old generation), answers with `names` written `bytewise` or whole.
     async fn who_answered(
         &mut self,
         peer: &mut Peer,
@@ -430,19 +430,19 @@ impl Run<'_> {
         bytewise: bool,
     ) -> Result<usize, Failure> {
         self.type_who();
-        peer.expect(
-            "turn the typed who into a request",
-            &Request::List.to_line(),
-        )
-        .await
-        .map_err(|f| {
-            f.hint(format!(
-                "{} becomes the line `LIST`",
-                shown(self.cfg.conventions.who.as_bytes())
-            ))
-        })?;
+        let generation = self.cfg.generation;
+        let request = generation.list_request().to_line();
+        peer.expect("turn the typed who into a request", &request)
+            .await
+            .map_err(|f| {
+                f.hint(format!(
+                    "{} becomes the line {}",
+                    shown(self.cfg.conventions.who.as_bytes()),
+                    shown(&request[..request.len() - 1])
+                ))
+            })?;
         let mark = self.mark();
-        let reply = Reply::ListOk(names.to_vec()).to_line();
+        let reply = generation.list_reply(names.to_vec()).to_line();
         if bytewise {
             peer.write_bytewise(&reply).await;
         } else {
@@ -698,7 +698,7 @@ async fn long_list(r: &mut Run<'_>) -> CaseResult {
     let mut peer = r.login().await?;
     let mut names = vec![r.name()];
     names.extend((1..LONG_LIST_NAMES).map(|i| user(&format!("user{i:05}"))));
-    let bytes = Reply::ListOk(names.clone()).to_line().len();
+    let bytes = r.cfg.generation.list_reply(names.clone()).to_line().len();
     let mark = r.who_answered(&mut peer, &names, false).await?;
     let hint = format!(
         "this LIST-OK is {bytes} bytes: a fixed buffer (one recv(1024)) holds only its \
@@ -730,7 +730,7 @@ async fn unknown_user(r: &mut Run<'_>) -> CaseResult {
     )
     .await?;
     let mark = r.mark();
-    peer.write(&Reply::BadDestUser.to_line()).await;
+    peer.write(&r.cfg.generation.bad_dest().to_line()).await;
     r.expect_some_output(mark, "show that the recipient is not online")
         .await
         .map_err(|f| f.hint("BAD-DEST-USER: tell the user the recipient is not online"))?;

@@ -73,6 +73,9 @@ pub struct Config {
     /// The name the user logs in with.
     pub name: String,
     pub conventions: Conventions,
+    /// The protocol generation the scripted server speaks: `WHO` / `WHO-OK` / `UNKNOWN`
+    /// with [`tcpchat_proto::Generation::Old`].
+    pub generation: tcpchat_proto::Generation,
 }
 
 impl Config {
@@ -85,6 +88,7 @@ impl Config {
             timeout: DEFAULT_TIMEOUT,
             name: DEFAULT_NAME.into(),
             conventions: Conventions::default(),
+            generation: tcpchat_proto::Generation::Current,
         }
     }
 

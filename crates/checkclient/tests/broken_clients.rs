@@ -197,3 +197,17 @@ async fn a_command_without_a_port_is_refused() {
     let err = run(&config, |_| {}).await.expect_err("no {port}");
     assert!(err.to_string().contains("{port}"), "{err}");
 }
+
+/// `--generation old`: the scripted server speaks `WHO` / `WHO-OK` / `UNKNOWN`. A client of
+/// that generation passes every case; a current one fails `who` (it sends `LIST`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_generation_is_checked_in_its_own_words() {
+    let mut old = config("old_generation.py", &[]);
+    old.generation = tcpchat_proto::Generation::Old;
+    let report = check(&old).await;
+    assert!(report.success(), "{}", describe(&report));
+    let mut current = config("good.py", &["who"]);
+    current.generation = tcpchat_proto::Generation::Old;
+    let report = check(&current).await;
+    assert_eq!(report.failed_names(), ["who"], "{}", describe(&report));
+}

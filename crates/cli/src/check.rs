@@ -62,6 +62,15 @@ pub struct CheckArgs {
     timeout: f64,
 }
 
+/// `--generation`: `current` or `old`.
+pub fn parse_generation(s: &str) -> Result<tcpchat_proto::Generation, String> {
+    match s {
+        "current" => Ok(tcpchat_proto::Generation::Current),
+        "old" => Ok(tcpchat_proto::Generation::Old),
+        _ => Err(format!("{s:?} is not a generation: current or old")),
+    }
+}
+
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -59,6 +59,11 @@ pub struct CheckClientArgs {
     #[arg(long, value_name = "LINE", default_value = "!quit")]
     quit: String,
 
+    /// The protocol generation the scripted server speaks: "current" (LIST, LIST-OK,
+    /// BAD-DEST-USER) or "old" (WHO, WHO-OK, UNKNOWN: 2014-2021 course material)
+    #[arg(long, value_name = "current|old", default_value = "current", value_parser = crate::check::parse_generation)]
+    generation: tcpchat_proto::Generation,
+
     /// Run only this case; repeat the flag or separate names with commas (see --list)
     #[arg(long, value_name = "CASE", value_delimiter = ',')]
     only: Vec<String>,
@@ -111,6 +116,7 @@ pub fn run(args: CheckClientArgs) -> anyhow::Result<ExitCode> {
             who: args.who,
             quit: args.quit,
         },
+        generation: args.generation,
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
