@@ -57,6 +57,11 @@ pub struct CheckArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_FLOOD_LIMIT_BYTES)]
     flood_limit: usize,
 
+    /// The protocol generation to check: "current" (LIST, LIST-OK, BAD-DEST-USER) or "old"
+    /// (WHO, WHO-OK, UNKNOWN: 2014-2021 course material)
+    #[arg(long, value_name = "current|old", default_value = "current", value_parser = parse_generation)]
+    generation: tcpchat_proto::Generation,
+
     /// Seconds to wait for each expected reply; a whole case may take 12 times this
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT.as_secs_f64())]
     timeout: f64,
@@ -104,6 +109,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         timeout,
         ca: args.ca,
         flood_limit: args.flood_limit,
+        generation: args.generation,
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()

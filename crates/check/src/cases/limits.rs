@@ -79,6 +79,7 @@ pub(super) async fn many_clients(cx: &mut Ctx) -> CaseResult {
 
 pub(super) async fn slow_reader(cx: &mut Ctx) -> CaseResult {
     let stuck = cx.login_with(Some(STUCK_RECV_BUFFER_BYTES)).await?;
+    let bad_dest = cx.generation.bad_dest();
     let mut body = String::from("flood ");
     body.extend(std::iter::repeat_n('x', FLOOD_BODY_BYTES - body.len()));
     let mut window = Vec::new();
@@ -124,7 +125,7 @@ pub(super) async fn slow_reader(cx: &mut Ctx) -> CaseResult {
             let got = f.recv_quietly().await;
             match &got {
                 got if got.is(&Reply::SendOk) => {}
-                got if got.is(&Reply::BadDestUser) => dropped = true,
+                got if got.is(&bad_dest) => dropped = true,
                 _ => {
                     let step = format!(
                         "get a reply to each message, after {sent} messages ({flooded}) to {} \
@@ -135,7 +136,7 @@ pub(super) async fn slow_reader(cx: &mut Ctx) -> CaseResult {
                     let expected = format!(
                         "{}, or {} once the reader is dropped",
                         quoted(&reply_line(&Reply::SendOk)),
-                        quoted(&reply_line(&Reply::BadDestUser))
+                        quoted(&reply_line(&bad_dest))
                     );
                     let failure = f.mismatch(&step, &expected, &got);
                     return Err(if matches!(got, Got::Timeout(_)) {
