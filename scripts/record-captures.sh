@@ -84,7 +84,7 @@ say(alice, b"SEND bob hi bob, how are you?\n"); expect(alice, b"SEND-OK\n"); exp
 # One line in two segments.
 say(bob, b"SEND alice fine, tha"); say(bob, b"nks!\n")
 expect(bob, b"SEND-OK\n"); expect(alice, b"DELIVERY bob fine, thanks!\n")
-say(bob, b"WHO\n"); expect(bob, b"BAD-RQST-HDR\n")
+say(bob, b"NAMES\n"); expect(bob, b"BAD-RQST-HDR\n")
 say(bob, b"SEND carol hello?\n"); expect(bob, b"BAD-DEST-USER\n")
 # bob leaves cleanly (client closes first).
 bob.shutdown(socket.SHUT_WR); time.sleep(0.1); bob.close()

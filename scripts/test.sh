@@ -58,6 +58,7 @@ needed=(
   "dpkg-deb:dpkg:scripts/test-package.sh (builds and unpacks the Debian package)"
   "systemd-analyze:systemd:scripts/test-package.sh (verifies the systemd unit)"
   "man:man-db:scripts/test-package.sh (renders the installed man page)"
+  "python3:python3:tcpchat-check-client::broken_clients (the correct and the broken Python clients)"
 )
 missing_programs() {
   for entry in "${needed[@]}"; do
@@ -149,5 +150,7 @@ else
   echo "error: scripts/package-deb.sh failed" >&2
   status=1
 fi
+echo "== tcpchat check-client against our own client (the real binary)"
+"$tcpchat" check-client -- "$tcpchat" connect --plain '{host}:{port}'
 [ "$status" = 0 ] || echo "error: some tests failed (above)" >&2
 exit "$status"

@@ -38,6 +38,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A whole case may take this many reply timeouts before it is stopped and failed.
 pub const CASE_TIMEOUTS: u32 = 12;
 
+/// How much `slow-reader` pushes at a client that reads nothing before it calls the case
+/// inconclusive: a server whose queue is bounded has dropped the reader long before (kernel
+/// buffers hold a few MiB at most; on loopback about 2.8 MiB).
+pub const DEFAULT_FLOOD_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+
 /// What to check and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -56,6 +61,12 @@ pub struct Config {
     pub timeout: Duration,
     /// For `tls://`: trust the certificates in this PEM file instead of the system's roots.
     pub ca: Option<PathBuf>,
+    /// How many bytes `slow-reader` pushes at a reader that reads nothing before it calls
+    /// the case inconclusive ([`DEFAULT_FLOOD_LIMIT_BYTES`]).
+    pub flood_limit: usize,
+    /// The protocol generation to speak: `WHO` / `WHO-OK` / `UNKNOWN` with
+    /// [`tcpchat_proto::Generation::Old`].
+    pub generation: tcpchat_proto::Generation,
 }
 
 impl Config {
@@ -67,6 +78,8 @@ impl Config {
             only: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             ca: None,
+            flood_limit: DEFAULT_FLOOD_LIMIT_BYTES,
+            generation: tcpchat_proto::Generation::Current,
         }
     }
 }
@@ -160,6 +173,8 @@ pub async fn run(
     });
     let started = Instant::now();
     let mut cx = cases::Ctx::new(address, config.timeout, config.capacity);
+    cx.flood_limit = config.flood_limit;
+    cx.generation = config.generation;
     cx.spread_over(nodes);
     if let Some(connector) = connector {
         cx.use_tls(
@@ -173,10 +188,25 @@ pub async fn run(
         progress(Progress::Started(case));
         cx.begin_case();
         let case_started = Instant::now();
-        let result = timeout(case_limit, (case.run)(&mut cx)).await;
+        // Extensions are negotiated on top of the current generation (docs/protocol.md).
+        let result = if config.generation == tcpchat_proto::Generation::Old
+            && case.name.starts_with("ext-")
+        {
+            Ok(Ok(cases::Done::Skipped(
+                "extensions are part of the current protocol generation".to_string(),
+            )))
+        } else {
+            timeout(case_limit, (case.run)(&mut cx)).await
+        };
+        let mut finding = None;
         let outcome = match result {
             Ok(Ok(cases::Done::Passed)) => Outcome::Pass,
+            Ok(Ok(cases::Done::Found(what))) => {
+                finding = Some(what);
+                Outcome::Pass
+            }
             Ok(Ok(cases::Done::Skipped(reason))) => Outcome::Skip(reason),
+            Ok(Ok(cases::Done::Inconclusive(why))) => Outcome::Inconclusive(why),
             Ok(Err(failure)) => {
                 Outcome::Fail(Box::new(failure.with_transcript(cx.take_transcript())))
             }
@@ -192,6 +222,7 @@ pub async fn run(
         reports.push(CaseReport {
             case,
             outcome,
+            finding,
             duration: case_started.elapsed(),
         });
         if let Some(last) = reports.last() {

@@ -18,6 +18,10 @@ pub enum Outcome {
     Fail(Box<Failure>),
     /// Not run; the reason says what it needs (e.g. `--capacity`).
     Skip(String),
+    /// Ran, but the server's behaviour lies past what the probe tried: neither a pass nor a
+    /// failure. The reason says how far it went and how to push further. Not a failure for
+    /// the exit status.
+    Inconclusive(String),
 }
 
 /// One case's result.
@@ -25,6 +29,9 @@ pub enum Outcome {
 pub struct CaseReport {
     pub case: &'static Case,
     pub outcome: Outcome,
+    /// For a pass: what the case found where the protocol leaves a choice to the server
+    /// (the longest name accepted, when the slow reader was dropped).
+    pub finding: Option<String>,
     /// Wall-clock time the case took, for the table; never part of a verdict.
     pub duration: Duration,
 }
@@ -72,7 +79,13 @@ impl Report {
         self.count(|o| matches!(o, Outcome::Skip(_)))
     }
 
-    /// True when every case that ran passed: the run's exit status.
+    /// Cases that could not tell (see [`Outcome::Inconclusive`]).
+    pub fn inconclusive(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Inconclusive(_)))
+    }
+
+    /// True when no case failed (an inconclusive one is not a failure): the run's exit
+    /// status.
     pub fn success(&self) -> bool {
         self.failed() == 0
     }
@@ -99,6 +112,7 @@ impl Report {
             "passed": self.passed(),
             "failed": self.failed(),
             "skipped": self.skipped(),
+            "inconclusive": self.inconclusive(),
             "duration_ms": millis(self.duration),
             "cases": cases,
         })
@@ -113,8 +127,16 @@ impl CaseReport {
             "duration_ms": millis(self.duration),
         });
         let fields = match &self.outcome {
-            Outcome::Pass => json!({ "outcome": "pass" }),
+            Outcome::Pass => match &self.finding {
+                Some(finding) => json!({ "outcome": "pass", "finding": finding }),
+                None => json!({ "outcome": "pass" }),
+            },
             Outcome::Skip(reason) => json!({ "outcome": "skip", "reason": reason }),
+            Outcome::Inconclusive(reason) => json!({
+                "outcome": "inconclusive",
+                "rule": self.case.rule,
+                "reason": reason,
+            }),
             Outcome::Fail(failure) => json!({
                 "outcome": "fail",
                 "rule": self.case.rule,
@@ -195,7 +217,15 @@ pub mod text {
             Outcome::Pass => (
                 "pass",
                 duration(report.duration),
-                report.case.description.to_string(),
+                match &report.finding {
+                    Some(finding) => format!("{}: {finding}", report.case.description),
+                    None => report.case.description.to_string(),
+                },
+            ),
+            Outcome::Inconclusive(_) => (
+                "????",
+                duration(report.duration),
+                format!("inconclusive: {}", report.case.description),
             ),
             Outcome::Fail(_) => (
                 "FAIL",
@@ -219,10 +249,17 @@ pub mod text {
         }
     }
 
-    /// Every failure in detail: the rule, the step, expected against got, the conversation.
+    /// Every failure in detail: the rule, the step, expected against got, the conversation;
+    /// and every inconclusive case with what it tried.
     pub fn failures(report: &Report) -> String {
         let mut out = String::new();
         for case in &report.cases {
+            if let Outcome::Inconclusive(why) = &case.outcome {
+                let _ = writeln!(out, "\n{}: inconclusive", case.case.name);
+                let _ = writeln!(out, "  rule:     {}", case.case.rule);
+                let _ = writeln!(out, "  tried:    {why}");
+                continue;
+            }
             let Outcome::Fail(f) = &case.outcome else {
                 continue;
             };
@@ -247,12 +284,16 @@ pub mod text {
     /// The closing lines: time taken, then the counts.
     pub fn summary(report: &Report) -> String {
         format!(
-            "\nfinished in {:.2}s against {}\ncheck: {} passed, {} failed, {} skipped\n",
+            "\nfinished in {:.2}s against {}\ncheck: {} passed, {} failed, {} skipped{}\n",
             report.duration.as_secs_f64(),
             report.address,
             report.passed(),
             report.failed(),
-            report.skipped()
+            report.skipped(),
+            match report.inconclusive() {
+                0 => String::new(),
+                n => format!(", {n} inconclusive"),
+            }
         )
     }
 }
@@ -277,17 +318,32 @@ mod tests {
                 CaseReport {
                     case: case("login"),
                     outcome: Outcome::Pass,
+                    finding: None,
                     duration: Duration::from_millis(3),
                 },
                 CaseReport {
                     case: case("crlf"),
                     outcome: Outcome::Fail(Box::new(failure)),
+                    finding: None,
                     duration: Duration::from_millis(4),
                 },
                 CaseReport {
                     case: case("busy"),
                     outcome: Outcome::Skip("give --capacity N".into()),
+                    finding: None,
                     duration: Duration::ZERO,
+                },
+                CaseReport {
+                    case: case("name-too-long"),
+                    outcome: Outcome::Pass,
+                    finding: Some("names up to 32 bytes are accepted".into()),
+                    duration: Duration::from_millis(5),
+                },
+                CaseReport {
+                    case: case("slow-reader"),
+                    outcome: Outcome::Inconclusive("16.0 MiB pushed".into()),
+                    finding: None,
+                    duration: Duration::from_millis(6),
                 },
             ],
             duration: Duration::from_millis(1500),
@@ -298,19 +354,31 @@ mod tests {
     fn counts_and_verdict() {
         let report = sample();
         assert_eq!(
-            (report.passed(), report.failed(), report.skipped()),
-            (1, 1, 1)
+            (
+                report.passed(),
+                report.failed(),
+                report.skipped(),
+                report.inconclusive()
+            ),
+            (2, 1, 1, 1)
         );
         assert!(!report.success());
         assert_eq!(report.failed_names(), ["crlf"]);
+        let mut no_failure = report.clone();
+        no_failure.cases.remove(1);
+        assert!(
+            no_failure.success(),
+            "an inconclusive case does not fail the run"
+        );
     }
 
     #[test]
     fn json_shape() {
         let v = sample().to_json();
-        assert_eq!(v["passed"], 1);
+        assert_eq!(v["passed"], 2);
         assert_eq!(v["failed"], 1);
         assert_eq!(v["skipped"], 1);
+        assert_eq!(v["inconclusive"], 1);
         assert_eq!(v["duration_ms"], 1500);
         assert_eq!(v["address"], "127.0.0.1:5378");
         let cases = v["cases"].as_array().expect("cases is an array");
@@ -323,6 +391,10 @@ mod tests {
         assert_eq!(cases[1]["rule"], case("crlf").rule);
         assert_eq!(cases[2]["outcome"], "skip");
         assert_eq!(cases[2]["reason"], "give --capacity N");
+        assert_eq!(cases[3]["outcome"], "pass");
+        assert_eq!(cases[3]["finding"], "names up to 32 bytes are accepted");
+        assert_eq!(cases[4]["outcome"], "inconclusive");
+        assert_eq!(cases[4]["reason"], "16.0 MiB pushed");
     }
 
     #[test]
@@ -354,7 +426,19 @@ mod tests {
             );
         }
         assert!(!failures.contains("login:"), "passed cases have no details");
-        assert!(text::summary(&report).ends_with("check: 1 passed, 1 failed, 1 skipped\n"));
+        assert!(
+            rows[3].contains("names up to 32 bytes are accepted"),
+            "{}",
+            rows[3]
+        );
+        assert!(rows[4].contains("inconclusive: "), "{}", rows[4]);
+        assert!(failures.contains("slow-reader: inconclusive"), "{failures}");
+        assert!(
+            failures.contains("  tried:    16.0 MiB pushed"),
+            "{failures}"
+        );
+        assert!(text::summary(&report)
+            .ends_with("check: 2 passed, 1 failed, 1 skipped, 1 inconclusive\n"));
     }
 
     #[test]

@@ -19,13 +19,68 @@ const CAPACITY: usize = 80;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn check(defect: Defect) -> Report {
+    check_only(defect, &[], tcpchat_check::DEFAULT_FLOOD_LIMIT_BYTES).await
+}
+
+async fn check_only(defect: Defect, only: &[&str], flood_limit: usize) -> Report {
     let server = support::start(defect, CAPACITY).await;
     let mut config = Config::new(server.addr.to_string());
     config.capacity = Some(CAPACITY);
     config.timeout = TIMEOUT;
+    config.only = only.iter().map(|s| s.to_string()).collect();
+    config.flood_limit = flood_limit;
     tcpchat_check::run(&config, |_| {})
         .await
         .expect("the reference server is reachable")
+}
+
+/// A server whose queue for a reader that reads nothing is bounded above what the probe
+/// pushes (here: not bounded at all) is not failed: the protocol bounds the queue, not
+/// where. `slow-reader` says how far it went; the run still succeeds. See: #16
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_bound_above_the_probe_is_inconclusive_not_a_failure() {
+    let limit = 4 * 1024 * 1024;
+    let report = check_only(Defect::UnboundedQueue, &["slow-reader"], limit).await;
+    let case = &report.cases[0];
+    match &case.outcome {
+        Outcome::Inconclusive(why) => {
+            assert!(why.contains("4.0 MiB pushed"), "{why}");
+            assert!(why.contains("--flood-limit"), "{why}");
+        }
+        other => panic!("slow-reader: expected inconclusive, got {other:?}"),
+    }
+    assert!(report.success(), "an inconclusive case fails no run");
+    // The same probe against the reference server, which bounds its queue: a pass, with
+    // the point where the reader was dropped.
+    let report = check_only(Defect::None, &["slow-reader"], limit).await;
+    assert!(
+        matches!(report.cases[0].outcome, Outcome::Pass),
+        "{}",
+        failures(&report)
+    );
+    let found = report.cases[0].finding.as_deref().unwrap_or_default();
+    assert!(found.contains("was dropped"), "{found}");
+}
+
+/// The longest name is the server's choice: it is found and reported, and a server is
+/// failed only when a name as long as a whole line is accepted. See: #16
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_name_bound_is_found_and_reported() {
+    let report = check_only(Defect::None, &["name-too-long"], 0).await;
+    assert!(
+        matches!(report.cases[0].outcome, Outcome::Pass),
+        "{}",
+        failures(&report)
+    );
+    let found = report.cases[0].finding.as_deref().unwrap_or_default();
+    let max = tcpchat_proto::MAX_NAME_BYTES;
+    assert!(
+        found.starts_with(&format!(
+            "names up to {max} bytes are accepted; {} bytes get",
+            max + 1
+        )),
+        "{found}"
+    );
 }
 
 /// Every failure with its step, expected and got, for assertion messages.
@@ -200,7 +255,6 @@ planted! {
     name_kept_after_reset: KeepsNameAfterReset => &["name-freed-reset"];
     client_limit_40: ClientLimit40 => &["many-clients"];
     blocks_on_slow_reader: BlocksOnSlowReader => &["slow-reader"];
-    unbounded_queue: UnboundedQueue => &["slow-reader"];
     no_busy: NoBusy => &["busy"];
     echoes_unknown_extensions: EchoesUnknownExtensions => &["ext-negotiation"];
     pong_without_token: PongWithoutToken => &["ext-keepalive"];

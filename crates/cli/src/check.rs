@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use tcpchat_check::report::text;
-use tcpchat_check::{CheckError, Config, Progress, DEFAULT_TIMEOUT};
+use tcpchat_check::{CheckError, Config, Progress, DEFAULT_FLOOD_LIMIT_BYTES, DEFAULT_TIMEOUT};
 
 use crate::UsageError;
 
@@ -17,8 +17,9 @@ use crate::UsageError;
     tcpchat check 127.0.0.1:5378\n  \
     tcpchat check chat.example.org --capacity 100 --only busy,slow-reader\n  \
     tcpchat check tls://localhost --ca cert.pem\n\n\
-    Exit status: 0 when every case that ran passed, 1 when one failed or the server cannot be\n\
-    reached, 2 for invalid arguments. What each case checks and why: docs/check.md")]
+    Exit status: 0 when no case failed (inconclusive ones included), 1 when one failed or the\n\
+    server cannot be reached, 2 for invalid arguments. What each case checks and why, and what\n\
+    each verdict means: docs/check.md")]
 pub struct CheckArgs {
     /// The server to check: [tls://]HOST, HOST:PORT or [IPv6]:PORT; the port defaults to 5378
     /// (5379 for tls://). For a cluster, its nodes separated by commas: each case's
@@ -51,9 +52,28 @@ pub struct CheckArgs {
     #[arg(long)]
     json: bool,
 
+    /// Bytes `slow-reader` pushes at a client that reads nothing before calling the case
+    /// inconclusive (the server's queue bound, if any, is above it)
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_FLOOD_LIMIT_BYTES)]
+    flood_limit: usize,
+
+    /// The protocol generation to check: "current" (LIST, LIST-OK, BAD-DEST-USER) or "old"
+    /// (WHO, WHO-OK, UNKNOWN: 2014-2021 course material)
+    #[arg(long, value_name = "current|old", default_value = "current", value_parser = parse_generation)]
+    generation: tcpchat_proto::Generation,
+
     /// Seconds to wait for each expected reply; a whole case may take 12 times this
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT.as_secs_f64())]
     timeout: f64,
+}
+
+/// `--generation`: `current` or `old`.
+pub fn parse_generation(s: &str) -> Result<tcpchat_proto::Generation, String> {
+    match s {
+        "current" => Ok(tcpchat_proto::Generation::Current),
+        "old" => Ok(tcpchat_proto::Generation::Old),
+        _ => Err(format!("{s:?} is not a generation: current or old")),
+    }
 }
 
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
@@ -88,6 +108,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         only: args.only,
         timeout,
         ca: args.ca,
+        flood_limit: args.flood_limit,
+        generation: args.generation,
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -12,6 +12,7 @@ mod accounts;
 mod bench;
 mod cert;
 mod check;
+mod check_client;
 mod connect;
 mod logging;
 mod manual;
@@ -44,6 +45,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Check any server against the protocol: named cases, pass/fail table, what to fix.
     Check(check::CheckArgs),
+    /// Check anyone's chat client program: plays the server, types the user's side, says
+    /// what the client gets wrong.
+    CheckClient(check_client::CheckClientArgs),
     /// Explain a pcap/pcapng capture of the chat protocol: handshake, messages, teardown.
     Trace(trace::TraceArgs),
     /// Write a self-signed TLS certificate and key for trying TLS without a CA.
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Command::Connect(args) => connect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Check(args) => check::run(args),
+        Command::CheckClient(args) => check_client::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Cert(args) => cert::run(args),
         Command::Completions(args) => manual::completions::<Cli>(&args),

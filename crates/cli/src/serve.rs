@@ -241,6 +241,18 @@ settings! {
     #[arg(long, env = "TCPCHAT_HASH_THREADS", value_name = "N")]
     hash_threads: NonZeroUsize = |c| c.accounts.hash_threads;
 
+    /// Practice mode for a class: plain connections get their lines cut at random points,
+    /// replies coalesced and short random pauses, as a real network can deliver them, so a
+    /// client's framing bugs show on a student's own machine; reproducible from SEED (any
+    /// number); "off" writes normally (docs/teaching.md)
+    #[arg(long, env = "TCPCHAT_PRACTICE", value_name = "SEED")]
+    practice: SeedOrOff = |_c| "off";
+
+    /// Protocol generation: "auto" answers each connection in its own (the previous one's
+    /// WHO / WHO-OK / UNKNOWN from its first WHO on), "current" or "old" fixes one for all
+    #[arg(long, env = "TCPCHAT_PROTOCOL_GENERATION", value_name = "auto|current|old")]
+    protocol_generation: GenerationArg = |c| GenerationArg(c.generation).name();
+
     /// Cluster mode: share names and messages with every node using this Redis, e.g.
     /// redis://10.0.0.5:6379, redis://127.0.0.1:6379/2, or rediss://USER@HOST:6380 for TLS
     /// (see docs/cluster.md)
@@ -458,6 +470,71 @@ impl fmt::Display for Switch {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(try_from = "NumberOrText")]
 struct CountOrOff(Option<NonZeroU32>);
+
+/// `auto`, `current` or `old`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct GenerationArg(tcpchat_server::GenerationPolicy);
+
+impl GenerationArg {
+    fn name(self) -> &'static str {
+        match self.0 {
+            tcpchat_server::GenerationPolicy::Auto => "auto",
+            tcpchat_server::GenerationPolicy::Current => "current",
+            tcpchat_server::GenerationPolicy::Old => "old",
+        }
+    }
+}
+
+impl TryFrom<String> for GenerationArg {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, String> {
+        v.parse()
+    }
+}
+
+impl FromStr for GenerationArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use tcpchat_server::GenerationPolicy as G;
+        match s.trim() {
+            "auto" => Ok(Self(G::Auto)),
+            "current" => Ok(Self(G::Current)),
+            "old" => Ok(Self(G::Old)),
+            _ => Err(format!(
+                "invalid protocol generation {s:?}: auto, current or old"
+            )),
+        }
+    }
+}
+
+/// Practice mode's seed, or "off" (`None`). In the file, a number or a string.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "NumberOrText")]
+struct SeedOrOff(Option<u64>);
+
+impl TryFrom<NumberOrText> for SeedOrOff {
+    type Error = String;
+    fn try_from(v: NumberOrText) -> Result<Self, String> {
+        match v {
+            NumberOrText::Number(n) => Ok(Self(Some(n))),
+            NumberOrText::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl FromStr for SeedOrOff {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let v = s.trim();
+        if v.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        v.parse::<u64>()
+            .map(|n| Self(Some(n)))
+            .map_err(|_| format!("invalid seed {s:?}: give a whole number, e.g. 42 (or off)"))
+    }
+}
 
 /// What a file may hold for a count: `1000` or `"off"`.
 #[derive(Deserialize)]
@@ -742,6 +819,11 @@ impl ServeArgs {
             },
             // Opened by `run`, not here: resolving settings touches no file.
             account_store: None,
+            practice: s
+                .practice
+                .and_then(|p| p.0)
+                .map(|seed| tcpchat_server::Practice { seed }),
+            generation: s.protocol_generation.map_or(defaults.generation, |g| g.0),
         };
         config.validate().map_err(|e| usage(e.to_string()))?;
 
@@ -903,6 +985,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         )),
         None => None,
     };
+    if let Some(practice) = config.practice {
+        info!(
+            seed = practice.seed,
+            "practice mode: lines are cut at random points and replies coalesced, as a real network may deliver them"
+        );
+    }
     raise_fd_limit(config.max_clients);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -1292,6 +1380,11 @@ mod tests {
             ("login_name_rate", format!("{}s", n + 13)),
             ("hash_queue", (n + 14).to_string()),
             ("hash_threads", (n + 15).to_string()),
+            ("practice", (n + 10).to_string()),
+            (
+                "protocol_generation",
+                ["current", "old"][n as usize % 2].to_owned(),
+            ),
         ];
         let flags = values
             .iter()
@@ -1323,6 +1416,13 @@ mod tests {
             ping_timeout: secs(n + 11),
             accounts: accounts_from(n),
             account_store: None,
+            practice: Some(tcpchat_server::Practice {
+                seed: u64::from(n + 10),
+            }),
+            generation: [
+                tcpchat_server::GenerationPolicy::Current,
+                tcpchat_server::GenerationPolicy::Old,
+            ][n as usize % 2],
         };
         (flags, file, Some(listen.parse().expect("addr")), config)
     }
@@ -1396,7 +1496,7 @@ mod tests {
         }
         assert_eq!(
             argv.len(),
-            2 * 29,
+            2 * 31,
             "every setting shows its default: {argv:?}"
         );
         assert_eq!(

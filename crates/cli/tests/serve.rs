@@ -329,6 +329,11 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         ("login_name_rate", format!("{}s", n + 13)),
         ("hash_queue", (n + 14).to_string()),
         ("hash_threads", (n + 15).to_string()),
+        ("practice", (n + 10).to_string()),
+        (
+            "protocol_generation",
+            ["current", "old"][n as usize % 2].to_string(),
+        ),
     ];
     let secs = |s: u32| Duration::from_secs(u64::from(s));
     let config = Config {
@@ -349,6 +354,13 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         ping_timeout: secs(n + 11),
         accounts: accounts_from(n),
         account_store: None,
+        practice: Some(tcpchat_server::Practice {
+            seed: u64::from(n + 10),
+        }),
+        generation: [
+            tcpchat_server::GenerationPolicy::Current,
+            tcpchat_server::GenerationPolicy::Old,
+        ][n as usize % 2],
     };
     (values, config)
 }

@@ -471,6 +471,9 @@ pub struct Session {
     quit_by: Option<Instant>,
     /// The user asked who is online while that could not be asked yet.
     who_wanted: bool,
+    /// The protocol generation the server speaks: current until it answers `LIST` with
+    /// `BAD-RQST-HDR`, then the previous one (`WHO`), kept across reconnections.
+    generation: tcpchat_proto::Generation,
     /// A line that is not a reply was already reported on this connection.
     told_unknown: bool,
     /// The online list reached [`MAX_ONLINE_NAMES`] on this connection, and that was said.
@@ -514,6 +517,7 @@ impl Session {
             failures: 0,
             quit_by: None,
             who_wanted: false,
+            generation: tcpchat_proto::Generation::Current,
             told_unknown: false,
             told_list_full: false,
             extensions: ExtensionSet::NONE,
@@ -709,7 +713,11 @@ impl Session {
                             .iter()
                             .any(|(p, _)| matches!(p, Pending::List { .. }));
                         if !refreshing && self.room() {
-                            self.request(Request::List, Pending::List { asked: false }, now);
+                            self.request(
+                                self.generation.list_request(),
+                                Pending::List { asked: false },
+                                now,
+                            );
                         }
                     }
                 }
@@ -888,7 +896,11 @@ impl Session {
                 _ => self.who_wanted = true,
             }
         } else if self.phase == Phase::Online && self.room() {
-            self.request(Request::List, Pending::List { asked: true }, now);
+            self.request(
+                self.generation.list_request(),
+                Pending::List { asked: true },
+                now,
+            );
         } else {
             // Answered once logged in (or once answers make room), like a message.
             self.who_wanted = true;
@@ -1144,7 +1156,11 @@ impl Session {
         }
         if self.who_wanted && self.room() && !self.has(Extension::Presence) {
             self.who_wanted = false;
-            self.request(Request::List, Pending::List { asked: true }, now);
+            self.request(
+                self.generation.list_request(),
+                Pending::List { asked: true },
+                now,
+            );
         }
         while self.room() {
             let Some(id) = self.outbox.pop_front() else {
@@ -1303,6 +1319,7 @@ impl Session {
                     let tidy = tidy_list(line);
                     match Reply::parse(&tidy) {
                         Ok(Reply::ListOk(names)) => Ok(Reply::ListOk(names)),
+                        Ok(Reply::WhoOk(names)) => Ok(Reply::WhoOk(names)),
                         _ => Err(err),
                     }
                 }
@@ -1414,7 +1431,18 @@ impl Session {
                 }
             }
             (Pending::Hello(name), _) => self.name_problem(NameProblem::Refused(name)),
-            (Pending::List { asked }, Reply::ListOk(mut names)) => {
+            // A server of the previous generation does not know `LIST`: ask again with `WHO`,
+            // and speak that generation from now on (docs/protocol.md).
+            (Pending::List { asked }, Reply::BadRqstHdr)
+                if self.generation == tcpchat_proto::Generation::Current =>
+            {
+                self.generation = tcpchat_proto::Generation::Old;
+                tracing::info!(
+                    "the server does not know LIST; using WHO (the previous protocol generation)"
+                );
+                self.request(self.generation.list_request(), Pending::List { asked }, now);
+            }
+            (Pending::List { asked }, Reply::ListOk(mut names) | Reply::WhoOk(mut names)) => {
                 names.sort();
                 names.dedup();
                 self.presence(names, asked);
@@ -1428,7 +1456,7 @@ impl Session {
                 }
                 self.settle(id, Delivery::Delivered);
             }
-            (Pending::Send(id), Reply::BadDestUser) => {
+            (Pending::Send(id), Reply::BadDestUser | Reply::Unknown) => {
                 if let (Some(online), Some(m)) = (&mut self.online, self.store.get(&id)) {
                     online.retain(|n| *n != m.to);
                 }
@@ -1460,7 +1488,7 @@ impl Session {
             self.next_refresh = Some(now + every);
             // One LIST serves both the user's `!who` and the refresh.
             let asked = std::mem::take(&mut self.who_wanted);
-            self.request(Request::List, Pending::List { asked }, now);
+            self.request(self.generation.list_request(), Pending::List { asked }, now);
         }
         self.pump(now);
         if self.quit_by.is_some() && !self.has_unanswered() {

@@ -25,7 +25,7 @@ pub use ext::{
     MIN_PASSWORD_BYTES,
 };
 pub use framer::{FrameError, Framer, OVERLONG_HEAD_BYTES};
-pub use message::{Command, Reply, ReplyError, Request, RequestError};
+pub use message::{Command, Generation, Reply, ReplyError, Request, RequestError};
 pub use name::{NameError, Username, MAX_NAME_BYTES};
 
 /// The TCP port the public course server used; existing clients default to it.

@@ -9,6 +9,7 @@ use crate::name::{NameError, Username};
 
 const HELLO_FROM: &[u8] = b"HELLO-FROM";
 const LIST: &[u8] = b"LIST";
+const WHO: &[u8] = b"WHO";
 const SEND: &[u8] = b"SEND";
 const EXT: &[u8] = b"EXT";
 const PING: &[u8] = b"PING";
@@ -22,6 +23,8 @@ const HELLO: &[u8] = b"HELLO";
 const IN_USE: &[u8] = b"IN-USE";
 const BUSY: &[u8] = b"BUSY";
 const LIST_OK: &[u8] = b"LIST-OK";
+const WHO_OK: &[u8] = b"WHO-OK";
+const UNKNOWN: &[u8] = b"UNKNOWN";
 const SEND_OK: &[u8] = b"SEND-OK";
 const BAD_DEST_USER: &[u8] = b"BAD-DEST-USER";
 const DELIVERY: &[u8] = b"DELIVERY";
@@ -46,6 +49,8 @@ const NEEDS_TLS: &[u8] = b"NEEDS-TLS";
 pub enum Command {
     HelloFrom,
     List,
+    /// `WHO`: the previous generation's `LIST`.
+    Who,
     Send,
     /// `EXT`: negotiation, understood by every tcpchat server that has extensions on.
     Ext,
@@ -65,6 +70,7 @@ impl Command {
         match word {
             HELLO_FROM => Some(Self::HelloFrom),
             LIST => Some(Self::List),
+            WHO => Some(Self::Who),
             SEND => Some(Self::Send),
             EXT => Some(Self::Ext),
             PING => Some(Self::Ping),
@@ -82,6 +88,7 @@ impl Command {
         match self {
             Self::HelloFrom => "HELLO-FROM",
             Self::List => "LIST",
+            Self::Who => "WHO",
             Self::Send => "SEND",
             Self::Ext => "EXT",
             Self::Ping => "PING",
@@ -99,7 +106,7 @@ impl Command {
     /// the command is unknown, exactly as on a classic server.
     pub fn extension(self) -> Option<Extension> {
         match self {
-            Self::HelloFrom | Self::List | Self::Send | Self::Ext => None,
+            Self::HelloFrom | Self::List | Self::Who | Self::Send | Self::Ext => None,
             Self::Ping | Self::Pong => Some(Extension::Keepalive),
             Self::Login | Self::Register | Self::Password | Self::Unregister => {
                 Some(Extension::Accounts)
@@ -115,6 +122,8 @@ pub enum Request<'a> {
     HelloFrom(Username),
     /// `LIST`: who is online?
     List,
+    /// `WHO`: who is online? (the previous generation's `LIST`; see [`Generation`]).
+    Who,
     /// `SEND <to> <body>`: relay `body` (the rest of the line, byte for byte) to `to`.
     Send { to: Username, body: &'a str },
     /// `EXT <ext>,<ext>,...`: the extensions the client speaks, as it spelled them (names
@@ -159,6 +168,9 @@ pub enum RequestError {
     /// `LIST` followed by anything (`BAD-RQST-BODY`).
     #[error("LIST takes no arguments")]
     ListWithBody,
+    /// `WHO` followed by anything (`BAD-RQST-BODY`).
+    #[error("WHO takes no arguments")]
+    WhoWithBody,
     /// `EXT` without a well-formed list of extension names (`BAD-RQST-BODY`).
     #[error("EXT needs 1 to 32 comma-separated names of a-z, 0-9 and -")]
     BadExt,
@@ -181,6 +193,7 @@ impl RequestError {
             Self::BadName(_) => Some(Command::HelloFrom),
             Self::BadSend | Self::NotUtf8 => Some(Command::Send),
             Self::ListWithBody => Some(Command::List),
+            Self::WhoWithBody => Some(Command::Who),
             Self::BadExt => Some(Command::Ext),
             Self::BadLoginName(_) => Some(Command::Login),
             Self::BadToken(command) | Self::BadPassword(command, _) => Some(*command),
@@ -205,6 +218,10 @@ impl<'a> Request<'a> {
             LIST => match rest {
                 None => Ok(Request::List),
                 Some(_) => Err(RequestError::ListWithBody),
+            },
+            WHO => match rest {
+                None => Ok(Request::Who),
+                Some(_) => Err(RequestError::WhoWithBody),
             },
             SEND => {
                 let rest = rest.ok_or(RequestError::BadSend)?;
@@ -245,6 +262,7 @@ impl<'a> Request<'a> {
         match self {
             Request::HelloFrom(_) => Command::HelloFrom,
             Request::List => Command::List,
+            Request::Who => Command::Who,
             Request::Send { .. } => Command::Send,
             Request::Ext(_) => Command::Ext,
             Request::Ping(_) => Command::Ping,
@@ -261,6 +279,7 @@ impl<'a> Request<'a> {
         match self {
             Request::HelloFrom(name) => line2(out, HELLO_FROM, name.as_str().as_bytes()),
             Request::List => line1(out, LIST),
+            Request::Who => line1(out, WHO),
             Request::Send { to, body } => line3(out, SEND, to.as_str(), body),
             Request::Ext(names) => list_line(out, EXT, names.iter().copied()),
             Request::Ping(token) => optional_arg(out, PING, *token),
@@ -284,6 +303,52 @@ impl<'a> Request<'a> {
     }
 }
 
+/// The two generations of the classic protocol. The previous one (2014–2021 course
+/// material) differs in three tokens only: `WHO` for `LIST`, `WHO-OK` for `LIST-OK` and
+/// `UNKNOWN` for `BAD-DEST-USER` (`docs/protocol.md`, "Protocol generations").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Generation {
+    /// `LIST` / `LIST-OK` / `BAD-DEST-USER`.
+    #[default]
+    Current,
+    /// `WHO` / `WHO-OK` / `UNKNOWN`.
+    Old,
+}
+
+impl Generation {
+    /// Who is online?, in this generation.
+    pub fn list_request(self) -> Request<'static> {
+        match self {
+            Generation::Current => Request::List,
+            Generation::Old => Request::Who,
+        }
+    }
+
+    /// Everyone logged in, in this generation.
+    pub fn list_reply(self, names: Vec<Username>) -> Reply<'static> {
+        match self {
+            Generation::Current => Reply::ListOk(names),
+            Generation::Old => Reply::WhoOk(names),
+        }
+    }
+
+    /// The recipient is not logged in, in this generation.
+    pub fn bad_dest(self) -> Reply<'static> {
+        match self {
+            Generation::Current => Reply::BadDestUser,
+            Generation::Old => Reply::Unknown,
+        }
+    }
+
+    /// The generation's name in settings and reports: `current` or `old`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Generation::Current => "current",
+            Generation::Old => "old",
+        }
+    }
+}
+
 /// A line a server sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply<'a> {
@@ -295,10 +360,14 @@ pub enum Reply<'a> {
     Busy,
     /// `LIST-OK <name>,<name>,...`: everyone logged in.
     ListOk(Vec<Username>),
+    /// `WHO-OK <name>,<name>,...`: the previous generation's `LIST-OK`.
+    WhoOk(Vec<Username>),
     /// `SEND-OK`: the message was handed to the recipient.
     SendOk,
     /// `BAD-DEST-USER`: the recipient is not logged in.
     BadDestUser,
+    /// `UNKNOWN`: the previous generation's `BAD-DEST-USER`.
+    Unknown,
     /// `DELIVERY <from> <body>`: a message for this client.
     Delivery { from: Username, body: &'a str },
     /// `BAD-RQST-HDR`: unknown command, or not allowed now.
@@ -372,18 +441,24 @@ impl<'a> Reply<'a> {
             BUSY => no_body(Reply::Busy, "BUSY"),
             SEND_OK => no_body(Reply::SendOk, "SEND-OK"),
             BAD_DEST_USER => no_body(Reply::BadDestUser, "BAD-DEST-USER"),
+            UNKNOWN => no_body(Reply::Unknown, "UNKNOWN"),
             BAD_RQST_HDR => no_body(Reply::BadRqstHdr, "BAD-RQST-HDR"),
             BAD_RQST_BODY => no_body(Reply::BadRqstBody, "BAD-RQST-BODY"),
-            LIST_OK => {
+            LIST_OK | WHO_OK => {
                 let names = rest.unwrap_or_default();
-                if names.is_empty() {
-                    return Ok(Reply::ListOk(Vec::new()));
-                }
-                names
-                    .split(|b| *b == b',')
-                    .map(peer_name)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Reply::ListOk)
+                let names = if names.is_empty() {
+                    Vec::new()
+                } else {
+                    names
+                        .split(|b| *b == b',')
+                        .map(peer_name)
+                        .collect::<Result<Vec<_>, _>>()?
+                };
+                Ok(if word == WHO_OK {
+                    Reply::WhoOk(names)
+                } else {
+                    Reply::ListOk(names)
+                })
             }
             DELIVERY => {
                 let (from, body) = split_word(rest.ok_or(ReplyError::BadDelivery)?);
@@ -438,8 +513,12 @@ impl<'a> Reply<'a> {
             Reply::Hello(name) => line2(out, HELLO, name.as_str().as_bytes()),
             Reply::InUse => line1(out, IN_USE),
             Reply::Busy => line1(out, BUSY),
-            Reply::ListOk(names) => {
-                out.extend_from_slice(LIST_OK);
+            Reply::ListOk(names) | Reply::WhoOk(names) => {
+                out.extend_from_slice(if matches!(self, Reply::WhoOk(_)) {
+                    WHO_OK
+                } else {
+                    LIST_OK
+                });
                 out.push(b' ');
                 for (i, name) in names.iter().enumerate() {
                     if i > 0 {
@@ -451,6 +530,7 @@ impl<'a> Reply<'a> {
             }
             Reply::SendOk => line1(out, SEND_OK),
             Reply::BadDestUser => line1(out, BAD_DEST_USER),
+            Reply::Unknown => line1(out, UNKNOWN),
             Reply::Delivery { from, body } => line3(out, DELIVERY, from.as_str(), body),
             Reply::BadRqstHdr => line1(out, BAD_RQST_HDR),
             Reply::BadRqstBody => line1(out, BAD_RQST_BODY),
@@ -965,5 +1045,58 @@ mod tests {
             }
             let _ = Reply::parse(&line);
         }
+    }
+}
+
+#[cfg(test)]
+mod generation_tests {
+    use super::*;
+
+    fn name(s: &str) -> Username {
+        Username::parse(s).expect("valid name")
+    }
+
+    /// The previous generation's three tokens parse and encode like their current
+    /// counterparts. See: #16
+    #[test]
+    fn old_generation_lines_round_trip() {
+        assert_eq!(Request::parse(b"WHO"), Ok(Request::Who));
+        assert_eq!(Request::parse(b"WHO x"), Err(RequestError::WhoWithBody));
+        assert_eq!(Request::parse(b"who"), Err(RequestError::UnknownCommand));
+        assert_eq!(Request::Who.to_line(), b"WHO\n");
+        assert_eq!(Command::of_line(b"WHO"), Some(Command::Who));
+        assert_eq!(
+            Reply::parse(b"WHO-OK a,b"),
+            Ok(Reply::WhoOk(vec![name("a"), name("b")]))
+        );
+        assert_eq!(
+            Reply::WhoOk(vec![name("a"), name("b")]).to_line(),
+            b"WHO-OK a,b\n"
+        );
+        assert_eq!(Reply::parse(b"UNKNOWN"), Ok(Reply::Unknown));
+        assert_eq!(
+            Reply::parse(b"UNKNOWN x"),
+            Err(ReplyError::UnexpectedBody("UNKNOWN"))
+        );
+        assert_eq!(Reply::Unknown.to_line(), b"UNKNOWN\n");
+        // The current generation is unchanged.
+        assert_eq!(
+            Reply::parse(b"LIST-OK a"),
+            Ok(Reply::ListOk(vec![name("a")]))
+        );
+    }
+
+    #[test]
+    fn each_generation_names_its_own_tokens() {
+        let names = vec![name("a")];
+        assert_eq!(Generation::Current.list_request().to_line(), b"LIST\n");
+        assert_eq!(Generation::Old.list_request().to_line(), b"WHO\n");
+        assert_eq!(
+            Generation::Current.list_reply(names.clone()).to_line(),
+            b"LIST-OK a\n"
+        );
+        assert_eq!(Generation::Old.list_reply(names).to_line(), b"WHO-OK a\n");
+        assert_eq!(Generation::Current.bad_dest().to_line(), b"BAD-DEST-USER\n");
+        assert_eq!(Generation::Old.bad_dest().to_line(), b"UNKNOWN\n");
     }
 }

@@ -64,6 +64,35 @@ pub struct Config {
     /// Where accounts live. `None` (the default of the library): `accounts` is not offered
     /// and `HELLO-FROM` checks nothing; `tcpchat serve` opens one under `--data-dir`.
     pub account_store: Option<StoreHandle>,
+    /// Practice mode (`practice`): plain connections are written the way a real network
+    /// may deliver, lines cut at random points and replies coalesced, reproducibly from the
+    /// seed. `None` (the default): every write goes out as it is.
+    pub practice: Option<Practice>,
+    /// Which protocol generation connections speak (`protocol-generation`): both, each
+    /// connection answered in its own from its first `WHO` on (the default), or one for all.
+    pub generation: GenerationPolicy,
+}
+
+/// Which generation of the classic protocol the server speaks (`docs/protocol.md`,
+/// "Protocol generations").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GenerationPolicy {
+    /// Both: `LIST` and `WHO` are understood, and a connection that sends `WHO` is answered
+    /// in the previous generation (`WHO-OK`, `UNKNOWN`) from then on.
+    #[default]
+    Auto,
+    /// Only the current one: `WHO` is an unknown command.
+    Current,
+    /// Only the previous one, for every connection from the start: `LIST` is unknown.
+    Old,
+}
+
+/// Practice mode's settings: see `docs/teaching.md` and `transport`'s module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Practice {
+    /// Where the random cuts and pauses come from: the same seed, the same cuts for the
+    /// same connections in the same order.
+    pub seed: u64,
 }
 
 /// TCP keepalive settings (`SO_KEEPALIVE`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`),
@@ -112,6 +141,8 @@ impl Default for Config {
             ping_timeout: Duration::from_secs(60),
             accounts: AccountSettings::default(),
             account_store: None,
+            practice: None,
+            generation: GenerationPolicy::Auto,
         }
     }
 }

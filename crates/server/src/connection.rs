@@ -120,7 +120,8 @@ pub(crate) fn serve<H: Hub>(
         .with_pings(PingSettings {
             interval: config.ping_interval,
             timeout: config.ping_timeout,
-        }),
+        })
+        .with_generation(config.generation),
         lease: None,
         peer,
         stream,
@@ -558,6 +559,22 @@ impl<H: Hub> Connection<H> {
                 debug!(bytes = roster.line().len(), "reply LIST-OK");
                 self.outbox
                     .push_with(|buf| buf.extend_from_slice(roster.line()))
+                    .map_err(|why| self.refused(why))
+            }
+            Step::Who => {
+                // The hub's roster is a `LIST-OK` line; the names after its word are the same
+                // in `WHO-OK`.
+                let roster = self.shared.hub.list().await;
+                let line = roster.line();
+                let current = Reply::ListOk(Vec::new()).to_line();
+                let old = Reply::WhoOk(Vec::new()).to_line();
+                let names = line.get(current.len() - 1..).unwrap_or_default();
+                debug!(bytes = line.len(), "reply WHO-OK");
+                self.outbox
+                    .push_with(|buf| {
+                        buf.extend_from_slice(&old[..old.len() - 1]);
+                        buf.extend_from_slice(names);
+                    })
                     .map_err(|why| self.refused(why))
             }
             Step::Send { to, body } => {

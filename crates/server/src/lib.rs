@@ -26,7 +26,9 @@ pub mod session;
 mod transport;
 
 pub use accounts::{AccountSettings, StoreHandle};
-pub use config::{Config, ConfigError, Keepalive, MAX_LINE_LIMIT_BYTES};
+pub use config::{
+    Config, ConfigError, GenerationPolicy, Keepalive, Practice, MAX_LINE_LIMIT_BYTES,
+};
 pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster};
 pub use limits::Limits;
 pub use listener::{

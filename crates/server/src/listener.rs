@@ -200,7 +200,12 @@ pub async fn run_observed<H: Hub>(
                                     }
                                 }
                             }
-                            _ => Transport::plain(stream),
+                            _ => match shared.config.practice {
+                                Some(practice) => {
+                                    Transport::practice(stream, practice.seed, next_id)
+                                }
+                                None => Transport::plain(stream),
+                            },
                         };
                         tracker.spawn(connection::serve(
                             transport,

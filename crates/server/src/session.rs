@@ -26,6 +26,8 @@ pub enum Step<'a> {
     Login(Username),
     /// Ask the hub who is online and send `LIST-OK`.
     List,
+    /// Ask the hub who is online and send `WHO-OK` (the previous generation's `LIST`).
+    Who,
     /// Ask the hub to deliver `body` to `to`, then call [`Session::handle_delivery`].
     Send { to: Username, body: &'a str },
     /// `LOGIN` (accounts): check the password, then take the name over (closing an earlier
@@ -129,6 +131,9 @@ pub struct Session {
     last_heard: Instant,
     /// A server `PING` is out and unanswered (sent at `last_heard + pings.interval`).
     pinged: bool,
+    /// Which generations the server speaks, and the one this connection is answered in.
+    policy: crate::config::GenerationPolicy,
+    generation: tcpchat_proto::Generation,
 }
 
 impl Session {
@@ -150,7 +155,25 @@ impl Session {
             pings: PingSettings::default(),
             last_heard: now,
             pinged: false,
+            policy: crate::config::GenerationPolicy::Auto,
+            generation: tcpchat_proto::Generation::Current,
         }
+    }
+
+    /// The same session speaking the protocol generations `policy` allows: with `Old`, the
+    /// previous generation from the start.
+    #[must_use]
+    pub fn with_generation(mut self, policy: crate::config::GenerationPolicy) -> Self {
+        self.policy = policy;
+        if policy == crate::config::GenerationPolicy::Old {
+            self.generation = tcpchat_proto::Generation::Old;
+        }
+        self
+    }
+
+    /// The generation this connection is answered in.
+    pub fn generation(&self) -> tcpchat_proto::Generation {
+        self.generation
     }
 
     /// The same session with these server ping settings (used only if the connection
@@ -201,6 +224,12 @@ impl Session {
         let step = match parsed {
             Ok(Request::HelloFrom(name)) => Step::Login(name),
             Ok(Request::List) => Step::List,
+            // From its first `WHO` on, the connection is answered in the previous
+            // generation (`docs/protocol.md`, "Protocol generations").
+            Ok(Request::Who) => {
+                self.generation = tcpchat_proto::Generation::Old;
+                Step::Who
+            }
             Ok(Request::Send { to, body }) => Step::Send { to, body },
             Ok(Request::Ext(asked)) => {
                 let (chosen, _) = self.offered.answer(&asked);
@@ -261,7 +290,9 @@ impl Session {
         let logged_in = matches!(self.state, State::LoggedIn(_));
         match command {
             Command::HelloFrom | Command::Login => !logged_in,
-            Command::List | Command::Send => logged_in,
+            Command::Send => logged_in,
+            Command::List => logged_in && self.policy != crate::config::GenerationPolicy::Old,
+            Command::Who => logged_in && self.policy != crate::config::GenerationPolicy::Current,
             Command::Register | Command::Password | Command::Unregister => logged_in,
             Command::Ping | Command::Pong => true,
             Command::Ext => !logged_in && self.negotiated.is_none() && !self.offered.is_empty(),
@@ -304,7 +335,7 @@ impl Session {
     pub fn handle_delivery(&self, outcome: Delivery) -> Reply<'static> {
         match outcome {
             Delivery::Delivered => Reply::SendOk,
-            Delivery::NoSuchUser => Reply::BadDestUser,
+            Delivery::NoSuchUser => self.generation.bad_dest(),
         }
     }
 
@@ -606,7 +637,7 @@ mod tests {
             (b"HELLO-FROM other", Step::Reply(Reply::BadRqstHdr)),
             (b"HELLO-FROM", Step::Reply(Reply::BadRqstHdr)),
             (b"", Step::Reply(Reply::BadRqstHdr)),
-            (b"WHO", Step::Reply(Reply::BadRqstHdr)),
+            (b"WHO", Step::Who),
             (b"send bob hi", Step::Reply(Reply::BadRqstHdr)),
         ];
         for (line, want) in cases {
@@ -733,7 +764,7 @@ mod tests {
         s.handle_line(b"HELLO-FROM me", t0);
         s.handle_login(name("me"), Ok(()));
         let t1 = t0 + Duration::from_secs(90);
-        for junk in [&b"WHO"[..], b"", b"LIST x", b"SEND", b"HELLO-FROM again"] {
+        for junk in [&b"WHOM"[..], b"", b"LIST x", b"SEND", b"HELLO-FROM again"] {
             assert!(matches!(s.handle_line(junk, t1), Step::Reply(_)));
         }
         assert_eq!(
@@ -831,7 +862,7 @@ mod tests {
     #[test]
     fn any_line_answers_a_ping() {
         let t0 = Instant::now();
-        for line in [&b"PONG 60000"[..], b"PING", b"LIST", b"WHO", b""] {
+        for line in [&b"PONG 60000"[..], b"PING", b"LIST", b"WHOM", b""] {
             let mut s = keepalive(t0, None);
             let t1 = t0 + PINGS.interval;
             assert!(matches!(s.handle_timeout(t1), Some(Wake::Ping(_))));

@@ -12,6 +12,14 @@
 //! input and counts against the session's handshake (login) deadline with no timer of its
 //! own: a client that stalls mid-handshake is closed when that deadline passes.
 //!
+//! Practice mode (`serve --practice SEED`, [`crate::config::Practice`]) shapes what a plain
+//! connection writes the way a real network may deliver it: each write takes a random prefix
+//! of the pending bytes (so lines are cut at random points), and a short random pause follows
+//! it (so the replies queued meanwhile go out together). It lives here, under the connection
+//! loop, because the loop's flush already copes with short writes and `WouldBlock`: a pause
+//! is a `WouldBlock` from [`Transport::try_write`] and a [`Transport::ready`] that reports
+//! writable when the pause ends. With the mode off the only cost is the `shape: None` branch.
+//!
 //! Wrong-port mistakes end at once with one debug line rather than a slot held until the
 //! deadline: a TLS record (`0x16 0x03`, a ClientHello) as the first bytes on the plain port,
 //! and anything rustls cannot parse as TLS (a plain-text client) on the TLS port.
@@ -22,6 +30,7 @@ use std::sync::Arc;
 use rustls::server::{ServerConfig, ServerConnection};
 use tokio::io::{AsyncWriteExt, Interest, Ready};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// The first byte of a TLS handshake record, and of the version that follows it (TLS 1.0 to
 /// 1.3 all write 3 here).
@@ -31,8 +40,13 @@ const TLS_MAJOR_VERSION: u8 = 0x03;
 /// A connection's byte stream.
 pub(crate) enum Transport {
     /// Plain TCP. `first` is true until the first bytes have been read and checked for a
-    /// TLS record.
-    Plain { stream: TcpStream, first: bool },
+    /// TLS record. `shape` is set in practice mode only (boxed: the normal path carries a
+    /// null pointer, nothing more).
+    Plain {
+        stream: TcpStream,
+        first: bool,
+        shape: Option<Box<Shape>>,
+    },
     /// TLS. Boxed: rustls's state is large and the plain variant should not carry it.
     Tls(Box<Tls>),
 }
@@ -65,6 +79,62 @@ impl Write for Sock<'_> {
     }
 }
 
+/// The practice mode's state for one connection: its random numbers and the pause in force.
+pub(crate) struct Shape {
+    rng: SplitMix64,
+    paused_until: Option<Instant>,
+}
+
+/// Longest pause after a practice-mode write. Short enough that a person never notices,
+/// long enough that what is queued meanwhile leaves in one segment and that the pieces of a
+/// line arrive in separate reads.
+pub(crate) const PRACTICE_MAX_PAUSE_MS: u64 = 20;
+
+impl Shape {
+    fn new(seed: u64, conn_id: u64) -> Self {
+        // One stream of numbers per connection, the same for the same seed and accept order.
+        Self {
+            rng: SplitMix64(seed ^ conn_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            paused_until: None,
+        }
+    }
+
+    fn paused_until(&self) -> Option<Instant> {
+        self.paused_until.filter(|&until| until > Instant::now())
+    }
+
+    /// Writes a random prefix of `buf` (at least one byte), then pauses; during a pause,
+    /// `WouldBlock`.
+    fn try_write(&mut self, stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.paused_until().is_some() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+        let take = usize::try_from(1 + self.rng.next() % len).unwrap_or(buf.len());
+        let n = stream.try_write(&buf[..take.min(buf.len())])?;
+        let pause = std::time::Duration::from_millis(self.rng.next() % (PRACTICE_MAX_PAUSE_MS + 1));
+        self.paused_until = Some(Instant::now() + pause);
+        Ok(n)
+    }
+}
+
+/// SplitMix64 (Steele, Lea and Flood, 2014): a few lines, statistically fine for cutting
+/// writes, and reproducible from a seed; no crate needed for that.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
@@ -74,6 +144,16 @@ impl Transport {
         Self::Plain {
             stream,
             first: true,
+            shape: None,
+        }
+    }
+
+    /// Plain TCP written the practice mode's way, from `seed` and the connection's number.
+    pub(crate) fn practice(stream: TcpStream, seed: u64, conn_id: u64) -> Self {
+        Self::Plain {
+            stream,
+            first: true,
+            shape: Some(Box::new(Shape::new(seed, conn_id))),
         }
     }
 
@@ -117,6 +197,23 @@ impl Transport {
     /// and buffered plaintext counts as readable at once.
     pub(crate) async fn ready(&self, interest: Interest) -> io::Result<Ready> {
         match self {
+            Self::Plain {
+                stream,
+                shape: Some(shape),
+                ..
+            } if interest.is_writable() => match shape.paused_until() {
+                Some(until) => match interest.remove(Interest::WRITABLE) {
+                    Some(rest) => tokio::select! {
+                        ready = stream.ready(rest) => ready,
+                        () = tokio::time::sleep_until(until) => Ok(Ready::WRITABLE),
+                    },
+                    None => {
+                        tokio::time::sleep_until(until).await;
+                        Ok(Ready::WRITABLE)
+                    }
+                },
+                None => stream.ready(interest).await,
+            },
             Self::Plain { stream, .. } => stream.ready(interest).await,
             Self::Tls(tls) => {
                 // tokio would usually report readable here too (its readiness is cleared
@@ -143,7 +240,7 @@ impl Transport {
     /// plain port, or a TLS failure, is an `InvalidData` error saying what happened.
     pub(crate) fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Self::Plain { stream, first } => {
+            Self::Plain { stream, first, .. } => {
                 let n = stream.try_read(buf)?;
                 if *first && n > 0 {
                     *first = false;
@@ -164,7 +261,16 @@ impl Transport {
     /// rustls took `n` bytes; they leave as the socket allows ([`Transport::try_flush`]).
     pub(crate) fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Self::Plain { stream, .. } => stream.try_write(buf),
+            Self::Plain {
+                stream,
+                shape: None,
+                ..
+            } => stream.try_write(buf),
+            Self::Plain {
+                stream,
+                shape: Some(shape),
+                ..
+            } => shape.try_write(stream, buf),
             Self::Tls(tls) => tls.try_write(buf),
         }
     }

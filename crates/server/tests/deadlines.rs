@@ -117,7 +117,7 @@ async fn stream_of_invalid_lines_does_not_escape_the_idle_timeout() {
         ..config()
     })
     .await;
-    let (_, closed) = flooding_peer(server.addr, Some("junky"), b"WHO\n".repeat(16 * 1024));
+    let (_, closed) = flooding_peer(server.addr, Some("junky"), b"WHOM\n".repeat(16 * 1024));
     wait_closed(closed, "invalid lines after login").await;
     logs.wait_for(&["name=junky", "logged out", "Timeout(Idle)"])
         .await;
@@ -144,7 +144,7 @@ async fn endless_line_does_not_escape_the_idle_timeout() {
 async fn a_flooding_peer_does_not_keep_others_from_being_served() {
     let server = Server::start(config()).await;
     let mut ann = server.login("ann").await;
-    let (_, _closed) = flooding_peer(server.addr, Some("flood"), b"WHO\n".repeat(16 * 1024));
+    let (_, _closed) = flooding_peer(server.addr, Some("flood"), b"WHOM\n".repeat(16 * 1024));
     // Logged in, so flooding from here on; ann is still answered while it does.
     common::wait_presence(&mut ann, "flood", true).await;
     for i in 0..20 {

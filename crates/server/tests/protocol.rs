@@ -86,7 +86,7 @@ async fn after_login_header_errors() {
         "",
         "HELLO-FROM me",
         "HELLO-FROM other",
-        "WHO",
+        "NAMES",
         "list",
         "send me x",
         "SENDX",

@@ -132,7 +132,11 @@ impl Analyzer {
             self.sweep(false);
         }
         let seg = match tcp_segment(frame.linktype, frame.data) {
-            Ok(seg) => seg,
+            Ok(mut seg) => {
+                let whole = u64::from(frame.orig_len) <= frame.data.len() as u64;
+                seg.declare_malformed(whole);
+                seg
+            }
             Err(skip) => {
                 let s = &mut self.summary.skipped;
                 match skip {

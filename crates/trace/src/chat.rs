@@ -161,6 +161,10 @@ fn decode_request(line: &[u8]) -> Decoded {
             let explanation = match &req {
                 Request::HelloFrom(name) => format!("client asks to log in as {name}"),
                 Request::List => "client asks who is online".to_string(),
+                Request::Who => {
+                    "client asks who is online (WHO: the previous protocol generation's LIST)"
+                        .to_string()
+                }
                 Request::Send { to, body } => {
                     format!(
                         "client sends {to} the message \"{}\"",
@@ -233,8 +237,21 @@ fn decode_reply(line: &[u8]) -> Decoded {
                     let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
                     format!("server: {} online: {}", names.len(), names.join(", "))
                 }
+                Reply::WhoOk(names) => {
+                    let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+                    format!(
+                        "server: {} online: {} (WHO-OK: the previous generation's LIST-OK)",
+                        names.len(),
+                        names.join(", ")
+                    )
+                }
                 Reply::SendOk => "server: message accepted and handed on".to_string(),
                 Reply::BadDestUser => "server: that user is not logged in".to_string(),
+                Reply::Unknown => {
+                    "server: that user is not logged in (UNKNOWN: the previous generation's \
+                     BAD-DEST-USER)"
+                        .to_string()
+                }
                 Reply::Delivery { from, body } => format!(
                     "server delivers a message from {from}: \"{}\"",
                     printable(body.as_bytes())

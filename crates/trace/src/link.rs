@@ -98,9 +98,24 @@ pub struct TcpSegment<'a> {
     pub payload: &'a [u8],
     /// Payload bytes the IP header says were sent but the capture did not keep (snap length).
     pub missing: u32,
+    /// Payload bytes the IP header claims although the frame was captured whole: the packet
+    /// is malformed (its total length lies), not cut. Zero for a sound packet. Set by the
+    /// analyzer, which knows the frame's wire length (see [`TcpSegment::declare_malformed`]).
+    pub malformed: u32,
 }
 
 impl TcpSegment<'_> {
+    /// Calls the payload the header claims beyond what a frame captured whole holds
+    /// malformed rather than missing: when the frame's wire length is no more than what was
+    /// captured, the snap length cut nothing, so the IP total length is simply wrong (tshark:
+    /// "IPv4 total length exceeds packet length").
+    pub fn declare_malformed(&mut self, frame_captured_whole: bool) {
+        if frame_captured_whole && self.missing > 0 {
+            self.malformed = self.missing;
+            self.missing = 0;
+        }
+    }
+
     /// Payload length on the wire, captured or not.
     pub fn wire_len(&self) -> u64 {
         self.payload.len() as u64 + u64::from(self.missing)
@@ -249,6 +264,7 @@ pub fn tcp_segment(linktype: i32, data: &[u8]) -> Result<TcpSegment<'_>, Skip> {
         window_scale,
         payload: body,
         missing,
+        malformed: 0,
     })
 }
 
@@ -286,6 +302,7 @@ fn cut_header(
         window_scale: None,
         payload: &[],
         missing,
+        malformed: 0,
     })
 }
 

@@ -187,6 +187,10 @@ pub enum Note {
     KeepAlive,
     /// The capture's snap length cut the payload: `captured` of `captured + missing` bytes.
     Truncated { captured: u64, missing: u64 },
+    /// A malformed packet: the IP header claims `claimed` bytes of TCP payload, the frame,
+    /// captured whole, holds `present`. Its data is not used (so it is never a
+    /// retransmission).
+    Malformed { present: u64, claimed: u64 },
     /// Far outside any plausible window; ignored for reassembly.
     OutOfWindow,
 }
@@ -211,6 +215,7 @@ impl Note {
             Note::ZeroWindow => "zero_window",
             Note::KeepAlive => "keep_alive",
             Note::Truncated { .. } => "truncated",
+            Note::Malformed { .. } => "malformed",
             Note::OutOfWindow => "out_of_window",
         }
     }

@@ -625,6 +625,11 @@ fn segment_words(seg: &Segment, dir: Dir) -> String {
                 captured + missing
             ),
             Note::OutOfWindow => "far outside the expected sequence range; ignored".into(),
+            Note::Malformed { present, claimed } => format!(
+                "malformed packet: its IP header claims {claimed} bytes of TCP data but the \
+                 frame, captured whole, holds {present} (not a snap-length cut); its data is \
+                 not used"
+            ),
         });
     }
     if words.is_empty() && seg.len > 0 {

@@ -413,13 +413,24 @@ impl Conn {
                 missing: u64::from(seg.missing),
             });
         }
+        // A malformed packet's bytes are not what the sender sent (its header lies about
+        // them): shown, never fed to the stream, so never a retransmission or a FIN either.
+        let malformed = seg.malformed > 0;
+        if malformed {
+            notes.push(Note::Malformed {
+                present: seg.payload.len() as u64,
+                claimed: seg.payload.len() as u64 + u64::from(seg.malformed),
+            });
+        }
         let half = &mut self.halves[side];
         let seq_for_data = seg.seq.wrapping_add(u32::from(flags.has(Flags::SYN)));
         let off = half.offset_of(seq_for_data);
         let is_ctl = flags.has(Flags::SYN) || flags.has(Flags::FIN) || flags.has(Flags::RST);
         let keep_alive =
             !is_ctl && wire_len <= 1 && seg.seq == half.next_seq.wrapping_sub(1) && half.started;
-        if keep_alive {
+        if malformed {
+            // Shown only, with its note: see above.
+        } else if keep_alive {
             notes.push(Note::KeepAlive);
         } else if wire_len > 0 && !flags.has(Flags::RST) && !flags.has(Flags::SYN) {
             let end = off + wire_len as i64;
@@ -471,7 +482,7 @@ impl Conn {
                 half.drain(side, at, &mut stream_events);
             }
         }
-        if flags.has(Flags::FIN) {
+        if flags.has(Flags::FIN) && !malformed {
             let fin_off = (off + wire_len as i64).max(0) as u64;
             match half.fin_off {
                 Some(existing) if existing == fin_off => notes.push(Note::FinRetransmission),
@@ -658,6 +669,7 @@ mod tests {
                 window_scale: None,
                 payload,
                 missing: 0,
+                malformed: 0,
             };
             let at = Step {
                 frame: self.frame,
@@ -803,6 +815,7 @@ mod tests {
             window_scale: None,
             payload: &[],
             missing: 0,
+            malformed: 0,
         };
         assert!(!d.conn.is_new_syn(C, &syn(100)), "a retransmitted SYN");
         assert!(d.conn.is_new_syn(C, &syn(9000)), "another ISN");

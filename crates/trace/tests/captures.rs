@@ -140,8 +140,12 @@ fn snap_length_capture_reports_truncation_and_keeps_the_skeleton() {
     assert_eq!(e[0].teardown.state, EndState::Closed);
     assert_eq!(e[2].teardown.state, EndState::Reset);
     assert!(summary.anomalies.get("truncated").copied().unwrap_or(0) > 0);
-    // Nothing decoded as a complete message: every captured piece is marked cut.
-    assert!(common::lines(&outputs).iter().all(|l| !l.valid));
+    // Nothing decoded as a complete message: every captured piece is marked cut, except a
+    // line short enough to fit the 4 payload bytes the snap length keeps: the recording's
+    // `WHO\n`, a whole request of the previous protocol generation. See: #16
+    let lines = common::lines(&outputs);
+    assert!(lines.iter().all(|l| !l.valid || l.bytes <= 4), "{lines:?}");
+    assert!(lines.iter().any(|l| !l.valid));
 }
 
 // ---- the same files read by tshark ----

@@ -36,7 +36,10 @@ pub(super) async fn before_login(cx: &mut Ctx) -> CaseResult {
         body: "sent before login",
     });
     let lines: [(&[u8], &str); 4] = [
-        (&request_line(&Request::List), "LIST before login"),
+        (
+            &request_line(&cx.generation.list_request()),
+            "LIST before login",
+        ),
         (&send, "SEND before login"),
         (b"", "an empty line before login"),
         (b"WHAT-IS-THIS", "an unknown command before login"),
@@ -67,7 +70,7 @@ pub(super) async fn case_sensitive(cx: &mut Ctx) -> CaseResult {
         .await?;
     cx.log_in(&mut c).await?;
     c.send_line(&recased(
-        &request_line(&Request::List),
+        &request_line(&cx.generation.list_request()),
         str::to_ascii_lowercase,
     ))
     .await?;
@@ -98,7 +101,7 @@ pub(super) async fn unknown_command(cx: &mut Ctx) -> CaseResult {
     // the command is the whole first word.
     let lists = format!("{}S", Command::List.as_str());
     let send_ok = reply_line(&Reply::SendOk);
-    for line in [&b"WHO"[..], b"QUIT now", lists.as_bytes(), &send_ok] {
+    for line in [&b"NAMES"[..], b"QUIT now", lists.as_bytes(), &send_ok] {
         a.send_line(line).await?;
         a.expect(
             &format!("send the unknown command {}", String::from_utf8_lossy(line)),

@@ -23,9 +23,6 @@ const FLOOD_BODY_BYTES: usize = 400;
 /// senders in turn instead of one, so the case tests the reader's bounded queue, not the
 /// server's flood control (docs/security.md).
 const FLOOD_WINDOW: usize = 100;
-/// Give up flooding after this much: a server whose queue is bounded has dropped the reader
-/// long before (kernel buffers hold a few MiB at most; on loopback about 2.8 MiB).
-const FLOOD_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// Pause between two tries while waiting for a slot to be freed.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -82,6 +79,7 @@ pub(super) async fn many_clients(cx: &mut Ctx) -> CaseResult {
 
 pub(super) async fn slow_reader(cx: &mut Ctx) -> CaseResult {
     let stuck = cx.login_with(Some(STUCK_RECV_BUFFER_BYTES)).await?;
+    let bad_dest = cx.generation.bad_dest();
     let mut body = String::from("flood ");
     body.extend(std::iter::repeat_n('x', FLOOD_BODY_BYTES - body.len()));
     let mut window = Vec::new();
@@ -102,7 +100,8 @@ pub(super) async fn slow_reader(cx: &mut Ctx) -> CaseResult {
     let mut dropped = false;
     // The latest sender stays open until the next one has logged in, for the transcript.
     let mut last_sender: Option<Client> = None;
-    while !dropped && sent * FLOOD_BODY_BYTES < FLOOD_MAX_BYTES {
+    let flood_limit = cx.flood_limit;
+    while !dropped && sent * FLOOD_BODY_BYTES < flood_limit {
         let mut f = cx.login().await?;
         senders += 1;
         if senders == 1 {
@@ -126,7 +125,7 @@ pub(super) async fn slow_reader(cx: &mut Ctx) -> CaseResult {
             let got = f.recv_quietly().await;
             match &got {
                 got if got.is(&Reply::SendOk) => {}
-                got if got.is(&Reply::BadDestUser) => dropped = true,
+                got if got.is(&bad_dest) => dropped = true,
                 _ => {
                     let step = format!(
                         "get a reply to each message, after {sent} messages ({flooded}) to {} \
@@ -137,7 +136,7 @@ pub(super) async fn slow_reader(cx: &mut Ctx) -> CaseResult {
                     let expected = format!(
                         "{}, or {} once the reader is dropped",
                         quoted(&reply_line(&Reply::SendOk)),
-                        quoted(&reply_line(&Reply::BadDestUser))
+                        quoted(&reply_line(&bad_dest))
                     );
                     let failure = f.mismatch(&step, &expected, &got);
                     return Err(if matches!(got, Got::Timeout(_)) {
@@ -190,23 +189,18 @@ pub(super) async fn slow_reader(cx: &mut Ctx) -> CaseResult {
     .await?;
 
     if !dropped {
-        return Err(Failure::new(
-            format!(
-                "{senders} senders: flood {} (which reads nothing) until the server drops it",
-                stuck.label()
-            ),
-            format!(
-                "BAD-DEST-USER within {} (the reader dropped)",
-                mib(FLOOD_MAX_BYTES)
-            ),
-            outcome,
-        )
-        .note(
-            "the server queued everything for a client that read nothing: bound each \
-             connection's outgoing queue and drop a client whose queue is full",
-        ));
+        // The protocol bounds the queue but not where: a server may hold more than the
+        // probe pushes. Not a failure, not a pass: say how far the probe went.
+        return Ok(Done::Inconclusive(format!(
+            "{} pushed at {} (which reads nothing) without the server dropping it; everyone \
+             else was unaffected. If the server bounds its queue, the bound is above the \
+             probe's limit: push further with --flood-limit (e.g. {} bytes)",
+            mib(sent * FLOOD_BODY_BYTES),
+            stuck.label(),
+            flood_limit.saturating_mul(4)
+        )));
     }
-    Ok(Done::Passed)
+    Ok(Done::Found(outcome))
 }
 
 fn stall_note(stuck: &str) -> String {

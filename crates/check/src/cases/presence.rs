@@ -75,7 +75,7 @@ where
     .await?;
     w.expect(
         &format!("send to {name}, which left LIST"),
-        &Reply::BadDestUser,
+        &cx.generation.bad_dest(),
     )
     .await
     .map_err(|f| f.note("a name that left LIST is not logged in: SEND to it gets BAD-DEST-USER"))?;

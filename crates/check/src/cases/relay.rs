@@ -119,7 +119,7 @@ pub(super) async fn send_unknown_user(cx: &mut Ctx) -> CaseResult {
     .await?;
     a.expect(
         &format!("send to {nobody}, a name no one has used"),
-        &Reply::BadDestUser,
+        &cx.generation.bad_dest(),
     )
     .await?;
     Ok(Done::Passed)

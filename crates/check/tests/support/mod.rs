@@ -461,7 +461,7 @@ impl Conn<'_> {
             Command::Login | Command::Register | Command::Password | Command::Unregister => {
                 negotiated
             }
-            Command::Ext | Command::Ping | Command::Pong => false,
+            Command::Ext | Command::Ping | Command::Pong | Command::Who => false,
         };
         let parsed = match Request::parse(line) {
             Ok(r) if !known(r.command()) => Err(RequestError::UnknownCommand),
