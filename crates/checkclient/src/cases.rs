@@ -17,6 +17,9 @@ use crate::peer::{Got, Peer, Transcript, SPLIT_PAUSE};
 use crate::report::{shown, Failure, Outcome};
 use crate::{CheckClientError, Config, CASE_TIMEOUTS};
 
+/// How long output may trail a program's exit (still being copied from its pipes or pty).
+const EXIT_GRACE: Duration = Duration::from_millis(500);
+
 /// Names in the `long-list` case's `LIST-OK`: about 50 KB, past any fixed buffer a student
 /// would pick, far inside what a line-based reader copes with.
 pub(crate) const LONG_LIST_NAMES: usize = 5000;
@@ -405,7 +408,10 @@ impl Run<'_> {
             ok = self.child.wait_shown(mark, wait, &want) => ok,
             _ = exit.wait_for(Option::is_some) => false,
         };
-        // The output may have arrived just as the program ended.
+        // The program may have written its last words just before it ended: the threads
+        // copying its output may still hold them (on a pty especially), so give them a
+        // moment before judging. Nothing is waited for once they have reached the end.
+        let shown_in_time = shown_in_time || self.child.wait_shown(mark, EXIT_GRACE, &want).await;
         let output = self.child.output().shown;
         let after = output.get(mark..).unwrap_or_default();
         if shown_in_time || want(after) {
