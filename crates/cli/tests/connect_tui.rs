@@ -377,3 +377,74 @@ fn a_registered_name_logs_in_with_a_masked_password_and_changes_it() {
     let result = peer.join().expect("the peer thread");
     assert_eq!(result, Ok(()));
 }
+
+/// Issue 13's "done when", end to end against the real server: alice registers her name from
+/// the full-screen client; after a restart of the server (same data directory) the name asks
+/// for its password, which logs her in; a classic client can no longer be alice.
+#[test]
+fn alice_registers_in_the_tui_and_gets_her_name_back_after_a_restart_with_her_password() {
+    // See: #13
+    require_tmux();
+    let data = common::test_data_dir().join("register-restart");
+    let _ = std::fs::remove_dir_all(&data);
+    let data_arg = data.display().to_string();
+    let server = Server::start("127.0.0.1:0", &["--data-dir", &data_arg]);
+    let addr = server.addr;
+    let tmux = Tmux::new("register");
+    tmux.start_client("alice", &format!("--name alice {addr}"));
+    tmux.wait_for("alice", "logged in", |s| s.contains("│ alice │ online"));
+    tmux.type_line("alice", "/register");
+    tmux.wait_for("alice", "new password prompt", |s| {
+        s.contains("new password:")
+    });
+    tmux.type_line("alice", "correct-horse-9");
+    tmux.wait_for("alice", "again prompt", |s| {
+        s.contains("new password again:")
+    });
+    tmux.type_line("alice", "correct-horse-9");
+    let screen = tmux.wait_for("alice", "registered", |s| {
+        s.contains("your name is registered")
+    });
+    assert!(!screen.contains("correct-horse-9"), "{screen}");
+    tmux.type_line("alice", "/quit");
+    tmux.wait_for("alice", "exit", |s| s.contains("[exited 0]"));
+
+    // The server goes away and comes back on the same data directory, on another port.
+    drop(server);
+    let server = Server::start("127.0.0.1:0", &["--data-dir", &data_arg]);
+    let addr = server.addr;
+
+    // A classic client cannot be alice any more: the name is simply taken to it.
+    let mut classic = common::tcpchat();
+    classic.args([
+        "connect",
+        "--plain",
+        "--classic",
+        "--name",
+        "alice",
+        &addr.to_string(),
+    ]);
+    let out = common::run_to_end(classic, Vec::new());
+    assert!(
+        !out.status.success(),
+        "a classic client became alice: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("taken"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Alice, in the full-screen client, is asked for her password and gets her name.
+    tmux.start_client("alice2", &format!("--name alice {addr}"));
+    tmux.wait_for("alice2", "password prompt", |s| {
+        s.contains("password for alice:")
+    });
+    tmux.type_line("alice2", "correct-horse-9");
+    let screen = tmux.wait_for("alice2", "logged in again", |s| {
+        s.contains("│ alice │ online")
+    });
+    assert!(!screen.contains("correct-horse-9"), "{screen}");
+    tmux.type_line("alice2", "/quit");
+    tmux.wait_for("alice2", "exit", |s| s.contains("[exited 0]"));
+}

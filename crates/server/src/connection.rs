@@ -332,7 +332,11 @@ impl<H: Hub> Connection<H> {
                         }
                     }
                 }
-                () = self.outbox.ready(), if self.pending.is_empty() => {}
+                // Also while a batch is pending: a peer that stopped reading never makes the
+                // socket writable again, and only this wakeup (an overflow notifies) tells the
+                // task to drop it. A pending batch costs at most one more wakeup per batch:
+                // only the first push into an empty queue notifies.
+                () = self.outbox.ready() => {}
                 () = async {
                     match sleep.as_mut() {
                         Some(timer) => timer.as_mut().await,
@@ -682,6 +686,11 @@ impl<H: Hub> Connection<H> {
         if let Err(e) = self.stream.try_flush() {
             debug!(error = %e, "write failed");
             return Err(End::Error);
+        }
+        // The socket has not taken the last batch and the queue behind it overflowed: the
+        // peer stopped reading (`docs/protocol.md`, "Slow readers").
+        if !self.pending.is_empty() && self.outbox.refusing() == Some(PushError::Full) {
+            return Err(self.refused(PushError::Full));
         }
         loop {
             if self.pending.is_empty() {

@@ -5,6 +5,7 @@ mod common;
 
 use common::{wait_presence, Client, Server};
 use tcpchat_server::Config;
+use tokio::io::AsyncReadExt;
 
 /// 500 clients log in at once; each sends 10 messages to its neighbour in a ring, and every
 /// message arrives, in order, while all 500 are connected.
@@ -111,4 +112,20 @@ async fn reader_that_never_reads_is_dropped_without_stalling_others() {
     );
     wait_presence(&mut a, "stuck", false).await;
     let _again = server.login("stuck").await;
+    // And its connection ends: the server closes it instead of holding a slot (and a task)
+    // for a peer that will never read. What was in flight drains, then EOF.
+    let mut sink = vec![0u8; 64 * 1024];
+    let closed = tokio::time::timeout(tcpchat_testkit::PATIENCE, async {
+        loop {
+            match stuck.reader.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the dropped reader's connection was never closed"
+    );
 }
