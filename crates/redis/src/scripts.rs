@@ -196,15 +196,17 @@ end
 return out
 ";
 
-/// Publishes `ARGV[5]` to the node holding `ARGV[4]`. Returns how many subscribers got it
-/// (1 when the owner's node is listening), or 0 if the name is free, held by a dead node, or
-/// held by the calling node (whose local lookup already failed).
-const ROUTE: &str = r"
-local v = redis.call('GET', 'tcpchat:user:' .. ARGV[4])
-if not v then return 0 end
-local owner = owner_of(v)
-if owner == node or not alive(owner) then return 0 end
-return redis.call('PUBLISH', 'tcpchat:deliver:' .. owner, ARGV[5])
+/// Where each of `ARGV[4..]` lives: `"{node} {token}"`, or `""` if the name is free, held by
+/// a dead node or by the calling node (whose local lookup already failed). Read-only: the
+/// route cache's authority (`router.rs`).
+pub(crate) const LOOKUP: &str = r"
+local out = {}
+for i = 4, #ARGV do
+  local v = redis.call('GET', 'tcpchat:user:' .. ARGV[i])
+  local owner = v and owner_of(v)
+  if owner and owner ~= node and alive(owner) then out[#out + 1] = v else out[#out + 1] = '' end
+end
+return out
 ";
 
 /// Removes this node and frees all its names (clean shutdown).
@@ -232,8 +234,9 @@ pub(crate) struct Scripts {
     pub renew: Script,
     pub sync: Script,
     pub list: Script,
-    pub route: Script,
     pub leave: Script,
+    /// [`LOOKUP`], sent as `EVAL` inside the router's pipelines.
+    pub lookup: String,
 }
 
 impl Scripts {
@@ -245,8 +248,8 @@ impl Scripts {
             renew: s(RENEW),
             sync: s(SYNC),
             list: s(LIST),
-            route: s(ROUTE),
             leave: s(LEAVE),
+            lookup: format!("{PROLOGUE}{LOOKUP}"),
         }
     }
 }

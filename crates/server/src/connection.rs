@@ -22,7 +22,15 @@
 //! it ends the line is handled, then the rest of the read, each line through the bucket
 //! again, so lines are handled in order and only later. Only a paused connection holds the
 //! pause (and its timer); the idle path carries nothing new.
+//!
+//! A `SEND` whose outcome the hub gives later ([`Sent::Later`]: a cluster node waiting for
+//! the recipient's node) does not stop the connection: its reply waits in [`Awaiting`], the
+//! next lines are handled meanwhile, and replies leave in request order, each as soon as it
+//! and every one before it are known. Any other reply first waits for the `SEND`s before it.
+//! At most [`MAX_AWAITING`] wait at once; beyond that the connection waits for the oldest
+//! before reading on, so a client cannot make the queue grow without bound.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -39,7 +47,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::admission::{Admission, Slot};
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{Delivery, Hub, Sent};
 use crate::limits::{Admit, TokenBucket};
 use crate::outbox::{Outbox, PushError};
 use crate::session::{PingSettings, Session, Step, Timeout, Wake};
@@ -55,6 +63,15 @@ pub(crate) struct Shared<H> {
 
 /// Bytes read per `read` call. Allocated only while the peer is sending.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Most `SEND` replies one connection may have waiting for the hub at once.
+const MAX_AWAITING: usize = 256;
+
+/// A `SEND` reply waiting its turn (see the module docs).
+enum Awaiting {
+    Done(Delivery),
+    Later(tokio::sync::oneshot::Receiver<Delivery>),
+}
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +141,7 @@ pub(crate) fn serve<H: Hub>(
         slot,
         bucket,
         paused: None,
+        awaiting: VecDeque::new(),
         shared,
     };
     // Here, not in the task: the accept loop runs this, so connections enter the pre-login
@@ -191,6 +209,8 @@ struct Connection<H: Hub> {
     bucket: Option<TokenBucket>,
     /// A line waiting for the command rate, boxed: only a flooding connection has one.
     paused: Option<Box<Paused>>,
+    /// `SEND` replies not yet given, oldest first; empty unless the hub answers later.
+    awaiting: VecDeque<Awaiting>,
 }
 
 /// A line the command rate made wait, and the rest of the read it came in.
@@ -304,6 +324,16 @@ impl<H: Hub> Connection<H> {
                     }
                 }
                 () = self.outbox.ready(), if self.pending.is_empty() => {}
+                outcome = oldest_outcome(&mut self.awaiting),
+                    if matches!(self.awaiting.front(), Some(Awaiting::Later(_))) =>
+                {
+                    if let Some(front) = self.awaiting.front_mut() {
+                        *front = Awaiting::Done(outcome);
+                    }
+                    if let Err(end) = self.answer_ready() {
+                        break end;
+                    }
+                }
                 () = async {
                     match sleep.as_mut() {
                         Some(timer) => timer.as_mut().await,
@@ -316,7 +346,7 @@ impl<H: Hub> Connection<H> {
                         let Paused { line, rest, .. } = *paused;
                         let handled = match line {
                             Held::Line(line) => self.handle_line(&line, now).await,
-                            Held::Overlong(head) => self.handle_overlong(&head, now),
+                            Held::Overlong(head) => self.handle_overlong(&head, now).await,
                         };
                         if let Err(end) = handled {
                             break end;
@@ -345,6 +375,8 @@ impl<H: Hub> Connection<H> {
             | End::Timeout(_)
             | End::Flooded
             | End::Displaced => {
+                // Every SEND read gets its answer before the close, as without a cluster.
+                let _ = tokio::time::timeout(grace, self.answer_all()).await;
                 self.close_gracefully(grace).await;
             }
             // Nobody is reading: don't spend time on a last write.
@@ -414,7 +446,7 @@ impl<H: Hub> Connection<H> {
                     debug!(limit, "line too long; discarding it");
                     match self.admit_line(now)? {
                         None => {
-                            self.handle_overlong(&head, now)?;
+                            self.handle_overlong(&head, now).await?;
                             continue;
                         }
                         Some(until) => (Held::Overlong(head), until),
@@ -444,9 +476,46 @@ impl<H: Hub> Connection<H> {
         }
     }
 
-    fn handle_overlong(&mut self, head: &[u8], now: std::time::Instant) -> Flow {
+    async fn handle_overlong(&mut self, head: &[u8], now: std::time::Instant) -> Flow {
         let reply = self.session.handle_overlong(head, now);
+        self.answer_all().await?;
         self.reply(&reply)
+    }
+
+    /// Gives every waiting `SEND` reply whose turn has come, oldest first.
+    fn answer_ready(&mut self) -> Flow {
+        while let Some(front) = self.awaiting.front_mut() {
+            let outcome = match front {
+                Awaiting::Done(outcome) => *outcome,
+                Awaiting::Later(rx) => match rx.try_recv() {
+                    Ok(outcome) => outcome,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return Ok(()),
+                    // Nobody confirmed it.
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Delivery::NoSuchUser,
+                },
+            };
+            self.awaiting.pop_front();
+            let reply = self.session.handle_delivery(outcome);
+            self.reply(&reply)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every waiting `SEND` reply and gives them, in order.
+    async fn answer_all(&mut self) -> Flow {
+        while !self.awaiting.is_empty() {
+            self.answer_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest waiting `SEND` reply, then gives every one whose turn has come.
+    async fn answer_oldest(&mut self) -> Flow {
+        let outcome = oldest_outcome(&mut self.awaiting).await;
+        if let Some(front) = self.awaiting.front_mut() {
+            *front = Awaiting::Done(outcome);
+        }
+        self.answer_ready()
     }
 
     /// The session's deadlines at `now`: a server `PING` to queue, or the end.
@@ -461,9 +530,13 @@ impl<H: Hub> Connection<H> {
     async fn handle_line(&mut self, line: &[u8], now: std::time::Instant) -> Flow {
         debug!(line = %String::from_utf8_lossy(line), "request");
         match self.session.handle_line(line, now) {
-            Step::Reply(reply) => self.reply(&reply),
+            Step::Reply(reply) => {
+                self.answer_all().await?;
+                self.reply(&reply)
+            }
             Step::Nothing => Ok(()),
             Step::Login(name) => {
+                self.answer_all().await?;
                 if !self.slot.may_log_in() {
                     return Err(End::Displaced);
                 }
@@ -497,6 +570,7 @@ impl<H: Hub> Connection<H> {
                 Ok(())
             }
             Step::List => {
+                self.answer_all().await?;
                 let roster = self.shared.hub.list().await;
                 debug!(bytes = roster.line().len(), "reply LIST-OK");
                 self.outbox
@@ -508,9 +582,23 @@ impl<H: Hub> Connection<H> {
                 let Some(from) = self.session.name() else {
                     return self.reply(&Reply::BadRqstHdr);
                 };
-                let outcome = self.shared.hub.deliver(from, &to, body).await;
-                let reply = self.session.handle_delivery(outcome);
-                self.reply(&reply)
+                match self.shared.hub.submit(from, &to, body).await {
+                    Sent::Now(outcome) if self.awaiting.is_empty() => {
+                        let reply = self.session.handle_delivery(outcome);
+                        self.reply(&reply)
+                    }
+                    Sent::Now(outcome) => {
+                        self.awaiting.push_back(Awaiting::Done(outcome));
+                        Ok(())
+                    }
+                    Sent::Later(rx) => {
+                        self.awaiting.push_back(Awaiting::Later(rx));
+                        if self.awaiting.len() >= MAX_AWAITING {
+                            self.answer_oldest().await?;
+                        }
+                        Ok(())
+                    }
+                }
             }
         }
     }
@@ -605,5 +693,15 @@ impl<H: Hub> Connection<H> {
             Ok(Err(e)) => debug!(error = %e, "final flush failed"),
             Err(_) => debug!("final flush timed out"),
         }
+    }
+}
+
+/// The outcome of the oldest waiting `SEND` (pending while there is none).
+async fn oldest_outcome(awaiting: &mut VecDeque<Awaiting>) -> Delivery {
+    match awaiting.front_mut() {
+        Some(Awaiting::Done(outcome)) => *outcome,
+        // A dropped sender: nobody confirmed the message.
+        Some(Awaiting::Later(rx)) => rx.await.unwrap_or(Delivery::NoSuchUser),
+        None => std::future::pending().await,
     }
 }

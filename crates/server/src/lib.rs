@@ -24,7 +24,7 @@ pub mod session;
 mod transport;
 
 pub use config::{Config, ConfigError, Keepalive, MAX_LINE_LIMIT_BYTES};
-pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster};
+pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster, Sent};
 pub use limits::Limits;
 pub use listener::{bind, run, run_listeners, run_with_hub, Listeners, LISTEN_BACKLOG};
 pub use outbox::{Outbox, PushError};
