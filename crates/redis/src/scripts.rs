@@ -13,12 +13,11 @@
 //! | `tcpchat:users:{node}` | set | names the node holds |
 //! | `tcpchat:user:{name}` | string | `"{node} {token}"`: who holds the name |
 //! | `tcpchat:watching:{node}` | string, expires | present while the node has presence watchers: only such nodes are sent presence events |
-//! | `tcpchat:deliver:{node}` | pub/sub channel | messages for the node's users, `"{to} {from} {body}"`; presence events, `",+{name}"` / `",-{name}"` |
+//! | `tcpchat:deliver:{node}` | pub/sub channel | frames of messages for the node's users (`!`) and results for its own frames (`#`), see `hub/router.rs`; presence events, `",+{name}"` / `",-{name}"` |
 //!
 //! Presence events travel on the same channel as the messages, published by the same script
 //! that changes the name (claim, release, re-sync, reaping a dead node), so a node hears of a
 //! user's login before any message from that user, and of their departure after the last.
-//! A name never contains a comma, so `,` cannot start a message's `{to}`.
 //!
 //! A name belongs to its holder only while the holder's node is alive: a dead node's names are
 //! free as soon as its `alive` key expires, without anyone deleting them (they are cleaned up

@@ -27,6 +27,7 @@
 //! an unbounded channel, each bounded by its own limit of waiting replies.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::Write as _;
 use std::sync::Arc;
 
 use redis::Value;
@@ -251,9 +252,8 @@ impl Router {
             }
         };
         // `{token} {to} {from} {body}\n`: a body is one line, so it holds no newline.
-        b.payload
-            .extend_from_slice(route.token.to_string().as_bytes());
-        b.payload.push(b' ');
+        // Into the frame directly: no allocation per message. Writing to a Vec cannot fail.
+        let _ = write!(b.payload, "{} ", route.token);
         b.payload.extend_from_slice(msg.to.as_str().as_bytes());
         b.payload.push(b' ');
         b.payload.extend_from_slice(&msg.text);
