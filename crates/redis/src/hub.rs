@@ -71,6 +71,8 @@ struct Inner {
     cancel: CancellationToken,
     /// The cross-node sender ([`router`]).
     router: mpsc::UnboundedSender<router::Job>,
+    /// Results for other nodes' frames, to publish ([`router::answer`]).
+    answers: mpsc::UnboundedSender<router::Answer>,
 }
 
 struct Local {
@@ -112,6 +114,7 @@ impl RedisHub {
                 reason: e.to_string(),
             })?;
         let (jobs, queued) = mpsc::unbounded_channel();
+        let (answers, owed) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             node: config.node_id.clone(),
             store: Store::new(client, config.call_timeout),
@@ -126,12 +129,14 @@ impl RedisHub {
             runtime: tokio::runtime::Handle::current(),
             cancel: CancellationToken::new(),
             router: jobs,
+            answers,
             config,
         });
         info!(node = %inner.node, redis = %shown, "cluster mode: joining");
         tokio::spawn(subscriber(Arc::clone(&inner)));
         tokio::spawn(keeper(Arc::clone(&inner)));
         tokio::spawn(router::run(Arc::clone(&inner), queued));
+        tokio::spawn(router::answer(Arc::clone(&inner), owed));
         Ok(Self { inner })
     }
 
@@ -381,10 +386,7 @@ impl Inner {
             };
             payload.push(result);
         }
-        let _ = self.router.send(router::Job::Ack {
-            node: node.to_owned(),
-            payload,
-        });
+        let _ = self.answers.send((node.to_owned(), payload));
     }
 
     /// `{frame} {results}`: the answers for one of this node's frames.

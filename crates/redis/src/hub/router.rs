@@ -6,7 +6,9 @@
 //!   that node. No script runs per message.
 //! - **Batched.** Everything queued while the previous round was in Redis goes in the next
 //!   one: one `PUBLISH` per destination node carries all its messages (a *frame*), plus the
-//!   lookups and the acknowledgements this node owes, as one pipeline, one write.
+//!   lookups, as one pipeline, one write. The results this node owes other nodes' frames go
+//!   the same way from a second task ([`answer`]), so they never wait behind a round of
+//!   frames (nor frames behind them).
 //! - **Acknowledged.** `PUBLISH` answering 1 only says the node's subscriber got the frame. The
 //!   receiving node checks each recipient is still there *with the token the route named*,
 //!   queues the message, and publishes one result per message back (`1` delivered, `0` not
@@ -54,8 +56,6 @@ const MAX_ROUTES: usize = 100_000;
 pub(super) enum Job {
     /// A `SEND` to a user who is not on this node.
     Send(Msg),
-    /// Results to publish for a frame another node sent here (`#{frame} {results}`).
-    Ack { node: String, payload: Vec<u8> },
     /// Results for one of this node's frames, one byte per message.
     Acked { frame: u64, results: Vec<u8> },
 }
@@ -155,7 +155,6 @@ struct Router {
     next_frame: u64,
     building: Vec<Building>,
     lookups: Vec<Username>,
-    acks: Vec<(String, Vec<u8>)>,
 }
 
 /// Runs the node's router until the node leaves.
@@ -171,7 +170,6 @@ pub(super) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>)
         next_frame: 1,
         building: Vec::new(),
         lookups: Vec::new(),
-        acks: Vec::new(),
     };
     let mut jobs = Vec::with_capacity(ROUND_JOBS);
     loop {
@@ -185,7 +183,7 @@ pub(super) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>)
             for job in jobs.drain(..) {
                 router.take(job);
             }
-            if router.building.is_empty() && router.lookups.is_empty() && router.acks.is_empty() {
+            if router.building.is_empty() && router.lookups.is_empty() {
                 break;
             }
             router.flush().await;
@@ -203,7 +201,6 @@ impl Router {
     fn take(&mut self, job: Job) {
         match job {
             Job::Send(msg) => self.route(msg),
-            Job::Ack { node, payload } => self.acks.push((node, payload)),
             Job::Acked { frame, results } => self.acked(frame, &results),
         }
     }
@@ -350,7 +347,7 @@ impl Router {
         }
     }
 
-    /// One round: the lookups, every frame and every acknowledgement, as one pipeline.
+    /// One round: the lookups and every frame, as one pipeline.
     async fn flush(&mut self) {
         let mut pipe = redis::pipe();
         let lookups = std::mem::take(&mut self.lookups);
@@ -382,9 +379,6 @@ impl Router {
                     msgs: b.msgs,
                 },
             );
-        }
-        for (node, payload) in std::mem::take(&mut self.acks) {
-            pipe.cmd("PUBLISH").arg(deliver_channel(&node)).arg(payload);
         }
         match self.inner.store.pipeline(&pipe).await {
             Ok(values) => {
@@ -465,4 +459,33 @@ pub(super) fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Results owed to another node for one of its frames: `(node, "#{frame} {results}")`.
+pub(super) type Answer = (String, Vec<u8>);
+
+/// Publishes the results this node owes other nodes' frames, all that queued up meanwhile in
+/// one pipeline per round, in the order the frames were read (the senders rely on it to
+/// retry in order). A failed round loses them: their senders answer `BAD-DEST-USER` at the
+/// frames' deadline, as for a lost frame.
+pub(super) async fn answer(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Answer>) {
+    let cancel = inner.cancel.clone();
+    let mut answers = Vec::with_capacity(ROUND_JOBS);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            n = rx.recv_many(&mut answers, ROUND_JOBS) => if n == 0 { return },
+        }
+        let mut pipe = redis::pipe();
+        for (node, payload) in answers.drain(..) {
+            pipe.cmd("PUBLISH")
+                .arg(deliver_channel(&node))
+                .arg(payload)
+                .ignore();
+        }
+        if let Err(e) = inner.store.pipeline(&pipe).await {
+            debug!(error = %e, "cannot publish results for other nodes' frames");
+            inner.failed();
+        }
+    }
 }
