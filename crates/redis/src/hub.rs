@@ -19,6 +19,12 @@
 //! events that arrive while its first list is fetched are held, then queued after the list.
 //! Replaying them is safe because each name's events are in order and the last one is the
 //! truth; a departure heard from Redis for a name that is live here is stale and dropped.
+//!
+//! A `SEND` to a user on another node goes through the node's router ([`router`]): cached
+//! routes, one frame per destination node per round, and `SEND-OK` only when the recipient's
+//! node answers that it queued the message.
+
+mod router;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,8 +33,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tcpchat_proto::Username;
-use tcpchat_server::{Delivery, Hub, LoginError, MemoryHub, Outbox, Roster};
-use tokio::sync::{Notify, RwLock};
+use tcpchat_server::{Delivery, Hub, LoginError, MemoryHub, Outbox, Roster, Sent};
+use tokio::sync::{mpsc, Notify, RwLock};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -63,6 +69,10 @@ struct Inner {
     sync_gate: RwLock<()>,
     runtime: tokio::runtime::Handle,
     cancel: CancellationToken,
+    /// The cross-node sender ([`router`]).
+    router: mpsc::UnboundedSender<router::Job>,
+    /// Results for other nodes' frames, to publish ([`router::answer`]).
+    answers: mpsc::UnboundedSender<router::Answer>,
 }
 
 struct Local {
@@ -112,6 +122,8 @@ impl RedisHub {
         let shown = check_url(&config.url)?;
         config.validate()?;
         let client = config.client()?;
+        let (jobs, queued) = mpsc::unbounded_channel();
+        let (answers, owed) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             node: config.node_id.clone(),
             store: Store::new(client, config.call_timeout, metrics),
@@ -125,11 +137,15 @@ impl RedisHub {
             sync_gate: RwLock::new(()),
             runtime: tokio::runtime::Handle::current(),
             cancel: CancellationToken::new(),
+            router: jobs,
+            answers,
             config,
         });
         info!(node = %inner.node, redis = %shown, "cluster mode: joining");
         tokio::spawn(subscriber(Arc::clone(&inner)));
         tokio::spawn(keeper(Arc::clone(&inner)));
+        tokio::spawn(router::run(Arc::clone(&inner), queued));
+        tokio::spawn(router::answer(Arc::clone(&inner), owed));
         Ok(Self { inner })
     }
 
@@ -339,24 +355,85 @@ impl Inner {
         }
     }
 
-    /// Queues a message published for one of this node's users, a presence event for this
-    /// node's watchers, or evicts a login (an empty sender: its account logged in on another
-    /// node, see [`Scripts::take_over`]).
+    /// Handles what was published on this node's channel: a presence event for its
+    /// watchers (`,`), a frame of messages for its users (`!`), the results of one of its
+    /// own frames (`#`), or the eviction of a login whose account logged in on another
+    /// node (`~`, see [`Scripts::take_over`]).
     fn handle_published(self: &Arc<Self>, payload: &[u8]) {
-        if let Some(rest) = payload.strip_prefix(b",") {
-            return self.handle_presence(rest);
+        match payload.split_first() {
+            Some((b',', rest)) => self.handle_presence(rest),
+            Some((b'!', rest)) => self.handle_frame(rest),
+            Some((b'#', rest)) => self.handle_results(rest),
+            Some((b'~', rest)) => self.handle_eviction(rest),
+            _ => warn!("ignoring a malformed cluster message"),
         }
-        let Some((to, from, body)) = split_payload(payload) else {
-            warn!("ignoring a malformed cluster message");
+    }
+
+    /// `{node} {frame} {deadline}\n` then `{token} {to} {from} {body}\n` per message: each
+    /// is queued only on the login that `token` names, and the sender is told, per message,
+    /// `1` (queued), `0` (no such login here: its route is stale) or `x` (refused). Past its
+    /// deadline nothing is delivered (`t`): the sender has answered `BAD-DEST-USER` by then.
+    fn handle_frame(self: &Arc<Self>, frame: &[u8]) {
+        let mut lines = frame.split(|&b| b == b'\n');
+        let header = lines.next().and_then(|h| std::str::from_utf8(h).ok());
+        let parts = header.and_then(|h| {
+            let (node, rest) = h.split_once(' ')?;
+            let (id, deadline) = rest.split_once(' ')?;
+            Some((node, id, deadline.parse::<u64>().ok()?))
+        });
+        let Some((node, id, deadline)) = parts else {
+            warn!("ignoring a malformed cluster frame");
             return;
         };
-        if from.is_empty() {
-            self.evict_taken_over(to, body);
+        let late = router::unix_millis() > deadline;
+        if late {
+            debug!(
+                from = node,
+                "a frame arrived past its deadline; nothing in it is delivered"
+            );
+        }
+        let mut payload = Vec::with_capacity(id.len() + 2 + frame.len() / 16);
+        payload.push(b'#');
+        payload.extend_from_slice(id.as_bytes());
+        payload.push(b' ');
+        for line in lines.filter(|l| !l.is_empty()) {
+            let parsed = line.iter().position(|&b| b == b' ').and_then(|i| {
+                let token = std::str::from_utf8(&line[..i]).ok()?.parse().ok()?;
+                Some((token, split_payload(&line[i + 1..])?))
+            });
+            let result = match parsed {
+                _ if late => b't',
+                Some((token, (to, from, body))) => {
+                    match self.deliver_local(to, from, body, Some(token)) {
+                        Some(Delivery::Delivered) => b'1',
+                        Some(Delivery::NoSuchUser) => b'x',
+                        None => b'0',
+                    }
+                }
+                None => b'x',
+            };
+            payload.push(result);
+        }
+        let _ = self.answers.send((node.to_owned(), payload));
+    }
+
+    /// `{frame} {results}`: the answers for one of this node's frames.
+    fn handle_results(&self, answer: &[u8]) {
+        let Some(i) = answer.iter().position(|&b| b == b' ') else {
+            warn!("ignoring malformed cluster results");
             return;
-        }
-        if self.deliver_local(to, from, body).is_none() {
-            debug!(%to, "message for a user no longer here; dropped");
-        }
+        };
+        let Some(frame) = std::str::from_utf8(&answer[..i])
+            .ok()
+            .and_then(|f| f.parse().ok())
+        else {
+            warn!("ignoring malformed cluster results");
+            return;
+        };
+        let _ = self.router.send(router::Job::Acked {
+            frame,
+            results: answer[i + 1..].to_vec(),
+        });
     }
 
     /// `+{name}` or `-{name}` from another node (or a reaped dead one).
@@ -385,9 +462,16 @@ impl Inner {
         self.announce(name.as_str(), online);
     }
 
-    /// The local login of `name` with token `token` was taken over on another node: it
-    /// ends after what was queued for it. A later local login (another token) stays.
-    fn evict_taken_over(&self, name: &str, token: &str) {
+    /// `{name} {token}`: that local login of `name` was taken over on another node: it ends
+    /// after what was queued for it. A later local login (another token) stays.
+    fn handle_eviction(&self, rest: &[u8]) {
+        let parsed = std::str::from_utf8(rest)
+            .ok()
+            .and_then(|r| r.split_once(' '));
+        let Some((name, token)) = parsed else {
+            warn!("ignoring a malformed cluster eviction");
+            return;
+        };
         let mut local = self.local();
         let ours = local
             .get(name)
@@ -400,15 +484,24 @@ impl Inner {
     }
 
     /// Queues `DELIVERY` for a local user; `None` if there is no such (logged-in) user here.
+    /// With `token` (a message routed from another node), only that login counts: anything
+    /// else here, a newer login of the name included, is `None`.
     ///
     /// A recipient whose queue refuses the line is being dropped for not reading: its name
     /// is released at once, so later senders on every node get `BAD-DEST-USER` as they
     /// would from a single server, even before its connection has closed.
-    fn deliver_local(self: &Arc<Self>, to: &str, from: &str, body: &str) -> Option<Delivery> {
-        let (outbox, token) = match self.local().get(to) {
-            Some(l) if l.active => (Arc::clone(&l.outbox), l.token),
-            Some(_) => return Some(Delivery::NoSuchUser),
-            None => return None,
+    fn deliver_local(
+        self: &Arc<Self>,
+        to: &str,
+        from: &str,
+        body: &str,
+        routed: Option<u64>,
+    ) -> Option<Delivery> {
+        let (outbox, token) = match (self.local().get(to), routed) {
+            (Some(l), Some(t)) if l.active && l.token == t => (Arc::clone(&l.outbox), l.token),
+            (Some(l), None) if l.active => (Arc::clone(&l.outbox), l.token),
+            (Some(_), None) => return Some(Delivery::NoSuchUser),
+            _ => return None,
         };
         let outcome = MemoryHub::deliver_to(&outbox, from, body);
         if outcome == Delivery::NoSuchUser {
@@ -655,23 +748,36 @@ impl Hub for RedisHub {
     }
 
     async fn deliver(&self, from: &Username, to: &Username, body: &str) -> Delivery {
+        match self.submit(from, to, body).await {
+            Sent::Now(outcome) => outcome,
+            Sent::Later(outcome) => outcome.await.unwrap_or(Delivery::NoSuchUser),
+        }
+    }
+
+    /// A local recipient is served at once, without Redis; any other message goes to the
+    /// router, whose answer comes later. One connection's calls enter the router's queue in
+    /// order, which keeps them in order to the end.
+    fn submit(
+        &self,
+        from: &Username,
+        to: &Username,
+        body: &str,
+    ) -> impl std::future::Future<Output = Sent> + Send {
         let inner = &self.inner;
-        if let Some(outcome) = inner.deliver_local(to.as_str(), from.as_str(), body) {
-            return outcome;
-        }
-        let payload = format!("{to} {from} {body}");
-        let mut call = inner.scripts.route.prepare_invoke();
-        inner.args(&mut call);
-        call.arg(to.as_str()).arg(payload);
-        match inner.store.invoke::<i64>(&call).await {
-            Ok(n) if n > 0 => Delivery::Delivered,
-            Ok(_) => Delivery::NoSuchUser,
-            Err(e) => {
-                debug!(error = %e, %to, "cross-node send failed");
-                inner.failed();
-                Delivery::NoSuchUser
+        let sent = match inner.deliver_local(to.as_str(), from.as_str(), body, None) {
+            Some(outcome) => Sent::Now(outcome),
+            None => {
+                let (reply, outcome) = tokio::sync::oneshot::channel();
+                match inner
+                    .router
+                    .send(router::Job::Send(router::Msg::new(to, from, body, reply)))
+                {
+                    Ok(()) => Sent::Later(outcome),
+                    Err(_) => Sent::Now(Delivery::NoSuchUser),
+                }
             }
-        }
+        };
+        std::future::ready(sent)
     }
 }
 

@@ -9,9 +9,9 @@
 //! - a name is claimed atomically in Redis and belongs to its node while the node's lease is
 //!   renewed; a dead node's names are free once its lease expires;
 //! - `LIST` reads every live node's names from Redis;
-//! - `SEND` to a user on this node never touches Redis; to another node it is one script call
-//!   that publishes on the owner node's channel, and `SEND-OK` means that node's subscriber
-//!   received it;
+//! - `SEND` to a user on this node never touches Redis; to another node it is pipelined:
+//!   cached routes, one `PUBLISH` per destination node per round, and `SEND-OK` only when the
+//!   recipient's node answers that it queued the message;
 //! - when Redis is unreachable, users on one node keep chatting and new logins get `BUSY`;
 //!   when it returns, even empty, each node re-registers its users by itself.
 //!

@@ -13,12 +13,11 @@
 //! | `tcpchat:users:{node}` | set | names the node holds |
 //! | `tcpchat:user:{name}` | string | `"{node} {token}"`: who holds the name |
 //! | `tcpchat:watching:{node}` | string, expires | present while the node has presence watchers: only such nodes are sent presence events |
-//! | `tcpchat:deliver:{node}` | pub/sub channel | messages for the node's users, `"{to} {from} {body}"`; presence events, `",+{name}"` / `",-{name}"`; `"{to}  {token}"` (no sender) evicts that login of `to` (an account logged in elsewhere) |
+//! | `tcpchat:deliver:{node}` | pub/sub channel | frames of messages for the node's users (`!`) and results for its own frames (`#`), see `hub/router.rs`; presence events, `",+{name}"` / `",-{name}"`; `"~{name} {token}"` ends that login of a name (its account logged in elsewhere) |
 //!
 //! Presence events travel on the same channel as the messages, published by the same script
 //! that changes the name (claim, release, re-sync, reaping a dead node), so a node hears of a
 //! user's login before any message from that user, and of their departure after the last.
-//! A name never contains a comma, so `,` cannot start a message's `{to}`.
 //!
 //! A name belongs to its holder only while the holder's node is alive: a dead node's names are
 //! free as soon as its `alive` key expires, without anyone deleting them (they are cleaned up
@@ -108,8 +107,8 @@ return 'OK'
 
 /// Takes `ARGV[4]` with token `ARGV[5]` whoever holds it: `LOGIN` with the account's
 /// password closes an earlier session of the account (`docs/protocol.md`, "accounts"). A
-/// live other holder is told on its channel with an eviction (`"{name}  {its token}"`: an
-/// empty sender, which no message has). Returns as [`CLAIM`], never `IN-USE`.
+/// live other holder is told on its channel with an eviction (`"~{name} {its token}"`).
+/// Returns as [`CLAIM`], never `IN-USE`.
 const TAKE_OVER: &str = r"
 if fresh_store() then return 'SETTLING' end
 if redis.call('EXISTS', 'tcpchat:settling') == 1 then return 'SETTLING' end
@@ -123,7 +122,7 @@ if v then
     redis.call('SREM', 'tcpchat:users:' .. owner, name)
     if alive(owner) then
       local token = string.match(v, ' (%S+)$') or ''
-      redis.call('PUBLISH', 'tcpchat:deliver:' .. owner, name .. '  ' .. token)
+      redis.call('PUBLISH', 'tcpchat:deliver:' .. owner, '~' .. name .. ' ' .. token)
     end
   end
 end
@@ -222,15 +221,17 @@ end
 return out
 ";
 
-/// Publishes `ARGV[5]` to the node holding `ARGV[4]`. Returns how many subscribers got it
-/// (1 when the owner's node is listening), or 0 if the name is free, held by a dead node, or
-/// held by the calling node (whose local lookup already failed).
-const ROUTE: &str = r"
-local v = redis.call('GET', 'tcpchat:user:' .. ARGV[4])
-if not v then return 0 end
-local owner = owner_of(v)
-if owner == node or not alive(owner) then return 0 end
-return redis.call('PUBLISH', 'tcpchat:deliver:' .. owner, ARGV[5])
+/// Where each of `ARGV[4..]` lives: `"{node} {token}"`, or `""` if the name is free, held by
+/// a dead node or by the calling node (whose local lookup already failed). Read-only: the
+/// route cache's authority (`router.rs`).
+pub(crate) const LOOKUP: &str = r"
+local out = {}
+for i = 4, #ARGV do
+  local v = redis.call('GET', 'tcpchat:user:' .. ARGV[i])
+  local owner = v and owner_of(v)
+  if owner and owner ~= node and alive(owner) then out[#out + 1] = v else out[#out + 1] = '' end
+end
+return out
 ";
 
 /// Removes this node and frees all its names (clean shutdown).
@@ -270,8 +271,9 @@ pub(crate) struct Scripts {
     pub renew: Script,
     pub sync: Script,
     pub list: Script,
-    pub route: Script,
     pub leave: Script,
+    /// [`LOOKUP`], sent as `EVAL` inside the router's pipelines.
+    pub lookup: String,
 }
 
 impl Scripts {
@@ -285,8 +287,8 @@ impl Scripts {
             renew: s(RENEW),
             sync: s(SYNC),
             list: s(LIST),
-            route: s(ROUTE),
             leave: s(LEAVE),
+            lookup: format!("{PROLOGUE}{LOOKUP}"),
         }
     }
 }

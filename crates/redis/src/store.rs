@@ -139,12 +139,31 @@ impl Store {
             Ok(Err(e)) => CallError::Redis(e),
             Err(_) => CallError::Timeout(self.call_timeout),
         };
+        Err(self.lost(result).await)
+    }
+
+    /// Sends a pipeline (its commands in order, one write) and returns every answer; on any
+    /// failure the connection is dropped, as for [`Store::invoke`].
+    pub(crate) async fn pipeline(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<Vec<redis::Value>, CallError> {
+        let mut c = self.connection().await?;
+        let result = match tokio::time::timeout(self.call_timeout, pipe.query_async(&mut c)).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => CallError::Redis(e),
+            Err(_) => CallError::Timeout(self.call_timeout),
+        };
+        Err(self.lost(result).await)
+    }
+
+    async fn lost(&self, result: CallError) -> CallError {
         let mut conn = self.conn.lock().await;
         if conn.was_up == Some(true) {
             warn!(error = %result, "lost redis; new logins get BUSY until it is back");
             conn.was_up = Some(false);
         }
         conn.live = None;
-        Err(result)
+        result
     }
 }

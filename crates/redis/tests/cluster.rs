@@ -338,16 +338,21 @@ async fn redis_commands_per_send() {
     eprintln!("Redis commands for {N} cross-node SENDs: {cross:?}");
     eprintln!("Redis commands for {N} same-node SENDs: {local:?}");
     let get = |d: &[(String, u64)], k: &str| d.iter().find(|(c, _)| c == k).map_or(0, |(_, v)| *v);
-    // Cross-node: one script call per SEND, which publishes once. Lease renewals (one
-    // script call per node per second) run alongside and are the only other calls.
+    // Cross-node, one SEND at a time: one frame to bob's node and one frame of results back,
+    // each a plain PUBLISH; bob's route is looked up once (one EVAL). No script per message:
+    // the lease renewals (one script call per node per second) are the only EVALSHAs.
     assert_eq!(
         get(&cross, "publish"),
-        N,
-        "one PUBLISH per cross-node SEND: {cross:?}"
+        2 * N,
+        "a frame and its results per lockstep cross-node SEND: {cross:?}"
     );
     assert!(
-        get(&cross, "evalsha") >= N && get(&cross, "evalsha") < N + N / 2,
-        "about one EVALSHA per cross-node SEND: {cross:?}"
+        get(&cross, "eval") <= 2,
+        "the route is looked up once, not per SEND: {cross:?}"
+    );
+    assert!(
+        get(&cross, "evalsha") < N / 2,
+        "no script per cross-node SEND: {cross:?}"
     );
     // Same node: nothing but the renewals.
     assert_eq!(

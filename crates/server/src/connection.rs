@@ -22,7 +22,15 @@
 //! it ends the line is handled, then the rest of the read, each line through the bucket
 //! again, so lines are handled in order and only later. Only a paused connection holds the
 //! pause (and its timer); the idle path carries nothing new.
+//!
+//! A `SEND` whose outcome the hub gives later ([`Sent::Later`]: a cluster node waiting for
+//! the recipient's node) does not stop the connection: its reply waits in [`Awaiting`], the
+//! next lines are handled meanwhile, and replies leave in request order, each as soon as it
+//! and every one before it are known. Any other reply first waits for the `SEND`s before it.
+//! At most [`MAX_AWAITING`] wait at once; beyond that the connection waits for the oldest
+//! before reading on, so a client cannot make the queue grow without bound.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -40,7 +48,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::accounts::{AccountService, Origin};
 use crate::admission::{Admission, Slot};
 use crate::config::Config;
-use crate::hub::{Hub, LoginError};
+use crate::hub::{Delivery, Hub, LoginError, Sent};
 use crate::limits::{Admit, TokenBucket};
 use crate::metrics::{Command, Disconnect, Listener, Metrics};
 use crate::outbox::{Outbox, PushError};
@@ -60,6 +68,15 @@ pub(crate) struct Shared<H> {
 
 /// Bytes read per `read` call. Allocated only while the peer is sending.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Most `SEND` replies one connection may have waiting for the hub at once.
+const MAX_AWAITING: usize = 256;
+
+/// A `SEND` reply waiting its turn (see the module docs).
+enum Awaiting {
+    Done(Delivery),
+    Later(tokio::sync::oneshot::Receiver<Delivery>),
+}
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +147,7 @@ pub(crate) fn serve<H: Hub>(
         slot,
         bucket,
         paused: None,
+        awaiting: VecDeque::new(),
         shared,
     };
     // Here, not in the task: the accept loop runs this, so connections enter the pre-login
@@ -220,6 +238,8 @@ struct Connection<H: Hub> {
     bucket: Option<TokenBucket>,
     /// A line waiting for the command rate, boxed: only a flooding connection has one.
     paused: Option<Box<Paused>>,
+    /// `SEND` replies not yet given, oldest first; empty unless the hub answers later.
+    awaiting: VecDeque<Awaiting>,
 }
 
 /// A line the command rate made wait, and the rest of the read it came in.
@@ -337,6 +357,16 @@ impl<H: Hub> Connection<H> {
                 // task to drop it. A pending batch costs at most one more wakeup per batch:
                 // only the first push into an empty queue notifies.
                 () = self.outbox.ready() => {}
+                outcome = oldest_outcome(&mut self.awaiting),
+                    if matches!(self.awaiting.front(), Some(Awaiting::Later(_))) =>
+                {
+                    if let Some(front) = self.awaiting.front_mut() {
+                        *front = Awaiting::Done(outcome);
+                    }
+                    if let Err(end) = self.answer_ready() {
+                        break end;
+                    }
+                }
                 () = async {
                     match sleep.as_mut() {
                         Some(timer) => timer.as_mut().await,
@@ -349,7 +379,7 @@ impl<H: Hub> Connection<H> {
                         let Paused { line, rest, .. } = *paused;
                         let handled = match line {
                             Held::Line(line) => self.handle_line(&line, now).await,
-                            Held::Overlong(head) => self.handle_overlong(&head, now),
+                            Held::Overlong(head) => self.handle_overlong(&head, now).await,
                         };
                         if let Err(end) = handled {
                             break end;
@@ -378,6 +408,8 @@ impl<H: Hub> Connection<H> {
             | End::Timeout(_)
             | End::Flooded
             | End::Displaced => {
+                // Every SEND read gets its answer before the close, as without a cluster.
+                let _ = tokio::time::timeout(grace, self.answer_all()).await;
                 self.close_gracefully(grace).await;
             }
             // Nobody is reading: don't spend time on a last write.
@@ -450,7 +482,7 @@ impl<H: Hub> Connection<H> {
                     debug!(limit, "line too long; discarding it");
                     match self.admit_line(now)? {
                         None => {
-                            self.handle_overlong(&head, now)?;
+                            self.handle_overlong(&head, now).await?;
                             continue;
                         }
                         Some(until) => (Held::Overlong(head), until),
@@ -480,10 +512,48 @@ impl<H: Hub> Connection<H> {
         }
     }
 
-    fn handle_overlong(&mut self, head: &[u8], now: std::time::Instant) -> Flow {
+    async fn handle_overlong(&mut self, head: &[u8], now: std::time::Instant) -> Flow {
         let reply = self.session.handle_overlong(head, now);
         self.shared.metrics.request(Command::Other, &reply);
+        self.answer_all().await?;
         self.reply(&reply)
+    }
+
+    /// Gives every waiting `SEND` reply whose turn has come, oldest first.
+    fn answer_ready(&mut self) -> Flow {
+        while let Some(front) = self.awaiting.front_mut() {
+            let outcome = match front {
+                Awaiting::Done(outcome) => *outcome,
+                Awaiting::Later(rx) => match rx.try_recv() {
+                    Ok(outcome) => outcome,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return Ok(()),
+                    // Nobody confirmed it.
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Delivery::NoSuchUser,
+                },
+            };
+            self.awaiting.pop_front();
+            let reply = self.session.handle_delivery(outcome);
+            self.shared.metrics.request(Command::Send, &reply);
+            self.reply(&reply)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every waiting `SEND` reply and gives them, in order.
+    async fn answer_all(&mut self) -> Flow {
+        while !self.awaiting.is_empty() {
+            self.answer_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest waiting `SEND` reply, then gives every one whose turn has come.
+    async fn answer_oldest(&mut self) -> Flow {
+        let outcome = oldest_outcome(&mut self.awaiting).await;
+        if let Some(front) = self.awaiting.front_mut() {
+            *front = Awaiting::Done(outcome);
+        }
+        self.answer_ready()
     }
 
     /// The session's deadlines at `now`: a server `PING` to queue, or the end.
@@ -497,7 +567,13 @@ impl<H: Hub> Connection<H> {
 
     async fn handle_line(&mut self, line: &[u8], now: std::time::Instant) -> Flow {
         debug!(line = %String::from_utf8_lossy(line), "request");
-        match self.session.handle_line(line, now) {
+        let step = self.session.handle_line(line, now);
+        // Replies go out in request order: whatever answers this line waits for the `SEND`s
+        // still waiting on their answers (only another `SEND` may join them).
+        if !matches!(step, Step::Send { .. } | Step::Nothing) {
+            self.answer_all().await?;
+        }
+        match step {
             Step::Reply(reply) => {
                 self.shared.metrics.request(Command::Other, &reply);
                 self.reply(&reply)
@@ -586,10 +662,24 @@ impl<H: Hub> Connection<H> {
                 let Some(from) = self.session.name() else {
                     return self.reply(&Reply::BadRqstHdr);
                 };
-                let outcome = self.shared.hub.deliver(from, &to, body).await;
-                let reply = self.session.handle_delivery(outcome);
-                self.shared.metrics.request(Command::Send, &reply);
-                self.reply(&reply)
+                match self.shared.hub.submit(from, &to, body).await {
+                    Sent::Now(outcome) if self.awaiting.is_empty() => {
+                        let reply = self.session.handle_delivery(outcome);
+                        self.shared.metrics.request(Command::Send, &reply);
+                        self.reply(&reply)
+                    }
+                    Sent::Now(outcome) => {
+                        self.awaiting.push_back(Awaiting::Done(outcome));
+                        Ok(())
+                    }
+                    Sent::Later(rx) => {
+                        self.awaiting.push_back(Awaiting::Later(rx));
+                        if self.awaiting.len() >= MAX_AWAITING {
+                            self.answer_oldest().await?;
+                        }
+                        Ok(())
+                    }
+                }
             }
         }
     }
@@ -783,5 +873,15 @@ async fn check_unregistered(
             warn!(error = %e, %name, "account store unavailable; login refused with BUSY");
             Err(LoginError::Unavailable)
         }
+    }
+}
+
+/// The outcome of the oldest waiting `SEND` (pending while there is none).
+async fn oldest_outcome(awaiting: &mut VecDeque<Awaiting>) -> Delivery {
+    match awaiting.front_mut() {
+        Some(Awaiting::Done(outcome)) => *outcome,
+        // A dropped sender: nobody confirmed the message.
+        Some(Awaiting::Later(rx)) => rx.await.unwrap_or(Delivery::NoSuchUser),
+        None => std::future::pending().await,
     }
 }

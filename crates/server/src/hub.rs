@@ -52,6 +52,20 @@ pub enum Delivery {
     NoSuchUser,
 }
 
+/// A delivery's outcome, now or later: what [`Hub::submit`] returns.
+///
+/// `Later` lets a connection go on with its next lines while a cluster backend waits for the
+/// recipient's node; the connection still answers in request order (`docs/cluster.md`,
+/// "Pipelined delivery"). A dropped sender counts as [`Delivery::NoSuchUser`]: nobody
+/// confirmed the message.
+#[derive(Debug)]
+pub enum Sent {
+    /// Decided at once (a local recipient, or no such user).
+    Now(Delivery),
+    /// Decided when the backend hears back.
+    Later(tokio::sync::oneshot::Receiver<Delivery>),
+}
+
 /// Who is online, sorted by name (byte order) and encoded once as its `LIST-OK` line. Cheap
 /// to clone: every `LIST` until the next login or logout can share one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +128,19 @@ pub trait Hub: Send + Sync + 'static {
         to: &Username,
         body: &str,
     ) -> impl Future<Output = Delivery> + Send;
+
+    /// Like [`Hub::deliver`], but may hand back the outcome for later, so the connection can
+    /// handle its next lines meanwhile. Calls from one connection must be delivered in the
+    /// order they were made. By default, [`Hub::deliver`] awaited.
+    fn submit(
+        &self,
+        from: &Username,
+        to: &Username,
+        body: &str,
+    ) -> impl Future<Output = Sent> + Send {
+        let delivered = self.deliver(from, to, body);
+        async move { Sent::Now(delivered.await) }
+    }
 
     /// Makes the connection holding `lease` a presence watcher (`docs/protocol.md`,
     /// "presence"): queues on `outbox` the first list (everyone online, the user included:

@@ -29,7 +29,7 @@ pub use accounts::{AccountSettings, StoreHandle};
 pub use config::{
     Config, ConfigError, GenerationPolicy, Keepalive, Practice, MAX_LINE_LIMIT_BYTES,
 };
-pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster};
+pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster, Sent};
 pub use limits::Limits;
 pub use listener::{
     bind, run, run_listeners, run_observed, run_with_hub, Listeners, LISTEN_BACKLOG,
