@@ -227,7 +227,8 @@ async fn tcpchat_check_passes_against_nodes_on_a_redis_cluster() {
 
 /// The master that owns a node's channel (and with it that node's lease and name set) is
 /// killed; its replica takes over. Without restarting any node: chat between the nodes
-/// resumes, names stay unique, and new logins are admitted.
+/// resumes, names stay unique, and new logins are admitted. Then the same for the master of
+/// a name's slot on another shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_resumes_after_a_redis_cluster_master_fails_over() {
     let mut redis = RedisCluster::start();
@@ -256,7 +257,28 @@ async fn chat_resumes_after_a_redis_cluster_master_fails_over() {
     let mut cat = nodes[2].login("cat").await;
     send_until_delivered(&mut cat, "cat", &mut bob, "bob", "new here").await;
     cat.wait_list(&["ann", "bob", "cat"]).await;
-    for n in &nodes {
-        n.process.wait_log("registered this node's users in redis");
+
+    // Then the master of a name's slot (or of the global state) on another shard: the
+    // holder keys it had come back from its replica, or from the nodes' re-sync.
+    let (key, second) = [
+        "tcpchat:{u:ann}:holder",
+        "tcpchat:{u:cat}:holder",
+        "tcpchat:{global}:nodes",
+    ]
+    .iter()
+    .find_map(|k| {
+        let m = redis.master_of(redis.slot(k))?;
+        (m != promoted).then_some((*k, m))
+    })
+    .expect("a key on another shard");
+    let slot = redis.slot(key);
+    redis.kill(second);
+    redis.wait_failover(slot, second);
+    send_until_delivered(&mut ann, "ann", &mut cat, "cat", "still here").await;
+    send_until_delivered(&mut cat, "cat", &mut ann, "ann", "me too").await;
+    for node in &nodes {
+        refused_in_use(node, "ann").await;
+        refused_in_use(node, "cat").await;
     }
+    cat.wait_list(&["ann", "bob", "cat"]).await;
 }
