@@ -301,12 +301,19 @@ impl Inner {
         if freed == 0 {
             return Ok(());
         }
+        // Out of the set, and the registry read after the change (for the event), together.
         let mut pipe = redis::pipe();
         pipe.cmd("SREM").arg(keys::users(me)).arg(name.as_str());
-        self.step(&pipe, 1).await?;
+        pipe.cmd("SMEMBERS").arg(keys::nodes());
+        let nodes = self
+            .step(&pipe, 2)
+            .await?
+            .pop()
+            .map(texts)
+            .unwrap_or_default();
         if freed == 1 {
-            self.announce_elsewhere(&[format!(",-{name}")], false)
-                .await?;
+            let to = self.watchers_among(nodes, false).await?;
+            self.tell(&to, &[format!(",-{name}")]).await?;
         }
         Ok(())
     }
