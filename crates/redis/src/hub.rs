@@ -25,6 +25,7 @@
 //! node answers that it queued the message.
 
 mod router;
+mod steps;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,8 +39,8 @@ use tokio::sync::{mpsc, Notify, RwLock};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::scripts::{deliver_channel, Scripts};
-use crate::store::{Store, RECONNECT_PAUSE};
+use crate::keys;
+use crate::store::{Backend, Store, RECONNECT_PAUSE};
 use crate::{check_url, ClusterConfig, ClusterError, ClusterMetrics, NodeId};
 
 /// The cluster backend for [`tcpchat_server::run_with_hub`]. Cheap to clone; clones share
@@ -53,7 +54,6 @@ struct Inner {
     node: NodeId,
     config: ClusterConfig,
     store: Store,
-    scripts: Scripts,
     local: Mutex<HashMap<Username, Local>>,
     /// Presence watchers on this node, by their login's token.
     watchers: Mutex<HashMap<u64, Watcher>>,
@@ -127,7 +127,6 @@ impl RedisHub {
         let inner = Arc::new(Inner {
             node: config.node_id.clone(),
             store: Store::new(client, config.call_timeout, metrics),
-            scripts: Scripts::new(),
             local: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
@@ -159,9 +158,7 @@ impl RedisHub {
     pub async fn leave(&self) {
         let inner = &self.inner;
         inner.cancel.cancel();
-        let mut call = inner.scripts.leave.prepare_invoke();
-        inner.args(&mut call);
-        match inner.store.invoke::<i64>(&call).await {
+        match inner.leave_steps().await {
             Ok(_) => info!(node = %inner.node, "left the cluster"),
             Err(e) => {
                 warn!(error = %e, "cannot leave the cluster cleanly; this node's names are freed when its lease expires")
@@ -205,12 +202,7 @@ impl Inner {
     /// presence events must reach (see `scripts.rs`).
     async fn all_names(&self, watching: bool) -> Vec<Username> {
         let mut names = self.local_names();
-        let mut call = self.scripts.list.prepare_invoke();
-        self.args(&mut call);
-        if watching {
-            call.arg(1);
-        }
-        match self.store.invoke::<Vec<String>>(&call).await {
+        match self.list_steps(watching).await {
             Ok(all) => {
                 // Local users are listed even if Redis has not caught up with them yet.
                 names.extend(all.iter().filter_map(|n| Username::parse(n).ok()));
@@ -221,13 +213,6 @@ impl Inner {
             }
         }
         names
-    }
-
-    /// The arguments every script starts with (see `scripts.rs`).
-    fn args(&self, call: &mut redis::ScriptInvocation<'_>) {
-        call.arg(self.node.as_str())
-            .arg(millis(self.config.settle))
-            .arg(millis(self.config.node_lease));
     }
 
     /// Notes that Redis may now be out of step with the local map.
@@ -244,19 +229,10 @@ impl Inner {
             .collect()
     }
 
-    /// Claims `name` in Redis with `script`: [`Scripts::claim`] (only if free) or
-    /// [`Scripts::take_over`] (whoever holds it).
-    async fn claim(
-        &self,
-        script: &redis::Script,
-        name: &Username,
-        token: u64,
-    ) -> Result<(), LoginError> {
+    /// Claims `name` in Redis: only if free, or with `take` whoever holds it (`steps.rs`).
+    async fn claim(&self, take: bool, name: &Username, token: u64) -> Result<(), LoginError> {
         let _shared = self.sync_gate.read().await;
-        let mut call = script.prepare_invoke();
-        self.args(&mut call);
-        call.arg(name.as_str()).arg(token);
-        let answer: String = match self.store.invoke(&call).await {
+        let answer = match self.claim_steps(name, token, take).await {
             Ok(a) => a,
             Err(e) => {
                 debug!(error = %e, %name, "claim failed");
@@ -264,8 +240,8 @@ impl Inner {
                 return Err(LoginError::Unavailable);
             }
         };
-        match answer.as_str() {
-            "OK" => {
+        match answer {
+            steps::Claim::Ok => {
                 let mut now_active = false;
                 if let Some(l) = self.local().get_mut(name) {
                     if l.token == token {
@@ -279,17 +255,13 @@ impl Inner {
                 }
                 Ok(())
             }
-            "IN-USE" => Err(LoginError::InUse),
-            "STALE" => {
+            steps::Claim::InUse => Err(LoginError::InUse),
+            steps::Claim::Stale => {
                 self.failed();
                 Err(LoginError::Unavailable)
             }
-            "SETTLING" => {
+            steps::Claim::Settling => {
                 debug!(%name, "login refused while nodes re-register");
-                Err(LoginError::Unavailable)
-            }
-            other => {
-                warn!(answer = other, "unexpected answer from the claim script");
                 Err(LoginError::Unavailable)
             }
         }
@@ -306,12 +278,7 @@ impl Inner {
             .filter(|(_, l)| l.active)
             .map(|(n, l)| (n.clone(), l.token))
             .collect();
-        let mut call = self.scripts.sync.prepare_invoke();
-        self.args(&mut call);
-        for (name, token) in &held {
-            call.arg(name.as_str()).arg(*token);
-        }
-        match self.store.invoke::<Vec<String>>(&call).await {
+        match self.sync_steps(&held).await {
             Ok(conflicts) => {
                 info!(users = held.len(), "registered this node's users in redis");
                 for name in conflicts {
@@ -333,20 +300,16 @@ impl Inner {
 
     /// Sets the `nodes_alive` gauge from Redis; a failed call leaves it as it was.
     async fn count_nodes(&self) {
-        let mut call = self.scripts.nodes_alive.prepare_invoke();
-        self.args(&mut call);
-        match self.store.invoke::<i64>(&call).await {
+        match self.count_steps().await {
             Ok(n) => self.store.metrics().nodes_alive(n),
             Err(e) => debug!(error = %e, "counting the live nodes failed"),
         }
     }
 
     async fn renew(&self) {
-        let mut call = self.scripts.renew.prepare_invoke();
-        self.args(&mut call);
-        call.arg(u8::from(!self.watchers().is_empty()));
-        match self.store.invoke::<i64>(&call).await {
-            Ok(1) if !self.dirty.load(Ordering::Relaxed) => {}
+        let watching = !self.watchers().is_empty();
+        match self.renew_steps(watching).await {
+            Ok(r) if r.alive && !self.dirty.load(Ordering::Relaxed) => {}
             Ok(_) => self.sync().await,
             Err(e) => {
                 debug!(error = %e, "lease renewal failed");
@@ -534,10 +497,7 @@ impl Inner {
         let name = name.clone();
         self.runtime.spawn(async move {
             let _shared = inner.sync_gate.read().await;
-            let mut call = inner.scripts.release.prepare_invoke();
-            inner.args(&mut call);
-            call.arg(name.as_str()).arg(token);
-            if let Err(e) = inner.store.invoke::<i64>(&call).await {
+            if let Err(e) = inner.release_steps(&name, token).await {
                 // The next re-sync frees it: Redis keeps only what the local map holds.
                 debug!(error = %e, %name, "release failed");
                 inner.failed();
@@ -582,34 +542,95 @@ async fn keeper(inner: Arc<Inner>) {
 /// Redis call per node per second.
 const NODES_ALIVE_EVERY: u32 = 5;
 
+/// A live subscription to this node's channel.
+enum Listening {
+    /// `SUBSCRIBE` on a connection of its own (standalone Redis).
+    Single(std::pin::Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>),
+    /// `SSUBSCRIBE` on a cluster connection of its own (RESP3): the subscription sits on the
+    /// master of the channel's slot; its messages come through `rx`.
+    Cluster {
+        _conn: redis::cluster_async::ClusterConnection,
+        rx: mpsc::UnboundedReceiver<redis::PushInfo>,
+    },
+}
+
+/// One message published on this node's channel.
+enum Payload {
+    Single(redis::Msg),
+    Cluster(Vec<u8>),
+}
+
+impl Payload {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Single(m) => m.get_payload_bytes(),
+            Self::Cluster(b) => b,
+        }
+    }
+}
+
+impl Listening {
+    async fn start(inner: &Inner, channel: &str) -> redis::RedisResult<Self> {
+        match inner.store.backend() {
+            Backend::Single(client) => {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(channel).await?;
+                Ok(Self::Single(Box::pin(pubsub.into_on_message())))
+            }
+            Backend::Cluster(seeds) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let mut conn = seeds.subscriber(tx)?.get_async_connection().await?;
+                conn.ssubscribe(channel).await?;
+                Ok(Self::Cluster { _conn: conn, rx })
+            }
+        }
+    }
+
+    /// The next message; `None` once the subscription may have missed some (its connection
+    /// dropped). On a Redis Cluster a dropped shard connection (a failover, a restart) ends
+    /// it too, even though the client would resubscribe by itself: the node then builds a new
+    /// subscription from the seed nodes, which finds the shard's new master, and re-syncs.
+    async fn next(&mut self) -> Option<Payload> {
+        match self {
+            Self::Single(messages) => messages.next().await.map(Payload::Single),
+            Self::Cluster { rx, .. } => loop {
+                let push = rx.recv().await?;
+                match push.kind {
+                    redis::PushKind::SMessage => {
+                        if let Some(redis::Value::BulkString(b)) = push.data.into_iter().nth(1) {
+                            return Some(Payload::Cluster(b));
+                        }
+                    }
+                    redis::PushKind::Disconnection | redis::PushKind::SUnsubscribe => return None,
+                    _ => {}
+                }
+            },
+        }
+    }
+}
+
 /// Listens on this node's channel, reconnecting after any loss, until cancelled.
 async fn subscriber(inner: Arc<Inner>) {
-    let channel = deliver_channel(inner.node.as_str());
+    let channel = keys::deliver(inner.node.as_str());
     let mut was_up = true;
     loop {
-        let connect = async {
-            let mut pubsub = inner.store.client().get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
         let attempt = tokio::select! {
             () = inner.cancel.cancelled() => return,
-            r = tokio::time::timeout(inner.config.call_timeout, connect) => r,
+            r = tokio::time::timeout(inner.config.call_timeout, Listening::start(&inner, &channel)) => r,
         };
         match attempt {
-            Ok(Ok(pubsub)) => {
+            Ok(Ok(mut messages)) => {
                 info!(%channel, "listening for messages from other nodes");
                 was_up = true;
                 inner.subscribed.store(true, Ordering::Relaxed);
                 inner.store.metrics().subscribed(true);
                 // Messages may have been missed and names may have expired while down.
                 inner.failed();
-                let mut messages = pubsub.into_on_message();
                 loop {
                     tokio::select! {
                         () = inner.cancel.cancelled() => return,
                         msg = messages.next() => match msg {
-                            Some(msg) => inner.handle_published(msg.get_payload_bytes()),
+                            Some(msg) => inner.handle_published(msg.bytes()),
                             None => break,
                         },
                     }
@@ -668,7 +689,7 @@ impl Hub for RedisHub {
             token,
             release_in_redis: true,
         };
-        match inner.claim(&inner.scripts.claim, name, token).await {
+        match inner.claim(false, name, token).await {
             Ok(()) => Ok(lease),
             Err(e) => {
                 // A refused claim wrote nothing. A failed one may have: it marked Redis as
@@ -710,7 +731,7 @@ impl Hub for RedisHub {
             token,
             release_in_redis: true,
         };
-        match inner.claim(&inner.scripts.take_over, name, token).await {
+        match inner.claim(true, name, token).await {
             Ok(()) => Ok(lease),
             Err(e) => {
                 lease.release_in_redis = false;
