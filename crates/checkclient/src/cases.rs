@@ -284,6 +284,26 @@ impl Run<'_> {
         self.child.shown_len()
     }
 
+    /// A mark taken once the program's output has gone quiet. Its output reaches us through
+    /// a pipe and a copying thread, so what it printed before its last network line (a
+    /// prompt before `HELLO-FROM`, a welcome before the case's next step) can arrive after
+    /// that line did; counted after a plain mark, such old words would pass for a reaction
+    /// to what the server does next. There is no signal for "the pipe is empty", so this
+    /// waits until nothing new has come for a moment (at most a second or two).
+    async fn quiet_mark(&self) -> usize {
+        const QUIET: Duration = Duration::from_millis(150);
+        let mut seen = self.mark();
+        for _ in 0..12 {
+            tokio::time::sleep(QUIET).await;
+            let now = self.mark();
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        seen
+    }
+
     /// A crash, if the program had one: killed by a signal, or an interpreter's or runtime's
     /// crash report in its output.
     fn crash(&self) -> Option<String> {
@@ -354,7 +374,7 @@ impl Run<'_> {
     async fn login_how(&mut self, how: HelloHow) -> Result<Peer, Failure> {
         let name = self.name();
         let mut peer = self.hello_from(&name).await?;
-        let mark = self.mark();
+        let mark = self.quiet_mark().await;
         let hello = Reply::Hello(name).to_line();
         match how {
             HelloHow::Whole => peer.write(&hello).await,
@@ -774,7 +794,7 @@ async fn unknown_line(r: &mut Run<'_>) -> CaseResult {
 
 async fn server_closes(r: &mut Run<'_>) -> CaseResult {
     let peer = r.login().await?;
-    let mark = r.mark();
+    let mark = r.quiet_mark().await;
     peer.close().await;
     let wait = r.timeout;
     // Told the user, ended, or came back: each is a way of noticing.
