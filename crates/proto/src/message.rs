@@ -616,7 +616,7 @@ impl<'a> Reply<'a> {
                 let (by, text) = split_word(rest.ok_or(ReplyError::BadArgument("TOPIC-IS"))?);
                 let text = match text {
                     None => None,
-                    Some(t) if t.is_empty() => return Err(ReplyError::BadArgument("TOPIC-IS")),
+                    Some([]) => return Err(ReplyError::BadArgument("TOPIC-IS")),
                     Some(t) => Some(std::str::from_utf8(t).map_err(|_| ReplyError::NotUtf8)?),
                 };
                 Ok(Reply::TopicIs {

@@ -58,6 +58,9 @@ pub struct Config {
     pub ping_interval: Duration,
     /// ... and closed if still silent this long after it (`ping-timeout`).
     pub ping_timeout: Duration,
+    /// The `rooms` extension's limits (`max-rooms-per-user`, `max-room-members`,
+    /// `max-topic`).
+    pub rooms: crate::rooms::RoomLimits,
 }
 
 /// TCP keepalive settings (`SO_KEEPALIVE`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`),
@@ -104,6 +107,7 @@ impl Default for Config {
             extensions: ExtensionSet::all(),
             ping_interval: Duration::from_secs(60),
             ping_timeout: Duration::from_secs(60),
+            rooms: crate::rooms::RoomLimits::default(),
         }
     }
 }
@@ -174,6 +178,12 @@ pub enum ConfigError {
         /// The value given.
         given: u32,
     },
+    /// A `rooms` limit of zero: nobody could join a room, or no topic could be set.
+    #[error("invalid {setting} 0: must be at least 1 (or leave rooms out of --extensions)")]
+    ZeroRoomLimit {
+        /// `max-rooms-per-user`, `max-room-members` or `max-topic`.
+        setting: &'static str,
+    },
 }
 
 impl Config {
@@ -229,6 +239,15 @@ impl Config {
             }
             if !(1..=MAX_KEEPALIVE_PROBES).contains(&ka.probes) {
                 return Err(ConfigError::KeepaliveProbes { given: ka.probes });
+            }
+        }
+        for (setting, given) in [
+            ("max-rooms-per-user", self.rooms.rooms_per_user),
+            ("max-room-members", self.rooms.members_per_room),
+            ("max-topic", self.rooms.topic_bytes),
+        ] {
+            if given == 0 {
+                return Err(ConfigError::ZeroRoomLimit { setting });
             }
         }
         self.validate_limits()
@@ -342,6 +361,13 @@ mod tests {
                 with(|c| c.ping_interval = Duration::ZERO),
                 Err(ZeroTimeout {
                     setting: "ping-interval",
+                }),
+            ),
+            (
+                "no room members",
+                with(|c| c.rooms.members_per_room = 0),
+                Err(ZeroRoomLimit {
+                    setting: "max-room-members",
                 }),
             ),
             (

@@ -110,8 +110,9 @@ pub(crate) fn serve<H: Hub>(
             Instant::now().into_std(),
             config.handshake_timeout,
             config.idle_timeout,
-            crate::session::offered(config.extensions),
+            crate::session::offered(config.extensions, shared.hub.serves_rooms()),
         )
+        .with_max_topic(config.rooms.topic_bytes)
         .with_pings(PingSettings {
             interval: config.ping_interval,
             timeout: config.ping_timeout,
@@ -303,7 +304,11 @@ impl<H: Hub> Connection<H> {
                         }
                     }
                 }
-                () = self.outbox.ready(), if self.pending.is_empty() => {}
+                // Also while a batch is pending: a peer that stopped reading never makes the
+                // socket writable again, and only this wakeup (an overflow notifies) tells the
+                // task to drop it. A pending batch costs at most one more wakeup per batch:
+                // only the first push into an empty queue notifies.
+                () = self.outbox.ready() => {}
                 () = async {
                     match sleep.as_mut() {
                         Some(timer) => timer.as_mut().await,
@@ -512,6 +517,22 @@ impl<H: Hub> Connection<H> {
                 let reply = self.session.handle_delivery(outcome);
                 self.reply(&reply)
             }
+            Step::Room(request) => {
+                // The session only yields Room after login, so there is a lease.
+                let Some(lease) = &self.lease else {
+                    return self.reply(&Reply::BadRqstHdr);
+                };
+                let limits = self.shared.config.rooms;
+                let outcome = self
+                    .shared
+                    .hub
+                    .room(lease, &self.outbox, request, limits)
+                    .await;
+                match self.session.handle_room(outcome) {
+                    Some(reply) => self.reply(&reply),
+                    None => Ok(()),
+                }
+            }
         }
     }
 
@@ -552,6 +573,11 @@ impl<H: Hub> Connection<H> {
         if let Err(e) = self.stream.try_flush() {
             debug!(error = %e, "write failed");
             return Err(End::Error);
+        }
+        // The socket has not taken the last batch and the queue behind it overflowed: the
+        // peer stopped reading (`docs/protocol.md`, "Slow readers").
+        if !self.pending.is_empty() && self.outbox.refusing() == Some(PushError::Full) {
+            return Err(self.refused(PushError::Full));
         }
         loop {
             if self.pending.is_empty() {

@@ -20,6 +20,7 @@ pub mod hub;
 pub mod limits;
 mod listener;
 mod outbox;
+mod rooms;
 pub mod session;
 mod transport;
 
@@ -28,3 +29,4 @@ pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster};
 pub use limits::Limits;
 pub use listener::{bind, run, run_listeners, run_with_hub, Listeners, LISTEN_BACKLOG};
 pub use outbox::{Outbox, PushError};
+pub use rooms::{RoomError, RoomLimits, RoomRequest};

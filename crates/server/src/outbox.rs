@@ -113,6 +113,12 @@ impl Outbox {
         (std::mem::take(&mut state.queue), state.refusing)
     }
 
+    /// Why the outbox refuses lines, if it does, without taking anything: lets a task whose
+    /// socket is not taking its last batch notice that the peer's queue overflowed.
+    pub fn refusing(&self) -> Option<PushError> {
+        self.lock().refusing
+    }
+
     /// The hub takes the user's name back: every later push is refused with
     /// [`PushError::Evicted`], and the connection's task is woken so it ends the connection
     /// at once. The lines already queued stay, for the owner to write before it closes.
