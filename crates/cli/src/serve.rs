@@ -27,7 +27,7 @@ use serde::Deserialize;
 use tcpchat_proto::{Extension, ExtensionSet};
 use tcpchat_redis::{ClusterConfig, NodeId, RedisHub};
 use tcpchat_server::limits::{parse_networks, CommandRate, IpNet, Rate};
-use tcpchat_server::{Config, Keepalive, Limits, Listeners, MemoryHub};
+use tcpchat_server::{Config, Keepalive, Limits, Listeners, MemoryHub, RoomLimits};
 use tcpchat_tls::server::Reloadable;
 use tracing::{debug, info, warn};
 
@@ -202,6 +202,18 @@ settings! {
     /// Keepalive extension: close that connection if still silent this long after the PING
     #[arg(long, env = "TCPCHAT_PING_TIMEOUT", value_name = "DURATION")]
     ping_timeout: Span = |c| Span(c.ping_timeout);
+
+    /// Rooms extension: rooms one user may be in at once; one more JOIN is ROOM-LIMIT
+    #[arg(long, env = "TCPCHAT_MAX_ROOMS_PER_USER", value_name = "N")]
+    max_rooms_per_user: usize = |c| c.rooms.rooms_per_user;
+
+    /// Rooms extension: members one room may have; one more JOIN is ROOM-FULL
+    #[arg(long, env = "TCPCHAT_MAX_ROOM_MEMBERS", value_name = "N")]
+    max_room_members: usize = |c| c.rooms.members_per_room;
+
+    /// Rooms extension: longest room topic, in bytes
+    #[arg(long, env = "TCPCHAT_MAX_TOPIC", value_name = "BYTES")]
+    max_topic: usize = |c| c.rooms.topic_bytes;
 
     /// Cluster mode: share names and messages with every node using this Redis, e.g.
     /// redis://10.0.0.5:6379 or redis://127.0.0.1:6379/2 (see docs/cluster.md)
@@ -610,6 +622,15 @@ impl ServeArgs {
             extensions: s.extensions.map_or(defaults.extensions, |v| v.0),
             ping_interval: s.ping_interval.map_or(defaults.ping_interval, |v| v.0),
             ping_timeout: s.ping_timeout.map_or(defaults.ping_timeout, |v| v.0),
+            rooms: RoomLimits {
+                rooms_per_user: s
+                    .max_rooms_per_user
+                    .unwrap_or(defaults.rooms.rooms_per_user),
+                members_per_room: s
+                    .max_room_members
+                    .unwrap_or(defaults.rooms.members_per_room),
+                topic_bytes: s.max_topic.unwrap_or(defaults.rooms.topic_bytes),
+            },
         };
         config.validate().map_err(|e| usage(e.to_string()))?;
 
@@ -983,6 +1004,9 @@ mod tests {
             ),
             ("ping_interval", format!("{}s", n + 10)),
             ("ping_timeout", format!("{}s", n + 11)),
+            ("max_rooms_per_user", (n + 12).to_string()),
+            ("max_room_members", (n + 13).to_string()),
+            ("max_topic", (n + 14).to_string()),
         ];
         let flags = values
             .iter()
@@ -1012,6 +1036,11 @@ mod tests {
             extensions: [Extension::ALL[n as usize % 3]].into_iter().collect(),
             ping_interval: secs(n + 10),
             ping_timeout: secs(n + 11),
+            rooms: tcpchat_server::RoomLimits {
+                rooms_per_user: n as usize + 12,
+                members_per_room: n as usize + 13,
+                topic_bytes: n as usize + 14,
+            },
         };
         (flags, file, Some(listen.parse().expect("addr")), config)
     }
@@ -1072,7 +1101,7 @@ mod tests {
         }
         assert_eq!(
             argv.len(),
-            2 * 22,
+            2 * 25,
             "every setting shows its default: {argv:?}"
         );
         assert_eq!(
@@ -1315,11 +1344,11 @@ mod tests {
                 .into_iter()
                 .collect()
         );
-        let err = resolve(&["--extensions", "keepalive,rooms"])
+        let err = resolve(&["--extensions", "keepalive,history"])
             .expect_err("an unknown extension is refused")
             .to_string();
         assert!(
-            err.contains("\"rooms\"") && err.contains("keepalive,presence,accounts"),
+            err.contains("\"history\"") && err.contains("keepalive,presence,accounts,rooms"),
             "{err}"
         );
     }

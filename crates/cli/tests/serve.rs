@@ -322,6 +322,9 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         ("extensions", one_extension(n).name().to_string()),
         ("ping_interval", format!("{}s", n + 10)),
         ("ping_timeout", format!("{}s", n + 11)),
+        ("max_rooms_per_user", (n + 12).to_string()),
+        ("max_room_members", (n + 13).to_string()),
+        ("max_topic", (n + 14).to_string()),
     ];
     let secs = |s: u32| Duration::from_secs(u64::from(s));
     let config = Config {
@@ -340,6 +343,11 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         extensions: [one_extension(n)].into_iter().collect(),
         ping_interval: secs(n + 10),
         ping_timeout: secs(n + 11),
+        rooms: tcpchat_server::RoomLimits {
+            rooms_per_user: n as usize + 12,
+            members_per_room: n as usize + 13,
+            topic_bytes: n as usize + 14,
+        },
     };
     (values, config)
 }
