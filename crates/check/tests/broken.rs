@@ -205,6 +205,7 @@ planted! {
     echoes_unknown_extensions: EchoesUnknownExtensions => &["ext-negotiation"];
     pong_without_token: PongWithoutToken => &["ext-keepalive"];
     presence_list_without_self: PresenceListWithoutSelf => &["ext-presence"];
+    no_room_echo: NoRoomEcho => &["ext-rooms"];
 }
 
 /// Against a classic server the extension cases are skipped, each saying why, and nothing
@@ -231,7 +232,12 @@ async fn a_classic_server_skips_the_extension_cases_and_fails_none() {
     }
     assert_eq!(
         skipped,
-        ["ext-negotiation", "ext-keepalive", "ext-presence"]
+        [
+            "ext-negotiation",
+            "ext-keepalive",
+            "ext-presence",
+            "ext-rooms"
+        ]
     );
 }
 
