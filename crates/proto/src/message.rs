@@ -58,6 +58,7 @@ const NOT_MEMBER: &[u8] = b"NOT-MEMBER";
 const NOT_OWNER: &[u8] = b"NOT-OWNER";
 const ROOM_LIMIT: &[u8] = b"ROOM-LIMIT";
 const ROOM_FULL: &[u8] = b"ROOM-FULL";
+const ROOM_UNAVAILABLE: &[u8] = b"ROOM-UNAVAILABLE";
 
 /// The command word of a client line, before its body is looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -502,6 +503,9 @@ pub enum Reply<'a> {
     RoomLimit,
     /// `ROOM-FULL`: the room has as many members as it may have.
     RoomFull,
+    /// `ROOM-UNAVAILABLE`: the server cannot reach the room's state right now (a cluster
+    /// node cut off from its store); nothing changed, try again.
+    RoomUnavailable,
 }
 
 /// Why a server line is not a valid reply.
@@ -661,6 +665,7 @@ impl<'a> Reply<'a> {
             NOT_OWNER => no_body(Reply::NotOwner, "NOT-OWNER"),
             ROOM_LIMIT => no_body(Reply::RoomLimit, "ROOM-LIMIT"),
             ROOM_FULL => no_body(Reply::RoomFull, "ROOM-FULL"),
+            ROOM_UNAVAILABLE => no_body(Reply::RoomUnavailable, "ROOM-UNAVAILABLE"),
             _ => Err(ReplyError::Unknown),
         }
     }
@@ -733,6 +738,7 @@ impl<'a> Reply<'a> {
             Reply::NotOwner => line1(out, NOT_OWNER),
             Reply::RoomLimit => line1(out, ROOM_LIMIT),
             Reply::RoomFull => line1(out, ROOM_FULL),
+            Reply::RoomUnavailable => line1(out, ROOM_UNAVAILABLE),
         }
     }
 
@@ -1092,6 +1098,7 @@ mod tests {
             (Reply::NotOwner, "NOT-OWNER\n"),
             (Reply::RoomLimit, "ROOM-LIMIT\n"),
             (Reply::RoomFull, "ROOM-FULL\n"),
+            (Reply::RoomUnavailable, "ROOM-UNAVAILABLE\n"),
         ];
         for (reply, wire) in cases {
             assert!(!reply.is_classic());
@@ -1157,6 +1164,7 @@ mod tests {
                 Reply::RoomsOk(rooms),
                 Reply::MembersOk { room: r.clone(), names },
                 Reply::NotMember, Reply::NotOwner, Reply::RoomLimit, Reply::RoomFull,
+                Reply::RoomUnavailable,
             ];
             for reply in replies {
                 prop_assert!(!reply.is_classic());

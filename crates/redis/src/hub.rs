@@ -19,6 +19,10 @@
 //! events that arrive while its first list is fetched are held, then queued after the list.
 //! Replaying them is safe because each name's events are in order and the last one is the
 //! truth; a departure heard from Redis for a name that is live here is stale and dropped.
+//!
+//! Rooms (`docs/cluster.md`, "Rooms"; `rooms.rs`): one script per room request changes the
+//! room in Redis and publishes its line to every node with members, on the same channel, so
+//! each node hands its members one room's lines in the order Redis ran the scripts.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,11 +31,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tcpchat_proto::Username;
-use tcpchat_server::{Delivery, Hub, LoginError, MemoryHub, Outbox, Roster};
+use tcpchat_server::{
+    Delivery, Hub, LoginError, MemoryHub, Outbox, RoomError, RoomLimits, RoomRequest, Roster,
+};
 use tokio::sync::{Notify, RwLock};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::rooms::{user_line, LocalRooms};
 use crate::scripts::{deliver_channel, Scripts};
 use crate::store::{Store, RECONNECT_PAUSE};
 use crate::{check_url, ClusterConfig, ClusterError, NodeId};
@@ -51,6 +58,8 @@ struct Inner {
     local: Mutex<HashMap<Username, Local>>,
     /// Presence watchers on this node, by their login's token.
     watchers: Mutex<HashMap<u64, Watcher>>,
+    /// This node's members of every room (see `rooms.rs`).
+    rooms: LocalRooms,
     next_token: AtomicU64,
     /// The subscriber is listening: messages for this node's users can arrive.
     subscribed: AtomicBool,
@@ -109,6 +118,7 @@ impl RedisHub {
             scripts: Scripts::new(),
             local: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
+            rooms: LocalRooms::default(),
             next_token: AtomicU64::new(1),
             subscribed: AtomicBool::new(false),
             dirty: AtomicBool::new(true),
@@ -316,6 +326,16 @@ impl Inner {
     /// Queues a message published for one of this node's users, or a presence event for this
     /// node's watchers.
     fn handle_published(self: &Arc<Self>, payload: &[u8]) {
+        if let Some(rest) = payload.strip_prefix(b",r") {
+            match std::str::from_utf8(rest) {
+                Ok(rest) => self.rooms.handle_room_line(rest),
+                Err(_) => warn!("ignoring a cluster room line that is not UTF-8"),
+            }
+            return;
+        }
+        if let Some(rest) = payload.strip_prefix(b",u") {
+            return self.handle_user_line(rest);
+        }
         if let Some(rest) = payload.strip_prefix(b",") {
             return self.handle_presence(rest);
         }
@@ -325,6 +345,40 @@ impl Inner {
         };
         if self.deliver_local(to, from, body).is_none() {
             debug!(%to, "message for a user no longer here; dropped");
+        }
+    }
+
+    /// `{user} {room} {kind} {rest}`: a room's answer for one local user, in the room's order.
+    fn handle_user_line(&self, payload: &[u8]) {
+        let parsed = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|p| p.split_once(' '))
+            .and_then(|(to, rest)| Some((to, user_line(rest)?)));
+        let Some((to, line)) = parsed else {
+            warn!("ignoring a malformed cluster room answer");
+            return;
+        };
+        let outbox = match self.local().get(to) {
+            Some(l) if l.active => Arc::clone(&l.outbox),
+            _ => return,
+        };
+        let _ = outbox.push_with(|buf| buf.extend_from_slice(&line));
+    }
+
+    /// Runs one room request's script: `OK`, a refusal, or `None` if Redis did not answer.
+    async fn room_call(&self, op: &str, room: &str, name: &str, args: &[&str]) -> Option<String> {
+        let mut call = self.scripts.room.prepare_invoke();
+        self.args(&mut call);
+        call.arg(op).arg(room).arg(name);
+        for a in args {
+            call.arg(*a);
+        }
+        match self.store.invoke::<String>(&call).await {
+            Ok(answer) => Some(answer),
+            Err(e) => {
+                debug!(error = %e, op, "room call failed");
+                None
+            }
         }
     }
 
@@ -386,6 +440,8 @@ impl Inner {
                 return;
             }
         }
+        // Out of this node's rooms at once; the others hear PARTED from the script below.
+        let in_rooms = self.rooms.drop_member(token);
         // At once, not after Redis: this node's watchers hear it after the user's last
         // local message (the lease drops once the connection has ended).
         self.announce(name.as_str(), false);
@@ -396,6 +452,14 @@ impl Inner {
         let name = name.clone();
         self.runtime.spawn(async move {
             let _shared = inner.sync_gate.read().await;
+            if in_rooms {
+                let mut call = inner.scripts.room.prepare_invoke();
+                inner.args(&mut call);
+                call.arg("leave").arg("").arg(name.as_str());
+                if let Err(e) = inner.store.invoke::<i64>(&call).await {
+                    debug!(error = %e, %name, "leaving rooms failed");
+                }
+            }
             let mut call = inner.scripts.release.prepare_invoke();
             inner.args(&mut call);
             call.arg(name.as_str()).arg(token);
@@ -525,6 +589,86 @@ impl Hub for RedisHub {
                 // out of step, and the re-sync frees what the local map does not hold.
                 lease.release_in_redis = false;
                 Err(e)
+            }
+        }
+    }
+
+    fn serves_rooms(&self) -> bool {
+        true
+    }
+
+    async fn room(
+        &self,
+        lease: &RedisLease,
+        outbox: &Arc<Outbox>,
+        request: RoomRequest<'_>,
+        limits: RoomLimits,
+    ) -> Result<(), RoomError> {
+        let inner = &self.inner;
+        let me = lease.name.as_str();
+        let answer = match &request {
+            RoomRequest::Rooms => {
+                let mut call = inner.scripts.room.prepare_invoke();
+                inner.args(&mut call);
+                call.arg("rooms").arg("").arg(me);
+                let mut rooms: Vec<String> = match inner.store.invoke(&call).await {
+                    Ok(rooms) => rooms,
+                    Err(e) => {
+                        debug!(error = %e, "room list failed");
+                        return Err(RoomError::Unavailable);
+                    }
+                };
+                rooms.sort_unstable();
+                let _ = outbox.push_with(|buf| {
+                    tcpchat_proto::Reply::encode_rooms(buf, rooms.iter().map(String::as_str));
+                });
+                return Ok(());
+            }
+            RoomRequest::Join(room) => {
+                let added = inner
+                    .rooms
+                    .add_pending(room, &lease.name, lease.token, outbox);
+                let (most, members) = (
+                    limits.rooms_per_user.to_string(),
+                    limits.members_per_room.to_string(),
+                );
+                let answer = inner
+                    .room_call("join", room.as_str(), me, &[&most, &members])
+                    .await;
+                if added && answer.as_deref() != Some("OK") {
+                    inner.rooms.remove_pending(room, lease.token);
+                }
+                answer
+            }
+            RoomRequest::Part(room) => inner.room_call("part", room.as_str(), me, &[]).await,
+            RoomRequest::Members(room) => inner.room_call("members", room.as_str(), me, &[]).await,
+            RoomRequest::Say { room, body } => {
+                inner.room_call("say", room.as_str(), me, &[body]).await
+            }
+            RoomRequest::Topic { room, text } => {
+                let args: Vec<&str> = text.iter().copied().collect();
+                inner.room_call("topic", room.as_str(), me, &args).await
+            }
+            RoomRequest::Kick { room, name } => {
+                inner
+                    .room_call("kick", room.as_str(), me, &[name.as_str()])
+                    .await
+            }
+        };
+        match answer.as_deref() {
+            Some("OK") => Ok(()),
+            Some("NOT-MEMBER") => Err(RoomError::NotMember),
+            Some("NOT-OWNER") => Err(RoomError::NotOwner),
+            Some("ROOM-LIMIT") => Err(RoomError::RoomLimit),
+            Some("ROOM-FULL") => Err(RoomError::RoomFull),
+            Some("NO-SUCH-MEMBER") => Err(RoomError::NoSuchMember),
+            Some(other) => {
+                warn!(answer = other, "unexpected answer from the room script");
+                Err(RoomError::Unavailable)
+            }
+            None => {
+                inner.failed();
+                Err(RoomError::Unavailable)
             }
         }
     }

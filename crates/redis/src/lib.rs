@@ -19,6 +19,7 @@
 //! nodes: everything there is rebuilt from the nodes' live connections.
 
 mod hub;
+mod rooms;
 mod scripts;
 mod store;
 

@@ -81,6 +81,10 @@ pub enum RoomError {
     /// `BAD-DEST-USER`: the member to remove is not in the room.
     #[error("no such member")]
     NoSuchMember,
+    /// `ROOM-UNAVAILABLE`: the hub cannot reach the rooms' state now (a cluster node cut off
+    /// from its store).
+    #[error("rooms unavailable")]
+    Unavailable,
     /// The hub does not serve rooms (never reached: such a hub is not offered them).
     #[error("rooms not served")]
     Unserved,

@@ -330,6 +330,7 @@ impl Session {
             Err(RoomError::RoomLimit) => Some(Reply::RoomLimit),
             Err(RoomError::RoomFull) => Some(Reply::RoomFull),
             Err(RoomError::NoSuchMember) => Some(Reply::BadDestUser),
+            Err(RoomError::Unavailable) => Some(Reply::RoomUnavailable),
             // Not offered by such a hub, so not reachable; unknown, as on a classic server.
             Err(RoomError::Unserved) => Some(Reply::BadRqstHdr),
         }

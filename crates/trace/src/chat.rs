@@ -332,6 +332,10 @@ fn decode_reply(line: &[u8]) -> Decoded {
                 Reply::NotOwner => "server: only the room's owner may do that".to_string(),
                 Reply::RoomLimit => "server: you are in as many rooms as allowed".to_string(),
                 Reply::RoomFull => "server: that room is full".to_string(),
+                Reply::RoomUnavailable => {
+                    "server: cannot reach the room right now; nothing changed, try again"
+                        .to_string()
+                }
             };
             Decoded {
                 kind: first_word(line),
