@@ -52,9 +52,9 @@ async fn members_on_three_nodes_see_one_order_from_senders_on_two() {
     clients[4].expect("MEMBERS-OK #big m0,m1,m2,m3,m4,m5").await;
 
     // m0 on n1 and m1 on n2 pipeline at once.
-    for s in 0..2 {
+    for (s, sender) in clients.iter_mut().take(2).enumerate() {
         let batch: String = (0..EACH).map(|k| format!("SAY #big s{s}-{k}\n")).collect();
-        clients[s].send_raw(batch.as_bytes()).await;
+        sender.send_raw(batch.as_bytes()).await;
     }
     let mut orders = Vec::new();
     for c in &mut clients {

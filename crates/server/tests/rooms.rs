@@ -158,15 +158,10 @@ async fn every_member_sees_one_order_under_concurrent_senders() {
             c.expect(&format!("JOINED #big m{j}")).await;
         }
     }
-    let mut senders = Vec::new();
-    for (s, c) in clients.iter_mut().take(SENDERS).enumerate() {
-        let batch: String = (0..EACH).map(|k| format!("SAY #big s{s}-{k}\n")).collect();
-        senders.push((s, batch));
-        let _ = c;
-    }
     // All batches go out before anyone reads, so the server interleaves them.
-    for (s, batch) in &senders {
-        clients[*s].send_raw(batch.as_bytes()).await;
+    for (s, sender) in clients.iter_mut().take(SENDERS).enumerate() {
+        let batch: String = (0..EACH).map(|k| format!("SAY #big s{s}-{k}\n")).collect();
+        sender.send_raw(batch.as_bytes()).await;
     }
     let mut orders = Vec::new();
     for c in &mut clients {

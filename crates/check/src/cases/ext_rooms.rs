@@ -57,7 +57,7 @@ pub(super) async fn ext_rooms(cx: &mut Ctx) -> CaseResult {
 
     // Two senders pipeline their messages at once; every member, senders included, must
     // receive all of them, each once, in one and the same order.
-    for s in 0..2 {
+    for (s, sender) in members.iter_mut().take(2).enumerate() {
         let mut batch = Vec::new();
         for k in 0..EACH {
             let body = format!("m{s}-{k}");
@@ -69,7 +69,7 @@ pub(super) async fn ext_rooms(cx: &mut Ctx) -> CaseResult {
                 .to_line(),
             );
         }
-        members[s].send_raw(&batch).await?;
+        sender.send_raw(&batch).await?;
     }
     let mut orders: Vec<Vec<Vec<u8>>> = Vec::new();
     for m in &mut members {

@@ -135,8 +135,11 @@ struct Shared {
     slots: Arc<Semaphore>,
     /// Room → its members in join order, with their queues; room lines are queued under
     /// this lock, so every member sees one order.
-    rooms: Mutex<HashMap<String, Vec<(String, mpsc::Sender<Vec<u8>>)>>>,
+    rooms: Mutex<HashMap<String, Vec<RoomMember>>>,
 }
+
+/// A room member: its name and its queue.
+type RoomMember = (String, mpsc::Sender<Vec<u8>>);
 
 /// A running reference server; stops when dropped.
 pub struct Server {
