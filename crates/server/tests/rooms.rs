@@ -240,12 +240,50 @@ async fn a_member_that_never_reads_is_dropped_and_parted() {
     server.shutdown().await;
 }
 
-/// A classic client beside a busy room: it sees exactly what it saw before, and the room
-/// lines are unknown commands to it.
+/// A classic client in a server full of rooms: it sees exactly what it saw before, and the
+/// room lines are unknown commands to it.
 #[tokio::test]
 async fn a_classic_client_sees_nothing_of_rooms() {
-    let server = Server::default().await;
+    let server = Server::start(Config {
+        limits: tcpchat_server::Limits::off(),
+        ..Config::default()
+    })
+    .await;
     let mut classic = server.login("carol").await;
+    // Twenty members in ten rooms, five each, all talking, joining and leaving.
+    let mut crowd = Vec::new();
+    for i in 0..20 {
+        let mut c = member(&server, &format!("u{i}")).await;
+        let lines: String = (0..5)
+            .map(|k| {
+                let r = (i + k) % 10;
+                format!("JOIN #r{r}\nSAY #r{r} hello from u{i}\n")
+            })
+            .chain(std::iter::once(format!("PART #r{}\n", i % 10)))
+            .collect();
+        c.send_raw(lines.as_bytes()).await;
+        crowd.push(c);
+    }
+    for (i, c) in crowd.iter_mut().enumerate() {
+        c.send("MEMBERS #r0").await;
+        // Its own lines and the others' arrive first; the answer to MEMBERS comes last.
+        loop {
+            let line = c.next_text().await.expect("room lines, then MEMBERS-OK");
+            if line.starts_with("MEMBERS-OK #r0") {
+                break;
+            }
+            assert!(
+                ["JOINED #", "SAID #", "PARTED #"]
+                    .iter()
+                    .any(|p| line.starts_with(p)),
+                "u{i}: {line}"
+            );
+        }
+    }
+    // Not a line of it reached the classic client: its next line answers its LIST.
+    classic.send("LIST").await;
+    let list = classic.next_text().await.expect("LIST-OK");
+    assert!(list.starts_with("LIST-OK carol,"), "{list}");
     let mut ann = member(&server, "ann").await;
     ann.send("JOIN #r").await;
     ann.expect("JOINED #r ann").await;
