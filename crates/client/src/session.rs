@@ -73,8 +73,6 @@ pub const PING_AFTER: Duration = Duration::from_secs(30);
 /// [`PING_AFTER`] + this, one minute.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How the session behaves; see [`Config::interactive`] and [`Config::script`].
-
 /// The extensions this client speaks and asks for. Not `rooms` yet: the client has no room
 /// conversations, and asking for lines it cannot show would only hide them.
 pub const SPOKEN: ExtensionSet = ExtensionSet::NONE
@@ -82,6 +80,7 @@ pub const SPOKEN: ExtensionSet = ExtensionSet::NONE
     .with(Extension::Presence)
     .with(Extension::Accounts);
 
+/// How the session behaves; see [`Config::interactive`] and [`Config::script`].
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The name to log in with; `None` asks for one first ([`Event::NameNeeded`]).
