@@ -23,6 +23,10 @@
 //! A `SEND` to a user on another node goes through the node's router ([`router`]): cached
 //! routes, one frame per destination node per round, and `SEND-OK` only when the recipient's
 //! node answers that it queued the message.
+//!
+//! Rooms (`docs/cluster.md`, "Rooms"; `rooms.rs`): one script per room request changes the
+//! room in Redis and publishes its line to every node with members, on the same channel, so
+//! each node hands its members one room's lines in the order Redis ran the scripts.
 
 mod router;
 
@@ -33,11 +37,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tcpchat_proto::Username;
-use tcpchat_server::{Delivery, Hub, LoginError, MemoryHub, Outbox, Roster, Sent};
+use tcpchat_server::{
+    Delivery, Hub, LoginError, MemoryHub, Outbox, RoomError, RoomLimits, RoomRequest, Roster, Sent,
+};
 use tokio::sync::{mpsc, Notify, RwLock};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::rooms::{user_line, LocalRooms};
 use crate::scripts::{deliver_channel, Scripts};
 use crate::store::{Store, RECONNECT_PAUSE};
 use crate::{check_url, ClusterConfig, ClusterError, ClusterMetrics, NodeId};
@@ -57,6 +64,8 @@ struct Inner {
     local: Mutex<HashMap<Username, Local>>,
     /// Presence watchers on this node, by their login's token.
     watchers: Mutex<HashMap<u64, Watcher>>,
+    /// This node's members of every room (see `rooms.rs`).
+    rooms: LocalRooms,
     next_token: AtomicU64,
     /// The subscriber is listening: messages for this node's users can arrive.
     subscribed: AtomicBool,
@@ -130,6 +139,7 @@ impl RedisHub {
             scripts: Scripts::new(),
             local: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
+            rooms: LocalRooms::default(),
             next_token: AtomicU64::new(1),
             subscribed: AtomicBool::new(false),
             dirty: AtomicBool::new(true),
@@ -357,14 +367,20 @@ impl Inner {
 
     /// Handles what was published on this node's channel: a presence event for its
     /// watchers (`,`), a frame of messages for its users (`!`), the results of one of its
-    /// own frames (`#`), or the eviction of a login whose account logged in on another
-    /// node (`~`, see [`Scripts::take_over`]).
+    /// own frames (`#`), the eviction of a login whose account logged in on another
+    /// node (`~`, see [`Scripts::take_over`]), a room's line for its members here (`*`), or
+    /// a room's answer for one of its users (`^`, both `rooms.rs`).
     fn handle_published(self: &Arc<Self>, payload: &[u8]) {
         match payload.split_first() {
             Some((b',', rest)) => self.handle_presence(rest),
             Some((b'!', rest)) => self.handle_frame(rest),
             Some((b'#', rest)) => self.handle_results(rest),
             Some((b'~', rest)) => self.handle_eviction(rest),
+            Some((b'*', rest)) => match std::str::from_utf8(rest) {
+                Ok(rest) => self.rooms.handle_room_line(rest),
+                Err(_) => warn!("ignoring a cluster room line that is not UTF-8"),
+            },
+            Some((b'^', rest)) => self.handle_user_line(rest),
             _ => warn!("ignoring a malformed cluster message"),
         }
     }
@@ -434,6 +450,40 @@ impl Inner {
             frame,
             results: answer[i + 1..].to_vec(),
         });
+    }
+
+    /// `{user} {room} {kind} {rest}`: a room's answer for one local user, in the room's order.
+    fn handle_user_line(&self, payload: &[u8]) {
+        let parsed = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|p| p.split_once(' '))
+            .and_then(|(to, rest)| Some((to, user_line(rest)?)));
+        let Some((to, line)) = parsed else {
+            warn!("ignoring a malformed cluster room answer");
+            return;
+        };
+        let outbox = match self.local().get(to) {
+            Some(l) if l.active => Arc::clone(&l.outbox),
+            _ => return,
+        };
+        let _ = outbox.push_with(|buf| buf.extend_from_slice(&line));
+    }
+
+    /// Runs one room request's script: `OK`, a refusal, or `None` if Redis did not answer.
+    async fn room_call(&self, op: &str, room: &str, name: &str, args: &[&str]) -> Option<String> {
+        let mut call = self.scripts.room.prepare_invoke();
+        self.args(&mut call);
+        call.arg(op).arg(room).arg(name);
+        for a in args {
+            call.arg(*a);
+        }
+        match self.store.invoke::<String>(&call).await {
+            Ok(answer) => Some(answer),
+            Err(e) => {
+                debug!(error = %e, op, "room call failed");
+                None
+            }
+        }
     }
 
     /// `+{name}` or `-{name}` from another node (or a reaped dead one).
@@ -524,6 +574,8 @@ impl Inner {
                 return;
             }
         }
+        // Out of this node's rooms at once; the others hear PARTED from the script below.
+        let in_rooms = self.rooms.drop_member(token);
         // At once, not after Redis: this node's watchers hear it after the user's last
         // local message (the lease drops once the connection has ended).
         self.announce(name.as_str(), false);
@@ -534,6 +586,14 @@ impl Inner {
         let name = name.clone();
         self.runtime.spawn(async move {
             let _shared = inner.sync_gate.read().await;
+            if in_rooms {
+                let mut call = inner.scripts.room.prepare_invoke();
+                inner.args(&mut call);
+                call.arg("leave").arg("").arg(name.as_str());
+                if let Err(e) = inner.store.invoke::<i64>(&call).await {
+                    debug!(error = %e, %name, "leaving rooms failed");
+                }
+            }
             let mut call = inner.scripts.release.prepare_invoke();
             inner.args(&mut call);
             call.arg(name.as_str()).arg(token);
@@ -715,6 +775,86 @@ impl Hub for RedisHub {
             Err(e) => {
                 lease.release_in_redis = false;
                 Err(e)
+            }
+        }
+    }
+
+    fn serves_rooms(&self) -> bool {
+        true
+    }
+
+    async fn room(
+        &self,
+        lease: &RedisLease,
+        outbox: &Arc<Outbox>,
+        request: RoomRequest<'_>,
+        limits: RoomLimits,
+    ) -> Result<(), RoomError> {
+        let inner = &self.inner;
+        let me = lease.name.as_str();
+        let answer = match &request {
+            RoomRequest::Rooms => {
+                let mut call = inner.scripts.room.prepare_invoke();
+                inner.args(&mut call);
+                call.arg("rooms").arg("").arg(me);
+                let mut rooms: Vec<String> = match inner.store.invoke(&call).await {
+                    Ok(rooms) => rooms,
+                    Err(e) => {
+                        debug!(error = %e, "room list failed");
+                        return Err(RoomError::Unavailable);
+                    }
+                };
+                rooms.sort_unstable();
+                let _ = outbox.push_with(|buf| {
+                    tcpchat_proto::Reply::encode_rooms(buf, rooms.iter().map(String::as_str));
+                });
+                return Ok(());
+            }
+            RoomRequest::Join(room) => {
+                let added = inner
+                    .rooms
+                    .add_pending(room, &lease.name, lease.token, outbox);
+                let (most, members) = (
+                    limits.rooms_per_user.to_string(),
+                    limits.members_per_room.to_string(),
+                );
+                let answer = inner
+                    .room_call("join", room.as_str(), me, &[&most, &members])
+                    .await;
+                if added && answer.as_deref() != Some("OK") {
+                    inner.rooms.remove_pending(room, lease.token);
+                }
+                answer
+            }
+            RoomRequest::Part(room) => inner.room_call("part", room.as_str(), me, &[]).await,
+            RoomRequest::Members(room) => inner.room_call("members", room.as_str(), me, &[]).await,
+            RoomRequest::Say { room, body } => {
+                inner.room_call("say", room.as_str(), me, &[body]).await
+            }
+            RoomRequest::Topic { room, text } => {
+                let args: Vec<&str> = text.iter().copied().collect();
+                inner.room_call("topic", room.as_str(), me, &args).await
+            }
+            RoomRequest::Kick { room, name } => {
+                inner
+                    .room_call("kick", room.as_str(), me, &[name.as_str()])
+                    .await
+            }
+        };
+        match answer.as_deref() {
+            Some("OK") => Ok(()),
+            Some("NOT-MEMBER") => Err(RoomError::NotMember),
+            Some("NOT-OWNER") => Err(RoomError::NotOwner),
+            Some("ROOM-LIMIT") => Err(RoomError::RoomLimit),
+            Some("ROOM-FULL") => Err(RoomError::RoomFull),
+            Some("NO-SUCH-MEMBER") => Err(RoomError::NoSuchMember),
+            Some(other) => {
+                warn!(answer = other, "unexpected answer from the room script");
+                Err(RoomError::Unavailable)
+            }
+            None => {
+                inner.failed();
+                Err(RoomError::Unavailable)
             }
         }
     }

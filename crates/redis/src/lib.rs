@@ -22,6 +22,7 @@
 mod accounts;
 mod hub;
 mod metrics;
+mod rooms;
 mod scripts;
 mod store;
 

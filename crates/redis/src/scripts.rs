@@ -13,7 +13,8 @@
 //! | `tcpchat:users:{node}` | set | names the node holds |
 //! | `tcpchat:user:{name}` | string | `"{node} {token}"`: who holds the name |
 //! | `tcpchat:watching:{node}` | string, expires | present while the node has presence watchers: only such nodes are sent presence events |
-//! | `tcpchat:deliver:{node}` | pub/sub channel | frames of messages for the node's users (`!`) and results for its own frames (`#`), see `hub/router.rs`; presence events, `",+{name}"` / `",-{name}"`; `"~{name} {token}"` ends that login of a name (its account logged in elsewhere) |
+//! | `tcpchat:deliver:{node}` | pub/sub channel | frames of messages for the node's users (`!`) and results for its own frames (`#`), see `hub/router.rs`; presence events, `",+{name}"` / `",-{name}"`; `"~{name} {token}"` ends that login of a name (its account logged in elsewhere); room lines `"*{room} {kind} {rest}"` and a room's answers for one user `"^{user} {room} {kind} {rest}"` (`rooms.rs`) |
+//! | `tcpchat:{r:#room}:*`, `tcpchat:rooms`, `tcpchat:joined:{name}`, `tcpchat:roomers:{node}` | | rooms; see `docs/cluster.md`, "Rooms" |
 //!
 //! Presence events travel on the same channel as the messages, published by the same script
 //! that changes the name (claim, release, re-sync, reaping a dead node), so a node hears of a
@@ -53,6 +54,47 @@ end
 local function tell(nodes, payload)
   for _, n in ipairs(nodes) do redis.call('PUBLISH', 'tcpchat:deliver:' .. n, payload) end
 end
+-- Rooms (docs/cluster.md, Rooms). A room line goes to every node with members in the
+-- room as `*{room} {kind} {rest}`; the nodes encode it (J joined, P parted, K kicked,
+-- T topic, S said). Redis runs one script at a time and delivers each channel in publish
+-- order, so every node gets one room's lines in one order.
+-- One hash tag per room ({r:#room}): on Redis Cluster all of a room's keys share a slot.
+local function rkey(r, what) return 'tcpchat:{r:' .. r .. '}:' .. what end
+local function room_tell(r, payload)
+  for _, n in ipairs(redis.call('HKEYS', rkey(r, 'nodes'))) do
+    redis.call('PUBLISH', 'tcpchat:deliver:' .. n, '*' .. r .. ' ' .. payload)
+  end
+end
+local function room_remove(r, name)
+  local n = redis.call('HGET', rkey(r, 'where'), name)
+  if not n then return end
+  redis.call('ZREM', rkey(r, 'members'), name)
+  redis.call('HDEL', rkey(r, 'where'), name)
+  if redis.call('HINCRBY', rkey(r, 'nodes'), n, -1) <= 0 then
+    redis.call('HDEL', rkey(r, 'nodes'), n)
+  end
+  redis.call('SREM', 'tcpchat:joined:' .. name, r)
+  redis.call('SREM', 'tcpchat:roomers:' .. n, r .. ' ' .. name)
+  if redis.call('ZCARD', rkey(r, 'members')) == 0 then
+    redis.call('DEL', rkey(r, 'members'), rkey(r, 'where'), rkey(r, 'nodes'), rkey(r, 'topic'),
+      rkey(r, 'seq'))
+    redis.call('SREM', 'tcpchat:rooms', r)
+  end
+end
+-- Everyone in the room hears that `name` left, the leaver included, then it is gone.
+local function room_part(r, name)
+  room_tell(r, 'P ' .. name)
+  room_remove(r, name)
+end
+-- A node's members leave all their rooms (a dead node's, when it is reaped).
+local function rooms_of_node_part(n)
+  local set = 'tcpchat:roomers:' .. n
+  for _, entry in ipairs(redis.call('SMEMBERS', set)) do
+    local r, name = string.match(entry, '^(%S+) (%S+)$')
+    if r then room_part(r, name) end
+  end
+  redis.call('DEL', set)
+end
 -- Frees a dead node's names and tells every live node, this one included, that they left.
 local function reap(n)
   local set = 'tcpchat:users:' .. n
@@ -67,6 +109,7 @@ local function reap(n)
     end
   end
   redis.call('DEL', set)
+  rooms_of_node_part(n)
   redis.call('SREM', 'tcpchat:nodes', n)
 end
 local function reap_dead()
@@ -234,6 +277,85 @@ end
 return out
 ";
 
+/// One room request (`docs/cluster.md`, "Rooms"): `ARGV[4]` the operation, `ARGV[5]` the
+/// room, `ARGV[6]` the asking user (on this node), `ARGV[7..]` its arguments. Checks and
+/// changes the room and publishes its line to every node with members, in one step. Answers
+/// meant for the asker alone in the room's order (the topic after its `JOIN`, a members
+/// list) go to this node as `"^{user} {room} {kind} {rest}"`, after what the script
+/// published before them. Returns `OK` or the refusal (`NOT-MEMBER`, `NOT-OWNER`,
+/// `ROOM-LIMIT`, `ROOM-FULL`, `NO-SUCH-MEMBER`); `rooms` returns the room names and `leave`
+/// (every room of the user) the number left.
+const ROOM: &str = r"
+local op, r, name = ARGV[4], ARGV[5], ARGV[6]
+if op == 'rooms' then return redis.call('SMEMBERS', 'tcpchat:rooms') end
+if op == 'leave' then
+  local rooms = redis.call('SMEMBERS', 'tcpchat:joined:' .. name)
+  for _, room in ipairs(rooms) do
+    if redis.call('HGET', rkey(room, 'where'), name) == node then room_part(room, name) end
+  end
+  return #rooms
+end
+local members = rkey(r, 'members')
+local function member(who) return redis.call('ZSCORE', members, who) ~= false end
+local function to_asker(payload)
+  redis.call('PUBLISH', 'tcpchat:deliver:' .. node, '^' .. name .. ' ' .. r .. ' ' .. payload)
+end
+local function topic_to_asker()
+  local t = redis.call('GET', rkey(r, 'topic'))
+  if t then to_asker('T ' .. t) end
+end
+if op == 'join' then
+  if member(name) then
+    to_asker('J ' .. name)
+    topic_to_asker()
+    return 'OK'
+  end
+  if redis.call('SCARD', 'tcpchat:joined:' .. name) >= tonumber(ARGV[7]) then return 'ROOM-LIMIT' end
+  if redis.call('ZCARD', members) >= tonumber(ARGV[8]) then return 'ROOM-FULL' end
+  redis.call('ZADD', members, redis.call('INCR', rkey(r, 'seq')), name)
+  redis.call('HSET', rkey(r, 'where'), name, node)
+  redis.call('HINCRBY', rkey(r, 'nodes'), node, 1)
+  redis.call('SADD', 'tcpchat:rooms', r)
+  redis.call('SADD', 'tcpchat:joined:' .. name, r)
+  redis.call('SADD', 'tcpchat:roomers:' .. node, r .. ' ' .. name)
+  room_tell(r, 'J ' .. name)
+  topic_to_asker()
+  return 'OK'
+end
+if op == 'members' then
+  to_asker('M ' .. table.concat(redis.call('ZRANGE', members, 0, -1), ','))
+  return 'OK'
+end
+if not member(name) then return 'NOT-MEMBER' end
+if op == 'say' then
+  room_tell(r, 'S ' .. name .. ' ' .. ARGV[7])
+  return 'OK'
+end
+if op == 'part' then
+  room_part(r, name)
+  return 'OK'
+end
+if redis.call('ZRANGE', members, 0, 0)[1] ~= name then return 'NOT-OWNER' end
+if op == 'topic' then
+  if ARGV[7] then
+    redis.call('SET', rkey(r, 'topic'), name .. ' ' .. ARGV[7])
+    room_tell(r, 'T ' .. name .. ' ' .. ARGV[7])
+  else
+    redis.call('DEL', rkey(r, 'topic'))
+    room_tell(r, 'T ' .. name)
+  end
+  return 'OK'
+end
+if op == 'kick' then
+  local target = ARGV[7]
+  if not member(target) then return 'NO-SUCH-MEMBER' end
+  room_tell(r, 'K ' .. target .. ' ' .. name)
+  room_remove(r, target)
+  return 'OK'
+end
+return 'BAD-OP'
+";
+
 /// Removes this node and frees all its names (clean shutdown).
 const LEAVE: &str = r"
 local set = 'tcpchat:users:' .. node
@@ -246,6 +368,7 @@ for _, name in ipairs(redis.call('SMEMBERS', set)) do
     tell(others, ',-' .. name)
   end
 end
+rooms_of_node_part(node)
 redis.call('DEL', set, 'tcpchat:alive:' .. node, 'tcpchat:watching:' .. node)
 redis.call('SREM', 'tcpchat:nodes', node)
 return 1
@@ -274,6 +397,7 @@ pub(crate) struct Scripts {
     pub leave: Script,
     /// [`LOOKUP`], sent as `EVAL` inside the router's pipelines.
     pub lookup: String,
+    pub room: Script,
 }
 
 impl Scripts {
@@ -289,6 +413,7 @@ impl Scripts {
             list: s(LIST),
             leave: s(LEAVE),
             lookup: format!("{PROLOGUE}{LOOKUP}"),
+            room: s(ROOM),
         }
     }
 }
