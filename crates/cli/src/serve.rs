@@ -267,8 +267,8 @@ settings! {
     max_topic: usize = |c| c.rooms.topic_bytes;
 
     /// Cluster mode: share names and messages with every node using this Redis, e.g.
-    /// redis://10.0.0.5:6379, redis://127.0.0.1:6379/2, or rediss://USER@HOST:6380 for TLS
-    /// (see docs/cluster.md)
+    /// redis://10.0.0.5:6379, redis://127.0.0.1:6379/2, or rediss://USER@HOST:6380 for TLS;
+    /// a Redis Cluster: redis+cluster://HOST:PORT,HOST:PORT,... (see docs/cluster.md)
     #[arg(long, env = "TCPCHAT_CLUSTER", value_name = "URL")]
     cluster: String = |_c| "off, everything in this process";
 

@@ -15,8 +15,11 @@
 //! | `tcpchat:account:{name}` | hash | `hash` (PHC string), `locked` (0/1), `created_at`, `password_changed_at` (Unix seconds) |
 //! | `tcpchat:accounts` | set | every account's name, for `tcpchat accounts list` |
 //!
-//! Each write is one script, so the hash and the set never disagree, and "create if absent"
-//! is atomic across nodes: two nodes registering one name at once, one wins.
+//! Each write to an account is one single-key script, so "create if absent" is atomic across
+//! nodes: two nodes registering one name at once, one wins. The set is an index for listing,
+//! written right after (an account and the set are in different slots of a Redis Cluster):
+//! a node that dies between the two leaves an account that works but is not listed until it
+//! is written again; listing skips names whose account is gone.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -67,7 +70,6 @@ struct Scripts {
     set_password: Script,
     set_locked: Script,
     delete: Script,
-    list: Script,
 }
 
 impl Scripts {
@@ -78,9 +80,8 @@ impl Scripts {
             ),
             create: Script::new(
                 "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-                 redis.call('HSET', KEYS[1], 'hash', ARGV[2], 'locked', '0',
-                            'created_at', ARGV[3], 'password_changed_at', ARGV[3])
-                 redis.call('SADD', KEYS[2], ARGV[1])
+                 redis.call('HSET', KEYS[1], 'hash', ARGV[1], 'locked', '0',
+                            'created_at', ARGV[2], 'password_changed_at', ARGV[2])
                  return 1",
             ),
             set_password: Script::new(
@@ -93,26 +94,7 @@ impl Scripts {
                  redis.call('HSET', KEYS[1], 'locked', ARGV[1])
                  return 1",
             ),
-            delete: Script::new(
-                "redis.call('SREM', KEYS[2], ARGV[1])
-                 return redis.call('DEL', KEYS[1])",
-            ),
-            // Five values per account; names whose hash is gone are skipped.
-            list: Script::new(
-                "local out = {}
-                 for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-                   local v = redis.call('HMGET', 'tcpchat:account:' .. name,
-                                        'hash', 'locked', 'created_at', 'password_changed_at')
-                   if v[1] then
-                     table.insert(out, name)
-                     table.insert(out, v[1])
-                     table.insert(out, v[2] or '0')
-                     table.insert(out, v[3] or '0')
-                     table.insert(out, v[4] or '0')
-                   end
-                 end
-                 return out",
-            ),
+            delete: Script::new("return redis.call('DEL', KEYS[1])"),
         }
     }
 }
@@ -220,6 +202,20 @@ impl RedisAccounts {
     }
 }
 
+impl RedisAccounts {
+    /// Adds `name` to (or removes it from) the list of accounts.
+    async fn index(&self, name: &str, add: bool) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd(if add { "SADD" } else { "SREM" });
+        cmd.arg(ACCOUNTS).arg(name);
+        self.inner
+            .store
+            .query::<i64>(&cmd)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
 impl AccountStore for RedisAccounts {
     fn get(&self, name: &str) -> StoreFuture<'_, Option<Account>> {
         let name = name.to_owned();
@@ -258,12 +254,11 @@ impl AccountStore for RedisAccounts {
         let (name, hash) = (name.to_owned(), hash.to_owned());
         Box::pin(async move {
             let mut call = self.inner.scripts.create.prepare_invoke();
-            call.key(key(&name))
-                .key(ACCOUNTS)
-                .arg(&name)
-                .arg(hash)
-                .arg(unix_now());
+            call.key(key(&name)).arg(hash).arg(unix_now());
             let n: i64 = self.inner.store.invoke(&call).await.map_err(unavailable)?;
+            if n == 1 {
+                self.index(&name, true).await?;
+            }
             Ok(n == 1)
         })
     }
@@ -282,8 +277,9 @@ impl AccountStore for RedisAccounts {
         let name = name.to_owned();
         Box::pin(async move {
             let mut call = self.inner.scripts.delete.prepare_invoke();
-            call.key(key(&name)).key(ACCOUNTS).arg(&name);
+            call.key(key(&name));
             let n: i64 = self.inner.store.invoke(&call).await.map_err(unavailable)?;
+            self.index(&name, false).await?;
             Ok(n == 1)
         })
     }
@@ -300,19 +296,39 @@ impl AccountStore for RedisAccounts {
 
     fn list(&self) -> StoreFuture<'_, Vec<Account>> {
         Box::pin(async move {
-            let mut call = self.inner.scripts.list.prepare_invoke();
-            call.key(ACCOUNTS);
-            let flat: Vec<String> = self.inner.store.invoke(&call).await.map_err(unavailable)?;
-            let mut accounts: Vec<Account> = flat
-                .chunks_exact(5)
-                .map(|c| Account {
-                    name: c[0].clone(),
-                    hash: c[1].clone(),
-                    locked: c[2] != "0",
-                    created_at: c[3].parse().unwrap_or(0),
-                    password_changed_at: c[4].parse().unwrap_or(0),
-                })
-                .collect();
+            let mut cmd = redis::cmd("SMEMBERS");
+            cmd.arg(ACCOUNTS);
+            let names: Vec<String> = self.inner.store.query(&cmd).await.map_err(unavailable)?;
+            if names.is_empty() {
+                return Ok(Vec::new());
+            }
+            // One HMGET per account, each in its own slot on a Redis Cluster.
+            let mut pipe = redis::pipe();
+            for name in &names {
+                pipe.cmd("HMGET").arg(key(name)).arg(&[
+                    "hash",
+                    "locked",
+                    "created_at",
+                    "password_changed_at",
+                ]);
+            }
+            let values = self.inner.store.values(&pipe).await.map_err(unavailable)?;
+            let mut accounts = Vec::with_capacity(names.len());
+            for (name, v) in names.into_iter().zip(values) {
+                let fields: Vec<Option<String>> =
+                    redis::FromRedisValue::from_redis_value(v).unwrap_or_default();
+                let field = |i: usize| fields.get(i).cloned().flatten();
+                // Names whose account is gone are skipped.
+                let Some(hash) = field(0) else { continue };
+                let num = |i: usize| field(i).and_then(|s| s.parse().ok()).unwrap_or(0);
+                accounts.push(Account {
+                    name,
+                    hash,
+                    locked: field(1).is_some_and(|l| l != "0"),
+                    created_at: num(2),
+                    password_changed_at: num(3),
+                });
+            }
             accounts.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(accounts)
         })

@@ -24,19 +24,23 @@
 //! routes, one frame per destination node per round, and `SEND-OK` only when the recipient's
 //! node answers that it queued the message.
 //!
-//! Rooms (`docs/cluster.md`, "Rooms"; `rooms.rs`): one script per room request changes the
-//! room in Redis and publishes its line to every node with members, on the same channel, so
-//! each node hands its members one room's lines in the order Redis ran the scripts.
+//! Rooms (`docs/cluster.md`, "Rooms"; `rooms.rs`, [`room_steps`]): one script per room
+//! request changes the room in its own slot and publishes its line on the room's channel in
+//! the same step; every node with members in the room listens to that channel on its
+//! subscription, so each node hands its members one room's lines in the order Redis ran the
+//! scripts, on one Redis and on a Redis Cluster alike.
 
+mod room_steps;
 mod router;
+mod steps;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tcpchat_proto::Username;
+use tcpchat_proto::{RoomName, Username};
 use tcpchat_server::{
     Delivery, Hub, LoginError, MemoryHub, Outbox, RoomError, RoomLimits, RoomRequest, Roster, Sent,
 };
@@ -44,9 +48,9 @@ use tokio::sync::{mpsc, Notify, RwLock};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::keys;
 use crate::rooms::{user_line, LocalRooms};
-use crate::scripts::{deliver_channel, Scripts};
-use crate::store::{Store, RECONNECT_PAUSE};
+use crate::store::{Backend, Store, RECONNECT_PAUSE};
 use crate::{check_url, ClusterConfig, ClusterError, ClusterMetrics, NodeId};
 
 /// The cluster backend for [`tcpchat_server::run_with_hub`]. Cheap to clone; clones share
@@ -60,12 +64,13 @@ struct Inner {
     node: NodeId,
     config: ClusterConfig,
     store: Store,
-    scripts: Scripts,
     local: Mutex<HashMap<Username, Local>>,
     /// Presence watchers on this node, by their login's token.
     watchers: Mutex<HashMap<u64, Watcher>>,
     /// This node's members of every room (see `rooms.rs`).
     rooms: LocalRooms,
+    /// The room channels this node listens to, and the handle to change them.
+    listening: tokio::sync::Mutex<Listened>,
     next_token: AtomicU64,
     /// The subscriber is listening: messages for this node's users can arrive.
     subscribed: AtomicBool,
@@ -136,10 +141,10 @@ impl RedisHub {
         let inner = Arc::new(Inner {
             node: config.node_id.clone(),
             store: Store::new(client, config.call_timeout, metrics),
-            scripts: Scripts::new(),
             local: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
             rooms: LocalRooms::default(),
+            listening: tokio::sync::Mutex::new(Listened::default()),
             next_token: AtomicU64::new(1),
             subscribed: AtomicBool::new(false),
             dirty: AtomicBool::new(true),
@@ -169,9 +174,7 @@ impl RedisHub {
     pub async fn leave(&self) {
         let inner = &self.inner;
         inner.cancel.cancel();
-        let mut call = inner.scripts.leave.prepare_invoke();
-        inner.args(&mut call);
-        match inner.store.invoke::<i64>(&call).await {
+        match inner.leave_steps().await {
             Ok(_) => info!(node = %inner.node, "left the cluster"),
             Err(e) => {
                 warn!(error = %e, "cannot leave the cluster cleanly; this node's names are freed when its lease expires")
@@ -215,12 +218,7 @@ impl Inner {
     /// presence events must reach (see `scripts.rs`).
     async fn all_names(&self, watching: bool) -> Vec<Username> {
         let mut names = self.local_names();
-        let mut call = self.scripts.list.prepare_invoke();
-        self.args(&mut call);
-        if watching {
-            call.arg(1);
-        }
-        match self.store.invoke::<Vec<String>>(&call).await {
+        match self.list_steps(watching).await {
             Ok(all) => {
                 // Local users are listed even if Redis has not caught up with them yet.
                 names.extend(all.iter().filter_map(|n| Username::parse(n).ok()));
@@ -231,13 +229,6 @@ impl Inner {
             }
         }
         names
-    }
-
-    /// The arguments every script starts with (see `scripts.rs`).
-    fn args(&self, call: &mut redis::ScriptInvocation<'_>) {
-        call.arg(self.node.as_str())
-            .arg(millis(self.config.settle))
-            .arg(millis(self.config.node_lease));
     }
 
     /// Notes that Redis may now be out of step with the local map.
@@ -254,19 +245,10 @@ impl Inner {
             .collect()
     }
 
-    /// Claims `name` in Redis with `script`: [`Scripts::claim`] (only if free) or
-    /// [`Scripts::take_over`] (whoever holds it).
-    async fn claim(
-        &self,
-        script: &redis::Script,
-        name: &Username,
-        token: u64,
-    ) -> Result<(), LoginError> {
+    /// Claims `name` in Redis: only if free, or with `take` whoever holds it (`steps.rs`).
+    async fn claim(&self, take: bool, name: &Username, token: u64) -> Result<(), LoginError> {
         let _shared = self.sync_gate.read().await;
-        let mut call = script.prepare_invoke();
-        self.args(&mut call);
-        call.arg(name.as_str()).arg(token);
-        let answer: String = match self.store.invoke(&call).await {
+        let answer = match self.claim_steps(name, token, take).await {
             Ok(a) => a,
             Err(e) => {
                 debug!(error = %e, %name, "claim failed");
@@ -274,8 +256,8 @@ impl Inner {
                 return Err(LoginError::Unavailable);
             }
         };
-        match answer.as_str() {
-            "OK" => {
+        match answer {
+            steps::Claim::Ok => {
                 let mut now_active = false;
                 if let Some(l) = self.local().get_mut(name) {
                     if l.token == token {
@@ -289,17 +271,13 @@ impl Inner {
                 }
                 Ok(())
             }
-            "IN-USE" => Err(LoginError::InUse),
-            "STALE" => {
+            steps::Claim::InUse => Err(LoginError::InUse),
+            steps::Claim::Stale => {
                 self.failed();
                 Err(LoginError::Unavailable)
             }
-            "SETTLING" => {
+            steps::Claim::Settling => {
                 debug!(%name, "login refused while nodes re-register");
-                Err(LoginError::Unavailable)
-            }
-            other => {
-                warn!(answer = other, "unexpected answer from the claim script");
                 Err(LoginError::Unavailable)
             }
         }
@@ -316,12 +294,11 @@ impl Inner {
             .filter(|(_, l)| l.active)
             .map(|(n, l)| (n.clone(), l.token))
             .collect();
-        let mut call = self.scripts.sync.prepare_invoke();
-        self.args(&mut call);
-        for (name, token) in &held {
-            call.arg(name.as_str()).arg(*token);
-        }
-        match self.store.invoke::<Vec<String>>(&call).await {
+        let synced = match self.sync_steps(&held).await {
+            Ok(conflicts) => self.rooms_sync_steps().await.map(|()| conflicts),
+            Err(e) => Err(e),
+        };
+        match synced {
             Ok(conflicts) => {
                 info!(users = held.len(), "registered this node's users in redis");
                 for name in conflicts {
@@ -343,20 +320,16 @@ impl Inner {
 
     /// Sets the `nodes_alive` gauge from Redis; a failed call leaves it as it was.
     async fn count_nodes(&self) {
-        let mut call = self.scripts.nodes_alive.prepare_invoke();
-        self.args(&mut call);
-        match self.store.invoke::<i64>(&call).await {
+        match self.count_steps().await {
             Ok(n) => self.store.metrics().nodes_alive(n),
             Err(e) => debug!(error = %e, "counting the live nodes failed"),
         }
     }
 
     async fn renew(&self) {
-        let mut call = self.scripts.renew.prepare_invoke();
-        self.args(&mut call);
-        call.arg(u8::from(!self.watchers().is_empty()));
-        match self.store.invoke::<i64>(&call).await {
-            Ok(1) if !self.dirty.load(Ordering::Relaxed) => {}
+        let watching = !self.watchers().is_empty();
+        match self.renew_steps(watching).await {
+            Ok(r) if r.alive && !self.dirty.load(Ordering::Relaxed) => {}
             Ok(_) => self.sync().await,
             Err(e) => {
                 debug!(error = %e, "lease renewal failed");
@@ -368,8 +341,8 @@ impl Inner {
     /// Handles what was published on this node's channel: a presence event for its
     /// watchers (`,`), a frame of messages for its users (`!`), the results of one of its
     /// own frames (`#`), the eviction of a login whose account logged in on another
-    /// node (`~`, see [`Scripts::take_over`]), a room's line for its members here (`*`), or
-    /// a room's answer for one of its users (`^`, both `rooms.rs`).
+    /// node (`~`); or on a room's channel: a line for its members here (`*`), or an answer
+    /// for one member (`^`, both `rooms.rs`).
     fn handle_published(self: &Arc<Self>, payload: &[u8]) {
         match payload.split_first() {
             Some((b',', rest)) => self.handle_presence(rest),
@@ -377,7 +350,11 @@ impl Inner {
             Some((b'#', rest)) => self.handle_results(rest),
             Some((b'~', rest)) => self.handle_eviction(rest),
             Some((b'*', rest)) => match std::str::from_utf8(rest) {
-                Ok(rest) => self.rooms.handle_room_line(rest),
+                Ok(rest) => {
+                    if let Some(empty) = self.rooms.handle_room_line(rest) {
+                        self.unlisten_later(empty);
+                    }
+                }
                 Err(_) => warn!("ignoring a cluster room line that is not UTF-8"),
             },
             Some((b'^', rest)) => self.handle_user_line(rest),
@@ -452,13 +429,21 @@ impl Inner {
         });
     }
 
-    /// `{user} {room} {kind} {rest}`: a room's answer for one local user, in the room's order.
+    /// `{node} {user} {room} {kind} {rest}`: a room's answer for one user, in the room's
+    /// order; every node listening to the room hears it, the user's node queues it.
     fn handle_user_line(&self, payload: &[u8]) {
         let parsed = std::str::from_utf8(payload)
             .ok()
             .and_then(|p| p.split_once(' '))
-            .and_then(|(to, rest)| Some((to, user_line(rest)?)));
-        let Some((to, line)) = parsed else {
+            .and_then(|(node, rest)| Some((node, rest.split_once(' ')?)));
+        let Some((node, (to, rest))) = parsed else {
+            warn!("ignoring a malformed cluster room answer");
+            return;
+        };
+        if node != self.node.as_str() {
+            return;
+        }
+        let Some(line) = user_line(rest) else {
             warn!("ignoring a malformed cluster room answer");
             return;
         };
@@ -467,23 +452,6 @@ impl Inner {
             _ => return,
         };
         let _ = outbox.push_with(|buf| buf.extend_from_slice(&line));
-    }
-
-    /// Runs one room request's script: `OK`, a refusal, or `None` if Redis did not answer.
-    async fn room_call(&self, op: &str, room: &str, name: &str, args: &[&str]) -> Option<String> {
-        let mut call = self.scripts.room.prepare_invoke();
-        self.args(&mut call);
-        call.arg(op).arg(room).arg(name);
-        for a in args {
-            call.arg(*a);
-        }
-        match self.store.invoke::<String>(&call).await {
-            Ok(answer) => Some(answer),
-            Err(e) => {
-                debug!(error = %e, op, "room call failed");
-                None
-            }
-        }
     }
 
     /// `+{name}` or `-{name}` from another node (or a reaped dead one).
@@ -574,8 +542,11 @@ impl Inner {
                 return;
             }
         }
-        // Out of this node's rooms at once; the others hear PARTED from the script below.
+        // Out of this node's rooms at once; the others hear PARTED from the scripts below.
         let in_rooms = self.rooms.drop_member(token);
+        for room in &in_rooms {
+            self.unlisten_later(room.clone());
+        }
         // At once, not after Redis: this node's watchers hear it after the user's last
         // local message (the lease drops once the connection has ended).
         self.announce(name.as_str(), false);
@@ -586,18 +557,16 @@ impl Inner {
         let name = name.clone();
         self.runtime.spawn(async move {
             let _shared = inner.sync_gate.read().await;
-            if in_rooms {
-                let mut call = inner.scripts.room.prepare_invoke();
-                inner.args(&mut call);
-                call.arg("leave").arg("").arg(name.as_str());
-                if let Err(e) = inner.store.invoke::<i64>(&call).await {
-                    debug!(error = %e, %name, "leaving rooms failed");
+            for room in &in_rooms {
+                if let Err(e) = inner
+                    .room_drop(room.as_str(), inner.node.as_str(), name.as_str())
+                    .await
+                {
+                    debug!(error = %e, %name, %room, "leaving a room failed");
+                    inner.failed();
                 }
             }
-            let mut call = inner.scripts.release.prepare_invoke();
-            inner.args(&mut call);
-            call.arg(name.as_str()).arg(token);
-            if let Err(e) = inner.store.invoke::<i64>(&call).await {
+            if let Err(e) = inner.release_steps(&name, token).await {
                 // The next re-sync frees it: Redis keeps only what the local map holds.
                 debug!(error = %e, %name, "release failed");
                 inner.failed();
@@ -642,40 +611,166 @@ async fn keeper(inner: Arc<Inner>) {
 /// Redis call per node per second.
 const NODES_ALIVE_EVERY: u32 = 5;
 
+/// A live subscription to this node's channel (and to the channels of the rooms it has
+/// members in).
+enum Listening {
+    /// `SUBSCRIBE` on a connection of its own (standalone Redis).
+    Single {
+        messages: std::pin::Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>,
+        sink: redis::aio::PubSubSink,
+    },
+    /// `SSUBSCRIBE` on a cluster connection of its own (RESP3): each subscription sits on the
+    /// master of its channel's slot; the messages come through `rx`.
+    Cluster {
+        conn: redis::cluster_async::ClusterConnection,
+        rx: mpsc::UnboundedReceiver<redis::PushInfo>,
+        /// This node's own channel: only its end ends the subscription.
+        channel: String,
+    },
+}
+
+/// What subscribes to and unsubscribes from room channels on the live subscription.
+#[derive(Clone)]
+enum Subscriber {
+    Single(redis::aio::PubSubSink),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Subscriber {
+    async fn subscribe(&mut self, channel: String) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.subscribe(channel).await,
+            Self::Cluster(conn) => conn.ssubscribe(channel).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: String) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.unsubscribe(channel).await,
+            Self::Cluster(conn) => conn.sunsubscribe(channel).await,
+        }
+    }
+}
+
+/// The room channels listened to (`Inner::listening`): while the subscription is up, every
+/// room with members here (joined or joining) is in `rooms`.
+#[derive(Default)]
+struct Listened {
+    subscriber: Option<Subscriber>,
+    rooms: HashSet<RoomName>,
+}
+
+/// One message published on this node's channel.
+enum Payload {
+    Single(redis::Msg),
+    Cluster(Vec<u8>),
+}
+
+impl Payload {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Single(m) => m.get_payload_bytes(),
+            Self::Cluster(b) => b,
+        }
+    }
+}
+
+impl Listening {
+    async fn start(inner: &Inner, channel: &str) -> redis::RedisResult<Self> {
+        match inner.store.backend() {
+            Backend::Single(client) => {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(channel).await?;
+                let (sink, messages) = pubsub.split();
+                Ok(Self::Single {
+                    messages: Box::pin(messages),
+                    sink,
+                })
+            }
+            Backend::Cluster(seeds) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let mut conn = seeds.subscriber(tx)?.get_async_connection().await?;
+                conn.ssubscribe(channel).await?;
+                Ok(Self::Cluster {
+                    conn,
+                    rx,
+                    channel: channel.to_owned(),
+                })
+            }
+        }
+    }
+
+    fn subscriber(&self) -> Subscriber {
+        match self {
+            Self::Single { sink, .. } => Subscriber::Single(sink.clone()),
+            Self::Cluster { conn, .. } => Subscriber::Cluster(conn.clone()),
+        }
+    }
+
+    /// The next message; `None` once the subscription may have missed some (its connection
+    /// dropped). On a Redis Cluster a dropped shard connection (a failover, a restart) ends
+    /// it too, even though the client would resubscribe by itself: the node then builds a new
+    /// subscription from the seed nodes, which finds the shard's new master, and re-syncs.
+    async fn next(&mut self) -> Option<Payload> {
+        match self {
+            Self::Single { messages, .. } => messages.next().await.map(Payload::Single),
+            Self::Cluster { rx, channel, .. } => loop {
+                let push = rx.recv().await?;
+                match push.kind {
+                    redis::PushKind::SMessage => {
+                        if let Some(redis::Value::BulkString(b)) = push.data.into_iter().nth(1) {
+                            return Some(Payload::Cluster(b));
+                        }
+                    }
+                    redis::PushKind::Disconnection => return None,
+                    // A room's channel left (nobody here is in it any more) is not an end.
+                    redis::PushKind::SUnsubscribe => {
+                        if let Some(redis::Value::BulkString(c)) = push.data.first() {
+                            if c == channel.as_bytes() {
+                                return None;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            },
+        }
+    }
+}
+
 /// Listens on this node's channel, reconnecting after any loss, until cancelled.
 async fn subscriber(inner: Arc<Inner>) {
-    let channel = deliver_channel(inner.node.as_str());
+    let channel = keys::deliver(inner.node.as_str());
     let mut was_up = true;
     loop {
-        let connect = async {
-            let mut pubsub = inner.store.client().get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
         let attempt = tokio::select! {
             () = inner.cancel.cancelled() => return,
-            r = tokio::time::timeout(inner.config.call_timeout, connect) => r,
+            r = tokio::time::timeout(inner.config.call_timeout, Listening::start(&inner, &channel)) => r,
         };
         match attempt {
-            Ok(Ok(pubsub)) => {
+            Ok(Ok(mut messages)) => 'up: {
+                let subscriber = messages.subscriber();
+                if !inner.listen_again(subscriber).await {
+                    break 'up;
+                }
                 info!(%channel, "listening for messages from other nodes");
                 was_up = true;
                 inner.subscribed.store(true, Ordering::Relaxed);
                 inner.store.metrics().subscribed(true);
                 // Messages may have been missed and names may have expired while down.
                 inner.failed();
-                let mut messages = pubsub.into_on_message();
                 loop {
                     tokio::select! {
                         () = inner.cancel.cancelled() => return,
                         msg = messages.next() => match msg {
-                            Some(msg) => inner.handle_published(msg.get_payload_bytes()),
+                            Some(msg) => inner.handle_published(msg.bytes()),
                             None => break,
                         },
                     }
                 }
                 inner.subscribed.store(false, Ordering::Relaxed);
                 inner.store.metrics().subscribed(false);
+                inner.listening.lock().await.subscriber = None;
                 warn!("lost the redis subscription; reconnecting");
             }
             Ok(Err(e)) if was_up => {
@@ -728,7 +823,7 @@ impl Hub for RedisHub {
             token,
             release_in_redis: true,
         };
-        match inner.claim(&inner.scripts.claim, name, token).await {
+        match inner.claim(false, name, token).await {
             Ok(()) => Ok(lease),
             Err(e) => {
                 // A refused claim wrote nothing. A failed one may have: it marked Redis as
@@ -770,7 +865,7 @@ impl Hub for RedisHub {
             token,
             release_in_redis: true,
         };
-        match inner.claim(&inner.scripts.take_over, name, token).await {
+        match inner.claim(true, name, token).await {
             Ok(()) => Ok(lease),
             Err(e) => {
                 lease.release_in_redis = false;
@@ -790,73 +885,7 @@ impl Hub for RedisHub {
         request: RoomRequest<'_>,
         limits: RoomLimits,
     ) -> Result<(), RoomError> {
-        let inner = &self.inner;
-        let me = lease.name.as_str();
-        let answer = match &request {
-            RoomRequest::Rooms => {
-                let mut call = inner.scripts.room.prepare_invoke();
-                inner.args(&mut call);
-                call.arg("rooms").arg("").arg(me);
-                let mut rooms: Vec<String> = match inner.store.invoke(&call).await {
-                    Ok(rooms) => rooms,
-                    Err(e) => {
-                        debug!(error = %e, "room list failed");
-                        return Err(RoomError::Unavailable);
-                    }
-                };
-                rooms.sort_unstable();
-                let _ = outbox.push_with(|buf| {
-                    tcpchat_proto::Reply::encode_rooms(buf, rooms.iter().map(String::as_str));
-                });
-                return Ok(());
-            }
-            RoomRequest::Join(room) => {
-                let added = inner
-                    .rooms
-                    .add_pending(room, &lease.name, lease.token, outbox);
-                let (most, members) = (
-                    limits.rooms_per_user.to_string(),
-                    limits.members_per_room.to_string(),
-                );
-                let answer = inner
-                    .room_call("join", room.as_str(), me, &[&most, &members])
-                    .await;
-                if added && answer.as_deref() != Some("OK") {
-                    inner.rooms.remove_pending(room, lease.token);
-                }
-                answer
-            }
-            RoomRequest::Part(room) => inner.room_call("part", room.as_str(), me, &[]).await,
-            RoomRequest::Members(room) => inner.room_call("members", room.as_str(), me, &[]).await,
-            RoomRequest::Say { room, body } => {
-                inner.room_call("say", room.as_str(), me, &[body]).await
-            }
-            RoomRequest::Topic { room, text } => {
-                let args: Vec<&str> = text.iter().copied().collect();
-                inner.room_call("topic", room.as_str(), me, &args).await
-            }
-            RoomRequest::Kick { room, name } => {
-                inner
-                    .room_call("kick", room.as_str(), me, &[name.as_str()])
-                    .await
-            }
-        };
-        match answer.as_deref() {
-            Some("OK") => Ok(()),
-            Some("NOT-MEMBER") => Err(RoomError::NotMember),
-            Some("NOT-OWNER") => Err(RoomError::NotOwner),
-            Some("ROOM-LIMIT") => Err(RoomError::RoomLimit),
-            Some("ROOM-FULL") => Err(RoomError::RoomFull),
-            Some("NO-SUCH-MEMBER") => Err(RoomError::NoSuchMember),
-            Some(other) => {
-                warn!(answer = other, "unexpected answer from the room script");
-                Err(RoomError::Unavailable)
-            }
-            None => {
-                inner.failed();
-                Err(RoomError::Unavailable)
-            }
-        }
+        self.inner.room(lease, outbox, request, limits).await
     }
 
     async fn list(&self) -> Roster {

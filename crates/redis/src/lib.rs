@@ -21,6 +21,7 @@
 
 mod accounts;
 mod hub;
+pub mod keys;
 mod metrics;
 mod rooms;
 mod scripts;
@@ -94,7 +95,7 @@ impl fmt::Display for NodeId {
 pub enum ClusterError {
     /// The Redis address is not a `redis://` or `rediss://` URL the client understands.
     /// `url` is already redacted: it never holds a password.
-    #[error("invalid cluster address {url:?}: {reason} (write redis://HOST:PORT, redis://HOST:PORT/DB or rediss://HOST:PORT for TLS)")]
+    #[error("invalid cluster address {url:?}: {reason} (write redis://HOST:PORT, redis://HOST:PORT/DB or rediss://HOST:PORT for TLS; redis+cluster://HOST:PORT,HOST:PORT,... for a Redis Cluster)")]
     InvalidUrl { url: String, reason: String },
     /// Two timings break a rule they must keep between them; the message says the rule.
     #[error("invalid cluster timings: {0}")]
@@ -109,7 +110,9 @@ pub enum ClusterError {
 /// password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, or `rediss://...` for TLS.
+    /// `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, or `rediss://...` for TLS; for a Redis
+    /// Cluster `redis+cluster://[USER:PASSWORD@]HOST:PORT,HOST:PORT,...` (`rediss+cluster://`
+    /// for TLS), any of its nodes: the client finds the others.
     pub url: String,
     /// The Redis password (or an ACL user's, with the user name in the URL), when it is not
     /// in the URL; it wins over one that is. Never logged.
@@ -232,42 +235,99 @@ impl ClusterConfig {
     }
 
     /// The redis client for these settings: the URL, the password from the file if one is
-    /// given, TLS with `tls_ca` as the roots for `rediss://`.
-    pub(crate) fn client(&self) -> Result<redis::Client, ClusterError> {
+    /// given, TLS with `tls_ca` as the roots for `rediss://` (and `rediss+cluster://`).
+    pub(crate) fn client(&self) -> Result<store::Backend, ClusterError> {
         use redis::IntoConnectionInfo;
         let shown = check_url(&self.url)?;
         let invalid = |e: redis::RedisError| ClusterError::InvalidUrl {
             url: shown.clone(),
             reason: e.to_string(),
         };
-        let mut info = self.url.as_str().into_connection_info().map_err(invalid)?;
-        if let Some(password) = &self.password {
-            let settings = info
-                .redis_settings()
-                .clone()
-                .set_password(password.expose());
-            info = info.set_redis_settings(settings);
+        let (urls, is_cluster) = match cluster_seeds(&self.url) {
+            Some(seeds) => (seeds, true),
+            None => (vec![self.url.clone()], false),
+        };
+        let mut infos = Vec::with_capacity(urls.len());
+        for url in &urls {
+            let mut info = url.as_str().into_connection_info().map_err(invalid)?;
+            if let Some(password) = &self.password {
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_password(password.expose());
+                info = info.set_redis_settings(settings);
+            }
+            infos.push(info);
         }
-        let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
-        match (&self.tls_ca, tls) {
-            (Some(_), false) => Err(ClusterError::Tls(
-                "a CA is given but the address is not rediss://: write rediss://HOST:PORT, or drop the CA".to_owned(),
-            )),
+        let tls = infos
+            .iter()
+            .any(|i| matches!(i.addr(), redis::ConnectionAddr::TcpTls { .. }));
+        let certs = match (&self.tls_ca, tls) {
+            (Some(_), false) => {
+                return Err(ClusterError::Tls(
+                    "a CA is given but the address is not rediss://: write rediss://HOST:PORT, or drop the CA".to_owned(),
+                ))
+            }
             (Some(pem), true) => {
                 if !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----") {
                     return Err(ClusterError::Tls(
                         "the CA file holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned(),
                     ));
                 }
-                let certs = redis::TlsCertificates {
+                Some(redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(pem.clone()),
-                };
-                redis::Client::build_with_tls(info, certs).map_err(|e| ClusterError::Tls(e.to_string()))
+                })
             }
-            (None, _) => redis::Client::open(info).map_err(invalid),
+            (None, _) => None,
+        };
+        if is_cluster {
+            let commands =
+                store::ClusterSeeds::client(infos.clone(), certs.clone(), self.call_timeout, None)
+                    .map_err(invalid)?;
+            return Ok(store::Backend::Cluster(store::ClusterSeeds {
+                commands,
+                nodes: infos,
+                certs,
+                timeout: self.call_timeout,
+            }));
+        }
+        let Some(info) = infos.pop() else {
+            return Err(ClusterError::InvalidUrl {
+                url: shown,
+                reason: "no address".to_owned(),
+            });
+        };
+        match certs {
+            Some(certs) => redis::Client::build_with_tls(info, certs)
+                .map(store::Backend::Single)
+                .map_err(|e| ClusterError::Tls(e.to_string())),
+            None => redis::Client::open(info)
+                .map(store::Backend::Single)
+                .map_err(invalid),
         }
     }
+}
+
+/// For `redis+cluster://[USERINFO@]H1:P1,H2:P2,...[/]` (or `rediss+cluster://`): one plain
+/// `redis://[USERINFO@]H:P` (or `rediss://`) URL per seed node. `None` for any other URL.
+fn cluster_seeds(url: &str) -> Option<Vec<String>> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        ("redis", rest)
+    } else {
+        ("rediss", url.strip_prefix("rediss+cluster://")?)
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    Some(
+        hosts
+            .split(',')
+            .map(|h| format!("{scheme}://{userinfo}{h}{path}"))
+            .collect(),
+    )
 }
 
 /// A secret that never shows in `Debug` output or logs.
@@ -301,13 +361,43 @@ pub fn check_url(url: &str) -> Result<String, ClusterError> {
         url: redact(url),
         reason: reason.to_owned(),
     };
+    if let Some(seeds) = cluster_seeds(url) {
+        let scheme = if url.starts_with("rediss") {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        let mut user = String::new();
+        let mut addrs = Vec::with_capacity(seeds.len());
+        for seed in &seeds {
+            // Each seed as a one-node URL: the same checks, the same redaction.
+            let one = check_url(seed).map_err(|_| invalid("each node must be HOST:PORT"))?;
+            let (db, rest) = one
+                .rsplit_once('/')
+                .map(|(rest, db)| (db.to_owned(), rest.to_owned()))
+                .unwrap_or_default();
+            if db != "0" {
+                return Err(invalid("a Redis Cluster has only database 0"));
+            }
+            let rest = rest.split_once("://").map_or(rest.as_str(), |(_, r)| r);
+            let addr = match rest.rsplit_once('@') {
+                Some((u, a)) => {
+                    user = format!("{u}@");
+                    a
+                }
+                None => rest,
+            };
+            addrs.push(addr.to_owned());
+        }
+        return Ok(format!("{scheme}://{user}{}", addrs.join(",")));
+    }
     let scheme = if url.starts_with("redis://") {
         "redis"
     } else if url.starts_with("rediss://") {
         "rediss"
     } else {
         return Err(invalid(
-            "only redis:// and rediss:// addresses are supported",
+            "only redis://, rediss://, redis+cluster:// and rediss+cluster:// addresses are supported",
         ));
     };
     let client = redis::Client::open(url).map_err(|e| invalid(&e.to_string()))?;
@@ -381,7 +471,22 @@ mod tests {
             "rediss://app@db.example:6380/1",
             "TLS, the ACL user kept, the password gone"
         );
-        for bad in ["127.0.0.1:6379", "http://x", "redis://"] {
+        assert_eq!(
+            check_url("redis+cluster://:secret@10.0.0.1:7000,10.0.0.2:7001").expect("valid"),
+            "redis+cluster://10.0.0.1:7000,10.0.0.2:7001",
+            "every seed node, no password"
+        );
+        assert_eq!(
+            check_url("rediss+cluster://app:pw@h1:7000").expect("valid"),
+            "rediss+cluster://app@h1:7000"
+        );
+        for bad in [
+            "127.0.0.1:6379",
+            "http://x",
+            "redis://",
+            "redis+cluster://h1:7000/2",
+            "redis+cluster://h1:7000,,h2:7001",
+        ] {
             assert!(check_url(bad).is_err(), "{bad:?} must be refused");
         }
         let err = check_url("http://u:hunter2@x")

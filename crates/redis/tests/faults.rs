@@ -30,7 +30,7 @@ fn cluster(n: usize) -> (Redis, Vec<Node>) {
 }
 
 fn lease_key(node: &str) -> String {
-    format!("tcpchat:alive:{node}")
+    format!("tcpchat:{{n:{node}}}:alive")
 }
 
 fn millis(d: Duration) -> i64 {
@@ -133,7 +133,7 @@ async fn sigterm_frees_a_nodes_names_at_once() {
 
     // At once: no waiting, no polling.
     assert!(!redis.exists(&lease_key("n2")), "lease left behind");
-    assert_eq!(redis.get("tcpchat:user:cat"), None, "cat left behind");
+    assert_eq!(redis.get("tcpchat:{u:cat}:holder"), None, "cat left behind");
     assert_eq!(ann.list().await, ["ann"]);
     let _cat2 = login_now(&nodes[0], "cat").await;
     ann.send("SEND dan still there?").await;
@@ -151,7 +151,7 @@ async fn a_fresh_cluster_refuses_logins_while_it_settles_then_admits() {
     while !admitted {
         // A login whose answer falls between two sightings of the settle key was handled
         // while the cluster settled.
-        let before = redis.int(&["PTTL", "tcpchat:settling"]);
+        let before = redis.int(&["PTTL", "tcpchat:{global}:settling"]);
         assert!(
             before <= millis(SETTLE),
             "settle key has {before} ms left, more than the documented {SETTLE:?}"
@@ -159,7 +159,7 @@ async fn a_fresh_cluster_refuses_logins_while_it_settles_then_admits() {
         let mut c = node.connect().await;
         c.send("HELLO-FROM ann").await;
         let answer = c.next_text().await;
-        let settling = before > 0 && redis.int(&["PTTL", "tcpchat:settling"]) > 0;
+        let settling = before > 0 && redis.int(&["PTTL", "tcpchat:{global}:settling"]) > 0;
         match answer.as_deref() {
             Some("BUSY") => {
                 c.expect_closed().await;
@@ -249,7 +249,7 @@ async fn a_node_cut_off_beyond_its_lease_loses_only_the_names_taken_meanwhile() 
     bob.wait_list(&["amy", "ann", "bob"]).await;
     amy.wait_list(&["amy", "ann", "bob"]).await;
     // One holder: Redis, both nodes' routing and both nodes' logins agree it is n2's ann.
-    let owner = redis.get("tcpchat:user:ann").unwrap_or_default();
+    let owner = redis.get("tcpchat:{u:ann}:holder").unwrap_or_default();
     assert!(owner.starts_with("n2 "), "ann is held by {owner:?}");
     amy.send_until_ok("ann", "to the ann that is left").await;
     ann2.expect("DELIVERY amy to the ann that is left").await;

@@ -1,17 +1,34 @@
-//! The `rooms` extension across cluster nodes: a real `redis-server` and three real
-//! `tcpchat serve --cluster` processes (`docs/cluster.md`, "Rooms"). Members on three nodes,
-//! two senders on different nodes: everyone sees one order.
+//! The `rooms` extension across cluster nodes (`docs/cluster.md`, "Rooms"): three real
+//! `tcpchat serve --cluster` processes on a real `redis-server`, and the same tests on a real
+//! Redis Cluster (three masters, three replicas), where the rooms' slots and the nodes'
+//! channels are on different shards. Members on three nodes, two senders on different
+//! nodes: everyone sees one order. Then a master of the Redis Cluster fails over under a
+//! room.
 
 use std::time::Duration;
 
-use tcpchat_testkit::{Client, Node, Redis, PATIENCE};
+use tcpchat_testkit::{Client, Node, Redis, RedisCluster, PATIENCE};
+
+fn nodes_on(url: &str, n: usize) -> Vec<Node> {
+    (1..=n)
+        .map(|i| Node::start_with(url, &format!("n{i}"), &["--limits", "off"]))
+        .collect()
+}
 
 fn cluster(n: usize) -> (Redis, Vec<Node>) {
     let redis = Redis::start();
-    let nodes = (1..=n)
-        .map(|i| Node::start_with(&redis.url(), &format!("n{i}"), &["--limits", "off"]))
-        .collect();
+    let nodes = nodes_on(&redis.url(), n);
     (redis, nodes)
+}
+
+/// Asserts that `keys` are not all on one shard of `redis`: the test then needs every room
+/// step to stay in its slot.
+fn spread(redis: &RedisCluster, keys: &[&str]) {
+    let masters: std::collections::HashSet<Option<u16>> = keys
+        .iter()
+        .map(|k| redis.master_of(redis.slot(k)))
+        .collect();
+    assert!(masters.len() >= 2, "every key on one shard: {masters:?}");
 }
 
 /// Logs `name` in on `node` with `rooms`, retrying while the cluster settles (`BUSY`).
@@ -34,8 +51,31 @@ async fn member(node: &Node, name: &str) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_on_three_nodes_see_one_order_from_senders_on_two() {
-    const EACH: usize = 150;
     let (_redis, nodes) = cluster(3);
+    one_order(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_members_on_three_nodes_see_one_order_from_senders_on_two() {
+    let redis = RedisCluster::start();
+    spread(
+        &redis,
+        &[
+            "tcpchat:{r:#big}:lines",
+            "tcpchat:{n:n1}:deliver",
+            "tcpchat:{n:n2}:deliver",
+            "tcpchat:{n:n3}:deliver",
+        ],
+    );
+    let nodes = nodes_on(&redis.url(), 3);
+    one_order(&nodes).await;
+}
+
+/// Six members on three nodes; two on two nodes pipeline 150 `SAY`s each: all six see one
+/// order, each sender's messages in the order sent. Then topic, refusals, `PART`, a
+/// disconnection, a newcomer, `ROOMS`, `KICK`.
+async fn one_order(nodes: &[Node]) {
+    const EACH: usize = 150;
     let mut clients = Vec::new();
     for i in 0..6 {
         let name = format!("m{i}");
@@ -125,6 +165,17 @@ async fn members_on_three_nodes_see_one_order_from_senders_on_two() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_members_are_parted() {
     let (_redis, nodes) = cluster(2);
+    killed_nodes_members_parted(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_killed_nodes_members_are_parted() {
+    let redis = RedisCluster::start();
+    let nodes = nodes_on(&redis.url(), 2);
+    killed_nodes_members_parted(&nodes).await;
+}
+
+async fn killed_nodes_members_parted(nodes: &[Node]) {
     let mut a = member(&nodes[0], "a").await;
     a.send("JOIN #r").await;
     a.expect("JOINED #r a").await;
@@ -136,4 +187,131 @@ async fn a_killed_nodes_members_are_parted() {
     a.expect("PARTED #r b").await;
     a.send("MEMBERS #r").await;
     a.expect("MEMBERS-OK #r a").await;
+}
+
+/// `SAY #f {body} #{try}` from `from` until it is answered without `ROOM-UNAVAILABLE`
+/// (Redis answers again after a fault); returns the try that went through. A try answered
+/// `ROOM-UNAVAILABLE` may still have been said (its script ran, the answer was lost).
+async fn say_until_said(from: &mut Client, name: &str, body: &str) -> u32 {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        from.send(&format!("SAY #f {body} #{tries}")).await;
+        // A member hears its own line; a refusal comes instead of it.
+        loop {
+            let line = from.next_text().await.unwrap_or_default();
+            if line == "ROOM-UNAVAILABLE" {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "SAY #f {body}: still ROOM-UNAVAILABLE"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                break;
+            }
+            if line == format!("SAID #f {name} {body} #{tries}") {
+                return tries;
+            }
+            let earlier = line
+                .strip_prefix(&format!("SAID #f {name} {body} #"))
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n < tries);
+            assert!(
+                earlier || line.starts_with("JOINED #f "),
+                "SAY #f {body}: got {line:?}"
+            );
+        }
+    }
+}
+
+/// Reads `c`'s lines until `SAID #f {from} {body} #{tries}`: earlier tries of it may come
+/// first, and `JOINED #f` repeats of members written back after a loss (`docs/cluster.md`).
+async fn heard(c: &mut Client, who: &str, from: &str, body: &str, tries: u32) {
+    let want = format!("SAID #f {from} {body} #{tries}");
+    loop {
+        let line = c.next_text().await.unwrap_or_default();
+        if line == want {
+            return;
+        }
+        let earlier = line
+            .strip_prefix(&format!("SAID #f {from} {body} #"))
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n < tries);
+        assert!(
+            earlier || line.starts_with("JOINED #f "),
+            "{who}: expected {want:?}, got {line:?}"
+        );
+    }
+}
+
+/// The master of a room's slot is killed with kill -9 and its replica takes over; no node is
+/// restarted. The room's members on three nodes are still its members, in the same order,
+/// and hear each other again; a newcomer can join. Then the same for the master of a node's
+/// channel, on another shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_room_survives_a_master_failover() {
+    let mut redis = RedisCluster::start();
+    let nodes = nodes_on(&redis.url(), 3);
+    let mut members = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let name = format!("f{i}");
+        let mut c = member(node, &name).await;
+        c.send("JOIN #f").await;
+        c.expect(&format!("JOINED #f {name}")).await;
+        for earlier in &mut members {
+            let earlier: &mut Client = earlier;
+            earlier.expect(&format!("JOINED #f {name}")).await;
+        }
+        members.push(c);
+    }
+    members[0].send("TOPIC #f before the failover").await;
+    for c in &mut members {
+        c.expect("TOPIC-IS #f f0 before the failover").await;
+    }
+
+    let slot = redis.slot("tcpchat:{r:#f}:lines");
+    let dead = redis.master_of(slot).expect("a master for the room");
+    redis.kill(dead);
+    let promoted = redis.wait_failover(slot, dead);
+    assert_ne!(promoted, dead);
+
+    // Senders on two nodes; every member on every node hears both.
+    for (s, body) in [(1, "after the failover"), (2, "me too")] {
+        let tries = say_until_said(&mut members[s], &format!("f{s}"), body).await;
+        for (i, c) in members.iter_mut().enumerate() {
+            if i != s {
+                heard(c, &format!("f{i}"), &format!("f{s}"), body, tries).await;
+            }
+        }
+    }
+    // Still members, in join order, the owner first; the topic kept.
+    members[2].send("MEMBERS #f").await;
+    members[2].expect("MEMBERS-OK #f f0,f1,f2").await;
+    let mut late = member(&nodes[1], "late").await;
+    late.send("JOIN #f").await;
+    late.expect("JOINED #f late").await;
+    late.expect("TOPIC-IS #f f0 before the failover").await;
+    for c in &mut members {
+        c.expect("JOINED #f late").await;
+    }
+
+    // Then the master of a node's channel (and lease) on another shard.
+    let (key, second) = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| format!("tcpchat:{{n:{n}}}:deliver"))
+        .find_map(|k| {
+            let m = redis.master_of(redis.slot(&k))?;
+            (m != promoted).then_some((k, m))
+        })
+        .expect("a node's channel on another shard");
+    let slot = redis.slot(&key);
+    redis.kill(second);
+    redis.wait_failover(slot, second);
+    let tries = say_until_said(&mut members[0], "f0", "still here").await;
+    for (i, c) in members.iter_mut().enumerate().skip(1) {
+        heard(c, &format!("f{i}"), "f0", "still here", tries).await;
+    }
+    heard(&mut late, "late", "f0", "still here", tries).await;
+    late.send("MEMBERS #f").await;
+    late.expect("MEMBERS-OK #f f0,f1,f2,late").await;
 }

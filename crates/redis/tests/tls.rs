@@ -58,7 +58,7 @@ async fn nodes_chat_through_redis_over_tls_with_an_acl_user() {
     bob.expect("DELIVERY ann over tls").await;
 
     // Both nodes registered in that Redis (read over its plain port, as the default user).
-    assert_eq!(redis.int(&["SCARD", "tcpchat:nodes"]), 2);
+    assert_eq!(redis.int(&["SCARD", "tcpchat:{global}:nodes"]), 2);
     // Over TLS as the ACL user, not as `default`: every connection but ours (the plain one
     // asking) is user=tcpchat, which only the password from the file lets in.
     let clients = redis.text(&["CLIENT", "LIST"]);

@@ -5,6 +5,8 @@
 //!   did arrive;
 //! - [`Process`], [`Redis`], [`Node`], [`Haproxy`]: real programs (`redis-server`, `tcpchat
 //!   serve --cluster`, `haproxy`) started on free ports and killed when dropped;
+//! - [`RedisCluster`]: a real Redis Cluster (three masters, three replicas), whose masters
+//!   a test can kill to watch a replica take over;
 //! - [`CutProxy`]: a TCP relay whose link can be cut and healed, for a network partition
 //!   between one node and Redis;
 //! - [`TlsRelay`], [`TestCa`]: a TLS-terminating relay in front of a plain server, and
@@ -21,6 +23,7 @@ mod line;
 mod process;
 mod proxy;
 mod redis;
+mod redis_cluster;
 mod server;
 mod tls;
 
@@ -31,6 +34,7 @@ pub use line::{wait_presence, Client};
 pub use process::{free_port, require, tcpchat_bin, Process};
 pub use proxy::CutProxy;
 pub use redis::Redis;
+pub use redis_cluster::{Master, RedisCluster};
 pub use server::Server;
 pub use tls::{server_config, Leaf, TestCa, TlsRelay};
 

@@ -142,6 +142,11 @@ impl Redis {
         self.process = Some(p);
     }
 
+    /// Whether the server was started and not stopped.
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+
     /// Kills the server (as a crash would): everything in it is gone.
     pub fn stop(&mut self) {
         if let Some(p) = self.process.take() {

@@ -1,9 +1,9 @@
 //! The cross-node sender: one task per node that carries every `SEND` for a user on another
 //! node, pipelined, batched and acknowledged (`docs/cluster.md`, "Pipelined delivery").
 //!
-//! - **Routes are cached.** The first message to a name looks its holder up (the `LOOKUP`
-//!   script: `"{node} {token}"`, the token naming that one login); later ones go straight to
-//!   that node. No script runs per message.
+//! - **Routes are cached.** The first message to a name looks its holder up (a `GET` of its
+//!   `holder` key: `"{node} {token}"`, the token naming that one login); later ones go
+//!   straight to that node. No script runs per message.
 //! - **Batched.** Everything queued while the previous round was in Redis goes in the next
 //!   one: one `PUBLISH` per destination node carries all its messages (a *frame*), plus the
 //!   lookups, as one pipeline, one write. The results this node owes other nodes' frames go
@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::{millis, Inner};
-use crate::scripts::deliver_channel;
+use crate::keys;
 
 /// How often a message is tried on a route before it is answered `BAD-DEST-USER`.
 const MAX_TRIES: u8 = 3;
@@ -351,25 +351,17 @@ impl Router {
     async fn flush(&mut self) {
         let mut pipe = redis::pipe();
         let lookups = std::mem::take(&mut self.lookups);
-        if !lookups.is_empty() {
-            let cmd = pipe
-                .cmd("EVAL")
-                .arg(&self.inner.scripts.lookup)
-                .arg(0)
-                .arg(self.inner.node.as_str())
-                .arg(millis(self.inner.config.settle))
-                .arg(millis(self.inner.config.node_lease));
-            for name in &lookups {
-                cmd.arg(name.as_str());
-            }
+        // A lookup is a plain `GET` of the name's holder (its own slot on a Redis Cluster).
+        for name in &lookups {
+            pipe.cmd("GET").arg(keys::holder(name.as_str()));
         }
         let building = std::mem::take(&mut self.building);
         let now = Instant::now();
         let mut published = Vec::with_capacity(building.len());
         for b in building {
-            pipe.cmd("PUBLISH")
-                .arg(deliver_channel(&b.node))
-                .arg(b.payload);
+            self.inner
+                .store
+                .publish(&mut pipe, keys::deliver(&b.node), b.payload);
             published.push(b.id);
             self.frames.insert(
                 b.id,
@@ -383,19 +375,15 @@ impl Router {
         match self.inner.store.pipeline(&pipe).await {
             Ok(values) => {
                 let mut values = values.into_iter();
-                if !lookups.is_empty() {
-                    let found = match values.next() {
-                        Some(Value::Array(found)) => found,
-                        _ => Vec::new(),
-                    };
-                    let mut found = found.into_iter();
-                    for name in lookups {
-                        let route = match found.next() {
-                            Some(Value::BulkString(v)) => Route::parse(&v),
-                            _ => None,
-                        };
-                        self.found(&name, route);
+                for name in lookups {
+                    // Held by this node (whose local lookup already failed) means not here:
+                    // no route.
+                    let route = match values.next() {
+                        Some(Value::BulkString(v)) => Route::parse(&v),
+                        _ => None,
                     }
+                    .filter(|r| &*r.node != self.inner.node.as_str());
+                    self.found(&name, route);
                 }
                 for id in published {
                     // 0: nobody subscribed, the node is gone. Its messages are retried on a
@@ -478,10 +466,9 @@ pub(super) async fn answer(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<An
         }
         let mut pipe = redis::pipe();
         for (node, payload) in answers.drain(..) {
-            pipe.cmd("PUBLISH")
-                .arg(deliver_channel(&node))
-                .arg(payload)
-                .ignore();
+            inner
+                .store
+                .publish(&mut pipe, keys::deliver(&node), payload);
         }
         if let Err(e) = inner.store.pipeline(&pipe).await {
             debug!(error = %e, "cannot publish results for other nodes' frames");
