@@ -34,20 +34,54 @@ impl Inner {
         }
     }
 
+    /// Adds the room script to `pipe`, by its digest (`EVALSHA`: a `SAY` then sends a few
+    /// dozen bytes, not the script), or whole with `full`.
     fn room_call<'p>(
         &self,
         pipe: &'p mut redis::Pipeline,
+        full: bool,
         room: &str,
         op: &str,
         node: &str,
         name: &str,
     ) -> &'p mut redis::Pipeline {
-        eval(pipe, SCRIPTS.room, &keys::room(room))
-            .arg(self.publish_verb())
+        let keys = keys::room(room);
+        let pipe = if full {
+            eval(pipe, SCRIPTS.room, &keys)
+        } else {
+            pipe.cmd("EVALSHA").arg(room_digest()).arg(keys.len());
+            for k in &keys {
+                pipe.arg(k);
+            }
+            pipe
+        };
+        pipe.arg(self.publish_verb())
             .arg(room)
             .arg(op)
             .arg(node)
             .arg(name)
+    }
+
+    /// Runs a step of room scripts built by `build` (given `full`: see [`Inner::room_call`]):
+    /// by digest, and whole once more if a shard does not have the script yet (a new or
+    /// restarted Redis, a promoted replica that was never sent it: `NOSCRIPT`). A script
+    /// refused so did not run; the others of a step of several (`rejoin`s) run twice, which
+    /// they allow: each changes nothing the second time.
+    async fn room_step(
+        &self,
+        commands: usize,
+        build: impl Fn(&mut redis::Pipeline, bool),
+    ) -> Result<Vec<Value>, CallError> {
+        let mut pipe = redis::pipe();
+        build(&mut pipe, false);
+        match self.step(&pipe, commands).await {
+            Err(CallError::Redis(e)) if e.code() == Some("NOSCRIPT") => {
+                let mut pipe = redis::pipe();
+                build(&mut pipe, true);
+                self.step(&pipe, commands).await
+            }
+            other => other,
+        }
     }
 
     /// Runs the room script once; its answer, as a list.
@@ -58,12 +92,15 @@ impl Inner {
         name: &str,
         args: &[&str],
     ) -> Result<Vec<Value>, CallError> {
-        let mut pipe = redis::pipe();
-        let call = self.room_call(&mut pipe, room, op, self.node.as_str(), name);
-        for a in args {
-            call.arg(*a);
-        }
-        let mut v = self.step(&pipe, 1).await?;
+        let me = self.node.as_str();
+        let mut v = self
+            .room_step(1, |pipe, full| {
+                let call = self.room_call(pipe, full, room, op, me, name);
+                for a in args {
+                    call.arg(*a);
+                }
+            })
+            .await?;
         Ok(v.pop().map(items).unwrap_or_default())
     }
 
@@ -109,10 +146,10 @@ impl Inner {
         node: &str,
         name: &str,
     ) -> Result<(), CallError> {
-        let mut pipe = redis::pipe();
-        self.room_call(&mut pipe, room, "drop", node, name);
         let v = self
-            .step(&pipe, 1)
+            .room_step(1, |pipe, full| {
+                self.room_call(pipe, full, room, "drop", node, name);
+            })
             .await?
             .pop()
             .map(items)
@@ -159,11 +196,13 @@ impl Inner {
             .map(texts)
             .unwrap_or_default();
         if !joined.is_empty() {
-            let mut pipe = redis::pipe();
-            for (room, name) in &joined {
-                self.room_call(&mut pipe, room.as_str(), "rejoin", me, name.as_str());
-            }
-            let answers = self.step(&pipe, joined.len()).await?;
+            let answers = self
+                .room_step(joined.len(), |pipe, full| {
+                    for (room, name) in &joined {
+                        self.room_call(pipe, full, room.as_str(), "rejoin", me, name.as_str());
+                    }
+                })
+                .await?;
             let created: Vec<&RoomName> = joined
                 .iter()
                 .zip(answers)
@@ -445,6 +484,12 @@ impl Inner {
         self.failed();
         RoomError::Unavailable
     }
+}
+
+/// The room script's digest, for `EVALSHA`.
+fn room_digest() -> &'static str {
+    static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIGEST.get_or_init(|| redis::Script::new(SCRIPTS.room).get_hash().to_owned())
 }
 
 /// The room script's answer as the request's outcome.
