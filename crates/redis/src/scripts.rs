@@ -114,6 +114,14 @@ local function remove(who)
   return 0
 end
 if op == 'join' then
+  -- ARGV[7] = 1: the asker's node does not have it in the room. Then a member of that name
+  -- is a leftover of an earlier login whose leaving never reached Redis: it joins again.
+  if member(name) and ARGV[7] == '1' then
+    redis.call('HSET', where, name, node)
+    tell('J ' .. name)
+    topic_to_asker()
+    return {'OK', 1, 0}
+  end
   if member(name) then
     to_asker('J ' .. name)
     topic_to_asker()

@@ -315,3 +315,32 @@ async fn on_a_redis_cluster_a_room_survives_a_master_failover() {
     late.send("MEMBERS #f").await;
     late.expect("MEMBERS-OK #f f0,f1,f2,late").await;
 }
+
+/// A membership whose leaving never reached Redis (a `PART` lost in a failover, a connection
+/// whose `drop` failed) does not keep that name out of the room: the name's next `JOIN`, from
+/// a login not in the room, joins it again and everyone hears it. Fails if such a `JOIN` is
+/// taken for "already a member" (the joiner then never gets its `JOINED`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leftover_membership_does_not_keep_its_name_out() {
+    let (redis, nodes) = cluster(2);
+    let mut a = member(&nodes[0], "a").await;
+    a.send("JOIN #z").await;
+    a.expect("JOINED #z a").await;
+    // What a lost PART leaves behind: "ghost" still listed, on n2.
+    redis.int(&["ZADD", "tcpchat:{r:#z}:members", "100", "ghost"]);
+    redis.int(&["HSET", "tcpchat:{r:#z}:where", "ghost", "n2"]);
+    a.send("MEMBERS #z").await;
+    a.expect("MEMBERS-OK #z a,ghost").await;
+    let mut g = member(&nodes[1], "ghost").await;
+    g.send("JOIN #z").await;
+    g.expect("JOINED #z ghost").await;
+    a.expect("JOINED #z ghost").await;
+    g.send("SAY #z back").await;
+    g.expect("SAID #z ghost back").await;
+    a.expect("SAID #z ghost back").await;
+    g.send("PART #z").await;
+    g.expect("PARTED #z ghost").await;
+    a.expect("PARTED #z ghost").await;
+    a.send("MEMBERS #z").await;
+    a.expect("MEMBERS-OK #z a").await;
+}

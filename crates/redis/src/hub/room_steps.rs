@@ -430,11 +430,14 @@ impl Inner {
         limits: RoomLimits,
     ) -> Result<(), RoomError> {
         let token = lease.token;
-        if !self.rooms.is_in(room, token) && self.rooms.rooms_of(token) >= limits.rooms_per_user {
+        let fresh = !self.rooms.is_in(room, token);
+        if fresh && self.rooms.rooms_of(token) >= limits.rooms_per_user {
             return Err(RoomError::RoomLimit);
         }
         let added = self.rooms.add_pending(room, &lease.name, token, outbox);
-        let result = self.room_join_steps(room, &lease.name, token, limits).await;
+        let result = self
+            .room_join_steps(room, &lease.name, token, fresh, limits)
+            .await;
         if added && result.is_err() {
             self.rooms.remove_pending(room, token);
             self.unlisten_later(room.clone());
@@ -447,6 +450,7 @@ impl Inner {
         room: &RoomName,
         name: &Username,
         token: u64,
+        fresh: bool,
         limits: RoomLimits,
     ) -> Result<(), RoomError> {
         if !self.listen(room).await {
@@ -455,7 +459,12 @@ impl Inner {
         }
         let most = limits.members_per_room.to_string();
         let v = self
-            .room_script(room.as_str(), "join", name.as_str(), &[&most])
+            .room_script(
+                room.as_str(),
+                "join",
+                name.as_str(),
+                &[&most, if fresh { "1" } else { "0" }],
+            )
             .await
             .map_err(|e| self.room_failed(&e))?;
         answer_of(&v)?;
