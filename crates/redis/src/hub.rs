@@ -711,7 +711,11 @@ impl Listening {
     /// dropped). On a Redis Cluster a dropped shard connection (a failover, a restart) ends
     /// it too, even though the client would resubscribe by itself: the node then builds a new
     /// subscription from the seed nodes, which finds the shard's new master, and re-syncs.
-    async fn next(&mut self) -> Option<Payload> {
+    ///
+    /// A shard that stops serving a channel's slot (a planned failover makes its master a
+    /// replica) unsubscribes its clients without dropping them: that ends the subscription
+    /// too when it is this node's channel or a room's that `wanted` still holds.
+    async fn next(&mut self, wanted: impl Fn(&RoomName) -> bool) -> Option<Payload> {
         match self {
             Self::Single { messages, .. } => messages.next().await.map(Payload::Single),
             Self::Cluster { rx, channel, .. } => loop {
@@ -723,10 +727,15 @@ impl Listening {
                         }
                     }
                     redis::PushKind::Disconnection => return None,
-                    // A room's channel left (nobody here is in it any more) is not an end.
+                    // A room's channel this node left (nobody here is in it any more) is not
+                    // an end; one it still needs is.
                     redis::PushKind::SUnsubscribe => {
                         if let Some(redis::Value::BulkString(c)) = push.data.first() {
-                            if c == channel.as_bytes() {
+                            if c == channel.as_bytes()
+                                || keys::room_of_lines(c)
+                                    .and_then(|r| RoomName::parse_with_limit(r, usize::MAX).ok())
+                                    .is_some_and(|r| wanted(&r))
+                            {
                                 return None;
                             }
                         }
@@ -762,7 +771,7 @@ async fn subscriber(inner: Arc<Inner>) {
                 loop {
                     tokio::select! {
                         () = inner.cancel.cancelled() => return,
-                        msg = messages.next() => match msg {
+                        msg = messages.next(|room| inner.rooms.has_room(room)) => match msg {
                             Some(msg) => inner.handle_published(msg.bytes()),
                             None => break,
                         },

@@ -93,6 +93,14 @@ pub(crate) fn room_lines(room: &str) -> String {
     room_key(room, "lines")
 }
 
+/// The room whose lines travel on `channel`, if it is a room's channel.
+pub(crate) fn room_of_lines(channel: &[u8]) -> Option<&str> {
+    std::str::from_utf8(channel)
+        .ok()?
+        .strip_prefix("tcpchat:{r:")?
+        .strip_suffix("}:lines")
+}
+
 /// Set of `"{room} {name}"`, one per room member on the node: a side index, for parting a
 /// dead node's members.
 pub(crate) fn node_rooms(node: &str) -> String {
@@ -131,6 +139,8 @@ mod tests {
             assert_eq!(tag(&k), "r:#r", "{k}");
         }
         assert_eq!(tag(&node_rooms("n1")), "n:n1");
+        assert_eq!(room_of_lines(room_lines("#a}b").as_bytes()), Some("#a}b"));
+        assert_eq!(room_of_lines(deliver("n1").as_bytes()), None);
         for k in [epoch(), settling(), nodes(), rooms()] {
             assert_eq!(tag(&k), "global", "{k}");
         }

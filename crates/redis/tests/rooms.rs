@@ -344,3 +344,121 @@ async fn a_leftover_membership_does_not_keep_its_name_out() {
     a.send("MEMBERS #z").await;
     a.expect("MEMBERS-OK #z a").await;
 }
+
+/// The port of the replica of the master on `master`, from `CLUSTER NODES`
+/// (`id ip:port@bus flags master-id ...`).
+fn replica_of(redis: &RedisCluster, master: u16) -> u16 {
+    let nodes = redis
+        .servers
+        .iter()
+        .find(|s| s.is_running())
+        .expect("a running server")
+        .text(&["CLUSTER", "NODES"]);
+    let port = |f: &str| -> Option<u16> { f.split('@').next()?.rsplit(':').next()?.parse().ok() };
+    let fields: Vec<Vec<&str>> = nodes
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let id = fields
+        .iter()
+        .find(|f| f.len() > 3 && port(f[1]) == Some(master))
+        .map(|f| f[0])
+        .expect("the master in CLUSTER NODES");
+    fields
+        .iter()
+        .find(|f| f.len() > 3 && f[3] == id && !f[2].contains("fail"))
+        .and_then(|f| port(f[1]))
+        .expect("a replica of the master")
+}
+
+/// A planned failover (`CLUSTER FAILOVER` on a replica): the old master, now a replica,
+/// unsubscribes the room's channel under the nodes without dropping their connections. The
+/// nodes notice and listen again on the new master; members on two nodes hear each other.
+/// Fails if a node takes that unsubscription for one of its own (its members then hear
+/// nothing more of the room). The room is chosen on a shard that holds neither node's own
+/// channel, so only the room's channel is unsubscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_room_survives_a_planned_failover() {
+    let redis = RedisCluster::start();
+    let taken: Vec<Option<u16>> = ["n1", "n2"]
+        .iter()
+        .map(|n| redis.master_of(redis.slot(&format!("tcpchat:{{n:{n}}}:deliver"))))
+        .collect();
+    let room = (0..50)
+        .map(|i| format!("#p{i}"))
+        .find(|r| {
+            !taken.contains(&redis.master_of(redis.slot(&format!("tcpchat:{{r:{r}}}:lines"))))
+        })
+        .expect("a room on the third shard");
+    let nodes = nodes_on(&redis.url(), 2);
+    let mut a = member(&nodes[0], "a").await;
+    a.send(&format!("JOIN {room}")).await;
+    a.expect(&format!("JOINED {room} a")).await;
+    let mut b = member(&nodes[1], "b").await;
+    b.send(&format!("JOIN {room}")).await;
+    b.expect(&format!("JOINED {room} b")).await;
+    a.expect(&format!("JOINED {room} b")).await;
+
+    let slot = redis.slot(&format!("tcpchat:{{r:{room}}}:lines"));
+    let old = redis.master_of(slot).expect("the room's master");
+    let new = replica_of(&redis, old);
+    let server = redis
+        .servers
+        .iter()
+        .find(|s| s.port == new)
+        .expect("the replica");
+    assert_eq!(
+        server.command(&["CLUSTER", "FAILOVER"]).as_deref(),
+        Some("+OK")
+    );
+    assert_eq!(redis.wait_failover(slot, old), new);
+
+    // Each says until its line comes back to it, then the other must hear it. A line said
+    // while the nodes were still listening on the old master is lost for them (nothing
+    // answers it: a member's `SAY` has no reply but its line), so a try that brings nothing
+    // back within a few seconds is followed by the next; the pass condition is only that the
+    // lines come back, not how soon.
+    let mut pair = [a, b];
+    for (f, name) in [(0, "a"), (1, "b")] {
+        let [x, y] = &mut pair;
+        let (from, to) = if f == 0 { (x, y) } else { (y, x) };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut tries = 0;
+        let said = 'said: loop {
+            tries += 1;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: no line of its own came back"
+            );
+            from.send(&format!("SAY {room} after {tries}")).await;
+            loop {
+                let line = match from.next_line_within(Duration::from_secs(3)).await {
+                    Ok(Some(l)) => String::from_utf8_lossy(&l).into_owned(),
+                    Ok(None) => panic!("{name}: connection closed"),
+                    Err(_) => continue 'said,
+                };
+                if line == format!("SAID {room} {name} after {tries}") {
+                    break 'said tries;
+                }
+                if line == "ROOM-UNAVAILABLE" {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue 'said;
+                }
+                assert!(
+                    line.starts_with(&format!("SAID {room} {name} after ")),
+                    "{name}: {line:?}"
+                );
+            }
+        };
+        loop {
+            let line = to.next_text().await.expect("the other member hears it");
+            if line == format!("SAID {room} {name} after {said}") {
+                break;
+            }
+            assert!(
+                line.starts_with(&format!("SAID {room} {name} after ")),
+                "{line:?}"
+            );
+        }
+    }
+}
