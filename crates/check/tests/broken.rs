@@ -264,6 +264,7 @@ planted! {
     registered_name_free_for_classic: RegisteredNameFreeForClassic => &["accounts-registered-name"];
     in_use_for_accounts: InUseForAccounts => &["accounts-registered-name"];
     never_throttles: NeverThrottles => &["accounts-throttle"];
+    no_room_echo: NoRoomEcho => &["ext-rooms"];
 }
 
 /// Against a classic server the extension cases are skipped, each saying why, and nothing
@@ -294,6 +295,7 @@ async fn a_classic_server_skips_the_extension_cases_and_fails_none() {
             "ext-negotiation",
             "ext-keepalive",
             "ext-presence",
+            "ext-rooms",
             "accounts-register",
             "accounts-wrong-password",
             "accounts-registered-name",

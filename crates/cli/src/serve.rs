@@ -28,7 +28,8 @@ use tcpchat_proto::{Extension, ExtensionSet};
 use tcpchat_redis::{ClusterConfig, NodeId, RedisHub};
 use tcpchat_server::limits::{parse_networks, CommandRate, IpNet, LoginRate, Rate};
 use tcpchat_server::{
-    AccountSettings, Config, Keepalive, Limits, Listeners, MemoryHub, Metrics, StoreHandle,
+    AccountSettings, Config, Keepalive, Limits, Listeners, MemoryHub, Metrics, RoomLimits,
+    StoreHandle,
 };
 use tcpchat_tls::server::Reloadable;
 use tracing::{debug, info, warn};
@@ -252,6 +253,18 @@ settings! {
     /// WHO / WHO-OK / UNKNOWN from its first WHO on), "current" or "old" fixes one for all
     #[arg(long, env = "TCPCHAT_PROTOCOL_GENERATION", value_name = "auto|current|old")]
     protocol_generation: GenerationArg = |c| GenerationArg(c.generation).name();
+
+    /// Rooms extension: rooms one user may be in at once; one more JOIN is ROOM-LIMIT
+    #[arg(long, env = "TCPCHAT_MAX_ROOMS_PER_USER", value_name = "N")]
+    max_rooms_per_user: usize = |c| c.rooms.rooms_per_user;
+
+    /// Rooms extension: members one room may have; one more JOIN is ROOM-FULL
+    #[arg(long, env = "TCPCHAT_MAX_ROOM_MEMBERS", value_name = "N")]
+    max_room_members: usize = |c| c.rooms.members_per_room;
+
+    /// Rooms extension: longest room topic, in bytes
+    #[arg(long, env = "TCPCHAT_MAX_TOPIC", value_name = "BYTES")]
+    max_topic: usize = |c| c.rooms.topic_bytes;
 
     /// Cluster mode: share names and messages with every node using this Redis, e.g.
     /// redis://10.0.0.5:6379, redis://127.0.0.1:6379/2, or rediss://USER@HOST:6380 for TLS;
@@ -824,6 +837,15 @@ impl ServeArgs {
                 .and_then(|p| p.0)
                 .map(|seed| tcpchat_server::Practice { seed }),
             generation: s.protocol_generation.map_or(defaults.generation, |g| g.0),
+            rooms: RoomLimits {
+                rooms_per_user: s
+                    .max_rooms_per_user
+                    .unwrap_or(defaults.rooms.rooms_per_user),
+                members_per_room: s
+                    .max_room_members
+                    .unwrap_or(defaults.rooms.members_per_room),
+                topic_bytes: s.max_topic.unwrap_or(defaults.rooms.topic_bytes),
+            },
         };
         config.validate().map_err(|e| usage(e.to_string()))?;
 
@@ -1385,6 +1407,9 @@ mod tests {
                 "protocol_generation",
                 ["current", "old"][n as usize % 2].to_owned(),
             ),
+            ("max_rooms_per_user", (n + 12).to_string()),
+            ("max_room_members", (n + 13).to_string()),
+            ("max_topic", (n + 14).to_string()),
         ];
         let flags = values
             .iter()
@@ -1423,6 +1448,11 @@ mod tests {
                 tcpchat_server::GenerationPolicy::Current,
                 tcpchat_server::GenerationPolicy::Old,
             ][n as usize % 2],
+            rooms: tcpchat_server::RoomLimits {
+                rooms_per_user: n as usize + 12,
+                members_per_room: n as usize + 13,
+                topic_bytes: n as usize + 14,
+            },
         };
         (flags, file, Some(listen.parse().expect("addr")), config)
     }
@@ -1496,7 +1526,7 @@ mod tests {
         }
         assert_eq!(
             argv.len(),
-            2 * 31,
+            2 * 34,
             "every setting shows its default: {argv:?}"
         );
         assert_eq!(
@@ -1931,11 +1961,11 @@ mod tests {
                 .into_iter()
                 .collect()
         );
-        let err = resolve(&["--extensions", "keepalive,rooms"])
+        let err = resolve(&["--extensions", "keepalive,history"])
             .expect_err("an unknown extension is refused")
             .to_string();
         assert!(
-            err.contains("\"rooms\"") && err.contains("keepalive,presence,accounts"),
+            err.contains("\"history\"") && err.contains("keepalive,presence,accounts,rooms"),
             "{err}"
         );
     }

@@ -334,6 +334,9 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
             "protocol_generation",
             ["current", "old"][n as usize % 2].to_string(),
         ),
+        ("max_rooms_per_user", (n + 12).to_string()),
+        ("max_room_members", (n + 13).to_string()),
+        ("max_topic", (n + 14).to_string()),
     ];
     let secs = |s: u32| Duration::from_secs(u64::from(s));
     let config = Config {
@@ -361,6 +364,11 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
             tcpchat_server::GenerationPolicy::Current,
             tcpchat_server::GenerationPolicy::Old,
         ][n as usize % 2],
+        rooms: tcpchat_server::RoomLimits {
+            rooms_per_user: n as usize + 12,
+            members_per_room: n as usize + 13,
+            topic_bytes: n as usize + 14,
+        },
     };
     (values, config)
 }

@@ -73,6 +73,13 @@ pub const PING_AFTER: Duration = Duration::from_secs(30);
 /// [`PING_AFTER`] + this, one minute.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The extensions this client speaks and asks for. Not `rooms` yet: the client has no room
+/// conversations, and asking for lines it cannot show would only hide them.
+pub const SPOKEN: ExtensionSet = ExtensionSet::NONE
+    .with(Extension::Keepalive)
+    .with(Extension::Presence)
+    .with(Extension::Accounts);
+
 /// How the session behaves; see [`Config::interactive`] and [`Config::script`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -130,10 +137,11 @@ impl Config {
         }
     }
 
-    /// The same, asking every server for every extension tcpchat knows.
+    /// The same, asking every server for every extension this client speaks
+    /// ([`SPOKEN`]).
     #[must_use]
     pub fn extended(mut self) -> Self {
-        self.extensions = ExtensionSet::all();
+        self.extensions = SPOKEN;
         self
     }
 

@@ -29,11 +29,13 @@ pub enum Extension {
     Presence,
     /// `LOGIN`, `REGISTER`, `PASSWORD`, `UNREGISTER`: names protected by a password.
     Accounts,
+    /// `JOIN`, `PART`, `ROOMS`, `MEMBERS`, `SAY`, `TOPIC`, `KICK`: group conversations.
+    Rooms,
 }
 
 impl Extension {
     /// Every extension, in the order a client asks for them.
-    pub const ALL: [Extension; 3] = [Self::Keepalive, Self::Presence, Self::Accounts];
+    pub const ALL: [Extension; 4] = [Self::Keepalive, Self::Presence, Self::Accounts, Self::Rooms];
 
     /// The name on the wire.
     pub fn name(self) -> &'static str {
@@ -41,6 +43,7 @@ impl Extension {
             Self::Keepalive => "keepalive",
             Self::Presence => "presence",
             Self::Accounts => "accounts",
+            Self::Rooms => "rooms",
         }
     }
 
@@ -257,7 +260,7 @@ mod tests {
             assert!(is_ext_name(ext.name().as_bytes()));
         }
         assert_eq!(Extension::from_name("Keepalive"), None);
-        assert_eq!(Extension::from_name("rooms"), None);
+        assert_eq!(Extension::from_name("history"), None);
     }
 
     #[test]
@@ -265,7 +268,7 @@ mod tests {
         let mut offered = ExtensionSet::all();
         offered.remove(Extension::Keepalive);
         let (set, names) =
-            offered.answer(&["rooms", "accounts", "keepalive", "presence", "accounts"]);
+            offered.answer(&["history", "accounts", "keepalive", "presence", "accounts"]);
         assert_eq!(names, vec!["accounts", "presence"]);
         assert!(set.contains(Extension::Accounts) && set.contains(Extension::Presence));
         assert!(!set.contains(Extension::Keepalive));

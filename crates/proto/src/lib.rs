@@ -26,7 +26,7 @@ pub use ext::{
 };
 pub use framer::{FrameError, Framer, OVERLONG_HEAD_BYTES};
 pub use message::{Command, Generation, Reply, ReplyError, Request, RequestError};
-pub use name::{NameError, Username, MAX_NAME_BYTES};
+pub use name::{NameError, RoomName, RoomNameError, Username, MAX_NAME_BYTES, MAX_ROOM_BYTES};
 
 /// The TCP port the public course server used; existing clients default to it.
 pub const DEFAULT_PORT: u16 = 5378;

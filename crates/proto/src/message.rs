@@ -5,7 +5,7 @@
 //! machine, which turns every failure into `BAD-RQST-HDR` or `BAD-RQST-BODY`.
 
 use crate::ext::{self, Extension, Password, PasswordError};
-use crate::name::{NameError, Username};
+use crate::name::{NameError, RoomName, RoomNameError, Username};
 
 const HELLO_FROM: &[u8] = b"HELLO-FROM";
 const LIST: &[u8] = b"LIST";
@@ -18,6 +18,13 @@ const LOGIN: &[u8] = b"LOGIN";
 const REGISTER: &[u8] = b"REGISTER";
 const PASSWORD: &[u8] = b"PASSWORD";
 const UNREGISTER: &[u8] = b"UNREGISTER";
+const JOIN: &[u8] = b"JOIN";
+const PART: &[u8] = b"PART";
+const ROOMS: &[u8] = b"ROOMS";
+const MEMBERS: &[u8] = b"MEMBERS";
+const SAY: &[u8] = b"SAY";
+const TOPIC: &[u8] = b"TOPIC";
+const KICK: &[u8] = b"KICK";
 
 const HELLO: &[u8] = b"HELLO";
 const IN_USE: &[u8] = b"IN-USE";
@@ -43,6 +50,18 @@ const BAD_PASSWORD: &[u8] = b"BAD-PASSWORD";
 const LOCKED: &[u8] = b"LOCKED";
 const THROTTLED: &[u8] = b"THROTTLED";
 const NEEDS_TLS: &[u8] = b"NEEDS-TLS";
+const JOINED: &[u8] = b"JOINED";
+const PARTED: &[u8] = b"PARTED";
+const KICKED: &[u8] = b"KICKED";
+const TOPIC_IS: &[u8] = b"TOPIC-IS";
+const SAID: &[u8] = b"SAID";
+const ROOMS_OK: &[u8] = b"ROOMS-OK";
+const MEMBERS_OK: &[u8] = b"MEMBERS-OK";
+const NOT_MEMBER: &[u8] = b"NOT-MEMBER";
+const NOT_OWNER: &[u8] = b"NOT-OWNER";
+const ROOM_LIMIT: &[u8] = b"ROOM-LIMIT";
+const ROOM_FULL: &[u8] = b"ROOM-FULL";
+const ROOM_UNAVAILABLE: &[u8] = b"ROOM-UNAVAILABLE";
 
 /// The command word of a client line, before its body is looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +79,13 @@ pub enum Command {
     Register,
     Password,
     Unregister,
+    Join,
+    Part,
+    Rooms,
+    Members,
+    Say,
+    Topic,
+    Kick,
 }
 
 impl Command {
@@ -79,6 +105,13 @@ impl Command {
             REGISTER => Some(Self::Register),
             PASSWORD => Some(Self::Password),
             UNREGISTER => Some(Self::Unregister),
+            JOIN => Some(Self::Join),
+            PART => Some(Self::Part),
+            ROOMS => Some(Self::Rooms),
+            MEMBERS => Some(Self::Members),
+            SAY => Some(Self::Say),
+            TOPIC => Some(Self::Topic),
+            KICK => Some(Self::Kick),
             _ => None,
         }
     }
@@ -97,6 +130,13 @@ impl Command {
             Self::Register => "REGISTER",
             Self::Password => "PASSWORD",
             Self::Unregister => "UNREGISTER",
+            Self::Join => "JOIN",
+            Self::Part => "PART",
+            Self::Rooms => "ROOMS",
+            Self::Members => "MEMBERS",
+            Self::Say => "SAY",
+            Self::Topic => "TOPIC",
+            Self::Kick => "KICK",
         }
     }
 
@@ -111,6 +151,13 @@ impl Command {
             Self::Login | Self::Register | Self::Password | Self::Unregister => {
                 Some(Extension::Accounts)
             }
+            Self::Join
+            | Self::Part
+            | Self::Rooms
+            | Self::Members
+            | Self::Say
+            | Self::Topic
+            | Self::Kick => Some(Extension::Rooms),
         }
     }
 }
@@ -147,6 +194,23 @@ pub enum Request<'a> {
     },
     /// `UNREGISTER <password>`: delete the account.
     Unregister(Password<'a>),
+    /// `JOIN <room>`: join the room, creating it if it has no members.
+    Join(RoomName),
+    /// `PART <room>`: leave the room.
+    Part(RoomName),
+    /// `ROOMS`: which rooms exist?
+    Rooms,
+    /// `MEMBERS <room>`: who is in the room?
+    Members(RoomName),
+    /// `SAY <room> <body>`: relay `body` (the rest of the line) to every member.
+    Say { room: RoomName, body: &'a str },
+    /// `TOPIC <room> [<text>]`: set the topic, or clear it without a text.
+    Topic {
+        room: RoomName,
+        text: Option<&'a str>,
+    },
+    /// `KICK <room> <name>`: remove a member.
+    Kick { room: RoomName, name: Username },
 }
 
 /// Why a client line is not a valid request.
@@ -183,6 +247,13 @@ pub enum RequestError {
     /// A password command whose password is missing or breaks the rules.
     #[error("{cmd}: {err}", cmd = .0.as_str(), err = .1)]
     BadPassword(Command, PasswordError),
+    /// A room command whose room name breaks the rules (`BAD-RQST-BODY`).
+    #[error("{cmd}: {err}", cmd = .0.as_str(), err = .1)]
+    BadRoom(Command, RoomNameError),
+    /// A room command with missing, extra or invalid arguments besides the room name: `ROOMS
+    /// x`, `SAY #r` (no message), `KICK #r` (no name), a text that is not UTF-8.
+    #[error("{cmd}: missing or invalid arguments", cmd = .0.as_str())]
+    BadRoomArgs(Command),
 }
 
 impl RequestError {
@@ -196,7 +267,10 @@ impl RequestError {
             Self::WhoWithBody => Some(Command::Who),
             Self::BadExt => Some(Command::Ext),
             Self::BadLoginName(_) => Some(Command::Login),
-            Self::BadToken(command) | Self::BadPassword(command, _) => Some(*command),
+            Self::BadToken(command)
+            | Self::BadPassword(command, _)
+            | Self::BadRoom(command, _)
+            | Self::BadRoomArgs(command) => Some(*command),
         }
     }
 }
@@ -253,6 +327,45 @@ impl<'a> Request<'a> {
                 Ok(Request::ChangePassword { old, new })
             }
             UNREGISTER => password_arg(rest, Command::Unregister).map(Request::Unregister),
+            JOIN => room_arg(rest, Command::Join).map(Request::Join),
+            PART => room_arg(rest, Command::Part).map(Request::Part),
+            ROOMS => match rest {
+                None => Ok(Request::Rooms),
+                Some(_) => Err(RequestError::BadRoomArgs(Command::Rooms)),
+            },
+            MEMBERS => room_arg(rest, Command::Members).map(Request::Members),
+            SAY => {
+                let (room, body) = split_word(rest.unwrap_or_default());
+                let room = room_arg(Some(room), Command::Say)?;
+                let body = body
+                    .filter(|b| !b.is_empty())
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .ok_or(RequestError::BadRoomArgs(Command::Say))?;
+                Ok(Request::Say { room, body })
+            }
+            TOPIC => {
+                let (room, text) = split_word(rest.unwrap_or_default());
+                let room = room_arg(Some(room), Command::Topic)?;
+                let text = match text {
+                    None => None,
+                    // `TOPIC #r ` would be a second spelling of clearing it.
+                    Some(t) => Some(
+                        Some(t)
+                            .filter(|t| !t.is_empty())
+                            .and_then(|t| std::str::from_utf8(t).ok())
+                            .ok_or(RequestError::BadRoomArgs(Command::Topic))?,
+                    ),
+                };
+                Ok(Request::Topic { room, text })
+            }
+            KICK => {
+                let (room, name) = split_word(rest.unwrap_or_default());
+                let room = room_arg(Some(room), Command::Kick)?;
+                let name = name
+                    .and_then(|n| Username::from_bytes(n).ok())
+                    .ok_or(RequestError::BadRoomArgs(Command::Kick))?;
+                Ok(Request::Kick { room, name })
+            }
             _ => Err(RequestError::UnknownCommand),
         }
     }
@@ -271,6 +384,13 @@ impl<'a> Request<'a> {
             Request::Register(_) => Command::Register,
             Request::ChangePassword { .. } => Command::Password,
             Request::Unregister(_) => Command::Unregister,
+            Request::Join(_) => Command::Join,
+            Request::Part(_) => Command::Part,
+            Request::Rooms => Command::Rooms,
+            Request::Members(_) => Command::Members,
+            Request::Say { .. } => Command::Say,
+            Request::Topic { .. } => Command::Topic,
+            Request::Kick { .. } => Command::Kick,
         }
     }
 
@@ -292,6 +412,17 @@ impl<'a> Request<'a> {
                 line3(out, PASSWORD, old.expose(), new.expose())
             }
             Request::Unregister(password) => line2(out, UNREGISTER, password.expose().as_bytes()),
+            Request::Join(room) => line2(out, JOIN, room.as_str().as_bytes()),
+            Request::Part(room) => line2(out, PART, room.as_str().as_bytes()),
+            Request::Rooms => line1(out, ROOMS),
+            Request::Members(room) => line2(out, MEMBERS, room.as_str().as_bytes()),
+            Request::Say { room, body } => line3(out, SAY, room.as_str(), body),
+            Request::Topic { room, text: None } => line2(out, TOPIC, room.as_str().as_bytes()),
+            Request::Topic {
+                room,
+                text: Some(text),
+            } => line3(out, TOPIC, room.as_str(), text),
+            Request::Kick { room, name } => line3(out, KICK, room.as_str(), name.as_str()),
         }
     }
 
@@ -404,6 +535,46 @@ pub enum Reply<'a> {
     Throttled(u32),
     /// `NEEDS-TLS`: passwords are refused on this plain, non-loopback connection.
     NeedsTls,
+    /// `JOINED <room> <name>`: `name` joined the room (the answer to your own `JOIN` too).
+    Joined { room: RoomName, name: Username },
+    /// `PARTED <room> <name>`: `name` left the room.
+    Parted { room: RoomName, name: Username },
+    /// `KICKED <room> <name> <by>`: the owner `by` removed `name`.
+    Kicked {
+        room: RoomName,
+        name: Username,
+        by: Username,
+    },
+    /// `TOPIC-IS <room> <by> [<text>]`: `by` set the topic, or cleared it.
+    TopicIs {
+        room: RoomName,
+        by: Username,
+        text: Option<&'a str>,
+    },
+    /// `SAID <room> <from> <body>`: a room message (your own `SAY` echoed too).
+    Said {
+        room: RoomName,
+        from: Username,
+        body: &'a str,
+    },
+    /// `ROOMS-OK [<room>,...]`: every room.
+    RoomsOk(Vec<RoomName>),
+    /// `MEMBERS-OK <room> [<name>,...]`: the members, owner first, in join order.
+    MembersOk {
+        room: RoomName,
+        names: Vec<Username>,
+    },
+    /// `NOT-MEMBER`: you are not in that room.
+    NotMember,
+    /// `NOT-OWNER`: only the room's owner may do that.
+    NotOwner,
+    /// `ROOM-LIMIT`: you are in as many rooms as a user may be.
+    RoomLimit,
+    /// `ROOM-FULL`: the room has as many members as it may have.
+    RoomFull,
+    /// `ROOM-UNAVAILABLE`: the server cannot reach the room's state right now (a cluster
+    /// node cut off from its store); nothing changed, try again.
+    RoomUnavailable,
 }
 
 /// Why a server line is not a valid reply.
@@ -503,6 +674,73 @@ impl<'a> Reply<'a> {
                 .and_then(seconds)
                 .map(Reply::Throttled)
                 .ok_or(ReplyError::BadArgument("THROTTLED")),
+            JOINED => {
+                room_and_name(rest, "JOINED").map(|(room, name)| Reply::Joined { room, name })
+            }
+            PARTED => {
+                room_and_name(rest, "PARTED").map(|(room, name)| Reply::Parted { room, name })
+            }
+            KICKED => {
+                let (room, rest) = split_word(rest.ok_or(ReplyError::BadArgument("KICKED"))?);
+                let (name, by) = split_word(rest.ok_or(ReplyError::BadArgument("KICKED"))?);
+                let by = by.ok_or(ReplyError::BadArgument("KICKED"))?;
+                Ok(Reply::Kicked {
+                    room: peer_room(room, "KICKED")?,
+                    name: peer_name(name)?,
+                    by: peer_name(by)?,
+                })
+            }
+            TOPIC_IS => {
+                let (room, rest) = split_word(rest.ok_or(ReplyError::BadArgument("TOPIC-IS"))?);
+                let (by, text) = split_word(rest.ok_or(ReplyError::BadArgument("TOPIC-IS"))?);
+                let text = match text {
+                    None => None,
+                    Some([]) => return Err(ReplyError::BadArgument("TOPIC-IS")),
+                    Some(t) => Some(std::str::from_utf8(t).map_err(|_| ReplyError::NotUtf8)?),
+                };
+                Ok(Reply::TopicIs {
+                    room: peer_room(room, "TOPIC-IS")?,
+                    by: peer_name(by)?,
+                    text,
+                })
+            }
+            SAID => {
+                let (room, rest) = split_word(rest.ok_or(ReplyError::BadArgument("SAID"))?);
+                let (from, body) = split_word(rest.ok_or(ReplyError::BadArgument("SAID"))?);
+                let body = body
+                    .filter(|b| !b.is_empty())
+                    .ok_or(ReplyError::BadArgument("SAID"))?;
+                Ok(Reply::Said {
+                    room: peer_room(room, "SAID")?,
+                    from: peer_name(from)?,
+                    body: std::str::from_utf8(body).map_err(|_| ReplyError::NotUtf8)?,
+                })
+            }
+            ROOMS_OK => match rest {
+                None => Ok(Reply::RoomsOk(Vec::new())),
+                Some(list) => list
+                    .split(|b| *b == b',')
+                    .map(|r| peer_room(r, "ROOMS-OK"))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Reply::RoomsOk),
+            },
+            MEMBERS_OK => {
+                let (room, names) = split_word(rest.ok_or(ReplyError::BadArgument("MEMBERS-OK"))?);
+                let room = peer_room(room, "MEMBERS-OK")?;
+                let names = match names {
+                    None => Vec::new(),
+                    Some(list) => list
+                        .split(|b| *b == b',')
+                        .map(peer_name)
+                        .collect::<Result<Vec<_>, _>>()?,
+                };
+                Ok(Reply::MembersOk { room, names })
+            }
+            NOT_MEMBER => no_body(Reply::NotMember, "NOT-MEMBER"),
+            NOT_OWNER => no_body(Reply::NotOwner, "NOT-OWNER"),
+            ROOM_LIMIT => no_body(Reply::RoomLimit, "ROOM-LIMIT"),
+            ROOM_FULL => no_body(Reply::RoomFull, "ROOM-FULL"),
+            ROOM_UNAVAILABLE => no_body(Reply::RoomUnavailable, "ROOM-UNAVAILABLE"),
             _ => Err(ReplyError::Unknown),
         }
     }
@@ -550,6 +788,37 @@ impl<'a> Reply<'a> {
             Reply::Locked => line1(out, LOCKED),
             Reply::Throttled(secs) => line2(out, THROTTLED, secs.to_string().as_bytes()),
             Reply::NeedsTls => line1(out, NEEDS_TLS),
+            Reply::Joined { room, name } => line3(out, JOINED, room.as_str(), name.as_str()),
+            Reply::Parted { room, name } => line3(out, PARTED, room.as_str(), name.as_str()),
+            Reply::Kicked { room, name, by } => {
+                line3(out, KICKED, room.as_str(), name.as_str());
+                out.pop();
+                out.push(b' ');
+                out.extend_from_slice(by.as_str().as_bytes());
+                out.push(b'\n');
+            }
+            Reply::TopicIs { room, by, text } => {
+                line3(out, TOPIC_IS, room.as_str(), by.as_str());
+                if let Some(text) = text {
+                    out.pop();
+                    out.push(b' ');
+                    out.extend_from_slice(text.as_bytes());
+                    out.push(b'\n');
+                }
+            }
+            Reply::Said { room, from, body } => {
+                Self::encode_said(out, room.as_str(), from.as_str(), body);
+            }
+            Reply::RoomsOk(rooms) if rooms.is_empty() => line1(out, ROOMS_OK),
+            Reply::RoomsOk(rooms) => list_line(out, ROOMS_OK, rooms.iter().map(|r| r.as_str())),
+            Reply::MembersOk { room, names } => {
+                Self::encode_members(out, room.as_str(), names.iter().map(Username::as_str));
+            }
+            Reply::NotMember => line1(out, NOT_MEMBER),
+            Reply::NotOwner => line1(out, NOT_OWNER),
+            Reply::RoomLimit => line1(out, ROOM_LIMIT),
+            Reply::RoomFull => line1(out, ROOM_FULL),
+            Reply::RoomUnavailable => line1(out, ROOM_UNAVAILABLE),
         }
     }
 
@@ -591,6 +860,43 @@ impl<'a> Reply<'a> {
         line1(out, ONLINE_DONE);
     }
 
+    /// Appends `SAID <room> <from> <body>` without building a [`Reply`] (a room's hot path:
+    /// encoded once, copied to every member).
+    pub fn encode_said(out: &mut Vec<u8>, room: &str, from: &str, body: &str) {
+        out.reserve(SAID.len() + room.len() + from.len() + body.len() + 4);
+        out.extend_from_slice(SAID);
+        out.push(b' ');
+        out.extend_from_slice(room.as_bytes());
+        line3(out, b"", from, body);
+    }
+
+    /// Appends `MEMBERS-OK <room> <name>,...` (`MEMBERS-OK <room>` for none) from borrowed
+    /// names, without building a [`Reply`].
+    pub fn encode_members<'n>(
+        out: &mut Vec<u8>,
+        room: &str,
+        names: impl IntoIterator<Item = &'n str>,
+    ) {
+        out.extend_from_slice(MEMBERS_OK);
+        out.push(b' ');
+        out.extend_from_slice(room.as_bytes());
+        for (i, name) in names.into_iter().enumerate() {
+            out.push(if i == 0 { b' ' } else { b',' });
+            out.extend_from_slice(name.as_bytes());
+        }
+        out.push(b'\n');
+    }
+
+    /// Appends `ROOMS-OK <room>,...` (`ROOMS-OK` for none) from borrowed names.
+    pub fn encode_rooms<'n>(out: &mut Vec<u8>, rooms: impl IntoIterator<Item = &'n str>) {
+        out.extend_from_slice(ROOMS_OK);
+        for (i, room) in rooms.into_iter().enumerate() {
+            out.push(if i == 0 { b' ' } else { b',' });
+            out.extend_from_slice(room.as_bytes());
+        }
+        out.push(b'\n');
+    }
+
     /// Whether this line is one the classic protocol has (what a classic client may receive).
     pub fn is_classic(&self) -> bool {
         matches!(
@@ -616,6 +922,24 @@ fn token(rest: Option<&[u8]>, command: Command) -> Result<Option<&str>, RequestE
             .map_err(|_| RequestError::BadToken(command)),
         Some(_) => Err(RequestError::BadToken(command)),
     }
+}
+
+fn room_arg(rest: Option<&[u8]>, command: Command) -> Result<RoomName, RequestError> {
+    RoomName::from_bytes(rest.unwrap_or_default()).map_err(|e| RequestError::BadRoom(command, e))
+}
+
+fn peer_room(bytes: &[u8], what: &'static str) -> Result<RoomName, ReplyError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ReplyError::NotUtf8)?;
+    RoomName::parse_with_limit(text, usize::MAX).map_err(|_| ReplyError::BadArgument(what))
+}
+
+fn room_and_name(
+    rest: Option<&[u8]>,
+    what: &'static str,
+) -> Result<(RoomName, Username), ReplyError> {
+    let (room, name) = split_word(rest.ok_or(ReplyError::BadArgument(what))?);
+    let name = name.ok_or(ReplyError::BadArgument(what))?;
+    Ok((peer_room(room, what)?, peer_name(name)?))
 }
 
 fn password_arg(rest: Option<&[u8]>, command: Command) -> Result<Password<'_>, RequestError> {
@@ -698,6 +1022,236 @@ mod tests {
 
     fn name(s: &str) -> Username {
         Username::parse(s).expect("test name is valid")
+    }
+
+    fn room(s: &str) -> RoomName {
+        RoomName::parse(s).expect("test room is valid")
+    }
+
+    #[test]
+    fn room_request_table() {
+        use RequestError::*;
+        let cases: &[(&[u8], Result<Request<'_>, RequestError>)] = &[
+            (b"JOIN #rust", Ok(Request::Join(room("#rust")))),
+            (b"JOIN", Err(BadRoom(Command::Join, RoomNameError::NoHash))),
+            (
+                b"JOIN rust",
+                Err(BadRoom(Command::Join, RoomNameError::NoHash)),
+            ),
+            (b"JOIN #", Err(BadRoom(Command::Join, RoomNameError::Empty))),
+            (
+                b"JOIN #a b",
+                Err(BadRoom(
+                    Command::Join,
+                    RoomNameError::Rules(NameError::Whitespace),
+                )),
+            ),
+            (b"PART #r", Ok(Request::Part(room("#r")))),
+            (b"ROOMS", Ok(Request::Rooms)),
+            (b"ROOMS ", Err(BadRoomArgs(Command::Rooms))),
+            (b"MEMBERS #r", Ok(Request::Members(room("#r")))),
+            (
+                b"MEMBERS",
+                Err(BadRoom(Command::Members, RoomNameError::NoHash)),
+            ),
+            (
+                b"SAY #r  hi  there ",
+                Ok(Request::Say {
+                    room: room("#r"),
+                    body: " hi  there ",
+                }),
+            ),
+            (b"SAY #r", Err(BadRoomArgs(Command::Say))),
+            (b"SAY #r ", Err(BadRoomArgs(Command::Say))),
+            (b"SAY #r \xff", Err(BadRoomArgs(Command::Say))),
+            (
+                b"SAY bob hi",
+                Err(BadRoom(Command::Say, RoomNameError::NoHash)),
+            ),
+            (
+                b"TOPIC #r",
+                Ok(Request::Topic {
+                    room: room("#r"),
+                    text: None,
+                }),
+            ),
+            (
+                b"TOPIC #r Rust, mostly",
+                Ok(Request::Topic {
+                    room: room("#r"),
+                    text: Some("Rust, mostly"),
+                }),
+            ),
+            (b"TOPIC #r ", Err(BadRoomArgs(Command::Topic))),
+            (
+                b"KICK #r bob",
+                Ok(Request::Kick {
+                    room: room("#r"),
+                    name: name("bob"),
+                }),
+            ),
+            (b"KICK #r", Err(BadRoomArgs(Command::Kick))),
+            (b"KICK #r bob x", Err(BadRoomArgs(Command::Kick))),
+            (b"join #r", Err(UnknownCommand)),
+        ];
+        for (line, want) in cases {
+            assert_eq!(
+                &Request::parse(line),
+                want,
+                "line {:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(Command::Say.extension(), Some(Extension::Rooms));
+        assert_eq!(Command::of_line(b"KICK #r x"), Some(Command::Kick));
+    }
+
+    #[test]
+    fn room_replies_on_the_wire() {
+        let cases: Vec<(Reply<'_>, &str)> = vec![
+            (
+                Reply::Joined {
+                    room: room("#r"),
+                    name: name("al"),
+                },
+                "JOINED #r al\n",
+            ),
+            (
+                Reply::Parted {
+                    room: room("#r"),
+                    name: name("al"),
+                },
+                "PARTED #r al\n",
+            ),
+            (
+                Reply::Kicked {
+                    room: room("#r"),
+                    name: name("bo"),
+                    by: name("al"),
+                },
+                "KICKED #r bo al\n",
+            ),
+            (
+                Reply::TopicIs {
+                    room: room("#r"),
+                    by: name("al"),
+                    text: Some(" a  b"),
+                },
+                "TOPIC-IS #r al  a  b\n",
+            ),
+            (
+                Reply::TopicIs {
+                    room: room("#r"),
+                    by: name("al"),
+                    text: None,
+                },
+                "TOPIC-IS #r al\n",
+            ),
+            (
+                Reply::Said {
+                    room: room("#r"),
+                    from: name("al"),
+                    body: " x ",
+                },
+                "SAID #r al  x \n",
+            ),
+            (Reply::RoomsOk(vec![]), "ROOMS-OK\n"),
+            (
+                Reply::RoomsOk(vec![room("#a"), room("#b")]),
+                "ROOMS-OK #a,#b\n",
+            ),
+            (
+                Reply::MembersOk {
+                    room: room("#r"),
+                    names: vec![],
+                },
+                "MEMBERS-OK #r\n",
+            ),
+            (
+                Reply::MembersOk {
+                    room: room("#r"),
+                    names: vec![name("b"), name("a")],
+                },
+                "MEMBERS-OK #r b,a\n",
+            ),
+            (Reply::NotMember, "NOT-MEMBER\n"),
+            (Reply::NotOwner, "NOT-OWNER\n"),
+            (Reply::RoomLimit, "ROOM-LIMIT\n"),
+            (Reply::RoomFull, "ROOM-FULL\n"),
+            (Reply::RoomUnavailable, "ROOM-UNAVAILABLE\n"),
+        ];
+        for (reply, wire) in cases {
+            assert!(!reply.is_classic());
+            assert_eq!(String::from_utf8(reply.to_line()).unwrap(), wire);
+        }
+        for bad in [
+            &b"JOINED #r"[..],
+            b"JOINED r al",
+            b"KICKED #r bo",
+            b"TOPIC-IS #r",
+            b"TOPIC-IS #r al ",
+            b"SAID #r al",
+            b"SAID #r al ",
+            b"ROOMS-OK ",
+            b"ROOMS-OK #a,b",
+            b"MEMBERS-OK",
+            b"MEMBERS-OK #r ",
+            b"NOT-MEMBER x",
+        ] {
+            assert!(
+                Reply::parse(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    fn arb_room() -> impl Strategy<Value = RoomName> {
+        "#[^\\s,\\p{Cc}]{1,8}".prop_filter_map("fits the limit", |s| RoomName::parse(&s).ok())
+    }
+
+    proptest! {
+        #[test]
+        fn room_lines_roundtrip(
+            r in arb_room(),
+            a in arb_name(),
+            b in arb_name(),
+            body in arb_body(),
+            names in proptest::collection::vec(arb_name(), 0..5),
+            rooms in proptest::collection::vec(arb_room(), 0..5),
+        ) {
+            let reqs = [
+                Request::Join(r.clone()),
+                Request::Part(r.clone()),
+                Request::Rooms,
+                Request::Members(r.clone()),
+                Request::Say { room: r.clone(), body: &body },
+                Request::Topic { room: r.clone(), text: None },
+                Request::Topic { room: r.clone(), text: Some(&body) },
+                Request::Kick { room: r.clone(), name: a.clone() },
+            ];
+            for req in reqs {
+                let line = req.to_line();
+                prop_assert_eq!(Request::parse(&line[..line.len() - 1]), Ok(req));
+            }
+            let replies = vec![
+                Reply::Joined { room: r.clone(), name: a.clone() },
+                Reply::Parted { room: r.clone(), name: a.clone() },
+                Reply::Kicked { room: r.clone(), name: a.clone(), by: b.clone() },
+                Reply::TopicIs { room: r.clone(), by: b.clone(), text: None },
+                Reply::TopicIs { room: r.clone(), by: b.clone(), text: Some(&body) },
+                Reply::Said { room: r.clone(), from: a.clone(), body: &body },
+                Reply::RoomsOk(rooms),
+                Reply::MembersOk { room: r.clone(), names },
+                Reply::NotMember, Reply::NotOwner, Reply::RoomLimit, Reply::RoomFull,
+                Reply::RoomUnavailable,
+            ];
+            for reply in replies {
+                prop_assert!(!reply.is_classic());
+                let line = reply.to_line();
+                prop_assert_eq!(Reply::parse(&line[..line.len() - 1]), Ok(reply));
+            }
+        }
     }
 
     fn pw(s: &str) -> Password<'_> {

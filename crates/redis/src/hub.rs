@@ -23,23 +23,33 @@
 //! A `SEND` to a user on another node goes through the node's router ([`router`]): cached
 //! routes, one frame per destination node per round, and `SEND-OK` only when the recipient's
 //! node answers that it queued the message.
+//!
+//! Rooms (`docs/cluster.md`, "Rooms"; `rooms.rs`, [`room_steps`]): one script per room
+//! request changes the room in its own slot and publishes its line on the room's channel in
+//! the same step; every node with members in the room listens to that channel on its
+//! subscription, so each node hands its members one room's lines in the order Redis ran the
+//! scripts, on one Redis and on a Redis Cluster alike.
 
+mod room_steps;
 mod router;
 mod steps;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tcpchat_proto::Username;
-use tcpchat_server::{Delivery, Hub, LoginError, MemoryHub, Outbox, Roster, Sent};
+use tcpchat_proto::{RoomName, Username};
+use tcpchat_server::{
+    Delivery, Hub, LoginError, MemoryHub, Outbox, RoomError, RoomLimits, RoomRequest, Roster, Sent,
+};
 use tokio::sync::{mpsc, Notify, RwLock};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::keys;
+use crate::rooms::{user_line, LocalRooms};
 use crate::store::{Backend, Store, RECONNECT_PAUSE};
 use crate::{check_url, ClusterConfig, ClusterError, ClusterMetrics, NodeId};
 
@@ -57,6 +67,10 @@ struct Inner {
     local: Mutex<HashMap<Username, Local>>,
     /// Presence watchers on this node, by their login's token.
     watchers: Mutex<HashMap<u64, Watcher>>,
+    /// This node's members of every room (see `rooms.rs`).
+    rooms: LocalRooms,
+    /// The room channels this node listens to, and the handle to change them.
+    listening: tokio::sync::Mutex<Listened>,
     next_token: AtomicU64,
     /// The subscriber is listening: messages for this node's users can arrive.
     subscribed: AtomicBool,
@@ -129,6 +143,8 @@ impl RedisHub {
             store: Store::new(client, config.call_timeout, metrics),
             local: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
+            rooms: LocalRooms::default(),
+            listening: tokio::sync::Mutex::new(Listened::default()),
             next_token: AtomicU64::new(1),
             subscribed: AtomicBool::new(false),
             dirty: AtomicBool::new(true),
@@ -278,7 +294,11 @@ impl Inner {
             .filter(|(_, l)| l.active)
             .map(|(n, l)| (n.clone(), l.token))
             .collect();
-        match self.sync_steps(&held).await {
+        let synced = match self.sync_steps(&held).await {
+            Ok(conflicts) => self.rooms_sync_steps().await.map(|()| conflicts),
+            Err(e) => Err(e),
+        };
+        match synced {
             Ok(conflicts) => {
                 info!(users = held.len(), "registered this node's users in redis");
                 for name in conflicts {
@@ -320,14 +340,24 @@ impl Inner {
 
     /// Handles what was published on this node's channel: a presence event for its
     /// watchers (`,`), a frame of messages for its users (`!`), the results of one of its
-    /// own frames (`#`), or the eviction of a login whose account logged in on another
-    /// node (`~`, see [`Scripts::take_over`]).
+    /// own frames (`#`), the eviction of a login whose account logged in on another
+    /// node (`~`); or on a room's channel: a line for its members here (`*`), or an answer
+    /// for one member (`^`, both `rooms.rs`).
     fn handle_published(self: &Arc<Self>, payload: &[u8]) {
         match payload.split_first() {
             Some((b',', rest)) => self.handle_presence(rest),
             Some((b'!', rest)) => self.handle_frame(rest),
             Some((b'#', rest)) => self.handle_results(rest),
             Some((b'~', rest)) => self.handle_eviction(rest),
+            Some((b'*', rest)) => match std::str::from_utf8(rest) {
+                Ok(rest) => {
+                    if let Some(empty) = self.rooms.handle_room_line(rest) {
+                        self.unlisten_later(empty);
+                    }
+                }
+                Err(_) => warn!("ignoring a cluster room line that is not UTF-8"),
+            },
+            Some((b'^', rest)) => self.handle_user_line(rest),
             _ => warn!("ignoring a malformed cluster message"),
         }
     }
@@ -397,6 +427,31 @@ impl Inner {
             frame,
             results: answer[i + 1..].to_vec(),
         });
+    }
+
+    /// `{node} {user} {room} {kind} {rest}`: a room's answer for one user, in the room's
+    /// order; every node listening to the room hears it, the user's node queues it.
+    fn handle_user_line(&self, payload: &[u8]) {
+        let parsed = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|p| p.split_once(' '))
+            .and_then(|(node, rest)| Some((node, rest.split_once(' ')?)));
+        let Some((node, (to, rest))) = parsed else {
+            warn!("ignoring a malformed cluster room answer");
+            return;
+        };
+        if node != self.node.as_str() {
+            return;
+        }
+        let Some(line) = user_line(rest) else {
+            warn!("ignoring a malformed cluster room answer");
+            return;
+        };
+        let outbox = match self.local().get(to) {
+            Some(l) if l.active => Arc::clone(&l.outbox),
+            _ => return,
+        };
+        let _ = outbox.push_with(|buf| buf.extend_from_slice(&line));
     }
 
     /// `+{name}` or `-{name}` from another node (or a reaped dead one).
@@ -487,6 +542,11 @@ impl Inner {
                 return;
             }
         }
+        // Out of this node's rooms at once; the others hear PARTED from the scripts below.
+        let in_rooms = self.rooms.drop_member(token);
+        for room in &in_rooms {
+            self.unlisten_later(room.clone());
+        }
         // At once, not after Redis: this node's watchers hear it after the user's last
         // local message (the lease drops once the connection has ended).
         self.announce(name.as_str(), false);
@@ -497,6 +557,15 @@ impl Inner {
         let name = name.clone();
         self.runtime.spawn(async move {
             let _shared = inner.sync_gate.read().await;
+            for room in &in_rooms {
+                if let Err(e) = inner
+                    .room_drop(room.as_str(), inner.node.as_str(), name.as_str())
+                    .await
+                {
+                    debug!(error = %e, %name, %room, "leaving a room failed");
+                    inner.failed();
+                }
+            }
             if let Err(e) = inner.release_steps(&name, token).await {
                 // The next re-sync frees it: Redis keeps only what the local map holds.
                 debug!(error = %e, %name, "release failed");
@@ -542,16 +611,53 @@ async fn keeper(inner: Arc<Inner>) {
 /// Redis call per node per second.
 const NODES_ALIVE_EVERY: u32 = 5;
 
-/// A live subscription to this node's channel.
+/// A live subscription to this node's channel (and to the channels of the rooms it has
+/// members in).
 enum Listening {
     /// `SUBSCRIBE` on a connection of its own (standalone Redis).
-    Single(std::pin::Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>),
-    /// `SSUBSCRIBE` on a cluster connection of its own (RESP3): the subscription sits on the
-    /// master of the channel's slot; its messages come through `rx`.
-    Cluster {
-        _conn: redis::cluster_async::ClusterConnection,
-        rx: mpsc::UnboundedReceiver<redis::PushInfo>,
+    Single {
+        messages: std::pin::Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>,
+        sink: redis::aio::PubSubSink,
     },
+    /// `SSUBSCRIBE` on a cluster connection of its own (RESP3): each subscription sits on the
+    /// master of its channel's slot; the messages come through `rx`.
+    Cluster {
+        conn: redis::cluster_async::ClusterConnection,
+        rx: mpsc::UnboundedReceiver<redis::PushInfo>,
+        /// This node's own channel: only its end ends the subscription.
+        channel: String,
+    },
+}
+
+/// What subscribes to and unsubscribes from room channels on the live subscription.
+#[derive(Clone)]
+enum Subscriber {
+    Single(redis::aio::PubSubSink),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Subscriber {
+    async fn subscribe(&mut self, channel: String) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.subscribe(channel).await,
+            Self::Cluster(conn) => conn.ssubscribe(channel).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: String) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.unsubscribe(channel).await,
+            Self::Cluster(conn) => conn.sunsubscribe(channel).await,
+        }
+    }
+}
+
+/// The room channels listened to (`Inner::listening`): while the subscription is up, every
+/// room with members here (joined or joining) is in `rooms`.
+#[derive(Default)]
+struct Listened {
+    subscriber: Option<Subscriber>,
+    rooms: HashSet<RoomName>,
 }
 
 /// One message published on this node's channel.
@@ -575,14 +681,29 @@ impl Listening {
             Backend::Single(client) => {
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(channel).await?;
-                Ok(Self::Single(Box::pin(pubsub.into_on_message())))
+                let (sink, messages) = pubsub.split();
+                Ok(Self::Single {
+                    messages: Box::pin(messages),
+                    sink,
+                })
             }
             Backend::Cluster(seeds) => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let mut conn = seeds.subscriber(tx)?.get_async_connection().await?;
                 conn.ssubscribe(channel).await?;
-                Ok(Self::Cluster { _conn: conn, rx })
+                Ok(Self::Cluster {
+                    conn,
+                    rx,
+                    channel: channel.to_owned(),
+                })
             }
+        }
+    }
+
+    fn subscriber(&self) -> Subscriber {
+        match self {
+            Self::Single { sink, .. } => Subscriber::Single(sink.clone()),
+            Self::Cluster { conn, .. } => Subscriber::Cluster(conn.clone()),
         }
     }
 
@@ -590,10 +711,14 @@ impl Listening {
     /// dropped). On a Redis Cluster a dropped shard connection (a failover, a restart) ends
     /// it too, even though the client would resubscribe by itself: the node then builds a new
     /// subscription from the seed nodes, which finds the shard's new master, and re-syncs.
-    async fn next(&mut self) -> Option<Payload> {
+    ///
+    /// A shard that stops serving a channel's slot (a planned failover makes its master a
+    /// replica) unsubscribes its clients without dropping them: that ends the subscription
+    /// too when it is this node's channel or a room's that `wanted` still holds.
+    async fn next(&mut self, wanted: impl Fn(&RoomName) -> bool) -> Option<Payload> {
         match self {
-            Self::Single(messages) => messages.next().await.map(Payload::Single),
-            Self::Cluster { rx, .. } => loop {
+            Self::Single { messages, .. } => messages.next().await.map(Payload::Single),
+            Self::Cluster { rx, channel, .. } => loop {
                 let push = rx.recv().await?;
                 match push.kind {
                     redis::PushKind::SMessage => {
@@ -601,7 +726,20 @@ impl Listening {
                             return Some(Payload::Cluster(b));
                         }
                     }
-                    redis::PushKind::Disconnection | redis::PushKind::SUnsubscribe => return None,
+                    redis::PushKind::Disconnection => return None,
+                    // A room's channel this node left (nobody here is in it any more) is not
+                    // an end; one it still needs is.
+                    redis::PushKind::SUnsubscribe => {
+                        if let Some(redis::Value::BulkString(c)) = push.data.first() {
+                            if c == channel.as_bytes()
+                                || keys::room_of_lines(c)
+                                    .and_then(|r| RoomName::parse_with_limit(r, usize::MAX).ok())
+                                    .is_some_and(|r| wanted(&r))
+                            {
+                                return None;
+                            }
+                        }
+                    }
                     _ => {}
                 }
             },
@@ -619,7 +757,11 @@ async fn subscriber(inner: Arc<Inner>) {
             r = tokio::time::timeout(inner.config.call_timeout, Listening::start(&inner, &channel)) => r,
         };
         match attempt {
-            Ok(Ok(mut messages)) => {
+            Ok(Ok(mut messages)) => 'up: {
+                let subscriber = messages.subscriber();
+                if !inner.listen_again(subscriber).await {
+                    break 'up;
+                }
                 info!(%channel, "listening for messages from other nodes");
                 was_up = true;
                 inner.subscribed.store(true, Ordering::Relaxed);
@@ -629,7 +771,7 @@ async fn subscriber(inner: Arc<Inner>) {
                 loop {
                     tokio::select! {
                         () = inner.cancel.cancelled() => return,
-                        msg = messages.next() => match msg {
+                        msg = messages.next(|room| inner.rooms.has_room(room)) => match msg {
                             Some(msg) => inner.handle_published(msg.bytes()),
                             None => break,
                         },
@@ -637,6 +779,7 @@ async fn subscriber(inner: Arc<Inner>) {
                 }
                 inner.subscribed.store(false, Ordering::Relaxed);
                 inner.store.metrics().subscribed(false);
+                inner.listening.lock().await.subscriber = None;
                 warn!("lost the redis subscription; reconnecting");
             }
             Ok(Err(e)) if was_up => {
@@ -738,6 +881,20 @@ impl Hub for RedisHub {
                 Err(e)
             }
         }
+    }
+
+    fn serves_rooms(&self) -> bool {
+        true
+    }
+
+    async fn room(
+        &self,
+        lease: &RedisLease,
+        outbox: &Arc<Outbox>,
+        request: RoomRequest<'_>,
+        limits: RoomLimits,
+    ) -> Result<(), RoomError> {
+        self.inner.room(lease, outbox, request, limits).await
     }
 
     async fn list(&self) -> Roster {

@@ -8,16 +8,17 @@
 //!
 //! | tag | keys | why together |
 //! |---|---|---|
-//! | `{global}` | `epoch`, `settling`, `nodes` | the cluster's own state: "did Redis lose it", the registry of nodes |
-//! | `{n:NODE}` | `alive`, `users`, `watching`, the `deliver` channel | one node's lease, its name set (a side index of the names it holds), its presence flag, its sharded pub/sub channel |
+//! | `{global}` | `epoch`, `settling`, `nodes`, `rooms` | the cluster's own state: "did Redis lose it", the registry of nodes |
+//! | `{n:NODE}` | `alive`, `users`, `watching`, `rooms`, the `deliver` channel | one node's lease, its name set (a side index of the names it holds), its presence flag, its sharded pub/sub channel |
 //! | `{u:NAME}` | `holder` | one name's holder: claimed by one single-key script, so a name is taken atomically |
+//! | `{r:ROOM}` | `members`, `where`, `topic`, `seq`, the `lines` channel | one room: its script checks, changes and publishes in one step, on one shard |
 //!
 //! Accounts keep their own keys (`tcpchat:account:NAME`, hashed whole, and the index
 //! `tcpchat:accounts`), so an upgrade keeps every registered account.
 //!
-//! Other features that add per-user or per-node data (rooms, history) should build their
-//! keys with [`user_key`] / [`node_key`] so they share the slot of the name or node they
-//! belong to, and any script touching them together stays on one shard.
+//! Other features that add per-user, per-node or per-room data (history) should build their
+//! keys with [`user_key`] / [`node_key`] / [`room_key`] so they share the slot of the name,
+//! node or room they belong to, and any script touching them together stays on one shard.
 
 /// A key in the slot of the cluster's global state: `tcpchat:{global}:{what}`.
 pub(crate) fn global_key(what: &str) -> String {
@@ -73,6 +74,44 @@ pub(crate) fn deliver(node: &str) -> String {
     node_key(node, "deliver")
 }
 
+/// A key in the slot of room `room`: `tcpchat:{r:ROOM}:{what}` (a room name has no brace
+/// that could end the tag early, and none is needed: every key of a room is built here, so
+/// all share whatever tag its name gives).
+pub fn room_key(room: &str, what: &str) -> String {
+    format!("tcpchat:{{r:{room}}}:{what}")
+}
+
+/// The room's members (`members`, `where`), topic, sequence counter, and the pub/sub
+/// channel its lines are published on (`lines`), in that order: the room script's `KEYS`.
+pub(crate) fn room(room: &str) -> [String; 5] {
+    ["members", "where", "topic", "seq", "lines"].map(|what| room_key(room, what))
+}
+
+/// The channel of a room's lines. Sharded pub/sub on Redis Cluster, in the room's slot, so
+/// the room's script publishes on it itself.
+pub(crate) fn room_lines(room: &str) -> String {
+    room_key(room, "lines")
+}
+
+/// The room whose lines travel on `channel`, if it is a room's channel.
+pub(crate) fn room_of_lines(channel: &[u8]) -> Option<&str> {
+    std::str::from_utf8(channel)
+        .ok()?
+        .strip_prefix("tcpchat:{r:")?
+        .strip_suffix("}:lines")
+}
+
+/// Set of `"{room} {name}"`, one per room member on the node: a side index, for parting a
+/// dead node's members.
+pub(crate) fn node_rooms(node: &str) -> String {
+    node_key(node, "rooms")
+}
+
+/// Set of every room with members, for `ROOMS`: a side index.
+pub(crate) fn rooms() -> String {
+    global_key("rooms")
+}
+
 /// `"{node} {token}"`: who holds the name.
 pub(crate) fn holder(name: &str) -> String {
     user_key(name, "holder")
@@ -96,7 +135,13 @@ mod tests {
         for k in [alive("n1"), users("n1"), watching("n1"), deliver("n1")] {
             assert_eq!(tag(&k), "n:n1", "{k}");
         }
-        for k in [epoch(), settling(), nodes()] {
+        for k in room("#r") {
+            assert_eq!(tag(&k), "r:#r", "{k}");
+        }
+        assert_eq!(tag(&node_rooms("n1")), "n:n1");
+        assert_eq!(room_of_lines(room_lines("#a}b").as_bytes()), Some("#a}b"));
+        assert_eq!(room_of_lines(deliver("n1").as_bytes()), None);
+        for k in [epoch(), settling(), nodes(), rooms()] {
             assert_eq!(tag(&k), "global", "{k}");
         }
         assert_eq!(tag(&user_key("ann", "inbox")), tag(&holder("ann")));

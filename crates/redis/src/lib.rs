@@ -23,6 +23,7 @@ mod accounts;
 mod hub;
 pub mod keys;
 mod metrics;
+mod rooms;
 mod scripts;
 mod store;
 

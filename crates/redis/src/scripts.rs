@@ -26,6 +26,7 @@
 //! | `tcpchat:{n:NODE}:watching` | string, expires | present while the node has presence watchers: only such nodes are sent presence events |
 //! | `tcpchat:{n:NODE}:deliver` | pub/sub channel (sharded on Redis Cluster) | frames of messages for the node's users (`!`) and results for its own frames (`#`), see `hub/router.rs`; presence events, `",+{name}"` / `",-{name}"`; `"~{name} {token}"` ends that login of a name (its account logged in elsewhere) |
 //! | `tcpchat:{u:NAME}:holder` | string | `"{node} {token}"`: who holds the name |
+//! | `tcpchat:{global}:rooms`, `tcpchat:{n:NODE}:rooms`, `tcpchat:{r:ROOM}:*` | | rooms: see [`ROOM`] and `docs/cluster.md`, "Rooms" |
 //!
 //! A name belongs to its holder only while the holder's node is alive: a dead node's names are
 //! free as soon as its `alive` key expires, without anyone deleting them (the next renewal of
@@ -71,7 +72,122 @@ redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 return redis.call('SMEMBERS', KEYS[2])
 ";
 
-/// This node's slot (`KEYS` = users): ends a re-sync: the set becomes exactly `ARGV`.
+/// A room's slot (`KEYS` = members, where, topic, seq, lines: `keys::room`). One room
+/// request (`docs/cluster.md`, "Rooms"): checks and changes the room and publishes its line
+/// on the room's channel, `KEYS[5]`, in the same step, so Redis's one-script-at-a-time on the
+/// room's shard is the room's one order. `ARGV` = the publish verb (`PUBLISH`, `SPUBLISH` on
+/// a Redis Cluster), the room, the operation, the asking node, the user, then the
+/// operation's arguments.
+///
+/// Lines: `"*{room} {kind} {rest}"` for every member (`J` joined, `R` joined again after a
+/// loss, `P` parted, `K` kicked, `T` topic, `S` said); `"^{node} {user} {room} {kind}
+/// {rest}"` for one member only, in the room's order (the topic after its `JOIN`, its
+/// members list). Returns `{answer, ...}`: `OK` or the refusal (`NOT-MEMBER`, `NOT-OWNER`,
+/// `ROOM-FULL`, `NO-SUCH-MEMBER`); `join` / `rejoin` / `part` / `drop` add
+/// `{added-or-removed, created-or-emptied}` (1 or 0) for the side indexes; `kick` adds the
+/// kicked member's node; `members` asked by a non-member answers `{LIST, names...}`.
+const ROOM: &str = r"
+local pub, r, op, node, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local members, where = KEYS[1], KEYS[2]
+local function tell(payload) redis.call(pub, KEYS[5], '*' .. r .. ' ' .. payload) end
+local function to_asker(payload)
+  redis.call(pub, KEYS[5], '^' .. node .. ' ' .. name .. ' ' .. r .. ' ' .. payload)
+end
+local function member(who) return redis.call('ZSCORE', members, who) ~= false end
+local function topic_to_asker()
+  local t = redis.call('GET', KEYS[3])
+  if t then to_asker('T ' .. t) end
+end
+local function add(who)
+  local created = redis.call('EXISTS', members) == 0 and 1 or 0
+  redis.call('ZADD', members, redis.call('INCR', KEYS[4]), who)
+  redis.call('HSET', where, who, node)
+  return created
+end
+local function remove(who)
+  redis.call('ZREM', members, who)
+  redis.call('HDEL', where, who)
+  if redis.call('ZCARD', members) == 0 then
+    redis.call('DEL', members, where, KEYS[3], KEYS[4])
+    return 1
+  end
+  return 0
+end
+if op == 'join' then
+  -- ARGV[7] = 1: the asker's node does not have it in the room. Then a member of that name
+  -- is a leftover of an earlier login whose leaving never reached Redis: it joins again.
+  if member(name) and ARGV[7] == '1' then
+    redis.call('HSET', where, name, node)
+    tell('J ' .. name)
+    topic_to_asker()
+    return {'OK', 1, 0}
+  end
+  if member(name) then
+    to_asker('J ' .. name)
+    topic_to_asker()
+    return {'OK', 0, 0}
+  end
+  if redis.call('ZCARD', members) >= tonumber(ARGV[6]) then return {'ROOM-FULL'} end
+  local created = add(name)
+  tell('J ' .. name)
+  topic_to_asker()
+  return {'OK', 1, created}
+end
+if op == 'rejoin' then
+  if member(name) then
+    redis.call('HSET', where, name, node)
+    return {'OK', 0, 0}
+  end
+  local created = add(name)
+  tell('R ' .. name)
+  return {'OK', 1, created}
+end
+if op == 'drop' then
+  if redis.call('HGET', where, name) ~= node then return {'OK', 0, 0} end
+  tell('P ' .. name)
+  return {'OK', 1, remove(name)}
+end
+if op == 'members' then
+  local names = redis.call('ZRANGE', members, 0, -1)
+  if member(name) then
+    to_asker('M ' .. table.concat(names, ','))
+    return {'OK'}
+  end
+  table.insert(names, 1, 'LIST')
+  return names
+end
+if not member(name) then return {'NOT-MEMBER'} end
+if op == 'say' then
+  tell('S ' .. name .. ' ' .. ARGV[6])
+  return {'OK'}
+end
+if op == 'part' then
+  tell('P ' .. name)
+  return {'OK', 1, remove(name)}
+end
+if redis.call('ZRANGE', members, 0, 0)[1] ~= name then return {'NOT-OWNER'} end
+if op == 'topic' then
+  if ARGV[6] then
+    redis.call('SET', KEYS[3], name .. ' ' .. ARGV[6])
+    tell('T ' .. name .. ' ' .. ARGV[6])
+  else
+    redis.call('DEL', KEYS[3])
+    tell('T ' .. name)
+  end
+  return {'OK'}
+end
+if op == 'kick' then
+  local target = ARGV[6]
+  local at = redis.call('HGET', where, target)
+  if not at then return {'NO-SUCH-MEMBER'} end
+  tell('K ' .. target .. ' ' .. name)
+  remove(target)
+  return {'OK', at}
+end
+return {'BAD-OP'}
+";
+
+/// A node's slot (`KEYS` = users or rooms): the set becomes exactly `ARGV` (ends a re-sync).
 const SET_USERS: &str = r"
 redis.call('DEL', KEYS[1])
 for i = 1, #ARGV, 500 do
@@ -87,11 +203,12 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
 return redis.call('SMEMBERS', KEYS[2])
 ";
 
-/// A dead node's slot (`KEYS` = alive, users): forgets its name set if it is still dead.
-/// Returns 1 if it did (the caller then drops it from the registry), 0 if it came back.
+/// A dead node's slot (`KEYS` = alive, users, rooms): forgets its name and room sets if it is
+/// still dead. Returns 1 if it did (the caller then drops it from the registry), 0 if it came
+/// back.
 const BURY: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[3])
 return 1
 ";
 
@@ -154,6 +271,7 @@ pub(crate) struct Scripts {
     pub take: &'static str,
     pub release: &'static str,
     pub drop: &'static str,
+    pub room: &'static str,
 }
 
 pub(crate) const SCRIPTS: Scripts = Scripts {
@@ -168,6 +286,7 @@ pub(crate) const SCRIPTS: Scripts = Scripts {
     take: TAKE,
     release: RELEASE,
     drop: DROP,
+    room: ROOM,
 };
 
 /// Adds `EVAL script` on `keys` (one hash tag) with `args` to `pipe`.

@@ -203,7 +203,8 @@ async fn three_nodes_on_a_redis_cluster_behave_as_one_server() {
     bob2.expect("DELIVERY ann found again").await;
 }
 
-/// `tcpchat check`, the conformance suite, passes against nodes on a Redis Cluster.
+/// `tcpchat check`, the conformance suite, passes against nodes on a Redis Cluster, its
+/// extension cases included (`ext-rooms`: a room's members spread over the nodes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcpchat_check_passes_against_nodes_on_a_redis_cluster() {
     let redis = RedisCluster::start();
@@ -222,6 +223,12 @@ async fn tcpchat_check_passes_against_nodes_on_a_redis_cluster() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let rooms = stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some("ext-rooms"))
+            .unwrap_or_else(|| panic!("no ext-rooms case in:\n{stdout}"));
+        assert!(rooms.trim_start().starts_with("pass "), "{rooms}");
     }
 }
 

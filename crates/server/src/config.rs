@@ -71,6 +71,9 @@ pub struct Config {
     /// Which protocol generation connections speak (`protocol-generation`): both, each
     /// connection answered in its own from its first `WHO` on (the default), or one for all.
     pub generation: GenerationPolicy,
+    /// The `rooms` extension's limits (`max-rooms-per-user`, `max-room-members`,
+    /// `max-topic`).
+    pub rooms: crate::rooms::RoomLimits,
 }
 
 /// Which generation of the classic protocol the server speaks (`docs/protocol.md`,
@@ -143,6 +146,7 @@ impl Default for Config {
             account_store: None,
             practice: None,
             generation: GenerationPolicy::Auto,
+            rooms: crate::rooms::RoomLimits::default(),
         }
     }
 }
@@ -221,6 +225,12 @@ pub enum ConfigError {
         /// The value given.
         given: u32,
     },
+    /// A `rooms` limit of zero: nobody could join a room, or no topic could be set.
+    #[error("invalid {setting} 0: must be at least 1 (or leave rooms out of --extensions)")]
+    ZeroRoomLimit {
+        /// `max-rooms-per-user`, `max-room-members` or `max-topic`.
+        setting: &'static str,
+    },
 }
 
 impl Config {
@@ -276,6 +286,15 @@ impl Config {
             }
             if !(1..=MAX_KEEPALIVE_PROBES).contains(&ka.probes) {
                 return Err(ConfigError::KeepaliveProbes { given: ka.probes });
+            }
+        }
+        for (setting, given) in [
+            ("max-rooms-per-user", self.rooms.rooms_per_user),
+            ("max-room-members", self.rooms.members_per_room),
+            ("max-topic", self.rooms.topic_bytes),
+        ] {
+            if given == 0 {
+                return Err(ConfigError::ZeroRoomLimit { setting });
             }
         }
         self.validate_limits()
@@ -401,6 +420,13 @@ mod tests {
                 with(|c| c.ping_interval = Duration::ZERO),
                 Err(ZeroTimeout {
                     setting: "ping-interval",
+                }),
+            ),
+            (
+                "no room members",
+                with(|c| c.rooms.members_per_room = 0),
+                Err(ZeroRoomLimit {
+                    setting: "max-room-members",
                 }),
             ),
             (

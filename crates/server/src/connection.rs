@@ -134,6 +134,7 @@ pub(crate) fn serve<H: Hub>(
             config.idle_timeout,
             offered(&shared),
         )
+        .with_max_topic(config.rooms.topic_bytes)
         .with_pings(PingSettings {
             interval: config.ping_interval,
             timeout: config.ping_timeout,
@@ -188,8 +189,8 @@ pub(crate) fn serve<H: Hub>(
 
 /// What this server offers a connection: what is configured and served, and `accounts` only
 /// with a store able to keep them.
-fn offered<H>(shared: &Shared<H>) -> tcpchat_proto::ExtensionSet {
-    let mut offered = crate::session::offered(shared.config.extensions);
+fn offered<H: Hub>(shared: &Shared<H>) -> tcpchat_proto::ExtensionSet {
+    let mut offered = crate::session::offered(shared.config.extensions, shared.hub.serves_rooms());
     if !shared
         .accounts
         .as_ref()
@@ -679,6 +680,22 @@ impl<H: Hub> Connection<H> {
                         }
                         Ok(())
                     }
+                }
+            }
+            Step::Room(request) => {
+                // The session only yields Room after login, so there is a lease.
+                let Some(lease) = &self.lease else {
+                    return self.reply(&Reply::BadRqstHdr);
+                };
+                let limits = self.shared.config.rooms;
+                let outcome = self
+                    .shared
+                    .hub
+                    .room(lease, &self.outbox, request, limits)
+                    .await;
+                match self.session.handle_room(outcome) {
+                    Some(reply) => self.reply(&reply),
+                    None => Ok(()),
                 }
             }
         }

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tcpchat_proto::{Reply, Username};
 
 use crate::outbox::Outbox;
+use crate::rooms::{Asker, RoomError, RoomLimits, RoomRequest, Rooms};
 
 /// Why a login was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -149,6 +150,31 @@ pub trait Hub: Send + Sync + 'static {
     /// events are one step, so no change falls between them. Called once, right after
     /// `HELLO` is queued (so the list follows it); dropping the lease ends it.
     fn watch(&self, lease: &Self::Lease, outbox: &Arc<Outbox>) -> impl Future<Output = ()> + Send;
+
+    /// Whether this hub serves the `rooms` extension. One that does not is never offered it,
+    /// so [`Hub::room`] is never called on it.
+    fn serves_rooms(&self) -> bool {
+        false
+    }
+
+    /// Does one request of the `rooms` extension for the connection holding `lease`
+    /// (`docs/protocol.md`, "rooms"): queues its answer on `outbox`, in the room's order
+    /// (the room's own line for a change, a list for `ROOMS` / `MEMBERS`). A room line goes
+    /// to every member in one order and never waits for a slow one. A login's rooms are
+    /// left when its lease drops.
+    ///
+    /// # Errors
+    /// The refusal to answer with; nothing was queued or changed.
+    fn room(
+        &self,
+        lease: &Self::Lease,
+        outbox: &Arc<Outbox>,
+        request: RoomRequest<'_>,
+        limits: RoomLimits,
+    ) -> impl Future<Output = Result<(), RoomError>> + Send {
+        let _ = (lease, outbox, request, limits);
+        std::future::ready(Err(RoomError::Unserved))
+    }
 }
 
 /// Queues one presence change on every watcher: encoded once, one push (a memcpy of a short
@@ -182,6 +208,8 @@ struct Inner {
     /// The last `LIST-OK` built, and the [`Names::generation`] it shows. An async lock: a
     /// `LIST` waiting for another one's rebuild waits without holding a worker thread.
     roster: tokio::sync::Mutex<(u64, Roster)>,
+    /// The `rooms` extension's state; untouched while nobody joins a room.
+    rooms: Rooms,
 }
 
 impl Default for Inner {
@@ -191,6 +219,7 @@ impl Default for Inner {
             next_id: AtomicU64::new(0),
             names: Mutex::default(),
             roster: tokio::sync::Mutex::new((0, Roster::new(Vec::new()))),
+            rooms: Rooms::default(),
         }
     }
 }
@@ -359,6 +388,25 @@ impl Hub for MemoryHub {
         names.watchers.insert(lease.id, Arc::clone(outbox));
         std::future::ready(())
     }
+
+    fn serves_rooms(&self) -> bool {
+        true
+    }
+
+    fn room(
+        &self,
+        lease: &MemoryLease,
+        outbox: &Arc<Outbox>,
+        request: RoomRequest<'_>,
+        limits: RoomLimits,
+    ) -> impl Future<Output = Result<(), RoomError>> + Send {
+        let asker = Asker {
+            id: lease.id,
+            name: &lease.name,
+            outbox,
+        };
+        std::future::ready(self.inner.rooms.handle(asker, request, limits))
+    }
 }
 
 /// A name held in a [`MemoryHub`]; dropping it frees the name.
@@ -371,6 +419,8 @@ pub struct MemoryLease {
 
 impl Drop for MemoryLease {
     fn drop(&mut self) {
+        // Its rooms first: `PARTED` after everything it said there, before `OFFLINE`.
+        self.inner.rooms.leave_all(self.id);
         let mut users = self.inner.users();
         // Only remove our own entry: the id guards against freeing a name someone else
         // claimed after us (impossible today, cheap insurance for future backends).

@@ -22,6 +22,7 @@ pub mod limits;
 mod listener;
 pub mod metrics;
 mod outbox;
+mod rooms;
 pub mod session;
 mod transport;
 
@@ -36,3 +37,4 @@ pub use listener::{
 };
 pub use metrics::Metrics;
 pub use outbox::{Outbox, PushError};
+pub use rooms::{RoomError, RoomLimits, RoomRequest};

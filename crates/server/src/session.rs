@@ -14,6 +14,7 @@ use tcpchat_proto::{
 };
 
 use crate::hub::{Delivery, LoginError};
+use crate::rooms::{RoomError, RoomRequest};
 
 /// What the connection should do with one line.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,6 +46,9 @@ pub enum Step<'a> {
     },
     /// `UNREGISTER`: delete the logged-in account; the answer is the reply.
     Unregister(Password<'a>),
+    /// Ask the hub to do this room request (it queues the answer), then call
+    /// [`Session::handle_room`].
+    Room(RoomRequest<'a>),
 }
 
 /// Why a session gave up on its connection.
@@ -105,11 +109,17 @@ enum State {
 pub const SERVED: ExtensionSet = ExtensionSet::NONE
     .with(Extension::Keepalive)
     .with(Extension::Presence)
-    .with(Extension::Accounts);
+    .with(Extension::Accounts)
+    .with(Extension::Rooms);
 
-/// What a server configured to offer `configured` offers: the part this build [`SERVED`].
-pub fn offered(configured: ExtensionSet) -> ExtensionSet {
-    configured.iter().filter(|e| SERVED.contains(*e)).collect()
+/// What a server configured to offer `configured` offers: the part this build [`SERVED`],
+/// without `rooms` on a hub that does not serve them ([`crate::Hub::serves_rooms`]).
+pub fn offered(configured: ExtensionSet, hub_serves_rooms: bool) -> ExtensionSet {
+    configured
+        .iter()
+        .filter(|e| SERVED.contains(*e))
+        .filter(|e| *e != Extension::Rooms || hub_serves_rooms)
+        .collect()
 }
 
 /// One connection's protocol state.
@@ -134,6 +144,8 @@ pub struct Session {
     /// Which generations the server speaks, and the one this connection is answered in.
     policy: crate::config::GenerationPolicy,
     generation: tcpchat_proto::Generation,
+    /// Longest topic accepted (`rooms`); a longer one is a body error.
+    max_topic: usize,
 }
 
 impl Session {
@@ -157,7 +169,16 @@ impl Session {
             pinged: false,
             policy: crate::config::GenerationPolicy::Auto,
             generation: tcpchat_proto::Generation::Current,
+            max_topic: crate::rooms::RoomLimits::default().topic_bytes,
         }
+    }
+
+    /// The same session with this topic limit (used only if the connection negotiates
+    /// `rooms`).
+    #[must_use]
+    pub fn with_max_topic(mut self, bytes: usize) -> Self {
+        self.max_topic = bytes;
+        self
     }
 
     /// The same session speaking the protocol generations `policy` allows: with `Old`, the
@@ -255,6 +276,18 @@ impl Session {
             Ok(Request::Register(password)) => Step::Register(password),
             Ok(Request::ChangePassword { old, new }) => Step::ChangePassword { old, new },
             Ok(Request::Unregister(password)) => Step::Unregister(password),
+            Ok(Request::Join(room)) => Step::Room(RoomRequest::Join(room)),
+            Ok(Request::Part(room)) => Step::Room(RoomRequest::Part(room)),
+            Ok(Request::Rooms) => Step::Room(RoomRequest::Rooms),
+            Ok(Request::Members(room)) => Step::Room(RoomRequest::Members(room)),
+            Ok(Request::Say { room, body }) => Step::Room(RoomRequest::Say { room, body }),
+            Ok(Request::Topic { room, text }) => {
+                if text.is_some_and(|t| t.len() > self.max_topic) {
+                    return Step::Reply(Reply::BadRqstBody);
+                }
+                Step::Room(RoomRequest::Topic { room, text })
+            }
+            Ok(Request::Kick { room, name }) => Step::Room(RoomRequest::Kick { room, name }),
             Err(RequestError::UnknownCommand) => return Step::Reply(Reply::BadRqstHdr),
             Err(_) => return Step::Reply(Reply::BadRqstBody),
         };
@@ -294,6 +327,13 @@ impl Session {
             Command::List => logged_in && self.policy != crate::config::GenerationPolicy::Old,
             Command::Who => logged_in && self.policy != crate::config::GenerationPolicy::Current,
             Command::Register | Command::Password | Command::Unregister => logged_in,
+            Command::Join
+            | Command::Part
+            | Command::Rooms
+            | Command::Members
+            | Command::Say
+            | Command::Topic
+            | Command::Kick => logged_in,
             Command::Ping | Command::Pong => true,
             Command::Ext => !logged_in && self.negotiated.is_none() && !self.offered.is_empty(),
         }
@@ -336,6 +376,22 @@ impl Session {
         match outcome {
             Delivery::Delivered => Reply::SendOk,
             Delivery::NoSuchUser => self.generation.bad_dest(),
+        }
+    }
+
+    /// The reply to [`Step::Room`] given the hub's outcome: nothing when the hub queued the
+    /// answer itself (the room's own line, in the room's order), else the refusal.
+    pub fn handle_room(&self, outcome: Result<(), RoomError>) -> Option<Reply<'static>> {
+        match outcome {
+            Ok(()) => None,
+            Err(RoomError::NotMember) => Some(Reply::NotMember),
+            Err(RoomError::NotOwner) => Some(Reply::NotOwner),
+            Err(RoomError::RoomLimit) => Some(Reply::RoomLimit),
+            Err(RoomError::RoomFull) => Some(Reply::RoomFull),
+            Err(RoomError::NoSuchMember) => Some(Reply::BadDestUser),
+            Err(RoomError::Unavailable) => Some(Reply::RoomUnavailable),
+            // Not offered by such a hub, so not reachable; unknown, as on a classic server.
+            Err(RoomError::Unserved) => Some(Reply::BadRqstHdr),
         }
     }
 
@@ -437,7 +493,7 @@ mod tests {
         offered.remove(Extension::Accounts);
         let mut s = extended(now, offered);
         assert_eq!(
-            s.handle_line(b"EXT rooms,presence,accounts,keepalive,presence", now),
+            s.handle_line(b"EXT history,presence,accounts,keepalive,presence", now),
             Step::Reply(Reply::ExtOk(vec!["presence", "keepalive"]))
         );
         assert!(s.has(Extension::Presence) && s.has(Extension::Keepalive));
@@ -459,7 +515,7 @@ mod tests {
         }
         // Nothing known: an empty answer, and the connection is classic from then on.
         assert_eq!(
-            s.handle_line(b"EXT rooms", now),
+            s.handle_line(b"EXT history", now),
             Step::Reply(Reply::ExtOk(vec![]))
         );
         assert_eq!(s.handle_line(b"PING", now), Step::Reply(Reply::BadRqstHdr));
@@ -916,6 +972,57 @@ mod tests {
         s.handle_login(name("me"), Ok(()));
         assert_eq!(s.poll_timeout(), None);
         assert_eq!(s.handle_line(b"PING", t0), Step::Reply(Reply::BadRqstHdr));
+    }
+
+    #[test]
+    fn room_lines_need_the_extension_and_a_login() {
+        let now = Instant::now();
+        let room = |s| tcpchat_proto::RoomName::parse(s).expect("valid room");
+        let mut s = Session::new(now, HANDSHAKE, None, ExtensionSet::all()).with_max_topic(5);
+        s.handle_line(b"EXT rooms", now);
+        assert_eq!(
+            s.handle_line(b"JOIN #r", now),
+            Step::Reply(Reply::BadRqstHdr)
+        );
+        s.handle_line(b"HELLO-FROM me", now);
+        s.handle_login(name("me"), Ok(()));
+        assert_eq!(
+            s.handle_line(b"JOIN #r", now),
+            Step::Room(RoomRequest::Join(room("#r")))
+        );
+        assert_eq!(
+            s.handle_line(b"SAY #r  a ", now),
+            Step::Room(RoomRequest::Say {
+                room: room("#r"),
+                body: " a "
+            })
+        );
+        assert_eq!(
+            s.handle_line(b"TOPIC #r 12345", now),
+            Step::Room(RoomRequest::Topic {
+                room: room("#r"),
+                text: Some("12345")
+            })
+        );
+        for bad in [&b"TOPIC #r 123456"[..], b"JOIN r", b"SAY #r", b"ROOMS x"] {
+            assert_eq!(s.handle_line(bad, now), Step::Reply(Reply::BadRqstBody));
+        }
+        assert_eq!(s.handle_overlong(b"SAY #r xxxx", now), Reply::BadRqstBody);
+        assert_eq!(
+            s.handle_room(Err(RoomError::NotOwner)),
+            Some(Reply::NotOwner)
+        );
+        assert_eq!(s.handle_room(Ok(())), None);
+        // Elsewhere the room lines are unknown, as on a classic server.
+        let mut classic = logged_in(now);
+        for line in [&b"JOIN #r"[..], b"ROOMS", b"SAY #r hi", b"JOIN"] {
+            assert_eq!(
+                classic.handle_line(line, now),
+                Step::Reply(Reply::BadRqstHdr)
+            );
+        }
+        assert!(!offered(ExtensionSet::all(), false).contains(Extension::Rooms));
+        assert!(offered(ExtensionSet::all(), true).contains(Extension::Rooms));
     }
 
     #[test]

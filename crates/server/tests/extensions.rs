@@ -32,7 +32,7 @@ async fn a_classic_and_an_extended_client_chat_together() {
     let mut classic = server.login("carol").await;
     let mut ext = extended(
         &server,
-        "rooms,presence,keepalive",
+        "history,presence,keepalive",
         "presence,keepalive",
         "eve",
     )

@@ -188,6 +188,25 @@ fn decode_request(line: &[u8]) -> Decoded {
                     "client changes its account's password".to_string()
                 }
                 Request::Unregister(_) => "client deletes its account".to_string(),
+                Request::Join(room) => format!("client joins the room {room}"),
+                Request::Part(room) => format!("client leaves the room {room}"),
+                Request::Rooms => "client asks which rooms exist".to_string(),
+                Request::Members(room) => format!("client asks who is in {room}"),
+                Request::Say { room, body } => format!(
+                    "client says to the room {room}: \"{}\"",
+                    printable(body.as_bytes())
+                ),
+                Request::Topic { room, text: None } => {
+                    format!("client clears the topic of {room}")
+                }
+                Request::Topic {
+                    room,
+                    text: Some(text),
+                } => format!(
+                    "client sets the topic of {room} to \"{}\"",
+                    printable(text.as_bytes())
+                ),
+                Request::Kick { room, name } => format!("client removes {name} from {room}"),
             };
             Decoded {
                 kind: first_word(line),
@@ -292,6 +311,48 @@ fn decode_reply(line: &[u8]) -> Decoded {
                 Reply::NeedsTls => {
                     "server: refuses passwords on this plain-text connection; use TLS".to_string()
                 }
+                Reply::Joined { room, name } => format!("server: {name} joined {room}"),
+                Reply::Parted { room, name } => format!("server: {name} left {room}"),
+                Reply::Kicked { room, name, by } => {
+                    format!("server: {by} removed {name} from {room}")
+                }
+                Reply::TopicIs {
+                    room,
+                    by,
+                    text: None,
+                } => format!("server: {by} cleared the topic of {room}"),
+                Reply::TopicIs {
+                    room,
+                    by,
+                    text: Some(text),
+                } => format!(
+                    "server: the topic of {room}, set by {by}: \"{}\"",
+                    printable(text.as_bytes())
+                ),
+                Reply::Said { room, from, body } => format!(
+                    "server delivers {from}'s message to {room}: \"{}\"",
+                    printable(body.as_bytes())
+                ),
+                Reply::RoomsOk(rooms) if rooms.is_empty() => "server: no room exists".to_string(),
+                Reply::RoomsOk(rooms) => {
+                    let rooms: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+                    format!("server: {} rooms: {}", rooms.len(), rooms.join(", "))
+                }
+                Reply::MembersOk { room, names } if names.is_empty() => {
+                    format!("server: {room} does not exist (nobody is in it)")
+                }
+                Reply::MembersOk { room, names } => {
+                    let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+                    format!("server: in {room}, owner first: {}", names.join(", "))
+                }
+                Reply::NotMember => "server: you are not in that room".to_string(),
+                Reply::NotOwner => "server: only the room's owner may do that".to_string(),
+                Reply::RoomLimit => "server: you are in as many rooms as allowed".to_string(),
+                Reply::RoomFull => "server: that room is full".to_string(),
+                Reply::RoomUnavailable => {
+                    "server: cannot reach the room right now; nothing changed, try again"
+                        .to_string()
+                }
             };
             Decoded {
                 kind: first_word(line),
@@ -369,6 +430,54 @@ mod tests {
         }
         s.finish(&mut out);
         out
+    }
+
+    #[test]
+    fn room_lines_are_explained() {
+        let cases: &[(&[u8], bool, &str, &str)] = &[
+            (b"JOIN #rust", true, "JOIN", "client joins the room #rust"),
+            (
+                b"SAY #rust hi",
+                true,
+                "SAY",
+                "client says to the room #rust: \"hi\"",
+            ),
+            (
+                b"SAY #rust",
+                true,
+                "invalid SAY",
+                "client sends an invalid SAY",
+            ),
+            (
+                b"SAID #rust al hi",
+                false,
+                "SAID",
+                "server delivers al's message to #rust: \"hi\"",
+            ),
+            (
+                b"KICKED #r bo al",
+                false,
+                "KICKED",
+                "server: al removed bo from #r",
+            ),
+            (
+                b"MEMBERS-OK #r al,bo",
+                false,
+                "MEMBERS-OK",
+                "server: in #r, owner first: al, bo",
+            ),
+            (
+                b"NOT-OWNER",
+                false,
+                "NOT-OWNER",
+                "server: only the room's owner may do that",
+            ),
+        ];
+        for (line, from_client, kind, starts) in cases {
+            let d = decode(line, *from_client);
+            assert_eq!(&d.kind, kind, "{}", printable(line));
+            assert!(d.explanation.starts_with(starts), "{}", d.explanation);
+        }
     }
 
     #[test]

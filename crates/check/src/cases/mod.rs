@@ -9,6 +9,7 @@ mod commands;
 mod ext_keepalive;
 mod ext_negotiation;
 mod ext_presence;
+mod ext_rooms;
 mod limits;
 mod login;
 mod presence;
@@ -310,6 +311,17 @@ pub static CASES: &[Case] = &[
          `ONLINE` lines and then `ONLINE-DONE`; then `ONLINE <name>` for each login and \
          `OFFLINE <name>` for each departure, classic users included, in the queue messages \
          take: a user's `ONLINE` comes before its first `DELIVERY`."
+    ),
+    case!(
+        "ext-rooms",
+        ext_rooms::ext_rooms,
+        "three members see each JOINED, two pipelining senders' messages arrive at every member \
+         once and in one order, MEMBERS lists the owner first, PARTED reaches everyone \
+         (skipped unless rooms is offered)",
+        "On `rooms` connections, `JOIN` is answered by the `JOINED` line every member gets; \
+         every member receives each `SAID` once and all of them in the same order, senders \
+         included; `MEMBERS` lists the members in join order; `PART` is seen by every \
+         member, and a former member's `SAY` is `NOT-MEMBER`."
     ),
     case!(
         "accounts-register",
@@ -771,6 +783,7 @@ mod tests {
                 include_str!("ext_negotiation.rs"),
             ),
             ("cases/ext_presence.rs", include_str!("ext_presence.rs")),
+            ("cases/ext_rooms.rs", include_str!("ext_rooms.rs")),
             ("cases/limits.rs", include_str!("limits.rs")),
             ("cases/login.rs", include_str!("login.rs")),
             ("cases/presence.rs", include_str!("presence.rs")),

@@ -2,8 +2,9 @@
 //!
 //! With [`Defect::None`] it follows every decided rule, so the checker must pass it; with any
 //! other defect it breaks exactly one rule, the way real student servers do, so the checker
-//! must flag it. It speaks the `keepalive` and `presence` extensions (the server side of
-//! `PING` and the presence lines, no server pings); [`Defect::Classic`] is the same server
+//! must flag it. It speaks the `keepalive`, `presence` and `rooms` extensions (the server side of
+//! `PING`, the presence lines, and `JOIN` / `PART` / `MEMBERS` / `SAY` without owners or
+//! limits; no server pings); [`Defect::Classic`] is the same server
 //! without them, the classic server the extension cases must skip. It is deliberately simple (one task per connection plus a writer, a mutex
 //! around the name table) and independent of `tcpchat-server`, so a shared misreading of the
 //! protocol would not cancel out.
@@ -32,6 +33,9 @@ pub enum Defect {
     PongWithoutToken,
     /// Leaves the user out of its own first presence list.
     PresenceListWithoutSelf,
+    /// Does not echo a room message to its sender (as IRC does not), so the sender cannot
+    /// know where its message fell among the others'.
+    NoRoomEcho,
     /// Keeps the `\r` of a `\r\n` line end.
     KeepsCr,
     /// `LIST-OK a, b` instead of `LIST-OK a,b`.
@@ -148,7 +152,13 @@ struct Shared {
     /// The `accounts` extension: name → (password, wrong passwords so far).
     accounts: Mutex<HashMap<String, (String, u32)>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Room → its members in join order, with their queues; room lines are queued under
+    /// this lock, so every member sees one order.
+    rooms: Mutex<HashMap<String, Vec<RoomMember>>>,
 }
+
+/// A room member: its name and its queue.
+type RoomMember = (String, mpsc::Sender<Vec<u8>>);
 
 /// A running reference server; stops when dropped.
 pub struct Server {
@@ -175,6 +185,7 @@ pub async fn start(defect: Defect, capacity: usize) -> Server {
         users: Mutex::new(HashMap::new()),
         accounts: Mutex::new(HashMap::new()),
         next_id: std::sync::atomic::AtomicU64::new(0),
+        rooms: Mutex::new(HashMap::new()),
         slots: Arc::new(Semaphore::new(if defect == Defect::ClientLimit40 {
             capacity.min(DEFECT_CLIENT_LIMIT)
         } else {
@@ -264,6 +275,7 @@ async fn serve(stream: TcpStream, shared: &Shared) {
         negotiated: false,
         keepalive: false,
         presence: false,
+        rooms: false,
     };
     let mut buf: Vec<u8> = Vec::new();
     let mut discarding = false;
@@ -350,6 +362,22 @@ async fn serve(stream: TcpStream, shared: &Shared) {
             (shared.defect, ending),
             (Defect::KeepsNameAfterEof, Ending::Eof) | (Defect::KeepsNameAfterReset, Ending::Reset)
         );
+        let mut rooms = lock(&shared.rooms);
+        for (room, members) in rooms.iter_mut() {
+            if members.iter().any(|(n, _)| *n == name) {
+                let (Ok(r), Ok(n)) = (tcpchat_proto::RoomName::parse(room), Username::parse(&name))
+                else {
+                    continue;
+                };
+                let line = Reply::Parted { room: r, name: n }.to_line();
+                members.retain(|(n, _)| *n != name);
+                for (_, tx) in members.iter() {
+                    let _ = tx.try_send(line.clone());
+                }
+            }
+        }
+        rooms.retain(|_, members| !members.is_empty());
+        drop(rooms);
         let mut users = lock(&shared.users);
         // A session taken over (accounts) no longer holds its name.
         if !keep && users.get(&name).is_some_and(|p| p.id == conn.id) {
@@ -405,6 +433,7 @@ struct Conn<'a> {
     negotiated: bool,
     keepalive: bool,
     presence: bool,
+    rooms: bool,
 }
 
 impl Conn<'_> {
@@ -461,7 +490,18 @@ impl Conn<'_> {
             Command::Login | Command::Register | Command::Password | Command::Unregister => {
                 negotiated
             }
-            Command::Ext | Command::Ping | Command::Pong | Command::Who => false,
+            // Rooms lines were answered by `extension` where negotiated.
+            Command::Ext
+            | Command::Ping
+            | Command::Pong
+            | Command::Who
+            | Command::Join
+            | Command::Part
+            | Command::Rooms
+            | Command::Members
+            | Command::Say
+            | Command::Topic
+            | Command::Kick => false,
         };
         let parsed = match Request::parse(line) {
             Ok(r) if !known(r.command()) => Err(RequestError::UnknownCommand),
@@ -589,6 +629,7 @@ impl Conn<'_> {
                 self.keepalive = names.contains(&Extension::Keepalive.name());
                 self.presence = names.contains(&Extension::Presence.name());
                 self.accounts = Some(names.contains(&Extension::Accounts.name()));
+                self.rooms = names.contains(&Extension::Rooms.name());
                 self.reply(&Reply::ExtOk(names));
                 Some(true)
             }
@@ -602,6 +643,71 @@ impl Conn<'_> {
                 Some(true)
             }
             Ok(Request::Pong(_)) if self.keepalive => Some(true),
+            Ok(Request::Join(room)) if self.rooms => {
+                let me = self.name.clone()?;
+                let mut rooms = lock(&self.shared.rooms);
+                let members = rooms.entry(room.as_str().to_owned()).or_default();
+                if !members.iter().any(|(n, _)| *n == me) {
+                    members.push((me.clone(), self.tx.clone()));
+                }
+                let line = Reply::Joined {
+                    room,
+                    name: Username::parse(&me).ok()?,
+                }
+                .to_line();
+                for (_, tx) in members.iter() {
+                    let _ = tx.try_send(line.clone());
+                }
+                Some(true)
+            }
+            Ok(Request::Part(room)) if self.rooms => {
+                let me = self.name.clone()?;
+                let mut rooms = lock(&self.shared.rooms);
+                let members = rooms.entry(room.as_str().to_owned()).or_default();
+                if !members.iter().any(|(n, _)| *n == me) {
+                    self.reply(&Reply::NotMember);
+                    return Some(true);
+                }
+                let line = Reply::Parted {
+                    room,
+                    name: Username::parse(&me).ok()?,
+                }
+                .to_line();
+                for (_, tx) in members.iter() {
+                    let _ = tx.try_send(line.clone());
+                }
+                members.retain(|(n, _)| *n != me);
+                Some(true)
+            }
+            Ok(Request::Members(room)) if self.rooms && self.name.is_some() => {
+                let rooms = lock(&self.shared.rooms);
+                let names = rooms
+                    .get(room.as_str())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(n, _)| Username::parse(n).ok())
+                    .collect();
+                self.reply(&Reply::MembersOk { room, names });
+                Some(true)
+            }
+            Ok(Request::Say { room, body }) if self.rooms => {
+                let me = self.name.clone()?;
+                let rooms = lock(&self.shared.rooms);
+                let members = rooms.get(room.as_str()).map_or(&[][..], Vec::as_slice);
+                if !members.iter().any(|(n, _)| *n == me) {
+                    self.reply(&Reply::NotMember);
+                    return Some(true);
+                }
+                let mut line = Vec::new();
+                Reply::encode_said(&mut line, room.as_str(), &me, body);
+                for (name, tx) in members {
+                    if d == Defect::NoRoomEcho && *name == me {
+                        continue;
+                    }
+                    let _ = tx.try_send(line.clone());
+                }
+                Some(true)
+            }
             _ => None,
         }
     }

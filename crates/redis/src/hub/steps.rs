@@ -32,7 +32,7 @@ pub(super) struct Renewed {
     pub alive: bool,
 }
 
-fn int(v: &Value) -> i64 {
+pub(super) fn int(v: &Value) -> i64 {
     match v {
         Value::Int(i) => *i,
         Value::BulkString(b) => std::str::from_utf8(b)
@@ -43,7 +43,7 @@ fn int(v: &Value) -> i64 {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
+pub(super) fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),
@@ -51,14 +51,14 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-fn items(v: Value) -> Vec<Value> {
+pub(super) fn items(v: Value) -> Vec<Value> {
     match v {
         Value::Array(a) | Value::Set(a) => a,
         _ => Vec::new(),
     }
 }
 
-fn texts(v: Value) -> Vec<String> {
+pub(super) fn texts(v: Value) -> Vec<String> {
     items(v).iter().filter_map(text).collect()
 }
 
@@ -72,7 +72,11 @@ impl Inner {
     }
 
     /// Runs a pipeline and returns exactly one answer per command.
-    async fn step(&self, pipe: &redis::Pipeline, commands: usize) -> Result<Vec<Value>, CallError> {
+    pub(super) async fn step(
+        &self,
+        pipe: &redis::Pipeline,
+        commands: usize,
+    ) -> Result<Vec<Value>, CallError> {
         let values = self.store.values(pipe).await?;
         if values.len() == commands {
             Ok(values)
@@ -359,11 +363,13 @@ impl Inner {
         let freed = self.drop_names(dead, &names).await?;
         let events: Vec<String> = freed.iter().map(|n| format!(",-{n}")).collect();
         self.announce_elsewhere(&events, true).await?;
+        // Its room members part: the others hear `PARTED` (`room_steps.rs`).
+        self.rooms_of_node_part(dead).await?;
         let mut pipe = redis::pipe();
         eval(
             &mut pipe,
             SCRIPTS.bury,
-            &[keys::alive(dead), keys::users(dead)],
+            &[keys::alive(dead), keys::users(dead), keys::node_rooms(dead)],
         );
         if self.step(&pipe, 1).await?.first().map_or(0, int) == 1 {
             let mut pipe = redis::pipe();
@@ -549,11 +555,13 @@ impl Inner {
         let freed = self.drop_names(me, &names).await?;
         let events: Vec<String> = freed.iter().map(|n| format!(",-{n}")).collect();
         self.announce_elsewhere(&events, false).await?;
+        self.rooms_of_node_part(me).await?;
         let mut pipe = redis::pipe();
         pipe.cmd("DEL")
             .arg(keys::alive(me))
             .arg(keys::users(me))
-            .arg(keys::watching(me));
+            .arg(keys::watching(me))
+            .arg(keys::node_rooms(me));
         pipe.cmd("SREM").arg(keys::nodes()).arg(me);
         self.step(&pipe, 2).await.map(drop)
     }
