@@ -9,6 +9,20 @@ use std::time::Duration;
 
 use tcpchat_testkit::{Client, Node, Redis, RedisCluster, PATIENCE};
 
+/// Nodes for a Redis Cluster failover: a lease longer than the failover, which on a loaded
+/// machine can outlast the 5 s default and free the names by design (`docs/cluster.md`).
+fn failover_nodes(url: &str, n: usize) -> Vec<Node> {
+    (1..=n)
+        .map(|i| {
+            Node::start_with(
+                url,
+                &format!("n{i}"),
+                &["--limits", "off", "--cluster-lease", "60s"],
+            )
+        })
+        .collect()
+}
+
 fn nodes_on(url: &str, n: usize) -> Vec<Node> {
     (1..=n)
         .map(|i| Node::start_with(url, &format!("n{i}"), &["--limits", "off"]))
@@ -251,7 +265,7 @@ async fn heard(c: &mut Client, who: &str, from: &str, body: &str, tries: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_redis_cluster_a_room_survives_a_master_failover() {
     let mut redis = RedisCluster::start();
-    let nodes = nodes_on(&redis.url(), 3);
+    let nodes = failover_nodes(&redis.url(), 3);
     let mut members = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let name = format!("f{i}");
@@ -390,7 +404,7 @@ async fn on_a_redis_cluster_a_room_survives_a_planned_failover() {
             !taken.contains(&redis.master_of(redis.slot(&format!("tcpchat:{{r:{r}}}:lines"))))
         })
         .expect("a room on the third shard");
-    let nodes = nodes_on(&redis.url(), 2);
+    let nodes = failover_nodes(&redis.url(), 2);
     let mut a = member(&nodes[0], "a").await;
     a.send(&format!("JOIN {room}")).await;
     a.expect(&format!("JOINED {room} a")).await;
