@@ -55,6 +55,7 @@ fn plan(target: SocketAddr, scenario: Scenario, clients: usize) -> Plan {
         tag: format!("t{}x", scenario.name().len()),
         spread_sources: true,
         tls: None,
+        ws: None,
     }
 }
 
