@@ -82,6 +82,13 @@ pub(crate) async fn upgrade(
             return Err(UpgradeError::Closed);
         }
         head.extend_from_slice(&chunk[..n]);
+        if head.len() >= 5 && !head.starts_with(b"HTTP/") {
+            // Not an HTTP server at all (a chat port answers the request's lines).
+            let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
+            return Err(UpgradeError::Refused(
+                String::from_utf8_lossy(first).trim_end().to_owned(),
+            ));
+        }
         if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
             break at + 4;
         }
