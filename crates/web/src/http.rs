@@ -115,7 +115,7 @@ fn secure(h: &mut hyper::HeaderMap) {
     }
 }
 
-fn header_str<'a>(req: &'a Request<Incoming>, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -205,7 +205,7 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, state: &State) -> Respo
             let _ = ws.close(Some(close(CloseCode::Again, "busy"))).await;
             return;
         }
-        pump::run(ws, ours).await;
+        pump::run(ws, ours, entry).await;
     });
 
     let mut r = Response::new(Full::new(Bytes::new()));

@@ -19,7 +19,7 @@
 //!
 //! Either direction ending starts the end of the other: once the connection has closed and
 //! the close frame is out, the peer has [`CLOSE_LINGER`] to answer it before the socket is
-//! dropped.
+//! dropped (at once when the server is shutting down).
 
 use std::time::Duration;
 
@@ -49,24 +49,27 @@ pub(crate) enum InEnd {
 }
 
 /// Runs the pump until both directions are done (see the module docs).
-pub(crate) async fn run<S>(ws: WebSocketStream<S>, pair: UnixStream)
+pub(crate) async fn run<S>(ws: WebSocketStream<S>, pair: UnixStream, entry: tcpchat_server::Entry)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (pair_rx, mut pair_tx) = pair.into_split();
-    let (end_tx, end_rx) = tokio::sync::oneshot::channel::<InEnd>();
+    let (end_tx, mut end_rx) = tokio::sync::oneshot::channel::<InEnd>();
 
     let inbound = async move {
         let end = inbound(&mut ws_rx, &mut pair_tx).await;
+        // Before the half-close, so outbound knows the code by the time the connection,
+        // told by the half-close, has ended.
+        let _ = end_tx.send(end);
         // The connection sees an end of stream, as from a TCP peer, and finishes.
         let _ = pair_tx.shutdown().await;
-        let _ = end_tx.send(end);
         ws_rx
     };
     let outbound = async move {
         outbound(&pair_rx, &mut ws_tx).await;
-        let frame = match end_rx.await {
+        // Nothing yet: the connection ended by itself, the client is still there.
+        let frame = match end_rx.try_recv() {
             Ok(InEnd::Violation(code, reason)) => Some(CloseFrame {
                 code,
                 reason: reason.into(),
@@ -91,7 +94,11 @@ where
             let _ = tokio::time::timeout(CLOSE_LINGER * 2, &mut outbound).await;
         }
         _ = &mut outbound => {
-            let _ = tokio::time::timeout(CLOSE_LINGER, &mut inbound).await;
+            // Not at shutdown: the server has stopped waiting for its connections by then.
+            tokio::select! {
+                _ = tokio::time::timeout(CLOSE_LINGER, &mut inbound) => {}
+                () = entry.shutdown() => {}
+            }
         }
     }
 }
