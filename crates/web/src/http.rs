@@ -62,6 +62,19 @@ fn route(req: Request<Incoming>, peer: SocketAddr, state: &State) -> Response<Bo
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
+    if path == "/settings.json" {
+        // What the page checks before sending: the line limit in force.
+        let body = format!("{{\"max_line_bytes\":{}}}\n", state.entry.max_line_bytes());
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        secure(h);
+        return r;
+    }
     match assets::find(path) {
         Some(asset) => {
             let body = if req.method() == Method::HEAD {

@@ -24,7 +24,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -88,19 +88,42 @@ where
     // the connection ended): once outbound is done, it gets CLOSE_LINGER.
     tokio::pin!(inbound);
     tokio::pin!(outbound);
-    tokio::select! {
-        _ = &mut inbound => {
+    let (rx, tx) = tokio::select! {
+        rx = &mut inbound => {
             // The connection is told; outbound ends when it has flushed and closed.
-            let _ = tokio::time::timeout(CLOSE_LINGER * 2, &mut outbound).await;
+            let tx = tokio::time::timeout(CLOSE_LINGER * 2, &mut outbound).await.ok();
+            (Some(rx), tx)
         }
-        _ = &mut outbound => {
+        tx = &mut outbound => {
             // Not at shutdown: the server has stopped waiting for its connections by then.
+            let rx = tokio::select! {
+                rx = tokio::time::timeout(CLOSE_LINGER, &mut inbound) => rx.ok(),
+                () = entry.shutdown() => None,
+            };
+            (rx, Some(tx))
+        }
+    };
+    if let (Some(rx), Some(tx)) = (rx, tx) {
+        if let Ok(ws) = rx.reunite(tx) {
             tokio::select! {
-                _ = tokio::time::timeout(CLOSE_LINGER, &mut inbound) => {}
+                () = linger(ws.into_inner()) => {}
                 () = entry.shutdown() => {}
             }
         }
     }
+}
+
+/// Our close frame is out: half-close, then read and discard until the client closes, for
+/// at most [`CLOSE_LINGER`]. Closing a socket with unread input (the rest of a message that
+/// was refused as too long) makes the kernel send a reset, which can destroy the close
+/// frame before the client reads it; the client would see 1006 instead of the code.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
 }
 
 /// WebSocket messages -> lines into the pair, until the client closes or breaks a rule.
