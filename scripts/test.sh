@@ -13,6 +13,8 @@
 #    apt fails), the script says which programs are missing and which tests will fail for it,
 #    then goes on: everything else still runs, and those tests fail, each naming what to
 #    install, so the command still exits non-zero. Nothing is skipped silently.
+#    The browser test's one npm package (playwright-core) comes from the committed
+#    tests/browser/package-lock.json (`npm ci`); it drives Debian's chromium.
 # 3. Root is not needed: the dead-peer test makes its own user + network namespaces
 #    (`unshare --user --map-root-user --net`). Where the kernel forbids that, the script says
 #    so up front and the test fails saying which setting to change.

@@ -32,9 +32,10 @@ const dataDir = mkdtempSync(join(tmpdir(), 'tcpchat-browser-'));
 function step(what) { console.log(`-- ${what}`); }
 
 /** A child whose output lines are kept and can be waited for. */
-function child(args, name) {
+function child(args, name, extraEnv = {}) {
   const env = { ...process.env, TCPCHAT_DATA_DIR: dataDir, RUST_LOG: 'info' };
   for (const k of Object.keys(env)) if (k.startsWith('TCPCHAT_') && k !== 'TCPCHAT_DATA_DIR') delete env[k];
+  Object.assign(env, extraEnv);
   const proc = spawn(BIN, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
   children.add(proc);
   const lines = [];
@@ -140,7 +141,16 @@ async function main() {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update'],
   });
   try {
+    // As with no internet: anything the page asks of another host fails, and is a failure.
+    const elsewhere = [];
+    const offline = async (ctx) => ctx.route('**/*', (route) => {
+      const u = new URL(route.request().url());
+      if (u.host === server.webAddr) return route.continue();
+      elsewhere.push(u.href);
+      return route.abort();
+    });
     const desktop = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    await offline(desktop);
     const alice = await desktop.newPage();
     const problems = [];
     alice.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
@@ -170,6 +180,29 @@ async function main() {
     await messageShown(alice, 'anyone there?', 'failed');
     const failed = await lastMessage(alice);
     if (!failed.meta.includes('ghost is not online')) throw new Error(`failed without its reason: ${failed.meta}`);
+
+    step('accounts: a registered name logs in with its password only');
+    const dora = child(['connect', '--plain', '--name', 'dora', server.addr], 'plain dora', { TCPCHAT_PASSWORD: 'correct-horse-1' });
+    await dora.waitFor('login', (l) => l.includes('logged in to'));
+    dora.type('/register');
+    await dora.waitFor('registration', (l) => l.includes('your name is registered'));
+    dora.type('/quit');
+    await dora.exited;
+    {
+      const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+      const page = await ctx.newPage();
+      await page.goto(url);
+      await page.getByLabel('Name', { exact: true }).fill('dora');
+      await page.getByRole('button', { name: 'Join' }).click();
+      await until(page, 'the page asking for the password', () => /registered: enter its password/.test(document.getElementById('login-error').textContent));
+      await page.getByLabel(/^Password/).fill('wrong-password');
+      await page.getByRole('button', { name: 'Join' }).click();
+      await until(page, 'a wrong password refused', () => /Wrong password/.test(document.getElementById('login-error').textContent));
+      await page.getByLabel(/^Password/).fill('correct-horse-1');
+      await page.getByRole('button', { name: 'Join' }).click();
+      await until(page, 'dora logged in with her password', () => document.getElementById('me').textContent === 'Signed in as dora');
+      await ctx.close();
+    }
 
     step('keyboard: Alt+Down / Alt+Up switch conversations');
     const title = () => alice.locator('#peer-title').textContent();
@@ -204,6 +237,7 @@ async function main() {
 
     step('a second browser user, at phone width, chats with alice');
     const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, hasTouch: true, isMobile: true });
+    await offline(phone);
     const carol = await phone.newPage();
     carol.on('pageerror', (e) => problems.push(`page error (carol): ${e.message}`));
     await carol.goto(url);
@@ -252,6 +286,7 @@ async function main() {
     await carol.getByRole('button', { name: /^Show conversations/ }).click();
     await carol.screenshot({ path: join(SHOTS, 'phone-375x740-conversations.png') });
 
+    if (elsewhere.length) throw new Error(`the page asked other hosts for: ${elsewhere.join(', ')}`);
     if (problems.length) throw new Error(`the page reported problems:\n${problems.join('\n')}`);
     step('done');
   } finally {
