@@ -439,3 +439,39 @@ async fn the_server_ending_a_session_closes_its_websocket() {
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Normal));
     server.shutdown().await;
 }
+
+/// Passwords: a client a trusted proxy names by a non-loopback address is on plain text
+/// (`NEEDS-TLS`) unless that proxy says it came over TLS (`X-Forwarded-Proto: https`).
+#[tokio::test]
+async fn a_trusted_proxy_says_whether_the_client_came_over_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = tcpchat_accounts::SqliteStore::open(dir.path()).expect("store");
+    let config = Config {
+        account_store: Some(tcpchat_server::StoreHandle::new(store)),
+        ..Config::default()
+    };
+    let trusting = Settings {
+        trusted_proxies: vec!["127.0.0.0/8".parse().expect("net")],
+        ..Settings::default()
+    };
+    let server = Server::start(config, trusting).await;
+    let login = |headers: Vec<(&'static str, &'static str)>| {
+        let server = &server;
+        async move {
+            let mut ws = server.ws(&headers).await.expect("upgrade");
+            send(&mut ws, "EXT accounts").await;
+            assert_eq!(next_text(&mut ws).await, "EXT-OK accounts");
+            send(&mut ws, "LOGIN dora correct-horse-1").await;
+            next_text(&mut ws).await
+        }
+    };
+    let plain = login(vec![("x-forwarded-for", "198.51.100.7")]).await;
+    assert_eq!(plain, "NEEDS-TLS");
+    let over_tls = login(vec![
+        ("x-forwarded-for", "198.51.100.8"),
+        ("x-forwarded-proto", "https"),
+    ])
+    .await;
+    assert_eq!(over_tls, "NO-ACCOUNT", "the password was looked at");
+    server.shutdown().await;
+}
