@@ -286,6 +286,18 @@ async function main() {
     await carol.getByRole('button', { name: /^Show conversations/ }).click();
     await carol.screenshot({ path: join(SHOTS, 'phone-375x740-conversations.png') });
 
+    step('keyboard at phone width: the list opened from its button takes focus, Escape closes it');
+    const toggle = carol.getByRole('button', { name: /^Show conversations/ });
+    await carol.keyboard.press('Escape');
+    await until(carol, 'Escape closing the list', () => !document.body.classList.contains('show-list')
+      && document.activeElement === document.getElementById('toggle-list'));
+    if ((await toggle.getAttribute('aria-expanded')) !== 'false') throw new Error('the closed list is still aria-expanded');
+    await carol.keyboard.press('Enter');
+    await until(carol, 'Enter on the button opening the list, focus inside it', () => document.body.classList.contains('show-list')
+      && document.getElementById('sidebar').contains(document.activeElement));
+    await carol.keyboard.press('Escape');
+    await until(carol, 'Escape closing it again', () => !document.body.classList.contains('show-list'));
+
     if (elsewhere.length) throw new Error(`the page asked other hosts for: ${elsewhere.join(', ')}`);
     if (problems.length) throw new Error(`the page reported problems:\n${problems.join('\n')}`);
     step('done');

@@ -117,7 +117,8 @@ settings! {
     web_origins: WebOrigins = |_c| "same";
 
     /// Web: proxies whose X-Forwarded-For names the client (that address then counts for
-    /// the per-address limits and the logs), e.g. 127.0.0.1,10.0.0.0/8; "none" for none
+    /// the per-address limits and the logs) and whose X-Forwarded-Proto: https makes the
+    /// WebSocket count as TLS for passwords, e.g. 127.0.0.1,10.0.0.0/8; "none" for none
     #[arg(long, env = "TCPCHAT_TRUSTED_PROXIES", value_name = "CIDR,...")]
     trusted_proxies: Networks = |_c| "none";
 

@@ -490,11 +490,18 @@ function start() {
   $('toggle-list').addEventListener('click', () => {
     const shown = document.body.classList.toggle('show-list');
     $('toggle-list').setAttribute('aria-expanded', String(shown));
+    // Keyboard users land in the panel they opened.
+    if (shown) $('sidebar').querySelector('button, input')?.focus();
   });
   document.addEventListener('keydown', (ev) => {
     if (ev.altKey && (ev.key === 'ArrowUp' || ev.key === 'ArrowDown')) {
       ev.preventDefault();
       step(ev.key === 'ArrowUp' ? -1 : 1);
+    } else if (ev.key === 'Escape' && document.body.classList.contains('show-list')) {
+      // Phone width: Escape closes the conversation panel, back to its button.
+      document.body.classList.remove('show-list');
+      $('toggle-list').setAttribute('aria-expanded', 'false');
+      $('toggle-list').focus();
     }
   });
   document.addEventListener('visibilitychange', () => {
