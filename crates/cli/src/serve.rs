@@ -117,7 +117,8 @@ settings! {
     web_origins: WebOrigins = |_c| "same";
 
     /// Web: proxies whose X-Forwarded-For names the client (that address then counts for
-    /// the per-address limits and the logs), e.g. 127.0.0.1,10.0.0.0/8; "none" for none
+    /// the per-address limits and the logs) and whose X-Forwarded-Proto: https makes the
+    /// WebSocket count as TLS for passwords, e.g. 127.0.0.1,10.0.0.0/8; "none" for none
     #[arg(long, env = "TCPCHAT_TRUSTED_PROXIES", value_name = "CIDR,...")]
     trusted_proxies: Networks = |_c| "none";
 
@@ -1643,6 +1644,52 @@ mod tests {
         assert_eq!(s.config.max_clients, 9, "flag wins over file");
         let ka = s.config.keepalive.expect("keepalive on");
         assert_eq!((ka.idle, ka.probes), (Duration::from_secs(20), 2));
+    }
+
+    #[test]
+    fn web_settings() {
+        assert_eq!(resolve(&[]).expect("valid").web, None, "off by default");
+        let s = resolve(&["--web-listen", "127.0.0.1:8080"]).expect("valid");
+        assert_eq!(
+            s.web,
+            Some(Web {
+                listen: "127.0.0.1:8080".parse().expect("addr"),
+                settings: tcpchat_web::Settings::default(),
+            }),
+            "same origin and no trusted proxy by default"
+        );
+        let f = file("web_listen = \"127.0.0.1:8081\"\nweb_origins = \"*\"\ntrusted_proxies = \"10.0.0.0/8\"\n");
+        let s = resolve(&[
+            "--config",
+            &f.arg(),
+            "--web-origins",
+            "https://chat.example",
+        ])
+        .expect("valid");
+        let web = s.web.expect("web from the file");
+        assert_eq!(web.listen, "127.0.0.1:8081".parse().expect("addr"));
+        assert_eq!(
+            web.settings.origins,
+            tcpchat_web::Origins::parse("https://chat.example").expect("origins"),
+            "flag wins over file"
+        );
+        assert_eq!(
+            web.settings.trusted_proxies,
+            parse_networks("10.0.0.0/8").expect("networks")
+        );
+        let s = resolve(&["--config", &f.arg(), "--web-listen", "off"]).expect("valid");
+        assert_eq!(s.web, None, "a flag turns the file's listener off");
+        for (bad, what) in [
+            (vec!["--web-origins", "chat.example"], "scheme://host"),
+            (vec!["--trusted-proxies", "10.0.0.300"], "not a network"),
+            (
+                vec!["--web-listen", "localhost:8080"],
+                "invalid listen address",
+            ),
+        ] {
+            let err = resolve(&bad).expect_err("refused").to_string();
+            assert!(err.contains(what), "{bad:?}: {err}");
+        }
     }
 
     #[test]

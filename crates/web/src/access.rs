@@ -145,6 +145,20 @@ pub fn client_addr(peer: SocketAddr, forwarded_for: &[&str], trusted: &[IpNet]) 
     client.map_or(peer, |ip| SocketAddr::new(canonical(ip), 0))
 }
 
+/// Whether a request from TCP peer `peer` reached the trusted proxy in front of us over TLS:
+/// `X-Forwarded-Proto: https` from a trusted proxy (the nearest proxy's word: the last
+/// value). From any other peer the header means nothing.
+pub fn forwarded_tls(peer: SocketAddr, forwarded_proto: &[&str], trusted: &[IpNet]) -> bool {
+    trusted
+        .iter()
+        .any(|net| net.contains(&canonical(peer.ip())))
+        && forwarded_proto
+            .iter()
+            .flat_map(|h| h.split(','))
+            .next_back()
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+}
+
 /// One `X-Forwarded-For` entry: an address, bracketed IPv6 or with a port allowed.
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Ok(ip) = hop.parse::<IpAddr>() {
@@ -218,6 +232,14 @@ mod tests {
                 .ip()
                 .to_string(),
             "2001:db8::1"
+        );
+        assert!(forwarded_tls(proxy, &["https"], &trusted));
+        assert!(forwarded_tls(proxy, &["http, https"], &trusted));
+        assert!(!forwarded_tls(proxy, &["http"], &trusted));
+        assert!(!forwarded_tls(proxy, &[], &trusted));
+        assert!(
+            !forwarded_tls(stranger, &["https"], &trusted),
+            "only a trusted proxy says so"
         );
         let mapped: SocketAddr = "[::ffff:10.0.0.1]:1".parse().expect("addr");
         assert_eq!(

@@ -62,6 +62,19 @@ fn route(req: Request<Incoming>, peer: SocketAddr, state: &State) -> Response<Bo
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
+    if path == "/settings.json" {
+        // What the page checks before sending: the line limit in force.
+        let body = format!("{{\"max_line_bytes\":{}}}\n", state.entry.max_line_bytes());
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        secure(h);
+        return r;
+    }
     match assets::find(path) {
         Some(asset) => {
             let body = if req.method() == Method::HEAD {
@@ -115,7 +128,7 @@ fn secure(h: &mut hyper::HeaderMap) {
     }
 }
 
-fn header_str<'a>(req: &'a Request<Incoming>, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -135,7 +148,16 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, state: &State) -> Respo
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let client = access::client_addr(peer, &forwarded, &state.settings.trusted_proxies);
+    let trusted = &state.settings.trusted_proxies;
+    let client = access::client_addr(peer, &forwarded, trusted);
+    let proto: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-proto")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    // TLS for passwords: ours, or the trusted proxy's in front of us.
+    let tls = state.tls || access::forwarded_tls(peer, &proto, trusted);
     if req.method() != Method::GET
         || !has_token(&req, header::CONNECTION, "upgrade")
         || !has_token(&req, header::UPGRADE, "websocket")
@@ -153,7 +175,7 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, state: &State) -> Respo
     if !state
         .settings
         .origins
-        .allows(origin, header_str(&req, header::HOST), state.tls)
+        .allows(origin, header_str(&req, header::HOST), tls)
     {
         // Info, not debug: an operator behind a proxy that rewrites Host needs to see why.
         info!(peer = %client, origin = origin.unwrap_or(""), "websocket refused: origin not allowed (see --web-origins)");
@@ -174,7 +196,6 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, state: &State) -> Respo
     let subprotocol = has_token(&req, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let entry = state.entry.clone();
-    let tls = state.tls;
     let limit = entry.max_line_bytes();
     state.pumps.spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -205,7 +226,7 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, state: &State) -> Respo
             let _ = ws.close(Some(close(CloseCode::Again, "busy"))).await;
             return;
         }
-        pump::run(ws, ours).await;
+        pump::run(ws, ours, entry).await;
     });
 
     let mut r = Response::new(Full::new(Bytes::new()));
@@ -233,11 +254,12 @@ fn close(code: CloseCode, reason: &'static str) -> CloseFrame {
 }
 
 /// The library's limits set to the chat's: a message (one line, no LF) and a frame of it are
-/// at most the line limit; buffers small, so an idle WebSocket holds little.
+/// at most the line limit; buffers small, so an idle WebSocket holds little (lines fed
+/// together are written together up to 8 KiB; the pump flushes at the end of each read).
 pub(crate) fn ws_config(max_line_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_line_bytes))
         .max_frame_size(Some(max_line_bytes))
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(8 * 1024)
 }

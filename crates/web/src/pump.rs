@@ -19,12 +19,12 @@
 //!
 //! Either direction ending starts the end of the other: once the connection has closed and
 //! the close frame is out, the peer has [`CLOSE_LINGER`] to answer it before the socket is
-//! dropped.
+//! dropped (at once when the server is shutting down).
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -49,24 +49,27 @@ pub(crate) enum InEnd {
 }
 
 /// Runs the pump until both directions are done (see the module docs).
-pub(crate) async fn run<S>(ws: WebSocketStream<S>, pair: UnixStream)
+pub(crate) async fn run<S>(ws: WebSocketStream<S>, pair: UnixStream, entry: tcpchat_server::Entry)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (pair_rx, mut pair_tx) = pair.into_split();
-    let (end_tx, end_rx) = tokio::sync::oneshot::channel::<InEnd>();
+    let (end_tx, mut end_rx) = tokio::sync::oneshot::channel::<InEnd>();
 
     let inbound = async move {
         let end = inbound(&mut ws_rx, &mut pair_tx).await;
+        // Before the half-close, so outbound knows the code by the time the connection,
+        // told by the half-close, has ended.
+        let _ = end_tx.send(end);
         // The connection sees an end of stream, as from a TCP peer, and finishes.
         let _ = pair_tx.shutdown().await;
-        let _ = end_tx.send(end);
         ws_rx
     };
     let outbound = async move {
         outbound(&pair_rx, &mut ws_tx).await;
-        let frame = match end_rx.await {
+        // Nothing yet: the connection ended by itself, the client is still there.
+        let frame = match end_rx.try_recv() {
             Ok(InEnd::Violation(code, reason)) => Some(CloseFrame {
                 code,
                 reason: reason.into(),
@@ -85,15 +88,42 @@ where
     // the connection ended): once outbound is done, it gets CLOSE_LINGER.
     tokio::pin!(inbound);
     tokio::pin!(outbound);
-    tokio::select! {
-        _ = &mut inbound => {
+    let (rx, tx) = tokio::select! {
+        rx = &mut inbound => {
             // The connection is told; outbound ends when it has flushed and closed.
-            let _ = tokio::time::timeout(CLOSE_LINGER * 2, &mut outbound).await;
+            let tx = tokio::time::timeout(CLOSE_LINGER * 2, &mut outbound).await.ok();
+            (Some(rx), tx)
         }
-        _ = &mut outbound => {
-            let _ = tokio::time::timeout(CLOSE_LINGER, &mut inbound).await;
+        tx = &mut outbound => {
+            // Not at shutdown: the server has stopped waiting for its connections by then.
+            let rx = tokio::select! {
+                rx = tokio::time::timeout(CLOSE_LINGER, &mut inbound) => rx.ok(),
+                () = entry.shutdown() => None,
+            };
+            (rx, Some(tx))
+        }
+    };
+    if let (Some(rx), Some(tx)) = (rx, tx) {
+        if let Ok(ws) = rx.reunite(tx) {
+            tokio::select! {
+                () = linger(ws.into_inner()) => {}
+                () = entry.shutdown() => {}
+            }
         }
     }
+}
+
+/// Our close frame is out: half-close, then read and discard until the client closes, for
+/// at most [`CLOSE_LINGER`]. Closing a socket with unread input (the rest of a message that
+/// was refused as too long) makes the kernel send a reset, which can destroy the close
+/// frame before the client reads it; the client would see 1006 instead of the code.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
 }
 
 /// WebSocket messages -> lines into the pair, until the client closes or breaks a rule.
