@@ -221,7 +221,7 @@ fn ws_words(ws: &WsEvent) -> Option<(String, String, bool)> {
                 ("pong", _, Some(t)) => format!("pong \"{t}\", the answer to a ping"),
                 ("continuation", ..) if f.fin => "the last fragment of a message".to_string(),
                 ("continuation", ..) => "a middle fragment of a message".to_string(),
-                (_, ..) if !f.fin => format!("the first fragment of a {} message", f.kind),
+                _ if !f.fin => format!("the first fragment of a {} message", f.kind),
                 (kind, ..) => format!("a {kind} frame"),
             };
             for n in &f.notes {

@@ -948,16 +948,18 @@ pub fn close_meaning(code: u16) -> &'static str {
         1000 => "normal closure",
         1001 => "going away",
         1002 => "protocol error",
-        1003 => "unsupported data (the chat server: a binary message)",
+        1003 => "unsupported data; the chat server's answer to a binary message",
         1005 => "no status code (may not be sent)",
         1006 => "closed abnormally (may not be sent)",
-        1007 => "invalid payload (the chat server: not UTF-8, or a line break in a message)",
+        1007 => {
+            "invalid payload; the chat server's answer to a message not UTF-8 or with a line break"
+        }
         1008 => "policy violation",
-        1009 => "message too big (the chat server: longer than the line limit)",
+        1009 => "message too big; the chat server's answer to a message over the line limit",
         1010 => "a required extension is missing",
         1011 => "internal error",
         1012 => "service restart",
-        1013 => "try again later (the chat server: full, as BUSY)",
+        1013 => "try again later; the chat server's BUSY",
         1014 => "bad gateway",
         1015 => "TLS handshake failure (may not be sent)",
         3000..=3999 => "registered for libraries and frameworks",
