@@ -81,7 +81,11 @@ where
                 reason: "".into(),
             }),
         };
-        let _ = ws_tx.send(Message::Close(frame)).await;
+        if ws_tx.send(Message::Close(frame)).await.is_err() {
+            // The client closed first: the library has queued the answer to its close frame
+            // (its code echoed, RFC 6455 5.5.1) and refuses another; a flush sends it.
+            let _ = ws_tx.flush().await;
+        }
         ws_tx
     };
     // The inbound side may never end by itself (a peer that neither sends nor closes after

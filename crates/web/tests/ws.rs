@@ -475,3 +475,21 @@ async fn a_trusted_proxy_says_whether_the_client_came_over_tls() {
     assert_eq!(over_tls, "NO-ACCOUNT", "the password was looked at");
     server.shutdown().await;
 }
+
+/// The client closes first: the server answers with a close frame of its own (RFC 6455
+/// 5.5.1), its code echoed, before it ends the connection; not just a FIN.
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    let server = Server::start(Config::default(), Settings::default()).await;
+    let mut ws = ws_login(&server, "zoe").await;
+    ws.send(Message::Close(Some(
+        tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        },
+    )))
+    .await
+    .expect("send the close frame");
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Normal));
+    server.shutdown().await;
+}
