@@ -10,7 +10,8 @@
 #
 # The server listens on 5378 (TCP) and 5380 (web). Connections, in order:
 #   0  alice over WebSocket (subprotocol tcpchat): logs in, LIST, gets bob's message, sends one
-#      split over two frames with a ping between them, closes with 1000
+#      split over two frames with a ping between them, closes with 1000; the server answers
+#      with its own 1000
 #   1  bob over TCP: logs in, sends alice a message, gets hers, leaves
 #   2  carol over WebSocket: logs in, sends a message longer than the line limit; the server
 #      closes with 1009
@@ -151,8 +152,9 @@ expect(alice, 10, b"are you there?")
 say(alice, frame(0, b"from the browser"))
 expect(alice, 1, b"SEND-OK"); expect_line(bob, b"DELIVERY alice hello from the browser\n")
 say(alice, frame(8, struct.pack("!H", 1000) + b"bye"))
-# The server answers with its own close frame (or, so far, just ends the connection).
-expect_close(alice)
+# The server answers with its own close frame, the code echoed.
+code = expect_close(alice)
+assert code == 1000, code
 alice.close()
 time.sleep(0.1)
 bob.shutdown(socket.SHUT_WR); time.sleep(0.1); bob.close()

@@ -114,6 +114,8 @@ fn a_learner_sees_the_chat_lines_inside_the_frames() {
     assert_eq!(ws(0).protocol.as_deref(), Some("tcpchat"));
     assert_eq!(ws(0).status, Some(101));
     assert_eq!(ws(0).client_close.as_ref().and_then(|c| c.code), Some(1000));
+    // The server answers a close frame with its own, the code echoed.
+    assert_eq!(ws(0).server_close.as_ref().and_then(|c| c.code), Some(1000));
     assert!(e[0].anomalies.is_empty(), "{:?}", e[0].anomalies);
     // carol's over-long message: shown by its start, and the server's 1009.
     let carol = common::lines(&of_stream(&outputs, 2))
