@@ -13,6 +13,8 @@
 #    apt fails), the script says which programs are missing and which tests will fail for it,
 #    then goes on: everything else still runs, and those tests fail, each naming what to
 #    install, so the command still exits non-zero. Nothing is skipped silently.
+#    The browser test's one npm package (playwright-core) comes from the committed
+#    tests/browser/package-lock.json (`npm ci`); it drives Debian's chromium.
 # 3. Root is not needed: the dead-peer test makes its own user + network namespaces
 #    (`unshare --user --map-root-user --net`). Where the kernel forbids that, the script says
 #    so up front and the test fails saying which setting to change.
@@ -59,6 +61,9 @@ needed=(
   "systemd-analyze:systemd:scripts/test-package.sh (verifies the systemd unit)"
   "man:man-db:scripts/test-package.sh (renders the installed man page)"
   "python3:python3:tcpchat-check-client::broken_clients (the correct and the broken Python clients)"
+  "chromium:chromium:tcpchat::browser (the web page in a real, headless browser)"
+  "node:nodejs:tcpchat::browser (runs tests/browser/chat.mjs)"
+  "npm:npm:tcpchat::browser (installs playwright-core from tests/browser/package-lock.json)"
 )
 missing_programs() {
   for entry in "${needed[@]}"; do
@@ -94,6 +99,20 @@ if [ ${#missing[@]} -gt 0 ]; then
     done
     echo "  install them (as root: apt-get install ${packages[*]}) and run this again;" \
       "going on with everything else" >&2
+  fi
+fi
+
+# ---- 2b. The browser test's one npm package (playwright-core, which downloads no browser:
+# the test drives Debian's /usr/bin/chromium), at the version in the committed lockfile.
+browser_dir=tests/browser
+if [ ! -d "$browser_dir/node_modules/playwright-core" ] ||
+  [ "$browser_dir/package-lock.json" -nt "$browser_dir/node_modules/.package-lock.json" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "== npm ci ($browser_dir)"
+    (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error) ||
+      echo "warning: npm ci failed in $browser_dir, so tcpchat::browser will fail" >&2
+  else
+    echo "warning: npm is missing, so tcpchat::browser will fail (it needs $browser_dir/node_modules)" >&2
   fi
 fi
 

@@ -1,5 +1,6 @@
-//! One benchmark client's connection, plain or TLS, behind the readiness interface the share
-//! loop drives (`readable`, `try_read`, `writable`, `try_write`).
+//! One benchmark client's connection, plain, TLS or WebSocket, behind the readiness interface
+//! the share loop drives (`readable`, `try_read`, `writable`, `try_write`). WebSocket is
+//! [`crate::ws`]: lines in, one text message each, lines out.
 //!
 //! Plain is the socket itself. TLS keeps the same shape so that the loop, and what it
 //! measures, stays the same: the handshake runs once at connect time (tokio-rustls), then the
@@ -14,9 +15,13 @@ use rustls::ClientConnection;
 use tcpchat_tls::client::{Connector, HandshakeError};
 use tokio::net::TcpStream;
 
+use crate::plan::WsTarget;
+use crate::ws::{UpgradeError, Ws};
+
 pub(crate) struct Conn {
     tcp: TcpStream,
     tls: Option<Box<Tls>>,
+    ws: Option<Box<Ws>>,
 }
 
 struct Tls {
@@ -29,7 +34,28 @@ struct Tls {
 
 impl Conn {
     pub(crate) fn plain(tcp: TcpStream) -> Self {
-        Self { tcp, tls: None }
+        Self {
+            tcp,
+            tls: None,
+            ws: None,
+        }
+    }
+
+    /// Upgrades `tcp` to a WebSocket (`read_buffer`: the codec's read buffer size).
+    ///
+    /// # Errors
+    /// As [`crate::ws::upgrade`].
+    pub(crate) async fn ws(
+        mut tcp: TcpStream,
+        target: &WsTarget,
+        read_buffer: usize,
+    ) -> Result<Self, UpgradeError> {
+        let ws = crate::ws::upgrade(&mut tcp, target, read_buffer).await?;
+        Ok(Self {
+            tcp,
+            tls: None,
+            ws: Some(Box::new(ws)),
+        })
     }
 
     /// Runs the TLS handshake for `host` on `tcp`.
@@ -51,6 +77,7 @@ impl Conn {
                 plaintext,
                 eof: false,
             })),
+            ws: None,
         };
         // Records received with the handshake's last flight may hold plaintext already.
         if let Some(tls) = c.tls.as_mut() {
@@ -69,6 +96,11 @@ impl Conn {
 
     /// Waits until [`Conn::try_read`] may return something.
     pub(crate) async fn readable(&self) -> io::Result<()> {
+        if let Some(ws) = &self.ws {
+            if ws.has_input() {
+                return Ok(());
+            }
+        }
         match &self.tls {
             Some(tls) if tls.plaintext > 0 || tls.eof => Ok(()),
             _ => self.tcp.readable().await,
@@ -82,11 +114,15 @@ impl Conn {
 
     /// True while TLS records wait to be written to the socket.
     pub(crate) fn wants_write(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.conn.wants_write())
+        self.ws.as_ref().is_some_and(|w| w.wants_write())
+            || self.tls.as_ref().is_some_and(|t| t.conn.wants_write())
     }
 
     /// Reads plaintext without waiting: `Ok(0)` at the end, `WouldBlock` when there is none.
     pub(crate) fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(ws) = self.ws.as_mut() {
+            return ws.try_read(&self.tcp, buf);
+        }
         let Some(tls) = self.tls.as_mut() else {
             return self.tcp.try_read(buf);
         };
@@ -123,6 +159,9 @@ impl Conn {
     /// Writes without waiting: how much was taken, or `WouldBlock`. With TLS the plaintext
     /// is taken into rustls, and its records go out as far as the socket takes them.
     pub(crate) fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(ws) = self.ws.as_mut() {
+            return ws.try_write(&self.tcp, buf);
+        }
         let Some(tls) = self.tls.as_mut() else {
             return self.tcp.try_write(buf);
         };
@@ -138,9 +177,41 @@ impl Conn {
 
     /// Pushes out TLS records rustls holds, as far as the socket takes them.
     pub(crate) fn push_pending(&mut self) -> io::Result<()> {
+        if let Some(ws) = self.ws.as_mut() {
+            return ws.push_pending(&self.tcp);
+        }
         match self.tls.as_mut() {
             Some(tls) => push(&self.tcp, &mut tls.conn),
             None => Ok(()),
+        }
+    }
+}
+
+impl Conn {
+    /// Writes all of `data`, waiting for the socket (the probe's one login, not the load).
+    pub(crate) async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() || self.wants_write() {
+            match self.try_write(data) {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if !data.is_empty() || self.wants_write() {
+                self.writable().await?;
+                self.push_pending()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads some bytes, waiting for them: `Ok(0)` at the end.
+    pub(crate) async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            self.readable().await?;
+            match self.try_read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
         }
     }
 }

@@ -29,6 +29,7 @@ mod report;
 mod run;
 mod share;
 mod stats;
+mod ws;
 
 use std::net::SocketAddr;
 
@@ -36,7 +37,7 @@ pub use counters::{Counters, Failure, Failures};
 pub use dialect::{Codec, Dialect, Event, Refusal};
 pub use message::{BodyError, Header, OrderCheck, MIN_BODY_BYTES};
 pub use pacing::Pacer;
-pub use plan::{Choices, Defaults, Plan, Scenario, ScenarioKind, Share, TlsTarget};
+pub use plan::{Choices, Defaults, Plan, Scenario, ScenarioKind, Share, TlsTarget, WsTarget};
 pub use report::{LoginReport, MemoryReport, MessageReport, Report};
 pub use run::{resident_bytes, run, run_worker, Options};
 pub use stats::{Latency, Summary};

@@ -359,6 +359,9 @@ pub struct Plan {
     /// Connect inside TLS (a `tls://` target); `None`: plain text.
     #[serde(default)]
     pub tls: Option<TlsTarget>,
+    /// Connect over WebSocket (a `ws://` target); `None`: the line protocol on TCP.
+    #[serde(default)]
+    pub ws: Option<WsTarget>,
 }
 
 /// How the clients of a TLS run verify the server.
@@ -368,6 +371,15 @@ pub struct TlsTarget {
     pub host: String,
     /// Trust these certificates instead of the system's roots.
     pub ca: Option<std::path::PathBuf>,
+}
+
+/// Where a WebSocket run's clients upgrade: `GET {path}` with `Host: {host}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WsTarget {
+    /// The `Host` header: the URL's `HOST[:PORT]` as given.
+    pub host: String,
+    /// The URL's path, `/ws` when it has none.
+    pub path: String,
 }
 
 impl Plan {
@@ -389,6 +401,7 @@ impl Plan {
             tag,
             spread_sources: true,
             tls: None,
+            ws: None,
         }
     }
 

@@ -234,9 +234,10 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
             .collect()
     };
     Report {
-        target: match plan.tls {
-            Some(_) => format!("tls://{}", plan.target),
-            None => plan.target.to_string(),
+        target: match (&plan.tls, &plan.ws) {
+            (_, Some(ws)) => format!("ws://{}{}", ws.host, ws.path),
+            (Some(_), None) => format!("tls://{}", plan.target),
+            (None, None) => plan.target.to_string(),
         },
         dialect: plan.dialect,
         scenario: plan.scenario,
@@ -458,6 +459,7 @@ mod tests {
             tag: "t".into(),
             spread_sources: true,
             tls: None,
+            ws: None,
         }
     }
 

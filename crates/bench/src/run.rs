@@ -182,7 +182,6 @@ fn validate(o: &Options) -> Result<(), BenchError> {
 /// Logs one client in and out, to turn a bad target into one clear message before
 /// thousands of clients hit it.
 async fn probe(plan: &Plan) -> Result<(), BenchError> {
-    use tcpchat_proto::Framer;
     let target = plan.target;
     let bad = |why: String| BenchError::Target { target, why };
     let tcp = match tokio::time::timeout(plan.login_timeout, tokio::net::TcpStream::connect(target))
@@ -202,7 +201,23 @@ async fn probe(plan: &Plan) -> Result<(), BenchError> {
             )))
         }
     };
-    let mut stream = match &plan.tls {
+    if let Some(ws) = &plan.ws {
+        let conn =
+            match tokio::time::timeout(plan.login_timeout, crate::conn::Conn::ws(tcp, ws, 1 << 16))
+                .await
+            {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err(bad(e.to_string())),
+                Err(_) => {
+                    return Err(bad(format!(
+                        "no WebSocket upgrade within {:?}",
+                        plan.login_timeout
+                    )))
+                }
+            };
+        return probe_login(plan, ProbeStream::Ws(conn)).await;
+    }
+    let stream = match &plan.tls {
         None => tcpchat_tls::client::Stream::Plain(tcp),
         Some(tls) => {
             let connector = tcpchat_tls::client::Connector::new(tls.ca.as_deref())
@@ -220,6 +235,37 @@ async fn probe(plan: &Plan) -> Result<(), BenchError> {
             }
         }
     };
+    probe_login(plan, ProbeStream::Stream(stream)).await
+}
+
+/// The probe's connection: the clients' own [`crate::conn::Conn`] for WebSocket, tokio's
+/// streams otherwise.
+enum ProbeStream {
+    Stream(tcpchat_tls::client::Stream),
+    Ws(crate::conn::Conn),
+}
+
+impl ProbeStream {
+    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            ProbeStream::Stream(s) => tokio::io::AsyncWriteExt::write_all(s, data).await,
+            ProbeStream::Ws(c) => c.write_all(data).await,
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ProbeStream::Stream(s) => tokio::io::AsyncReadExt::read(s, buf).await,
+            ProbeStream::Ws(c) => c.read(buf).await,
+        }
+    }
+}
+
+/// The probe's login on an open connection.
+async fn probe_login(plan: &Plan, mut stream: ProbeStream) -> Result<(), BenchError> {
+    use tcpchat_proto::Framer;
+    let target = plan.target;
+    let bad = |why: String| BenchError::Target { target, why };
     let name = format!("{}p", plan.tag);
     let codec = Codec::new(plan.dialect, &name);
     let mut out = Vec::new();
@@ -243,7 +289,7 @@ async fn probe(plan: &Plan) -> Result<(), BenchError> {
     let mut buf = vec![0u8; 1 << 16];
     let deadline = tokio::time::Instant::now() + plan.login_timeout;
     loop {
-        let n = match tokio::time::timeout_at(deadline, tokio::io::AsyncReadExt::read(&mut stream, &mut buf)).await {
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
             Err(_) => {
                 return Err(bad(format!(
                     "no login reply within {:?} (is it a chat server speaking the {:?} protocol? try --dialect {other})",

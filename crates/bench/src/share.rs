@@ -253,6 +253,11 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
     let target = plan.target_of(index);
     let opened = async {
         let tcp = connect(target, index, plan.spread_sources).await?;
+        if let Some(ws) = &plan.ws {
+            return Conn::ws(tcp, ws, ws_read_buffer(plan))
+                .await
+                .map_err(io::Error::other);
+        }
         match (&state.tls, &plan.tls) {
             (Some(Ok(connector)), Some(t)) => Conn::tls(tcp, &t.host, connector)
                 .await
@@ -527,6 +532,16 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
         }
     }
     c.finish();
+}
+
+/// A WebSocket client's read buffer (its codec allocates it up front): small for clients
+/// that only log in or idle, as the TCP clients' read chunk is.
+fn ws_read_buffer(plan: &crate::plan::Plan) -> usize {
+    if plan.scenario.sends() {
+        READ_CHUNK_BYTES
+    } else {
+        LOGIN_CHUNK_BYTES
+    }
 }
 
 /// The longest `LIST-OK` a lister accepts: every client of the run, twice over for other

@@ -31,6 +31,47 @@ fn server(config: Config) -> SocketAddr {
     rx.recv().expect("server started")
 }
 
+/// A server with a plain TCP listener and the web listener (`serve --web-listen`), as
+/// [`server`]: `(tcp, web)`.
+fn web_server(config: Config) -> (SocketAddr, SocketAddr) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        rt.block_on(async move {
+            let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+            let plain = tcpchat_server::bind(any).expect("bind tcp");
+            let web = tcpchat_server::bind(any).expect("bind web");
+            tx.send((
+                plain.local_addr().expect("local addr"),
+                web.local_addr().expect("local addr"),
+            ))
+            .expect("test waits for the addresses");
+            let listeners = tcpchat_server::Listeners {
+                plain: Some(plain),
+                tls: None,
+                web: Some(tcpchat_web::server(
+                    web,
+                    None,
+                    tcpchat_web::Settings::default(),
+                )),
+            };
+            tcpchat_server::run_listeners(
+                listeners,
+                config,
+                tcpchat_server::MemoryHub::new(),
+                std::future::pending(),
+            )
+            .await
+            .expect("server runs");
+        });
+    });
+    rx.recv().expect("server started")
+}
+
 /// A server set up for load tests, as the docs run one: abuse limits off (a throughput run is
 /// a flood, by design).
 fn load_test_config() -> Config {
@@ -55,6 +96,7 @@ fn plan(target: SocketAddr, scenario: Scenario, clients: usize) -> Plan {
         tag: format!("t{}x", scenario.name().len()),
         spread_sources: true,
         tls: None,
+        ws: None,
     }
 }
 
@@ -130,6 +172,61 @@ fn every_scenario_against_the_real_server() {
 /// LIST in a loop beside SEND: every LIST-OK names all 50 users, every message arrives,
 /// in a closed loop and at a fixed LIST rate. Listers 0..5, client 5 idle (its partner
 /// lists), 22 sending pairs. See: #11
+#[test]
+fn the_scenarios_over_websocket_against_the_real_web_listener() {
+    let (_, web) = web_server(load_test_config());
+    let scenarios = [
+        (Scenario::Connect, 100),
+        (Scenario::Throughput { window: 16 }, 20),
+        (Scenario::Latency { rate: 2000.0 }, 20),
+        (Scenario::Idle, 100),
+        (
+            Scenario::ListSend {
+                listers: 2,
+                rate: 500.0,
+                list_rate: None,
+            },
+            20,
+        ),
+    ];
+    for (scenario, clients) in scenarios {
+        let pid = (scenario == Scenario::Idle).then(std::process::id);
+        let mut p = plan(web, scenario, clients);
+        p.ws = Some(tcpchat_bench::WsTarget {
+            host: web.to_string(),
+            path: "/ws".into(),
+        });
+        let report = run(p, pid).expect("bench runs over ws://");
+        assert_clean(&report);
+        assert!(report.target.starts_with("ws://"), "{}", report.target);
+        if scenario == Scenario::Idle {
+            let mem = report.memory.as_ref().expect("memory measured with a pid");
+            assert!(mem.logged_in_bytes.is_some() && mem.bytes_per_client.is_some());
+        }
+    }
+}
+
+#[test]
+fn a_ws_target_that_is_not_a_web_listener_is_a_clear_error() {
+    let (tcp, web) = web_server(load_test_config());
+    let ws = |host: SocketAddr, path: &str| {
+        let mut p = plan(host, Scenario::Connect, 2);
+        p.ws = Some(tcpchat_bench::WsTarget {
+            host: host.to_string(),
+            path: path.into(),
+        });
+        p
+    };
+    // The chat port answers the upgrade request's lines in the chat protocol.
+    let err = run(ws(tcp, "/ws"), None).expect_err("a TCP chat port is no web listener");
+    let text = err.to_string();
+    assert!(text.contains("not 101 Switching Protocols"), "{text}");
+    // The web listener, asked for a path that does not upgrade.
+    let err = run(ws(web, "/nowhere"), None).expect_err("no WebSocket there");
+    let text = err.to_string();
+    assert!(text.contains("HTTP/1.1 4"), "{text}");
+}
+
 #[test]
 fn list_send_checks_every_list_and_every_message() {
     let addr = server(load_test_config());

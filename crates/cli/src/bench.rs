@@ -90,9 +90,11 @@ enum DialectArg {
 pub struct BenchArgs {
     /// Server to load, [tls://]HOST[:PORT]; the port defaults to 5378 (classic) or 6667 (irc),
     /// 5379 or 6697 with tls://. For a cluster, its nodes separated by commas: clients connect
-    /// to them in turn (all tls:// or all plain, verified as the first node's host)
+    /// to them in turn (all tls:// or all plain, verified as the first node's host). Or a
+    /// server's web listener, ws://HOST:PORT[/PATH] (path /ws by default): every client
+    /// upgrades to a WebSocket and sends one line per text message
     #[arg(
-        value_name = "[tls://]HOST[:PORT][,...]",
+        value_name = "[tls://]HOST[:PORT][,...] | ws://HOST:PORT[/PATH]",
         required_unless_present = "worker"
     )]
     target: Option<String>,
@@ -230,6 +232,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let (Some(target), Some(scenario)) = (args.target.as_deref(), args.scenario) else {
         return Err(usage("HOST[:PORT] and SCENARIO are required"));
     };
+    if let Some(url) = strip_scheme(target, "ws://") {
+        let (ws, addr) = resolve_ws(url)?;
+        return run_load(&args, scenario, addr, Vec::new(), None, Some(ws));
+    }
+    if strip_scheme(target, "wss://").is_some() {
+        return Err(usage(
+            "bench speaks ws:// only (plain WebSocket); for TLS, load the tls:// listener",
+        ));
+    }
     let resolved = target
         .split(',')
         .map(|t| resolve(t.trim(), args.dialect))
@@ -252,11 +263,64 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     });
     let mut targets: Vec<SocketAddr> = resolved.iter().map(|(a, _)| *a).collect();
     let target = targets.remove(0);
-    let scenario = match scenario {
-        ScenarioArg::Load(kind) => kind,
-        ScenarioArg::Abuse => return run_abuse(&args, target),
-        ScenarioArg::Accounts => return run_accounts(&args, target),
+    run_load(&args, scenario, target, targets, tls, None)
+}
+
+/// `text` without its URL scheme `scheme` (any case), if it starts with it.
+fn strip_scheme<'t>(text: &'t str, scheme: &str) -> Option<&'t str> {
+    let head = text.get(..scheme.len())?;
+    head.eq_ignore_ascii_case(scheme)
+        .then(|| &text[scheme.len()..])
+}
+
+/// A `ws://` URL without its scheme: `HOST[:PORT][/PATH]`, port 80 and path `/ws` when not
+/// given.
+fn resolve_ws(url: &str) -> anyhow::Result<(tcpchat_bench::WsTarget, SocketAddr)> {
+    let (authority, path) = match url.find('/') {
+        Some(at) => (&url[..at], &url[at..]),
+        None => (url, "/ws"),
     };
+    if authority.is_empty() || authority.contains(',') {
+        return Err(usage(format!(
+            "ws://{url}: a ws:// target is one web listener, ws://HOST:PORT[/PATH]"
+        )));
+    }
+    let host_port = tcpchat_proto::HostPort::parse_with_default(authority, 80)
+        .map_err(|e| usage(format!("ws://{url}: {e}")))?;
+    let addr = (host_port.host(), host_port.port())
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {authority:?}"))?
+        .next()
+        .ok_or_else(|| usage(format!("{authority:?} resolves to no address")))?;
+    let ws = tcpchat_bench::WsTarget {
+        host: authority.to_owned(),
+        path: path.to_owned(),
+    };
+    Ok((ws, addr))
+}
+
+/// Runs a scenario (or `abuse`/`accounts`, which speak TCP only) against resolved targets.
+fn run_load(
+    args: &BenchArgs,
+    scenario: ScenarioArg,
+    target: SocketAddr,
+    targets: Vec<SocketAddr>,
+    tls: Option<tcpchat_bench::TlsTarget>,
+    ws: Option<tcpchat_bench::WsTarget>,
+) -> anyhow::Result<ExitCode> {
+    let scenario = match (scenario, &ws) {
+        (ScenarioArg::Load(kind), _) => kind,
+        (ScenarioArg::Abuse | ScenarioArg::Accounts, Some(_)) => {
+            return Err(usage(
+                "abuse and accounts run over TCP only; give the server's TCP address",
+            ))
+        }
+        (ScenarioArg::Abuse, None) => return run_abuse(args, target),
+        (ScenarioArg::Accounts, None) => return run_accounts(args, target),
+    };
+    if ws.is_some() && args.dialect == DialectArg::Irc {
+        return Err(usage("a ws:// target speaks the classic protocol only"));
+    }
     let choices = Choices {
         clients: args.clients,
         window: args.window,
@@ -272,6 +336,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut plan = Plan::new(target, scenario, &choices, run_tag());
     plan.more_targets = targets;
     plan.tls = tls;
+    plan.ws = ws;
     plan.dialect = match args.dialect {
         DialectArg::Classic => Dialect::Classic,
         DialectArg::Irc => Dialect::Irc,

@@ -107,6 +107,22 @@ settings! {
     #[arg(long, env = "TCPCHAT_TLS_KEY", value_name = "FILE")]
     tls_key: PathBuf = |_c| "none";
 
+    /// Serve the browser page at http://ADDR/ and the chat over WebSocket at /ws (https://
+    /// and wss:// when --tls-cert is given), e.g. 0.0.0.0:8080; "off" for none
+    #[arg(long, env = "TCPCHAT_WEB_LISTEN", value_name = "ADDR")]
+    web_listen: Listen = |_c| "off";
+
+    /// Web: page origins allowed to open a WebSocket, e.g. https://chat.example.org; "same"
+    /// (the Origin's host:port is the Host header's) or "*" for any
+    #[arg(long, env = "TCPCHAT_WEB_ORIGINS", value_name = "ORIGIN,...")]
+    web_origins: WebOrigins = |_c| "same";
+
+    /// Web: proxies whose X-Forwarded-For names the client (that address then counts for
+    /// the per-address limits and the logs) and whose X-Forwarded-Proto: https makes the
+    /// WebSocket count as TLS for passwords, e.g. 127.0.0.1,10.0.0.0/8; "none" for none
+    #[arg(long, env = "TCPCHAT_TRUSTED_PROXIES", value_name = "CIDR,...")]
+    trusted_proxies: Networks = |_c| "none";
+
     /// Connections served at once, logged in or not; one more is answered BUSY and closed
     #[arg(long, env = "TCPCHAT_MAX_CLIENTS", value_name = "N")]
     max_clients: usize = |c| c.max_clients;
@@ -455,7 +471,19 @@ macro_rules! from_string {
         }
     )*};
 }
-from_string!(Listen, Span, SpanOrOff, Switch, Networks);
+from_string!(Listen, Span, SpanOrOff, Switch, Networks, WebOrigins);
+
+/// `--web-origins`: "same", "*" or a comma-separated list of origins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+struct WebOrigins(tcpchat_web::Origins);
+
+impl FromStr for WebOrigins {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        tcpchat_web::Origins::parse(s).map(Self)
+    }
+}
 
 /// "on" or "off".
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -735,6 +763,8 @@ pub struct Resolved {
     pub listen: Option<SocketAddr>,
     /// The TLS listener and its files; `None` unless a certificate is given.
     pub tls: Option<Tls>,
+    /// The web listener (over TLS when `tls` is set); `None` unless `--web-listen` is given.
+    pub web: Option<Web>,
     pub config: Config,
     /// `Some` in cluster mode.
     pub cluster: Option<Cluster>,
@@ -752,6 +782,13 @@ pub struct Tls {
     pub listen: SocketAddr,
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// Where to serve the page and WebSockets, and the web listener's own settings.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Web {
+    pub listen: SocketAddr,
+    pub settings: tcpchat_web::Settings,
 }
 
 /// Cluster mode settings: which Redis, this node's id, the timings and the credentials.
@@ -929,9 +966,18 @@ impl ServeArgs {
             ));
         }
 
+        let web = s.web_listen.and_then(|l| l.0).map(|listen| Web {
+            listen,
+            settings: tcpchat_web::Settings {
+                origins: s.web_origins.map(|o| o.0).unwrap_or_default(),
+                trusted_proxies: s.trusted_proxies.map(|n| n.0).unwrap_or_default(),
+            },
+        });
+
         Ok(Resolved {
             listen,
             tls,
+            web,
             cluster,
             config,
             metrics_listen: s.metrics_listen.and_then(|l| l.0),
@@ -974,6 +1020,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let Resolved {
         listen,
         tls,
+        web,
         mut config,
         cluster,
         metrics_listen,
@@ -986,6 +1033,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         listen = %off(listen),
         tls_listen = %off(tls.as_ref().map(|t| t.listen)),
         tls_cert = ?tls.as_ref().map(|t| &t.cert),
+        web_listen = %off(web.as_ref().map(|w| w.listen)),
+        web = ?web.as_ref().map(|w| &w.settings),
         ?config,
         // Redacted: the URL may carry a password.
         cluster = cluster.as_ref().map(|c| c.shown.as_str()),
@@ -1024,6 +1073,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(addr) = listen {
             listeners.plain =
                 Some(tcpchat_server::bind(addr).map_err(|e| bind_error(addr, "--listen", &e))?);
+        }
+        if let Some(w) = web {
+            let listener = tcpchat_server::bind(w.listen)
+                .map_err(|e| bind_error(w.listen, "--web-listen", &e))?;
+            // The same certificate as the TLS listener, reloaded with it on SIGHUP.
+            listeners.web = Some(tcpchat_web::server(listener, certs.clone(), w.settings));
         }
         if let (Some(t), Some(certs)) = (&tls, certs) {
             let listener = tcpchat_server::bind(t.listen)
@@ -1619,6 +1674,52 @@ mod tests {
         assert_eq!(s.config.max_clients, 9, "flag wins over file");
         let ka = s.config.keepalive.expect("keepalive on");
         assert_eq!((ka.idle, ka.probes), (Duration::from_secs(20), 2));
+    }
+
+    #[test]
+    fn web_settings() {
+        assert_eq!(resolve(&[]).expect("valid").web, None, "off by default");
+        let s = resolve(&["--web-listen", "127.0.0.1:8080"]).expect("valid");
+        assert_eq!(
+            s.web,
+            Some(Web {
+                listen: "127.0.0.1:8080".parse().expect("addr"),
+                settings: tcpchat_web::Settings::default(),
+            }),
+            "same origin and no trusted proxy by default"
+        );
+        let f = file("web_listen = \"127.0.0.1:8081\"\nweb_origins = \"*\"\ntrusted_proxies = \"10.0.0.0/8\"\n");
+        let s = resolve(&[
+            "--config",
+            &f.arg(),
+            "--web-origins",
+            "https://chat.example",
+        ])
+        .expect("valid");
+        let web = s.web.expect("web from the file");
+        assert_eq!(web.listen, "127.0.0.1:8081".parse().expect("addr"));
+        assert_eq!(
+            web.settings.origins,
+            tcpchat_web::Origins::parse("https://chat.example").expect("origins"),
+            "flag wins over file"
+        );
+        assert_eq!(
+            web.settings.trusted_proxies,
+            parse_networks("10.0.0.0/8").expect("networks")
+        );
+        let s = resolve(&["--config", &f.arg(), "--web-listen", "off"]).expect("valid");
+        assert_eq!(s.web, None, "a flag turns the file's listener off");
+        for (bad, what) in [
+            (vec!["--web-origins", "chat.example"], "scheme://host"),
+            (vec!["--trusted-proxies", "10.0.0.300"], "not a network"),
+            (
+                vec!["--web-listen", "localhost:8080"],
+                "invalid listen address",
+            ),
+        ] {
+            let err = resolve(&bad).expect_err("refused").to_string();
+            assert!(err.contains(what), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -32,6 +32,12 @@ pub struct TraceArgs {
     #[arg(long, value_name = "PORT", default_value_t = tcpchat_trace::tls::DEFAULT_TLS_PORT)]
     tls_port: u16,
 
+    /// The chat server's web port (serve --web-listen): every connection on it is shown,
+    /// page requests included. WebSocket upgrades are recognised on any port without it; their
+    /// frames are decoded and the chat lines in text messages explained (plain ws:// only)
+    #[arg(long, value_name = "PORT")]
+    web_port: Option<u16>,
+
     /// Add a hex + ASCII dump of each data segment's payload
     #[arg(long)]
     hex: bool,
@@ -73,6 +79,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let opts = Options {
         port: args.port,
         tls_port: args.tls_port,
+        web_port: args.web_port,
         stream: args.stream,
         ..Options::default()
     };

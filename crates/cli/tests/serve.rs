@@ -496,3 +496,57 @@ fn flag_over_environment_over_file_over_default() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The web settings reach the binary from the environment and the file: the listener from
+/// `TCPCHAT_WEB_LISTEN`, `web_origins = "*"` from the file (a foreign origin is let in),
+/// and the page at `/` with its security headers.
+#[test]
+fn the_web_listener_from_the_environment_and_the_file() {
+    let dir = std::env::temp_dir().join(format!("tcpchat-serve-web-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("tcpchat.toml");
+    std::fs::write(&path, "web_origins = \"*\"\n").expect("write config");
+    let mut cmd = tcpchat();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env("TCPCHAT_WEB_LISTEN", "127.0.0.1:0");
+    let mut server = Server::spawn(cmd);
+    let mut seen = Vec::new();
+    let line = wait_for(&server.log, &mut seen, "listening web", |l| {
+        l.contains("listening web addr=")
+    });
+    let web: std::net::SocketAddr = line
+        .split("listening web addr=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("the web address");
+    let exchange = |request: String| {
+        let mut tcp = std::net::TcpStream::connect(web).expect("connect");
+        tcp.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        tcp.write_all(request.as_bytes()).expect("write");
+        let mut answer = vec![0u8; 4096];
+        let n = std::io::Read::read(&mut tcp, &mut answer).expect("read");
+        String::from_utf8_lossy(&answer[..n]).to_lowercase()
+    };
+    let page = exchange(format!(
+        "GET / HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(page.starts_with("http/1.1 200"), "{page}");
+    assert!(
+        page.contains("content-security-policy: default-src 'none'"),
+        "{page}"
+    );
+    let upgrade = exchange(format!(
+        "GET /ws HTTP/1.1\r\nHost: {web}\r\nOrigin: http://elsewhere.example\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    ));
+    assert!(
+        upgrade.starts_with("http/1.1 101"),
+        "web_origins = \"*\" from the file: {upgrade}"
+    );
+    server.sigterm();
+    assert_eq!(server.wait_exit().code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -89,6 +89,12 @@ impl TlsLine {
         self.stream.read_line(&mut line).expect("read a line");
         assert_eq!(line.trim_end_matches('\n'), want);
     }
+
+    fn send_raw(&mut self, bytes: &str) {
+        let s = self.stream.get_mut();
+        s.write_all(bytes.as_bytes()).expect("write");
+        s.flush().expect("flush");
+    }
 }
 
 /// A plain line client.
@@ -264,4 +270,58 @@ fn tls_mistakes_are_usage_errors_that_say_what_to_do() {
         assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The address in a `listening web tls addr=...` log line.
+fn listening_web_tls_addr(line: &str) -> Option<SocketAddr> {
+    line.split("listening web tls addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+}
+
+/// `--web-listen` with a certificate serves `https://` and `wss://` with the TLS
+/// listener's certificate: the page, and the WebSocket upgrade from the page's origin.
+#[test]
+fn the_web_listener_serves_https_with_the_same_certificate() {
+    let dir = scratch("web");
+    let cert = make_cert(&dir);
+    let mut cmd = tcpchat();
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+    ])
+    .args(["--web-listen", "127.0.0.1:0", "--tls-cert"])
+    .arg(dir.join("cert.pem"))
+    .arg("--tls-key")
+    .arg(dir.join("key.pem"));
+    let mut server = Server::spawn(cmd);
+    let mut seen = Vec::new();
+    let line = wait_for(&server.log, &mut seen, "listening web tls", |l| {
+        listening_web_tls_addr(l).is_some()
+    });
+    let web = listening_web_tls_addr(&line).expect("checked by wait_for");
+
+    let mut page = TlsLine::connect(web, std::slice::from_ref(&cert));
+    assert_eq!(page.peer_cert(), cert, "the TLS listener's certificate");
+    page.send_raw(&format!(
+        "GET / HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+        web.port()
+    ));
+    page.expect("HTTP/1.1 200 OK\r");
+
+    let mut ws = TlsLine::connect(web, &[cert]);
+    ws.send_raw(&format!(
+        "GET /ws HTTP/1.1\r\nHost: localhost:{port}\r\nOrigin: https://localhost:{port}\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        port = web.port()
+    ));
+    ws.expect("HTTP/1.1 101 Switching Protocols\r");
+    server.sigterm();
+    assert_eq!(server.wait_exit().code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -125,7 +125,7 @@ pub fn trace_reader(data: &[u8]) {
                             assert!(line.segments >= 1);
                             s.lines[d] += 1;
                         }
-                        EventKind::Segment(_) | EventKind::Tls(_) => {}
+                        EventKind::Segment(_) | EventKind::Tls(_) | EventKind::WebSocket(_) => {}
                     }
                 }
                 Output::End(end) => {

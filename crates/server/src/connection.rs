@@ -120,7 +120,9 @@ pub(crate) fn serve<H: Hub>(
     // subscriber, too much for 10,000 idle clients. Events that matter at info and warn carry
     // `peer` themselves.
     let span = tracing::debug_span!("conn", %peer, id);
-    configure_socket(stream.tcp(), &shared.config);
+    if let Some(tcp) = stream.tcp() {
+        configure_socket(tcp, &shared.config);
+    }
     let config = &shared.config;
     let framer = Framer::new(config.max_line_bytes);
     let grace = config.shutdown_grace;
@@ -156,10 +158,10 @@ pub(crate) fn serve<H: Hub>(
     conn.shared
         .admission
         .enter_prelogin(&mut conn.slot, id, &conn.outbox);
-    let kind = if matches!(conn.stream, Transport::Tls(_)) {
-        Listener::Tls
-    } else {
-        Listener::Tcp
+    let kind = match conn.stream {
+        Transport::Tls(_) => Listener::Tls,
+        Transport::Web { .. } => Listener::Web,
+        Transport::Plain { .. } => Listener::Tcp,
     };
     conn.shared.metrics.opened(kind);
     async move {
@@ -201,7 +203,7 @@ fn offered<H: Hub>(shared: &Shared<H>) -> tcpchat_proto::ExtensionSet {
     offered
 }
 
-fn configure_socket(stream: &tokio::net::TcpStream, config: &Config) {
+pub(crate) fn configure_socket(stream: &tokio::net::TcpStream, config: &Config) {
     // Replies are batched by the outbox; Nagle would only add latency on top.
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "cannot set TCP_NODELAY");

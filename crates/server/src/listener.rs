@@ -7,6 +7,8 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ use crate::accounts::AccountService;
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::connection::{self, Shared};
+use crate::entry::{Door, Entry};
 use crate::hub::{Hub, MemoryHub};
 use crate::metrics::{self, Disconnect, Metrics};
 use crate::transport::Transport;
@@ -77,7 +80,14 @@ pub struct Listeners {
     /// A [`tcpchat_tls::server::Reloadable`] so the caller can reload it (on SIGHUP)
     /// while the server runs.
     pub tls: Option<(TcpListener, Arc<tcpchat_tls::server::Reloadable>)>,
+    /// The web listener (`tcpchat-web`): started with an [`Entry`] into this server, it
+    /// accepts on its own socket and admits each WebSocket through the entry, under the
+    /// same limits and hub. It should stop accepting at [`Entry::shutdown`].
+    pub web: Option<WebServer>,
 }
+
+/// A listener of another kind, started by [`run_observed`] (see [`Listeners::web`]).
+pub type WebServer = Box<dyn FnOnce(Entry) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 impl Listeners {
     /// Only a plain listener.
@@ -85,6 +95,7 @@ impl Listeners {
         Self {
             plain: Some(listener),
             tls: None,
+            web: None,
         }
     }
 }
@@ -126,11 +137,11 @@ pub async fn run_observed<H: Hub>(
     config
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let Listeners { plain, tls } = listeners;
-    if plain.is_none() && tls.is_none() {
+    let Listeners { plain, tls, web } = listeners;
+    if plain.is_none() && tls.is_none() && web.is_none() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "no listener: give a plain or a TLS one",
+            "no listener: give a plain, a TLS or a web one",
         ));
     }
     if let Some(listener) = &plain {
@@ -160,10 +171,20 @@ pub async fn run_observed<H: Hub>(
     });
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let ids = Arc::new(AtomicU64::new(0));
+    if let Some(web) = web {
+        let entry = Entry::new(Door {
+            shared: Arc::clone(&shared),
+            slots: Arc::clone(&slots),
+            tracker: tracker.clone(),
+            cancel: cancel.clone(),
+            next_id: Arc::clone(&ids),
+        });
+        tracker.spawn(web(entry));
+    }
 
     tokio::pin!(shutdown);
     let mut backoff = ACCEPT_BACKOFF_MIN;
-    let mut next_id: u64 = 0;
     loop {
         let (accepted, on_tls) = tokio::select! {
             () = &mut shutdown => break,
@@ -173,7 +194,7 @@ pub async fn run_observed<H: Hub>(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
-                next_id += 1;
+                let next_id = ids.fetch_add(1, Ordering::Relaxed) + 1;
                 let kind = if on_tls {
                     metrics::Listener::Tls
                 } else {
@@ -267,7 +288,7 @@ pub async fn run_observed<H: Hub>(
 /// The per-address limits for one accepted connection that got a client slot: its
 /// [`Slot`](crate::admission::Slot), or `None` to answer `BUSY`. A refused address is logged
 /// at info at most once a minute; every refusal at debug.
-fn admit(
+pub(crate) fn admit(
     admission: &Admission,
     peer: std::net::SocketAddr,
     permit: OwnedSemaphorePermit,

@@ -39,14 +39,17 @@ use tracing::{debug, info, warn};
 pub enum Listener {
     Tcp,
     Tls,
+    /// WebSockets of the web listener (`serve --web-listen`), `ws://` and `wss://` alike.
+    Web,
 }
 
 impl Listener {
-    const ALL: [Self; 2] = [Self::Tcp, Self::Tls];
+    const ALL: [Self; 3] = [Self::Tcp, Self::Tls, Self::Web];
     fn label(self) -> &'static str {
         match self {
             Self::Tcp => "tcp",
             Self::Tls => "tls",
+            Self::Web => "web",
         }
     }
 }
@@ -182,8 +185,8 @@ type Labels2 = [(&'static str, &'static str); 2];
 
 struct Inner {
     registry: Registry,
-    accepted: [Counter; 2],
-    open: [Gauge; 2],
+    accepted: [Counter; 3],
+    open: [Gauge; 3],
     users: Gauge,
     requests: [[Counter; 7]; 4],
     deliveries: Counter,

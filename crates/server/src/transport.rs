@@ -20,6 +20,12 @@
 //! is a `WouldBlock` from [`Transport::try_write`] and a [`Transport::ready`] that reports
 //! writable when the pause ends. With the mode off the only cost is the `shape: None` branch.
 //!
+//! A WebSocket from the web listener (`tcpchat-web`) arrives as [`Transport::Web`]: one end
+//! of a Unix socket pair whose other end that crate's pump feeds with the lines of the
+//! WebSocket's text messages (an LF after each) and drains into text messages. The pair has
+//! the same readiness surface as a TCP socket, so the loop, the framer and the outbox stay
+//! exactly as they are; see `docs/architecture.md`, "The web listener".
+//!
 //! Wrong-port mistakes end at once with one debug line rather than a slot held until the
 //! deadline: a TLS record (`0x16 0x03`, a ClientHello) as the first bytes on the plain port,
 //! and anything rustls cannot parse as TLS (a plain-text client) on the TLS port.
@@ -29,7 +35,7 @@ use std::sync::Arc;
 
 use rustls::server::{ServerConfig, ServerConnection};
 use tokio::io::{AsyncWriteExt, Interest, Ready};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
 /// The first byte of a TLS handshake record, and of the version that follows it (TLS 1.0 to
@@ -49,6 +55,9 @@ pub(crate) enum Transport {
     },
     /// TLS. Boxed: rustls's state is large and the plain variant should not carry it.
     Tls(Box<Tls>),
+    /// A WebSocket's lines through a socket pair (see the module docs). `tls`: the
+    /// WebSocket itself arrived over TLS (`wss://`), which counts as TLS for passwords.
+    Web { stream: UnixStream, tls: bool },
 }
 
 pub(crate) struct Tls {
@@ -170,25 +179,32 @@ impl Transport {
         })))
     }
 
-    /// Whether encrypted bytes wait for the socket (TLS records it refused earlier). Always
-    /// `false` for plain TCP, whose bytes wait in the outbox's batch instead.
-    /// Whether this is a TLS connection (passwords are accepted on it from anywhere).
-    pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, Self::Tls(_))
+    /// A WebSocket's end of its socket pair (see the module docs).
+    pub(crate) fn web(stream: UnixStream, tls: bool) -> Self {
+        Self::Web { stream, tls }
     }
 
+    /// Whether this is a TLS connection (passwords are accepted on it from anywhere).
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_) | Self::Web { tls: true, .. })
+    }
+
+    /// Whether encrypted bytes wait for the socket (TLS records it refused earlier). Always
+    /// `false` for plain TCP, whose bytes wait in the outbox's batch instead.
     pub(crate) fn wants_write(&self) -> bool {
         match self {
-            Self::Plain { .. } => false,
+            Self::Plain { .. } | Self::Web { .. } => false,
             Self::Tls(tls) => tls.conn.wants_write(),
         }
     }
 
-    /// The TCP socket underneath (for socket options).
-    pub(crate) fn tcp(&self) -> &TcpStream {
+    /// The TCP socket underneath (for socket options); `None` for a WebSocket, whose TCP
+    /// socket the web listener holds and configures.
+    pub(crate) fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Self::Plain { stream, .. } => stream,
-            Self::Tls(tls) => &tls.stream,
+            Self::Plain { stream, .. } => Some(stream),
+            Self::Tls(tls) => Some(&tls.stream),
+            Self::Web { .. } => None,
         }
     }
 
@@ -215,6 +231,7 @@ impl Transport {
                 None => stream.ready(interest).await,
             },
             Self::Plain { stream, .. } => stream.ready(interest).await,
+            Self::Web { stream, .. } => stream.ready(interest).await,
             Self::Tls(tls) => {
                 // tokio would usually report readable here too (its readiness is cleared
                 // only by a WouldBlock, and rustls is fed only once its plaintext is
@@ -253,6 +270,7 @@ impl Transport {
                 }
                 Ok(n)
             }
+            Self::Web { stream, .. } => stream.try_read(buf),
             Self::Tls(tls) => tls.try_read(buf),
         }
     }
@@ -271,6 +289,7 @@ impl Transport {
                 shape: Some(shape),
                 ..
             } => shape.try_write(stream, buf),
+            Self::Web { stream, .. } => stream.try_write(buf),
             Self::Tls(tls) => tls.try_write(buf),
         }
     }
@@ -279,7 +298,7 @@ impl Transport {
     /// to do for plain TCP, which holds nothing.
     pub(crate) fn try_flush(&mut self) -> io::Result<()> {
         match self {
-            Self::Plain { .. } => Ok(()),
+            Self::Plain { .. } | Self::Web { .. } => Ok(()),
             Self::Tls(tls) => tls.try_flush(),
         }
     }
@@ -289,6 +308,7 @@ impl Transport {
     pub(crate) async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
         match self {
             Self::Plain { stream, .. } => stream.write_all(buf).await,
+            Self::Web { stream, .. } => stream.write_all(buf).await,
             Self::Tls(tls) => {
                 if tls.conn.is_handshaking() {
                     return Ok(());
@@ -315,6 +335,7 @@ impl Transport {
     pub(crate) async fn shutdown(&mut self) -> io::Result<()> {
         match self {
             Self::Plain { stream, .. } => stream.shutdown().await,
+            Self::Web { stream, .. } => stream.shutdown().await,
             Self::Tls(tls) => {
                 tls.conn.send_close_notify();
                 tls.flush_all().await?;

@@ -59,6 +59,7 @@ async fn start(config: Config) -> Fixture {
     let listeners = Listeners {
         plain: Some(plain),
         tls: Some((tls, certs)),
+        web: None,
     };
     tokio::spawn(tcpchat_server::run_listeners(
         listeners,

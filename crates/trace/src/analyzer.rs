@@ -16,7 +16,7 @@ use crate::link::{tcp_segment, Skip};
 use crate::model::{
     CaptureSummary, ConnectionEnd, ConnectionStart, Dir, EndState, Event, EventKind, FinFact,
     FoundBy, Handshake, Line, LineStatus, Output, PerDir, Role, Segment, Step, Teardown, TlsEvent,
-    TlsFacts,
+    TlsFacts, WsEvent, WsFacts,
 };
 use crate::tcp::{Conn, Pending};
 use crate::tls::{Hello, Seen};
@@ -41,6 +41,9 @@ pub struct Options {
     pub port: u16,
     /// The chat server's TLS port: its connections are shown like the chat port's.
     pub tls_port: u16,
+    /// The chat server's web port (`serve --web-listen`): every connection on it is shown,
+    /// page requests included. WebSocket upgrades are recognised on any port without it.
+    pub web_port: Option<u16>,
     /// Show only this connection (Wireshark's `tcp.stream`), chat or not.
     pub stream: Option<u64>,
     /// Keep each segment's payload (for the hex dump).
@@ -57,6 +60,7 @@ impl Default for Options {
         Self {
             port: tcpchat_proto::DEFAULT_PORT,
             tls_port: crate::tls::DEFAULT_TLS_PORT,
+            web_port: None,
             stream: None,
             payloads: false,
             max_line_bytes: tcpchat_proto::DEFAULT_MAX_LINE_BYTES,
@@ -83,6 +87,8 @@ struct Tracked {
     anomalies: BTreeMap<String, u64>,
     /// Set when the client's first bytes are a TLS record: from then on no lines are cut.
     tls: Option<TlsFacts>,
+    /// Set when the connection is HTTP (a WebSocket upgrade, or a page on the web port).
+    ws: Option<WsFacts>,
 }
 
 type Key = (SocketAddr, SocketAddr);
@@ -181,8 +187,9 @@ impl Analyzer {
             let chat = match opts.stream {
                 Some(wanted) if wanted == stream => Chat::Yes(FoundBy::Requested),
                 Some(_) => Chat::No,
-                None if [opts.port, opts.tls_port]
+                None if [Some(opts.port), Some(opts.tls_port), opts.web_port]
                     .iter()
+                    .flatten()
                     .any(|p| seg.src_port == *p || seg.dst_port == *p) =>
                 {
                     Chat::Yes(FoundBy::Port)
@@ -202,6 +209,7 @@ impl Analyzer {
                 lines: PerDir::default(),
                 anomalies: BTreeMap::new(),
                 tls: None,
+                ws: None,
             }
         });
         let side = tracked.conn.side_of(src);
@@ -211,7 +219,11 @@ impl Analyzer {
             if let Chat::Yes(_) = tracked.chat {
                 // Known to be chat by port (or asked for), roles not yet known: the side on
                 // the chat port is the server.
-                let ours = |port: u16| port == self.opts.port || port == self.opts.tls_port;
+                let ours = |port: u16| {
+                    port == self.opts.port
+                        || port == self.opts.tls_port
+                        || Some(port) == self.opts.web_port
+                };
                 let server = if ours(tracked.conn.ends[1].port()) {
                     1
                 } else if ours(tracked.conn.ends[0].port()) {
@@ -383,6 +395,25 @@ fn decide(t: &mut Tracked, produced: &[Pending]) {
                 return;
             }
             Pending::Line { .. } => {}
+            Pending::Ws {
+                side,
+                seen: crate::ws::Seen::Request(r),
+                ..
+            } => {
+                // A WebSocket upgrade is chat on any port (the web listener carries the
+                // protocol); any other HTTP request is someone's web traffic.
+                if r.websocket {
+                    t.chat = Chat::Yes(FoundBy::WebsocketUpgrade);
+                    if t.conn.client.is_none() {
+                        t.conn.client = Some(*side);
+                    }
+                } else {
+                    t.chat = Chat::No;
+                    t.conn.stop_lines();
+                }
+                return;
+            }
+            Pending::Ws { .. } => {}
             Pending::Segment { len, .. } => t.undecided_bytes += len,
             Pending::Gap { .. } | Pending::Data { .. } | Pending::Tls { .. } => {}
         }
@@ -548,6 +579,69 @@ fn emit(
                 (side, at, EventKind::Tls(event))
             }
             Pending::Tls { .. } => continue,
+            Pending::Ws { side, at, seen } => {
+                let from_client = side == client;
+                let facts = t.ws.get_or_insert_with(WsFacts::default);
+                let (kind, event) = match seen {
+                    crate::ws::Seen::Request(r) => {
+                        if r.websocket {
+                            facts.path = Some(r.target.clone());
+                            facts.offered.clone_from(&r.protocols);
+                        }
+                        let kind = if r.websocket {
+                            "WebSocket upgrade request"
+                        } else {
+                            "HTTP request"
+                        };
+                        (kind.to_string(), WsEvent::Request(r))
+                    }
+                    crate::ws::Seen::Response(r) => {
+                        if facts.status.is_none() || r.websocket {
+                            facts.status = Some(r.status);
+                        }
+                        if r.websocket {
+                            facts.protocol.clone_from(&r.protocol);
+                        }
+                        let kind = if r.websocket {
+                            "WebSocket accept".to_string()
+                        } else {
+                            format!("HTTP {}", r.status)
+                        };
+                        (kind, WsEvent::Response(r))
+                    }
+                    crate::ws::Seen::Frame(f) => {
+                        facts.frames.add(dir_of(side), 1);
+                        if let Some(close) = &f.close {
+                            let slot = if from_client {
+                                &mut facts.client_close
+                            } else {
+                                &mut facts.server_close
+                            };
+                            slot.get_or_insert_with(|| close.clone());
+                        }
+                        for n in &f.notes {
+                            *t.anomalies
+                                .entry(format!("websocket_{}", n.name()))
+                                .or_default() += 1;
+                        }
+                        (format!("WebSocket {}", f.kind), WsEvent::Frame(f))
+                    }
+                    crate::ws::Seen::Unreadable(u) => {
+                        *t.anomalies
+                            .entry("websocket_unreadable".to_string())
+                            .or_default() += 1;
+                        ("WebSocket unreadable".to_string(), WsEvent::Unreadable(u))
+                    }
+                    // Lines come as `Pending::Line` (see `tcp::web_pending`).
+                    crate::ws::Seen::Line(_) => continue,
+                };
+                // Data frames are counted by their lines; heads and control frames here.
+                let data_frame = matches!(&event, WsEvent::Frame(f) if f.opcode < 8);
+                if !data_frame {
+                    *t.messages.entry(kind).or_default() += 1;
+                }
+                (side, at, EventKind::WebSocket(event))
+            }
         };
         out.push_back(Output::Event(Event {
             stream: t.conn.stream,
@@ -622,5 +716,6 @@ fn connection_end(t: &Tracked) -> ConnectionEnd {
         segments: per(&|s| conn.halves[s].segments),
         anomalies: t.anomalies.clone(),
         tls: t.tls.clone(),
+        websocket: t.ws.clone(),
     }
 }

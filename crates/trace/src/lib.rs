@@ -6,7 +6,9 @@
 //! anomalies); [`chat`] cuts each stream into protocol lines and decodes them with
 //! `tcpchat_proto`, the same parser the server uses. [`analyzer`] ties the last two together
 //! per connection and decides which connections are chat connections; [`render`] prints the
-//! result as a timeline or as JSON lines.
+//! result as a timeline or as JSON lines. In front of the line cutting, [`ws`] reads a
+//! WebSocket upgrade and the frames after it (the web listener's `ws://`), so the lines inside
+//! text messages are explained as lines read from TCP are; [`tls`] reads TLS hellos.
 //!
 //! Everything from [`analyzer`] down is sans-I/O: frames in, [`model::Output`]s out, time taken
 //! from the capture. This crate does not capture packets (tcpdump does) and does not judge
@@ -20,6 +22,7 @@ pub mod model;
 pub mod render;
 pub mod tcp;
 pub mod tls;
+pub mod ws;
 
 use std::io::{Read, Write};
 

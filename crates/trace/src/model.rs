@@ -53,6 +53,8 @@ pub enum FoundBy {
     FirstLine,
     /// Asked for with `--stream`.
     Requested,
+    /// Its client asked to upgrade to WebSocket (`GET ... Upgrade: websocket`), on any port.
+    WebsocketUpgrade,
 }
 
 /// Emitted once per chat connection, before its events.
@@ -94,6 +96,9 @@ pub enum EventKind {
     Gap { bytes: u64, reason: GapReason },
     /// A TLS hello: what a capture can read of a TLS connection.
     Tls(TlsEvent),
+    /// An HTTP head or a WebSocket frame (the `ws` field names which).
+    #[serde(rename = "websocket")]
+    WebSocket(WsEvent),
     /// In-order stream bytes, hex-encoded; only with [`crate::Options::stream_data`].
     Data {
         #[serde(serialize_with = "hex")]
@@ -109,6 +114,39 @@ pub enum TlsEvent {
     ServerHello(crate::tls::ServerHello),
     /// A hello that could not be read (truncated, cut by missing data, malformed).
     Unreadable(crate::tls::Unreadable),
+}
+
+/// What [`crate::ws`] read (the `ws` field names which). The chat lines inside text messages
+/// are [`EventKind::Line`]s.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "ws", rename_all = "snake_case")]
+pub enum WsEvent {
+    /// An HTTP request: the upgrade, or a plain request (the page).
+    Request(crate::ws::Request),
+    /// An HTTP response: `101` to the upgrade, or a refusal, or the page.
+    Response(crate::ws::Response),
+    /// A WebSocket frame's header, with its close code or ping payload.
+    Frame(crate::ws::Frame),
+    /// The rest of this direction cannot be read as HTTP or frames.
+    Unreadable(crate::ws::Unreadable),
+}
+
+/// What a WebSocket connection showed, besides its lines.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WsFacts {
+    /// The upgrade request's path.
+    pub path: Option<String>,
+    /// Subprotocols the client offered.
+    pub offered: Vec<String>,
+    /// The subprotocol the server chose.
+    pub protocol: Option<String>,
+    /// The status of the server's answer to the upgrade (101 when it switched).
+    pub status: Option<u16>,
+    /// Frames each way.
+    pub frames: PerDir,
+    /// Close frames each side sent.
+    pub client_close: Option<crate::ws::Close>,
+    pub server_close: Option<crate::ws::Close>,
 }
 
 /// What a TLS connection showed in the clear; the rest of it is encrypted.
@@ -364,6 +402,10 @@ pub struct ConnectionEnd {
     pub anomalies: BTreeMap<String, u64>,
     /// Present when the client's first bytes were a TLS handshake record.
     pub tls: Option<TlsFacts>,
+    /// Present when the connection was HTTP: a WebSocket upgrade (or a plain request on
+    /// `--web-port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WsFacts>,
 }
 
 /// Frames that held no TCP segment to analyse, by reason.

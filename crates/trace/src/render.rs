@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::model::{
     CaptureSummary, ConnectionEnd, ConnectionStart, Dir, EndState, Event, EventKind, FoundBy,
-    GapReason, Line, LineStatus, Note, Output, Role, Segment, TlsEvent, TlsFacts,
+    GapReason, Line, LineStatus, Note, Output, Role, Segment, TlsEvent, TlsFacts, WsEvent, WsFacts,
 };
 
 /// Events a text view holds per connection before printing them early.
@@ -152,6 +152,119 @@ fn tls_words(tls: &TlsEvent) -> (&'static str, String, bool) {
     }
 }
 
+/// An HTTP head's or frame's name, its explanation, and whether all is well; `None` for a
+/// frame not worth a line of its own (a whole text message in one frame: its line says it).
+fn ws_words(ws: &WsEvent) -> Option<(String, String, bool)> {
+    Some(match ws {
+        WsEvent::Request(r) if r.websocket => {
+            let mut words = format!("the client asks to upgrade {} to a WebSocket", r.target);
+            if !r.protocols.is_empty() {
+                words.push_str(&format!(
+                    ", offering the subprotocol {}",
+                    r.protocols.join(", ")
+                ));
+            }
+            if let Some(origin) = &r.origin {
+                words.push_str(&format!(" (a browser page from {origin})"));
+            }
+            (format!("HTTP {} {}", r.method, r.target), words, true)
+        }
+        WsEvent::Request(r) => (
+            format!("HTTP {} {}", r.method, r.target),
+            "an HTTP request, not a WebSocket upgrade (the page or its assets)".to_string(),
+            true,
+        ),
+        WsEvent::Response(r) if r.websocket => {
+            let mut words = "the server switches to WebSocket".to_string();
+            if let Some(p) = &r.protocol {
+                words.push_str(&format!(" with the subprotocol {p}"));
+            }
+            words.push_str("; from here on, frames, each text message one chat line");
+            (format!("HTTP {} {}", r.status, r.reason), words, true)
+        }
+        WsEvent::Response(r) => {
+            let ok = (200..400).contains(&r.status);
+            let words = if ok {
+                "an HTTP answer (no WebSocket)".to_string()
+            } else {
+                "the server refuses: no WebSocket on this connection".to_string()
+            };
+            (format!("HTTP {} {}", r.status, r.reason), words, ok)
+        }
+        WsEvent::Frame(f) => {
+            let notable = !f.notes.is_empty() || f.opcode >= 8 || !f.fin || f.opcode == 0;
+            if !notable {
+                return None;
+            }
+            let mut what = format!("ws {}", f.kind);
+            what.push_str(&format!(
+                " [{}{}len={}]",
+                if f.fin { "FIN " } else { "" },
+                if f.masked { "masked " } else { "" },
+                f.len
+            ));
+            let mut words = match (f.kind, &f.close, &f.payload_text) {
+                ("close", Some(c), _) => {
+                    let code = match c.code {
+                        Some(code) => format!("close {code} ({})", c.meaning),
+                        None => format!("close, {}", c.meaning),
+                    };
+                    if c.reason.is_empty() {
+                        format!("{code}: this side ends the WebSocket")
+                    } else {
+                        format!("{code} \"{}\": this side ends the WebSocket", c.reason)
+                    }
+                }
+                ("ping", _, Some(t)) => {
+                    format!("ping \"{t}\" (the other side answers with a pong; not a chat PING)")
+                }
+                ("pong", _, Some(t)) => format!("pong \"{t}\", the answer to a ping"),
+                ("continuation", ..) if f.fin => "the last fragment of a message".to_string(),
+                ("continuation", ..) => "a middle fragment of a message".to_string(),
+                _ if !f.fin => format!("the first fragment of a {} message", f.kind),
+                (kind, ..) => format!("a {kind} frame"),
+            };
+            for n in &f.notes {
+                words.push_str("; ");
+                words.push_str(&n.words());
+            }
+            (what, words, f.notes.is_empty())
+        }
+        WsEvent::Unreadable(u) => ("WebSocket".to_string(), u.reason.clone(), false),
+    })
+}
+
+/// The footer line of a WebSocket connection.
+fn ws_summary(ws: &WsFacts) -> String {
+    let mut words = match (&ws.path, ws.status) {
+        (Some(path), Some(101)) => format!("upgraded on {path}"),
+        (Some(path), Some(status)) => format!("upgrade on {path} refused with {status}"),
+        (Some(path), None) => format!("upgrade on {path}, no answer captured"),
+        (None, _) => "plain HTTP, no WebSocket".to_string(),
+    };
+    if let Some(p) = &ws.protocol {
+        words.push_str(&format!(" (subprotocol {p})"));
+    }
+    if ws.frames.total() > 0 {
+        words.push_str(&format!(
+            "; {} client→server, {} server→client",
+            plural(ws.frames.client_to_server, "frame"),
+            ws.frames.server_to_client
+        ));
+    }
+    for (who, close) in [("client", &ws.client_close), ("server", &ws.server_close)] {
+        if let Some(c) = close {
+            match c.code {
+                Some(code) => {
+                    words.push_str(&format!("; the {who} closed with {code} ({})", c.meaning))
+                }
+                None => words.push_str(&format!("; the {who} closed without a code")),
+            }
+        }
+    }
+    words
+}
+
 /// The footer line of a TLS connection.
 fn tls_summary(tls: &TlsFacts) -> String {
     let mut words = match (&tls.version, &tls.server_name) {
@@ -229,6 +342,7 @@ impl<W: Write> TextRender<W> {
             FoundBy::Port => "found by its port",
             FoundBy::FirstLine => "found by its first line (not on the chat port)",
             FoundBy::Requested => "asked for with --stream",
+            FoundBy::WebsocketUpgrade => "found by its WebSocket upgrade",
         };
         let opened = if s.handshake_seen {
             "the capture holds its opening"
@@ -318,6 +432,13 @@ impl<W: Write> TextRender<W> {
                 let (what, words, ok) = tls_words(tls);
                 let words = if ok { words } else { p.yellow(&words) };
                 writeln!(self.out, "  {time:>11} {arrow}  {}  {words}", p.bold(what))?;
+            }
+            EventKind::WebSocket(ws) => {
+                let Some((what, words, ok)) = ws_words(ws) else {
+                    return Ok(());
+                };
+                let words = if ok { words } else { p.yellow(&words) };
+                writeln!(self.out, "  {time:>11} {arrow}  {}  {words}", p.bold(&what))?;
             }
             EventKind::Data { .. } => {}
             EventKind::Gap { bytes, reason } => {
@@ -426,6 +547,9 @@ impl<W: Write> TextRender<W> {
         writeln!(self.out, "  {} {ending}", p.bold("ending:"))?;
         if let Some(tls) = &end.tls {
             writeln!(self.out, "  {} {}", p.bold("tls:"), tls_summary(tls))?;
+        }
+        if let Some(ws) = &end.websocket {
+            writeln!(self.out, "  {} {}", p.bold("websocket:"), ws_summary(ws))?;
         }
         if !end.messages.is_empty() {
             writeln!(

@@ -56,12 +56,27 @@ pub enum Pending {
         at: Step,
         seen: crate::tls::Seen,
     },
+    /// What the WebSocket watcher saw: an HTTP head, a frame, or why it stopped reading.
+    /// (The lines inside text messages come as [`Pending::Line`].)
+    Ws {
+        side: usize,
+        at: Step,
+        seen: crate::ws::Seen,
+    },
     /// In-order stream bytes (only when asked for).
     Data {
         side: usize,
         at: Step,
         bytes: Vec<u8>,
     },
+}
+
+/// A WebSocket watcher's finding as a pending event: a text message's line as a line.
+fn web_pending(side: usize, at: Step, seen: crate::ws::Seen) -> Pending {
+    match seen {
+        crate::ws::Seen::Line(line) => Pending::Line { side, at, line },
+        seen => Pending::Ws { side, at, seen },
+    }
 }
 
 /// Stream data that arrived ahead of a hole.
@@ -92,6 +107,8 @@ pub struct Half {
     pub fin_acked: Option<Step>,
     ended: bool,
     lines: LineSplitter,
+    /// Reads an HTTP upgrade and WebSocket frames in front of the line splitter.
+    web: crate::ws::Watch,
     /// Looks for a TLS hello at the start of the stream, whether or not lines are cut.
     tls: crate::tls::Watch,
     /// Whether lines are cut at all (not for connections known not to be chat).
@@ -121,6 +138,7 @@ impl Half {
             fin_acked: None,
             ended: false,
             lines: LineSplitter::new(max_line_bytes, false),
+            web: crate::ws::Watch::new(max_line_bytes),
             tls: crate::tls::Watch::new(),
             split_lines: true,
             window_scale: None,
@@ -137,6 +155,8 @@ impl Half {
         self.base = base;
         if mid_stream {
             self.lines = LineSplitter::new(max_line_bytes, true);
+            // Frame boundaries cannot be found either.
+            self.web = crate::ws::Watch::off(max_line_bytes);
             // Where the stream starts is unknown, so a TLS record header cannot be found.
             self.tls = crate::tls::Watch::off();
         }
@@ -174,8 +194,12 @@ impl Half {
                 out.extend(seen.into_iter().map(|seen| Pending::Tls { side, at, seen }));
             }
             if self.split_lines {
+                let mut seen = Vec::new();
                 let mut lines = Vec::new();
-                self.lines.push(data, &mut lines);
+                if let Some(plain) = self.web.push(data, &mut seen) {
+                    self.lines.push(&plain, &mut lines);
+                }
+                out.extend(seen.into_iter().map(|seen| web_pending(side, at, seen)));
                 out.extend(
                     lines
                         .into_iter()
@@ -207,7 +231,12 @@ impl Half {
             out.extend(seen.into_iter().map(|seen| Pending::Tls { side, at, seen }));
         }
         if self.split_lines {
+            let mut seen = Vec::new();
             let mut lines = Vec::new();
+            if let Some(plain) = self.web.gap(n, &mut seen) {
+                self.lines.push(&plain, &mut lines);
+            }
+            out.extend(seen.into_iter().map(|seen| web_pending(side, at, seen)));
             self.lines.gap(&mut lines);
             out.extend(
                 lines
@@ -277,7 +306,12 @@ impl Half {
             out.extend(seen.into_iter().map(|seen| Pending::Tls { side, at, seen }));
         }
         if self.split_lines {
+            let mut seen = Vec::new();
             let mut lines = Vec::new();
+            if let Some(plain) = self.web.finish(&mut seen) {
+                self.lines.push(&plain, &mut lines);
+            }
+            out.extend(seen.into_iter().map(|seen| web_pending(side, at, seen)));
             self.lines.finish(&mut lines);
             out.extend(
                 lines
