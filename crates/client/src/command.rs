@@ -81,9 +81,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("/query user", "open the conversation with user"),
     ("/close", "close the open conversation"),
     ("!who  /who", "who is online"),
-    ("/join #room", "join a room (/part, /rooms, /members)"),
-    ("/topic [text|-]", "a room's topic; /kick name (owner)"),
-    // One line for the three, so that the help still fits a 14-row terminal side by side.
+    // One line for each group, so that the help still fits a 14-row terminal side by side.
+    ("/join #room", "a room; /part /rooms /members /topic"),
     ("/register", "own your name (/password, /unregister)"),
     ("/help", "this help"),
     ("!quit  /quit", "leave"),
