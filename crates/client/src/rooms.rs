@@ -269,6 +269,16 @@ pub fn describe(event: &RoomEvent, me: Option<&Username>) -> String {
             room,
             by,
             text: Some(text),
+        } if you(by) => format!("you set the topic of {room}: {text}"),
+        RoomEvent::Topic {
+            room,
+            by,
+            text: None,
+        } if you(by) => format!("you cleared the topic of {room}"),
+        RoomEvent::Topic {
+            room,
+            by,
+            text: Some(text),
         } => format!("{by} set the topic of {room}: {text}"),
         RoomEvent::Topic {
             room,
