@@ -135,6 +135,52 @@ for layout in LAYOUTS:
             w(f"- {s}, {name}: {p}")
         w("")
 
+def room_section():
+    """One room of N members (an IRC channel on the peers), pinned layout (issue 14)."""
+    w("## Rooms: one room's fan-out, pinned")
+    w("")
+    runs = {name: [r for s in SERVERS for r in load(s, "pinned", name) if "error" not in r] for name in ("room", "roommax")}
+    if not runs["room"] and not runs["roommax"]:
+        w("Not measured in this run.")
+        w("")
+        return
+    r0 = (runs["room"] or runs["roommax"])[0]
+    members, senders = r0["clients"], r0["scenario"].get("senders")
+    rates = {name: rs[0]["scenario"].get("rate") for name, rs in runs.items() if rs}
+    w(f"`tcpchat bench ADDR room -n {members} --senders {senders} -r RATE`: one room of {members:,} members,")
+    w(f"{senders} of them sharing RATE messages/s (open loop), each message delivered to the other")
+    w(f"{members - 1:,} members. tcpchat: the rooms extension (`SAY`; its own `SAID` back is the sender's")
+    w("confirmation, not counted as a delivery); ngircd and InspIRCd: `JOIN #bench`, `PRIVMSG #bench` (no echo")
+    w("to the sender). Deliveries/s are counted in the measured window; a server that cannot keep up")
+    w("delivers less than offered, its latency grows without bound and what is still queued when the")
+    w("drain time ends counts as lost.")
+    w("")
+    w("| room | tcpchat | ngircd | InspIRCd | tcpchat vs ngircd | tcpchat vs InspIRCd |")
+    w("|---|---:|---:|---:|---:|---:|")
+    for name in ("room", "roommax"):
+        if name not in rates:
+            continue
+        rate = rates[name]
+        offered = f"{rate:,.0f} msg/s, {rate * (members - 1):,.0f} deliveries/s offered"
+        rows = [
+            (f"{offered}: deliveries/s", msgs("delivered_per_sec"), fmt_rate, True),
+            (f"{offered}: latency p50", lat("p50_us"), fmt_ms, False),
+            (f"{offered}: latency p99", lat("p99_us"), fmt_ms, False),
+        ]
+        for label, get, fmt, higher in rows:
+            vals = [metric(s, "pinned", name, get) for s in SERVERS]
+            w(f"| {label} | {fmt(vals[0])} | {fmt(vals[1])} | {fmt(vals[2])} | {fmt_ratio(vals[0], vals[1], higher)} | {fmt_ratio(vals[0], vals[2], higher)} |")
+    w("")
+    for name in ("room", "roommax"):
+        for s in SERVERS:
+            p = problems(s, "pinned", name)
+            if p:
+                w(f"- {s}, {name}: {p}")
+    w("")
+
+
+room_section()
+
 scale = load("tcpchat", "pinned", "scale")
 w("## Scale: one tcpchat process at its client limit")
 w("")

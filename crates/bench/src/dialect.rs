@@ -6,7 +6,7 @@
 //! here only as the peer servers speak it (RFC 2812 client registration, `PRIVMSG`,
 //! `PING`/`PONG`); this is not an IRC client library.
 
-use tcpchat_proto::{Reply, Request, Username};
+use tcpchat_proto::{Reply, Request, RoomName, Username};
 
 /// Which protocol to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,8 +36,11 @@ pub enum Event<'a> {
     Refused(Refusal),
     /// A message for us.
     Delivery { from: &'a str, body: &'a [u8] },
-    /// Our message was accepted (`SEND-OK`; IRC has no such reply).
+    /// Our message was accepted (`SEND-OK`, or our own `SAID` in a room; IRC has no such
+    /// reply).
     SendOk,
+    /// We are in the room (`JOINED <room> <us>`, IRC `JOIN` with our nick).
+    Joined,
     /// Our message could not be delivered (`BAD-DEST-USER`, IRC 401).
     SendFailed,
     /// A keepalive to answer with [`Codec::pong`]; carries its token.
@@ -60,6 +63,8 @@ pub struct Codec {
     dialect: Dialect,
     send_prefix: Vec<u8>,
     send_suffix: Vec<u8>,
+    /// In a room: the room, and our own name (to tell our lines from the others').
+    room: Option<(String, String)>,
 }
 
 /// Cannot appear in a valid name or in a bench body.
@@ -87,7 +92,53 @@ impl Codec {
             dialect,
             send_prefix: line[..at].to_vec(),
             send_suffix: line[at + MARKER.len()..].to_vec(),
+            room: None,
         }
+    }
+
+    /// A codec for `me`, a member of `room`: [`Codec::send`] says to the room, the login
+    /// asks for the `rooms` extension (classic), and [`Codec::join`] joins it.
+    ///
+    /// # Panics
+    /// If `room` or `me` is not valid (the bench chooses both, so they always are).
+    pub fn room(dialect: Dialect, room: &str, me: &str) -> Self {
+        let line = match dialect {
+            Dialect::Classic => {
+                let room = RoomName::parse(room).expect("the bench's room is valid");
+                Request::Say { room, body: MARKER }.to_line()
+            }
+            Dialect::Irc => format!("PRIVMSG {room} :{MARKER}\r\n").into_bytes(),
+        };
+        let at = line
+            .windows(MARKER.len())
+            .position(|w| w == MARKER.as_bytes())
+            .expect("marker present");
+        Self {
+            dialect,
+            send_prefix: line[..at].to_vec(),
+            send_suffix: line[at + MARKER.len()..].to_vec(),
+            room: Some((room.to_owned(), me.to_owned())),
+        }
+    }
+
+    /// Appends the request to join the room (after the login is answered: IRC servers
+    /// take no `JOIN` before registration).
+    pub fn join(&self, out: &mut Vec<u8>) {
+        let Some((room, _)) = &self.room else {
+            return;
+        };
+        match self.dialect {
+            Dialect::Classic => {
+                let room = RoomName::parse(room).expect("the bench's room is valid");
+                Request::Join(room).encode(out);
+            }
+            Dialect::Irc => out.extend_from_slice(format!("JOIN {room}\r\n").as_bytes()),
+        }
+    }
+
+    /// Whether this codec's client is in a room.
+    pub fn in_room(&self) -> bool {
+        self.room.is_some()
     }
 
     /// The dialect spoken.
@@ -99,6 +150,9 @@ impl Codec {
     pub fn login(&self, out: &mut Vec<u8>, name: &str) {
         match self.dialect {
             Dialect::Classic => {
+                if self.room.is_some() {
+                    Request::Ext(vec!["rooms"]).encode(out);
+                }
                 let name = Username::parse(name).expect("bench names are valid");
                 Request::HelloFrom(name).encode(out);
             }
@@ -134,14 +188,37 @@ impl Codec {
 
     /// What a server line (without its line ending) means.
     pub fn parse<'a>(&self, line: &'a [u8]) -> Event<'a> {
+        let me = self.room.as_ref().map(|(_, me)| me.as_str());
         match self.dialect {
-            Dialect::Classic => parse_classic(line),
-            Dialect::Irc => parse_irc(line),
+            Dialect::Classic => parse_classic(line, me),
+            Dialect::Irc => parse_irc(line, me),
         }
     }
 }
 
-fn parse_classic(line: &[u8]) -> Event<'_> {
+/// `me`: our name, when in a room (whose lines are then understood).
+fn parse_classic<'a>(line: &'a [u8], me: Option<&str>) -> Event<'a> {
+    if let Some(me) = me {
+        match Reply::parse(line) {
+            Ok(Reply::ExtOk(_)) => return Event::Other,
+            Ok(Reply::Joined { name, .. }) if name.as_str() == me => return Event::Joined,
+            Ok(Reply::Joined { .. } | Reply::Parted { .. } | Reply::TopicIs { .. }) => {
+                return Event::Other
+            }
+            Ok(Reply::Said { from, .. }) if from.as_str() == me => return Event::SendOk,
+            Ok(Reply::Said { from, body, .. }) => {
+                // As for DELIVERY below: slices of the line, not the parsed copies.
+                let body_at = line.len() - body.len();
+                let from_at = body_at - 1 - from.as_str().len();
+                let from = std::str::from_utf8(&line[from_at..body_at - 1]).unwrap_or_default();
+                return Event::Delivery {
+                    from,
+                    body: &line[body_at..],
+                };
+            }
+            _ => {}
+        }
+    }
     match Reply::parse(line) {
         Ok(Reply::Hello(_)) => Event::LoggedIn,
         Ok(Reply::Busy) => Event::Refused(Refusal::Busy),
@@ -191,9 +268,15 @@ fn irc_trailing(params: &[u8]) -> &[u8] {
     }
 }
 
-fn parse_irc(line: &[u8]) -> Event<'_> {
+fn parse_irc<'a>(line: &'a [u8], me: Option<&str>) -> Event<'a> {
     let (prefix, command, params) = irc_parts(line);
+    let nick = || {
+        prefix
+            .and_then(|p| p.split(|b| *b == b'!').next())
+            .and_then(|n| std::str::from_utf8(n).ok())
+    };
     match command {
+        b"JOIN" if me.is_some() && nick() == me => Event::Joined,
         b"PRIVMSG" => {
             let nick = prefix
                 .and_then(|p| p.split(|b| *b == b'!').next())
@@ -281,6 +364,61 @@ mod tests {
         ];
         for (line, want) in cases {
             assert_eq!(&c.parse(line), want, "{}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn room_lines() {
+        let c = Codec::room(Dialect::Classic, "#bench", "ann");
+        assert_eq!(
+            lines(&c, |c, o| c.login(o, "ann")),
+            "EXT rooms\nHELLO-FROM ann\n"
+        );
+        assert_eq!(lines(&c, |c, o| c.join(o)), "JOIN #bench\n");
+        assert_eq!(
+            lines(&c, |c, o| c.send(o, |b| b.extend_from_slice(b"1  2"))),
+            "SAY #bench 1  2\n"
+        );
+        let cases: &[(&[u8], Event<'_>)] = &[
+            (b"EXT-OK rooms", Event::Other),
+            (b"JOINED #bench ann", Event::Joined),
+            (b"JOINED #bench bob", Event::Other),
+            (b"PARTED #bench bob", Event::Other),
+            (b"SAID #bench ann 1 2", Event::SendOk),
+            (
+                b"SAID #bench bob 1  2 ",
+                Event::Delivery {
+                    from: "bob",
+                    body: b"1  2 ",
+                },
+            ),
+            (b"NOT-MEMBER", Event::ProtocolError),
+            (b"HELLO ann", Event::LoggedIn),
+        ];
+        for (line, want) in cases {
+            assert_eq!(&c.parse(line), want, "{}", String::from_utf8_lossy(line));
+        }
+        let i = Codec::room(Dialect::Irc, "#bench", "ann");
+        assert_eq!(lines(&i, |c, o| c.join(o)), "JOIN #bench\r\n");
+        assert_eq!(
+            lines(&i, |c, o| c.send(o, |b| b.extend_from_slice(b"x"))),
+            "PRIVMSG #bench :x\r\n"
+        );
+        let cases: &[(&[u8], Event<'_>)] = &[
+            (b":ann!ann@127.0.0.1 JOIN :#bench", Event::Joined),
+            (b":ann!~ann@localhost JOIN #bench", Event::Joined),
+            (b":bob!bob@127.0.0.1 JOIN :#bench", Event::Other),
+            (b":irc.local 353 ann = #bench :ann bob", Event::Other),
+            (
+                b":bob!bob@127.0.0.1 PRIVMSG #bench :1 2",
+                Event::Delivery {
+                    from: "bob",
+                    body: b"1 2",
+                },
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(&i.parse(line), want, "{}", String::from_utf8_lossy(line));
         }
     }
 

@@ -22,7 +22,11 @@ pub enum ScenarioKind {
     Fanin,
     Idle,
     ListSend,
+    Room,
 }
+
+/// The room (IRC channel) the `room` scenario's clients join.
+pub const ROOM: &str = "#bench";
 
 /// What a scenario runs with when the caller does not say.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,6 +41,8 @@ pub struct Defaults {
     pub listers: Option<usize>,
     /// `LIST`s/s offered over all listers (list-send; `None`: closed loop).
     pub list_rate: Option<f64>,
+    /// Members that send to the room (room).
+    pub senders: Option<usize>,
     /// Length of the measured phase (hold time for idle).
     pub duration: Duration,
     /// Message body size in bytes.
@@ -57,6 +63,7 @@ pub struct Choices {
     pub rate: Option<f64>,
     pub listers: Option<usize>,
     pub list_rate: Option<f64>,
+    pub senders: Option<usize>,
     pub duration: Option<Duration>,
     pub size: Option<usize>,
     pub login_timeout: Option<Duration>,
@@ -66,13 +73,14 @@ pub struct Choices {
 
 impl ScenarioKind {
     /// Every scenario, in the order the help lists them.
-    pub const ALL: [ScenarioKind; 6] = [
+    pub const ALL: [ScenarioKind; 7] = [
         ScenarioKind::Connect,
         ScenarioKind::Throughput,
         ScenarioKind::Latency,
         ScenarioKind::Fanin,
         ScenarioKind::Idle,
         ScenarioKind::ListSend,
+        ScenarioKind::Room,
     ];
 
     /// The scenario's name on the command line.
@@ -84,6 +92,7 @@ impl ScenarioKind {
             ScenarioKind::Fanin => "fanin",
             ScenarioKind::Idle => "idle",
             ScenarioKind::ListSend => "list-send",
+            ScenarioKind::Room => "room",
         }
     }
 
@@ -111,6 +120,9 @@ impl ScenarioKind {
             ScenarioKind::ListSend => {
                 "N users online, --listers of them sending LIST (closed loop, or --list-rate LISTs/s over them), the others in pairs at --rate messages/s (open loop): SEND latency under LIST load, LIST-OKs/s"
             }
+            ScenarioKind::Room => {
+                "One room (IRC: channel) of N members, --senders of them sending to it at --rate messages/s together (open loop): deliveries/s to the other members and their latency"
+            }
         }
     }
 
@@ -122,6 +134,7 @@ impl ScenarioKind {
             rate: None,
             listers: None,
             list_rate: None,
+            senders: None,
             duration: Duration::from_secs(10),
             size: 64,
             login_timeout: Duration::from_secs(10),
@@ -156,6 +169,11 @@ impl ScenarioKind {
                 clients: 10_000,
                 rate: Some(5_000.0),
                 listers: Some(100),
+                ..base
+            },
+            ScenarioKind::Room => Defaults {
+                senders: Some(10),
+                rate: Some(1_000.0),
                 ..base
             },
         }
@@ -198,6 +216,10 @@ impl ScenarioKind {
                 rate,
                 list_rate: choices.list_rate.or(d.list_rate),
             },
+            ScenarioKind::Room => Scenario::Room {
+                senders: choices.senders.or(d.senders).unwrap_or(1),
+                rate,
+            },
         }
     }
 }
@@ -229,6 +251,9 @@ pub enum Scenario {
         #[serde(default)]
         list_rate: Option<f64>,
     },
+    /// Every client joins [`ROOM`]; clients `0..senders` together offer `rate` messages/s
+    /// to it on a fixed schedule, and every other member receives each of them.
+    Room { senders: usize, rate: f64 },
 }
 
 impl Scenario {
@@ -246,6 +271,7 @@ impl Scenario {
             Scenario::Fanin { .. } => ScenarioKind::Fanin,
             Scenario::Idle => ScenarioKind::Idle,
             Scenario::ListSend { .. } => ScenarioKind::ListSend,
+            Scenario::Room { .. } => ScenarioKind::Room,
         }
     }
 
@@ -257,13 +283,16 @@ impl Scenario {
                 | Scenario::Latency { .. }
                 | Scenario::Fanin { .. }
                 | Scenario::ListSend { .. }
+                | Scenario::Room { .. }
         )
     }
 
     /// The offered rate of an open-loop scenario, messages/s.
     pub fn rate(&self) -> Option<f64> {
         match self {
-            Scenario::Latency { rate } | Scenario::ListSend { rate, .. } => Some(*rate),
+            Scenario::Latency { rate }
+            | Scenario::ListSend { rate, .. }
+            | Scenario::Room { rate, .. } => Some(*rate),
             _ => None,
         }
     }
@@ -302,13 +331,17 @@ impl Scenario {
                 (p < clients && index >= *listers && p >= *listers).then_some(p)
             }
             Scenario::Fanin { .. } => (index != 0).then_some(0),
-            Scenario::Connect | Scenario::Idle => None,
+            Scenario::Connect | Scenario::Idle | Scenario::Room { .. } => None,
         }
     }
 
     /// The open-loop schedule of client `index`, if it is a sender of a fixed-rate
     /// scenario: the senders share the rate, staggered evenly.
     pub fn pacer(&self, index: usize, clients: usize) -> Option<Pacer> {
+        if let Scenario::Room { senders, rate } = *self {
+            let senders = senders.min(clients);
+            return (index < senders).then(|| Pacer::new(rate, senders, index));
+        }
         self.partner(index, clients)?;
         match *self {
             Scenario::Latency { rate } => Some(Pacer::new(rate, clients, index)),
@@ -322,8 +355,30 @@ impl Scenario {
         }
     }
 
-    /// How many clients send (have a partner).
+    /// Whether client `index` sends to the room (room).
+    pub fn room_sender(&self, index: usize) -> bool {
+        matches!(self, Scenario::Room { senders, .. } if index < *senders)
+    }
+
+    /// Whether the clients meet in [`ROOM`].
+    pub fn in_room(&self) -> bool {
+        matches!(self, Scenario::Room { .. })
+    }
+
+    /// How many deliveries one message makes: every member but its sender in a room
+    /// (whose own copy, tcpchat's echo, confirms it as `SEND-OK` does), else one.
+    pub fn fanout(&self, clients: usize) -> u64 {
+        match self {
+            Scenario::Room { .. } => clients.saturating_sub(1) as u64,
+            _ => 1,
+        }
+    }
+
+    /// How many clients send (have a partner, or are a room's senders).
     pub fn senders(&self, clients: usize) -> usize {
+        if let Scenario::Room { senders, .. } = self {
+            return (*senders).min(clients);
+        }
         (0..clients)
             .filter(|i| self.partner(*i, clients).is_some())
             .count()

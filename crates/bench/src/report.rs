@@ -133,7 +133,8 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
     let mut problems = Vec::new();
     let messages = plan.scenario.sends().then(|| {
         let r = t;
-        let lost = r.sent.saturating_sub(r.delivered);
+        // A room message is delivered to every member but its sender.
+        let lost = (r.sent * plan.scenario.fanout(plan.clients)).saturating_sub(r.delivered);
         let m = MessageReport {
             measured_secs: i.measured_secs,
             sent: r.sent,
@@ -274,6 +275,9 @@ impl Report {
                 format!(", window {window}")
             }
             Scenario::Latency { rate } => format!(", {rate} msg/s offered"),
+            Scenario::Room { senders, rate } => {
+                format!(", {senders} senders, {rate} msg/s offered to the room")
+            }
             Scenario::ListSend {
                 listers,
                 rate,

@@ -133,7 +133,9 @@ fn validate(o: &Options) -> Result<(), BenchError> {
         Scenario::Throughput { window } | Scenario::Fanin { window } if window == 0 => {
             return usage("--window must be at least 1".into());
         }
-        Scenario::Latency { rate } | Scenario::ListSend { rate, .. }
+        Scenario::Latency { rate }
+        | Scenario::ListSend { rate, .. }
+        | Scenario::Room { rate, .. }
             if !(rate > 0.0 && rate.is_finite()) =>
         {
             return usage("--rate must be a positive number of messages per second".into());
@@ -170,6 +172,16 @@ fn validate(o: &Options) -> Result<(), BenchError> {
                 p.scenario.name()
             ))
         }
+        Scenario::Room { senders, .. } if p.clients < 2 || senders == 0 || senders > p.clients => {
+            usage(format!(
+                "room needs at least 2 clients and --senders from 1 to --clients ({})",
+                p.clients
+            ))
+        }
+        Scenario::Room { .. } if p.clients > o.clients_per_process => usage(format!(
+            "room keeps all its members in one process: at most --clients-per-process ({})",
+            o.clients_per_process
+        )),
         Scenario::Fanin { .. } if p.clients < 2 => usage("fanin needs at least 2 clients".into()),
         Scenario::Fanin { .. } if p.clients > o.clients_per_process => usage(format!(
             "fanin keeps all its clients in one process: at most --clients-per-process ({})",

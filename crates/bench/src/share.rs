@@ -29,7 +29,7 @@ use crate::counters::{Counters, Failure};
 use crate::dialect::{Codec, Dialect, Event, Refusal};
 use crate::message::{self, Header, OrderCheck};
 use crate::pacing::Pacer;
-use crate::plan::{Scenario, Share};
+use crate::plan::{Scenario, Share, ROOM};
 
 /// Where the run is. Only ever moves forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -244,7 +244,11 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
     let index = state.share.first + local;
     let name = plan.name(index);
     let partner = plan.scenario.partner(index, plan.clients);
-    let codec = Codec::new(plan.dialect, &plan.name(partner.unwrap_or(index)));
+    let codec = if plan.scenario.in_room() {
+        Codec::room(plan.dialect, ROOM, &name)
+    } else {
+        Codec::new(plan.dialect, &plan.name(partner.unwrap_or(index)))
+    };
 
     // Logins in progress are bounded; the permit is held until this one is answered.
     let permit = state.logins.acquire().await;
@@ -323,9 +327,15 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
         Scenario::Fanin { .. } if index == 0 => {
             c.orders = vec![OrderCheck::default(); state.share.count];
         }
+        // Every member hears every sender (all in this share: see `run::validate`).
+        Scenario::Room { .. } => {
+            let senders = plan.scenario.senders(plan.clients).min(state.share.count);
+            c.orders = vec![OrderCheck::default(); senders];
+        }
         _ => {}
     }
-    let out_flow = partner.map(|_| &state.flows[local]);
+    let out_flow =
+        (partner.is_some() || plan.scenario.room_sender(index)).then(|| &state.flows[local]);
     let pacer = plan.scenario.pacer(index, plan.clients);
     let list_pacer = plan.scenario.list_pacer(index);
     let window = match plan.scenario {
@@ -745,7 +755,11 @@ impl Client<'_> {
                 let token = token.to_vec();
                 self.codec.pong(&mut self.wbuf, &token);
             }
-            (Stage::LoggingIn, Event::LoggedIn) => {
+            (Stage::LoggingIn, Event::LoggedIn) if self.codec.in_room() => {
+                // In once the room is joined: the run starts with every member in it.
+                self.codec.join(&mut self.wbuf);
+            }
+            (Stage::LoggingIn, Event::LoggedIn | Event::Joined) => {
                 self.stage = Stage::Ready;
                 let us = now.saturating_duration_since(self.started).as_micros() as u64;
                 let all_in = lock(&self.state.login_start)
@@ -771,9 +785,17 @@ impl Client<'_> {
                     Dialect::Irc => Failure::Busy,
                     Dialect::Classic => Failure::Protocol,
                 };
+                let hint = if self.codec.in_room() {
+                    " (to the login or the JOIN: does the server offer rooms?)"
+                } else {
+                    ""
+                };
                 self.failure = Some((
                     kind,
-                    format!("unexpected login reply: {}", String::from_utf8_lossy(line)),
+                    format!(
+                        "unexpected login reply: {}{hint}",
+                        String::from_utf8_lossy(line)
+                    ),
                 ));
             }
             (Stage::LoggingIn, _) => {}
@@ -794,6 +816,7 @@ impl Client<'_> {
                     .first_problem
                     .get_or_insert_with(|| "a message was refused: recipient not logged in".into());
             }
+            (_, Event::Joined) => {}
             (_, Event::ProtocolError | Event::LoggedIn | Event::Refused(_) | Event::ListOk(_)) => {
                 let what = format!("unexpected line: {}", String::from_utf8_lossy(line));
                 self.problem(&what);
@@ -919,6 +942,13 @@ impl Client<'_> {
     }
 
     fn flush_acks(&mut self) {
+        if self.codec.in_room() {
+            // A room's senders run on the clock alone; each member checks its own arrivals
+            // (`drained`), so N members do not wake each sender once per message.
+            let total: u64 = self.pending_acks.drain(..).map(|(_, n)| n).sum();
+            self.state.delivered.fetch_add(total, Ordering::Relaxed);
+            return;
+        }
         let mut total = 0;
         for (sender, n) in self.pending_acks.drain(..) {
             let flow = &self.state.flows[sender];
@@ -946,6 +976,19 @@ impl Client<'_> {
     /// Everything this client sent was received (and, classic, acknowledged), and every
     /// flow it receives has finished and arrived.
     fn drained(&self, out_flow: Option<&Flow>) -> bool {
+        if self.codec.in_room() {
+            // Own messages are confirmed by the echo (classic), the others' have all arrived
+            // here: each sender finished and this member has its last one.
+            let acked = self.codec.dialect() != Dialect::Classic
+                || self.counters.acknowledged + self.counters.send_failed >= self.counters.sent;
+            let incoming = self.orders.iter().enumerate().all(|(s, o)| {
+                let flow = &self.state.flows[s];
+                s == self.local
+                    || (flow.finished.load(Ordering::Acquire)
+                        && o.received() >= flow.sent.load(Ordering::Acquire))
+            });
+            return acked && incoming;
+        }
         let own =
             out_flow.is_none_or(|f| f.delivered.load(Ordering::Acquire) >= self.counters.sent);
         let acked = self.codec.dialect() != Dialect::Classic

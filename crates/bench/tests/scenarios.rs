@@ -506,3 +506,68 @@ fn abuse_runs_with_limits_on_and_off() {
     assert_eq!(r.canary_delivered, r.canary_sent, "{}", r.table());
     assert_eq!(r.flooder_dropped_after_secs, None, "{}", r.table());
 }
+
+/// One room of 30 members, 4 of them sending: every message reaches the 29 others once, in
+/// each sender's order, and each sender's own copy confirms it. See: #14
+#[test]
+fn room_delivers_every_message_to_every_other_member() {
+    let addr = server(load_test_config());
+    let scenario = Scenario::Room {
+        senders: 4,
+        rate: 1000.0,
+    };
+    let report = run(plan(addr, scenario, 30), None).expect("bench runs");
+    assert!(
+        report.problems.is_empty(),
+        "problems: {:#?}",
+        report.problems
+    );
+    assert_eq!(report.login.logged_in, 30, "{}", report.table());
+    let m = report.messages.as_ref().expect("room sends");
+    assert!(m.sent > 0, "nothing was sent:\n{}", report.table());
+    assert_eq!(m.delivered, m.sent * 29, "{}", report.table());
+    assert_eq!(
+        m.acknowledged,
+        m.sent,
+        "every SAY echoed:\n{}",
+        report.table()
+    );
+    assert_eq!(
+        (
+            m.lost,
+            m.order_violations,
+            m.content_errors,
+            m.protocol_errors,
+            m.disconnected
+        ),
+        (0, 0, 0, 0, 0),
+        "{}",
+        report.table()
+    );
+    assert_eq!(m.latency.count, m.delivered, "one latency per delivery");
+    assert!(
+        m.per_sender_min.is_some_and(|lo| lo > 0),
+        "{}",
+        report.table()
+    );
+    assert!(report.table().contains("4 senders"), "{}", report.table());
+}
+
+/// A server without the rooms extension: the room scenario cannot log in, and says so.
+#[test]
+fn room_against_a_server_without_rooms_fails_plainly() {
+    let config = Config {
+        extensions: tcpchat_proto::ExtensionSet::NONE,
+        ..load_test_config()
+    };
+    let addr = server(config);
+    let scenario = Scenario::Room {
+        senders: 1,
+        rate: 100.0,
+    };
+    let err = run(plan(addr, scenario, 4), None).expect_err("no rooms, no run");
+    assert!(
+        matches!(&err, BenchError::Target { why, .. } if why.contains("does the server offer rooms?")),
+        "{err}"
+    );
+}

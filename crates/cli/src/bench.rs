@@ -135,6 +135,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "R")]
     list_rate: Option<f64>,
 
+    #[arg(long, value_name = "N",
+          help = with_defaults("Room members sending to the room", |d| d.senders.map(|s| s.to_string())))]
+    senders: Option<usize>,
+
     #[arg(long, short = 'd', value_name = "DURATION",
           help = with_defaults("Length of the measured phase, e.g. 10s (hold time for idle)", |d| Some(duration_text(d.duration))))]
     duration: Option<humantime::Duration>,
@@ -327,6 +331,7 @@ fn run_load(
         rate: args.rate,
         listers: args.listers,
         list_rate: args.list_rate,
+        senders: args.senders,
         duration: args.duration.map(Duration::from),
         size: args.size,
         login_timeout: args.login_timeout.map(Duration::from),

@@ -237,3 +237,57 @@ fn login_in_plain_mode_without_a_password_is_a_usage_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--password-fd N"), "{err}");
 }
+
+#[test]
+fn two_scripts_talk_in_a_room() {
+    // See: #14
+    let server = Server::start("127.0.0.1:0", &[]);
+    let addr = server.addr;
+    let mut alice = PlainClient::start(&["--name", "alice", &addr.to_string()]);
+    alice.expect(&format!("logged in to {addr} as alice"));
+    let mut bob = PlainClient::start(&["--name", "bob", &addr.to_string()]);
+    bob.expect(&format!("logged in to {addr} as bob"));
+
+    alice.type_line("/join #plain");
+    alice.expect("you joined #plain");
+    alice.expect("members of #plain (1, the owner first): alice");
+    alice.type_line("/topic scripts only");
+    alice.expect("you set the topic of #plain: scripts only");
+    bob.type_line("/join #plain");
+    bob.expect("you joined #plain");
+    bob.expect("alice set the topic of #plain: scripts only");
+    bob.expect("members of #plain (2, the owner first): alice, bob");
+    alice.expect("bob joined #plain");
+    // Plain text goes to the room joined last; both see it once, in the room's order.
+    bob.type_line("hello  room 👋");
+    alice.expect("[#plain] <bob> hello  room 👋");
+    bob.expect("[#plain] <bob> hello  room 👋");
+    alice.type_line("/rooms");
+    alice.expect("rooms (1): #plain");
+    alice.type_line("/kick bob");
+    bob.expect("alice removed you from #plain");
+    alice.expect("alice removed bob from #plain");
+    bob.type_line("still here?");
+    bob.expect("the message to #plain: you are not in that room (/join it first)");
+
+    alice.type_line("!quit");
+    let (status, out, err) = alice.finish();
+    assert!(status.success(), "alice: {status}; stderr {err:#?}");
+    no_protocol_lines(&out);
+    bob.type_line("!quit");
+    let (status, out, _) = bob.finish();
+    assert!(status.success());
+    no_protocol_lines(&out);
+    for line in out {
+        for wire in [
+            "JOINED",
+            "SAID",
+            "MEMBERS-OK",
+            "TOPIC-IS",
+            "KICKED",
+            "NOT-MEMBER",
+        ] {
+            assert!(!line.contains(wire), "{wire} reached the user: {line:?}");
+        }
+    }
+}

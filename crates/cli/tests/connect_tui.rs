@@ -229,6 +229,72 @@ fn the_server_going_away_keeps_the_screen_and_reconnects() {
     });
 }
 
+#[test]
+fn two_people_chat_in_a_room_in_full_screen() {
+    // See: #14
+    require_tmux();
+    let server = Server::start("127.0.0.1:0", &[]);
+    let tmux = Tmux::new("room");
+    tmux.start_client("alice", &format!("--name alice {}", server.addr));
+    tmux.start_client("bob", &format!("--name bob {}", server.addr));
+    tmux.wait_for("alice", "login", |s| s.contains("│ alice │ online"));
+    tmux.wait_for("bob", "login", |s| s.contains("│ bob │ online"));
+
+    tmux.type_line("alice", "/join #tea");
+    tmux.wait_for("alice", "the room's header", |s| {
+        s.contains("#tea │ 1 member │ no topic")
+    });
+    tmux.type_line("alice", "/topic green or black?");
+    tmux.wait_for("alice", "the topic in the header", |s| {
+        s.contains("#tea │ 1 member │ green or black?")
+    });
+    tmux.type_line("bob", "/join #tea");
+    tmux.wait_for("bob", "the header with both and the topic", |s| {
+        s.contains("#tea │ 2 members │ green or black?") && s.contains("members (2)")
+    });
+    tmux.wait_for("alice", "bob joining", |s| {
+        s.contains("bob joined #tea") && s.contains("#tea │ 2 members")
+    });
+
+    tmux.type_line("alice", "green, obviously 🍵");
+    tmux.wait_for("alice", "her message confirmed by the room", |s| {
+        s.contains("<alice> green, obviously 🍵 ✓")
+    });
+    tmux.wait_for("bob", "alice's message", |s| {
+        s.contains("<alice> green, obviously 🍵")
+    });
+    tmux.type_line("bob", "black, with milk");
+    tmux.wait_for("alice", "bob's message", |s| {
+        s.contains("<bob> black, with milk")
+    });
+    tmux.wait_for("bob", "his message confirmed", |s| {
+        s.contains("<bob> black, with milk ✓")
+    });
+
+    // Elsewhere, the room's messages count as unread.
+    tmux.keys("bob", &["M-1"]);
+    tmux.type_line("alice", "are you still there?");
+    tmux.wait_for("bob", "an unread count on the room", |s| {
+        s.contains("#tea (1)")
+    });
+
+    tmux.keys("bob", &["M-2"]);
+    tmux.wait_for("bob", "the room read", |s| {
+        s.contains("<alice> are you still there?") && !s.contains("#tea (1)")
+    });
+    tmux.type_line("alice", "/part");
+    tmux.wait_for("bob", "alice leaving", |s| {
+        s.contains("alice left #tea") && s.contains("#tea │ 1 member")
+    });
+    for wire in ["JOINED", "SAID", "MEMBERS-OK", "TOPIC-IS", "PARTED"] {
+        assert!(!tmux.screen("bob").contains(wire), "{wire} on bob's screen");
+        assert!(
+            !tmux.screen("alice").contains(wire),
+            "{wire} on alice's screen"
+        );
+    }
+}
+
 /// Logs `name` in over a raw connection (a script, not a screen) and returns it.
 fn raw_user(addr: std::net::SocketAddr, name: &str) -> std::net::TcpStream {
     use std::io::{BufRead, BufReader, Write};
@@ -324,7 +390,7 @@ fn a_registered_name_logs_in_with_a_masked_password_and_changes_it() {
         listener,
         vec![
             (
-                "EXT keepalive,presence,accounts",
+                "EXT keepalive,presence,accounts,rooms",
                 "EXT-OK keepalive,presence,accounts\n",
             ),
             ("HELLO-FROM alice", "NAME-REGISTERED\n"),

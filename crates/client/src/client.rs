@@ -11,9 +11,10 @@ use std::time::Instant;
 use tcpchat_proto::{Extension, ExtensionSet, Username};
 
 use crate::account::{AccountOp, AccountReply, PasswordPrompt, Secret};
-use crate::command::{self, UserCommand};
+use crate::command::{self, TopicArg, UserCommand};
 use crate::conversations::{Buffer, Conversations, Target};
-use crate::session::{one_line, Config, Delivery, Effect, Event, Phase, Session};
+use crate::rooms::{RoomEvent, RoomOp, RoomRefusal};
+use crate::session::{one_line, Config, Delivery, Effect, Event, Phase, Session, Undelivered};
 
 /// The client: a session and its conversations. See the module documentation.
 #[derive(Debug)]
@@ -128,8 +129,17 @@ impl Client {
                     let to = to.clone();
                     return self.send(to, &text, now);
                 }
+                Target::Room(room) => {
+                    let room = room.clone();
+                    let text = one_line(&text);
+                    let id = self.session.next_msg_id();
+                    self.chats.room_outgoing(&room, id, &text, now);
+                    effects = self.session.room_request(RoomOp::Say { room, text }, now);
+                }
                 Target::Status => effects.push(Effect::Show(Event::Notice(
-                    "no conversation is open: type @user message, or /query user first".into(),
+                    "no conversation is open: type @user message, /query user or /join #room \
+                     first"
+                        .into(),
                 ))),
             },
             Ok(UserCommand::Msg { to, text }) => {
@@ -149,6 +159,43 @@ impl Client {
                 effects = self.begin_account(AccountOp::ChangePassword);
             }
             Ok(UserCommand::Unregister) => effects = self.begin_account(AccountOp::Unregister),
+            Ok(UserCommand::Join(room)) => {
+                self.chats.open_room(&room);
+                effects = self.session.room_request(RoomOp::Join(room), now);
+            }
+            Ok(UserCommand::Part(room)) => match room.or_else(|| self.open_room()) {
+                Some(room) => effects = self.session.room_request(RoomOp::Part(room), now),
+                None => effects.push(not_in_a_room("/part #room")),
+            },
+            Ok(UserCommand::Rooms) => effects = self.session.room_request(RoomOp::List, now),
+            Ok(UserCommand::Members(room)) => match room.or_else(|| self.open_room()) {
+                Some(room) => effects = self.session.room_request(RoomOp::Members(room), now),
+                None => effects.push(not_in_a_room("/members #room")),
+            },
+            Ok(UserCommand::Topic(arg)) => match (self.open_room(), arg) {
+                (None, _) => effects.push(not_in_a_room("/topic in a room's conversation")),
+                (Some(room), TopicArg::Show) => {
+                    let text = match &self.chats.open_buffer().topic {
+                        Some(topic) => format!("the topic of {room}: {topic}"),
+                        None => format!("{room} has no topic (/topic text sets one)"),
+                    };
+                    effects.push(Effect::Show(Event::Notice(text)));
+                }
+                (Some(room), TopicArg::Set(text)) => {
+                    let text = Some(one_line(&text));
+                    effects = self.session.room_request(RoomOp::Topic { room, text }, now);
+                }
+                (Some(room), TopicArg::Clear) => {
+                    let op = RoomOp::Topic { room, text: None };
+                    effects = self.session.room_request(op, now);
+                }
+            },
+            Ok(UserCommand::Kick(name)) => match self.open_room() {
+                Some(room) => {
+                    effects = self.session.room_request(RoomOp::Kick { room, name }, now);
+                }
+                None => effects.push(not_in_a_room("/kick in a room's conversation")),
+            },
             Err(err) => effects.push(Effect::Show(Event::Notice(err.to_string()))),
         }
         self.absorb(effects, now)
@@ -240,6 +287,76 @@ impl Client {
     }
 
     // ---- internals ----------------------------------------------------------------------
+
+    /// The room whose conversation is open, if it is one.
+    fn open_room(&self) -> Option<tcpchat_proto::RoomName> {
+        match &self.chats.open_buffer().target {
+            Target::Room(room) => Some(room.clone()),
+            _ => None,
+        }
+    }
+
+    fn record_room(&mut self, event: &RoomEvent, now: Instant) {
+        let me = self.session.name().cloned();
+        let mine = |n: &tcpchat_proto::Username| me.as_ref() == Some(n);
+        let text = crate::rooms::describe(event, me.as_ref());
+        let chats = &mut self.chats;
+        match event {
+            RoomEvent::Said { room, from, text } if mine(from) => {
+                let fallback = self.session.next_msg_id();
+                self.chats.room_echo(room, text, fallback, now);
+            }
+            RoomEvent::Said { room, from, text } => chats.room_message(room, from, text, now),
+            RoomEvent::Joined { room, name } => {
+                chats.room_notice(room, &text, mine(name), now);
+                chats.member_joined(room, name);
+            }
+            RoomEvent::Topic {
+                room, text: topic, ..
+            } => {
+                chats.room_notice(room, &text, false, now);
+                chats.set_topic(room, topic.clone());
+            }
+            RoomEvent::Parted { room, name } | RoomEvent::Kicked { room, name, .. } => {
+                chats.room_notice(room, &text, false, now);
+                chats.member_left(room, name, mine(name));
+            }
+            RoomEvent::Members { room, names } => {
+                chats.set_members(room, names);
+                if !chats.room_notice(room, &text, false, now)
+                    || chats.open_buffer().target != Target::Room(room.clone())
+                {
+                    chats.notice(&text, now);
+                }
+            }
+            RoomEvent::Refused {
+                op: RoomOp::Say { room, text: said },
+                why,
+            } => {
+                let state = Delivery::NotDelivered(match why {
+                    RoomRefusal::TooLong => Undelivered::TooLong,
+                    RoomRefusal::NotOffered | RoomRefusal::Busy => Undelivered::NotSent,
+                    RoomRefusal::Unanswered => Undelivered::Unconfirmed,
+                    _ => Undelivered::Refused,
+                });
+                if !chats.room_refused(room, said, state) {
+                    chats.notice(&text, now);
+                } else {
+                    chats.room_notice(room, &text, false, now);
+                }
+            }
+            RoomEvent::Refused {
+                op: RoomOp::Join(room),
+                ..
+            } => {
+                if let Some(me) = &me {
+                    chats.member_left(room, me, true);
+                }
+                chats.notice(&text, now);
+            }
+            RoomEvent::Rooms(_) | RoomEvent::Refused { .. } => chats.notice(&text, now),
+        }
+    }
 
     fn password_typed(&mut self, typed: &str, now: Instant) -> Vec<Effect> {
         if self.account.is_none() {
@@ -387,6 +504,9 @@ impl Client {
                 retry_in,
                 first,
             } => {
+                // The server parted us from every room; who is there is learnt again on the
+                // rejoin.
+                chats.forget_members();
                 // Only the first failure of a streak goes into the history; the retries that
                 // follow would bury the conversation, and the UI's status line shows the
                 // latest anyway.
@@ -415,9 +535,16 @@ impl Client {
                 now,
             ),
             Event::Account { op, reply } => chats.notice(&reply.describe(*op), now),
+            Event::Room(event) => self.record_room(event, now),
             Event::NameNeeded(None) | Event::Opened(_) | Event::Help => {}
         }
     }
+}
+
+fn not_in_a_room(usage: &str) -> Effect {
+    Effect::Show(Event::Notice(format!(
+        "the open conversation is not a room: {usage}"
+    )))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! open conversation. Parsing here knows nothing about the connection; [`crate::Client`] decides
 //! what a command means in the current state.
 
-use tcpchat_proto::{NameError, Username};
+use tcpchat_proto::{NameError, RoomName, RoomNameError, Username};
 
 /// One line of user input, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +31,31 @@ pub enum UserCommand {
     ChangePassword,
     /// `/unregister`: delete the account.
     Unregister,
+    /// `/join #room`: join (or create) a room and open its conversation.
+    Join(RoomName),
+    /// `/part [#room]`: leave the room (the open one without an argument).
+    Part(Option<RoomName>),
+    /// `/rooms`: which rooms exist.
+    Rooms,
+    /// `/members [#room]`: who is in the room (the open one without an argument).
+    Members(Option<RoomName>),
+    /// `/topic [text]` in a room's conversation: show the topic, set it, or clear it (`-`).
+    Topic(TopicArg),
+    /// `/kick name` in a room's conversation: remove a member (the owner only).
+    Kick(Username),
     /// An empty line.
     Nothing,
+}
+
+/// What `/topic` was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicArg {
+    /// `/topic` alone: show the topic last seen.
+    Show,
+    /// `/topic text`.
+    Set(String),
+    /// `/topic -`.
+    Clear,
 }
 
 /// Why a line could not be understood.
@@ -46,6 +69,8 @@ pub enum InputError {
     BadName { name: String, err: NameError },
     #[error("type {0} alone: the password is asked for next, without echo")]
     PasswordArgument(String),
+    #[error("{name:?} is not a room name: {err}")]
+    BadRoom { name: String, err: RoomNameError },
 }
 
 /// The commands, for `/help` and the plain mode's `--help`: (what to type, what it does).
@@ -56,7 +81,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("/query user", "open the conversation with user"),
     ("/close", "close the open conversation"),
     ("!who  /who", "who is online"),
-    // One line for the three, so that the help still fits a 14-row terminal side by side.
+    // One line for each group, so that the help still fits a 14-row terminal side by side.
+    ("/join #room", "a room; /part /rooms /members /topic"),
     ("/register", "own your name (/password, /unregister)"),
     ("/help", "this help"),
     ("!quit  /quit", "leave"),
@@ -130,6 +156,28 @@ pub fn parse(line: &str) -> Result<UserCommand, InputError> {
         "register" => Ok(UserCommand::Register),
         "password" => Ok(UserCommand::ChangePassword),
         "unregister" => Ok(UserCommand::Unregister),
+        "join" | "j" => match rest.trim() {
+            "" => Err(InputError::Usage("/join #room")),
+            r => Ok(UserCommand::Join(room(r)?)),
+        },
+        "part" | "leave" => match rest.trim() {
+            "" => Ok(UserCommand::Part(None)),
+            r => Ok(UserCommand::Part(Some(room(r)?))),
+        },
+        "rooms" => Ok(UserCommand::Rooms),
+        "members" | "names" => match rest.trim() {
+            "" => Ok(UserCommand::Members(None)),
+            r => Ok(UserCommand::Members(Some(room(r)?))),
+        },
+        "topic" => Ok(UserCommand::Topic(match rest.trim() {
+            "" => TopicArg::Show,
+            "-" => TopicArg::Clear,
+            _ => TopicArg::Set(rest.trim_start().to_owned()),
+        })),
+        "kick" => match rest.trim() {
+            "" => Err(InputError::Usage("/kick name")),
+            n => Ok(UserCommand::Kick(peer(n)?)),
+        },
         _ => Err(InputError::UnknownCommand(format!("/{word}"))),
     }
 }
@@ -145,6 +193,14 @@ pub fn mentions_password(line: &str) -> bool {
 /// allow longer names than ours and will say so itself.
 fn peer(name: &str) -> Result<Username, InputError> {
     Username::parse_with_limit(name, usize::MAX).map_err(|err| InputError::BadName {
+        name: name.to_owned(),
+        err,
+    })
+}
+
+/// A room: `#` and the name rules; the length is left to the server, as for user names.
+fn room(name: &str) -> Result<RoomName, InputError> {
+    RoomName::parse_with_limit(name, usize::MAX).map_err(|err| InputError::BadRoom {
         name: name.to_owned(),
         err,
     })
@@ -221,6 +277,23 @@ mod tests {
                 Err(InputError::PasswordArgument("/register".into())),
             ),
             ("//not a command", Ok(Say("/not a command".into()))),
+            ("/join #r", Ok(Join(RoomName::parse("#r").expect("valid")))),
+            ("/join", Err(InputError::Usage("/join #room"))),
+            ("/part", Ok(Part(None))),
+            (
+                "/part #r",
+                Ok(Part(Some(RoomName::parse("#r").expect("valid")))),
+            ),
+            ("/rooms", Ok(Rooms)),
+            ("/members", Ok(Members(None))),
+            ("/topic", Ok(Topic(TopicArg::Show))),
+            ("/topic -", Ok(Topic(TopicArg::Clear))),
+            (
+                "/topic  a  topic",
+                Ok(Topic(TopicArg::Set("a  topic".into()))),
+            ),
+            ("/kick bob", Ok(Kick(name("bob")))),
+            ("/kick", Err(InputError::Usage("/kick name"))),
             ("text\r", Ok(Say("text".into()))),
         ];
         for (line, want) in cases {

@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use tcpchat_proto::Username;
+use tcpchat_proto::{RoomName, Username};
 
 use crate::session::{Delivery, MsgId};
 
@@ -35,11 +35,16 @@ pub const MAX_HISTORY_BYTES: usize = 256 * 1024;
 /// How much of a message an arrival notice quotes, in characters.
 pub const PREVIEW_CHARS: usize = 40;
 
-/// A conversation: with a peer, or the status buffer for everything else.
+/// The most members a room's conversation keeps (a server allows 1,000 by default): only
+/// bounds what a hostile server can make the client hold.
+pub const MAX_KNOWN_MEMBERS: usize = 10_000;
+
+/// A conversation: with a peer, in a room, or the status buffer for everything else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Status,
     Peer(Username),
+    Room(RoomName),
 }
 
 /// One conversation's history and unread count.
@@ -50,6 +55,11 @@ pub struct Buffer {
     pub entries: VecDeque<Entry>,
     /// Messages received while another conversation was open.
     pub unread: usize,
+    /// A room's topic as last seen (`None`: none, or not a room).
+    pub topic: Option<String>,
+    /// A room's members as last seen (`MEMBERS-OK`, then `JOINED`, `PARTED`, `KICKED`):
+    /// empty when not in the room. At most [`MAX_KNOWN_MEMBERS`].
+    pub members: Vec<Username>,
     /// The text held by `entries`, for [`MAX_HISTORY_BYTES`].
     text_bytes: usize,
 }
@@ -60,6 +70,8 @@ impl Buffer {
             target,
             entries: VecDeque::new(),
             unread: 0,
+            topic: None,
+            members: Vec::new(),
             text_bytes: 0,
         }
     }
@@ -239,6 +251,160 @@ impl Conversations {
             .is_some()
     }
 
+    /// Opens the conversation of `room`, creating it if needed.
+    pub fn open_room(&mut self, room: &RoomName) {
+        let index = self.target_index(Target::Room(room.clone()));
+        self.select(index);
+    }
+
+    /// A message the user typed in `room`, shown at once as [`Delivery::Sending`] until the
+    /// room's echo places it ([`Conversations::room_echo`]).
+    pub fn room_outgoing(&mut self, room: &RoomName, id: MsgId, text: &str, now: Instant) {
+        let index = self.target_index(Target::Room(room.clone()));
+        self.push(
+            index,
+            now,
+            EntryKind::Outgoing {
+                id,
+                text: text.to_owned(),
+                state: Delivery::Sending,
+            },
+        );
+    }
+
+    /// The user's own message came back from `room` (`SAID` with the user's name): the
+    /// oldest unconfirmed entry of that text moves to where the room's order put it, the
+    /// end, and is delivered: every member got it. Without one (the conversation was
+    /// closed meanwhile) the message is added as delivered, with `fallback` as its id.
+    pub fn room_echo(&mut self, room: &RoomName, text: &str, fallback: MsgId, now: Instant) {
+        let index = self.target_index(Target::Room(room.clone()));
+        let buffer = &mut self.buffers[index];
+        let waiting = buffer.entries.iter().position(|e| {
+            matches!(&e.kind, EntryKind::Outgoing { text: t, state: Delivery::Sending, .. } if t == text)
+        });
+        let id = match waiting.and_then(|i| buffer.entries.remove(i)) {
+            Some(entry) => {
+                buffer.text_bytes -= entry.kind.text_bytes();
+                match entry.kind {
+                    EntryKind::Outgoing { id, .. } => id,
+                    _ => fallback,
+                }
+            }
+            None => fallback,
+        };
+        buffer.unread = buffer.unread.min(buffer.entries.len());
+        self.push(
+            index,
+            now,
+            EntryKind::Outgoing {
+                id,
+                text: text.to_owned(),
+                state: Delivery::Delivered,
+            },
+        );
+    }
+
+    /// The user's message to `room` was not taken: the oldest unconfirmed entry of that
+    /// text says why. Returns false when it is no longer shown.
+    pub fn room_refused(&mut self, room: &RoomName, text: &str, why: Delivery) -> bool {
+        let target = Target::Room(room.clone());
+        let Some(buffer) = self.buffers.iter_mut().find(|b| b.target == target) else {
+            return false;
+        };
+        buffer
+            .entries
+            .iter_mut()
+            .find_map(|e| match &mut e.kind {
+                EntryKind::Outgoing {
+                    text: t, state: s, ..
+                } if t == text && *s == Delivery::Sending => {
+                    *s = why;
+                    Some(())
+                }
+                _ => None,
+            })
+            .is_some()
+    }
+
+    /// `room`'s members, as `MEMBERS-OK` listed them (if it has a conversation).
+    pub fn set_members(&mut self, room: &RoomName, names: &[Username]) {
+        if let Some(b) = self.room_mut(room) {
+            b.members = names.iter().take(MAX_KNOWN_MEMBERS).cloned().collect();
+        }
+    }
+
+    /// `name` joined `room`.
+    pub fn member_joined(&mut self, room: &RoomName, name: &Username) {
+        if let Some(b) = self.room_mut(room) {
+            if !b.members.contains(name) && b.members.len() < MAX_KNOWN_MEMBERS {
+                b.members.push(name.clone());
+            }
+        }
+    }
+
+    /// `name` left `room` (or was removed); the user leaving empties the list.
+    pub fn member_left(&mut self, room: &RoomName, name: &Username, me: bool) {
+        if let Some(b) = self.room_mut(room) {
+            if me {
+                b.members.clear();
+            } else {
+                b.members.retain(|n| n != name);
+            }
+        }
+    }
+
+    /// The connection ended: no room's members are known any more.
+    pub fn forget_members(&mut self) {
+        for b in &mut self.buffers {
+            b.members.clear();
+        }
+    }
+
+    fn room_mut(&mut self, room: &RoomName) -> Option<&mut Buffer> {
+        self.buffers
+            .iter_mut()
+            .find(|b| matches!(&b.target, Target::Room(r) if r == room))
+    }
+
+    /// A message from someone else in `room` (created if needed): counted as unread unless
+    /// that conversation is open.
+    pub fn room_message(&mut self, room: &RoomName, from: &Username, text: &str, now: Instant) {
+        let index = self.target_index(Target::Room(room.clone()));
+        self.push(
+            index,
+            now,
+            EntryKind::Incoming {
+                from: from.clone(),
+                text: text.to_owned(),
+            },
+        );
+        if index != self.open {
+            let buffer = &mut self.buffers[index];
+            buffer.unread = (buffer.unread + 1).min(buffer.entries.len());
+        }
+    }
+
+    /// A remark in the conversation of `room`, created if `create` (else only if there is
+    /// one; returns whether it was shown).
+    pub fn room_notice(&mut self, room: &RoomName, text: &str, create: bool, now: Instant) -> bool {
+        let target = Target::Room(room.clone());
+        let index = match self.buffers.iter().position(|b| b.target == target) {
+            Some(i) => i,
+            None if create => self.target_index(target),
+            None => return false,
+        };
+        self.push(index, now, EntryKind::Notice(text.to_owned()));
+        true
+    }
+
+    /// Records `room`'s topic, if it has a conversation.
+    pub fn set_topic(&mut self, room: &RoomName, topic: Option<String>) {
+        let target = Target::Room(room.clone());
+        if let Some(b) = self.buffers.iter_mut().find(|b| b.target == target) {
+            b.topic = topic;
+        }
+    }
+
     /// A remark in the open conversation.
     pub fn notice(&mut self, text: &str, now: Instant) {
         self.push(self.open, now, EntryKind::Notice(text.to_owned()));
@@ -277,7 +443,12 @@ impl Conversations {
 
     /// The index of the conversation with `peer`, created (evicting one if full) if needed.
     fn peer_index(&mut self, peer: &Username) -> usize {
-        if let Some(i) = self.position(peer) {
+        self.target_index(Target::Peer(peer.clone()))
+    }
+
+    /// The index of `target`'s conversation, created (evicting one if full) if needed.
+    fn target_index(&mut self, target: Target) -> usize {
+        if let Some(i) = self.buffers.iter().position(|b| b.target == target) {
             return i;
         }
         if self.buffers.len() >= MAX_CONVERSATIONS {
@@ -294,7 +465,7 @@ impl Conversations {
                 }
             }
         }
-        self.buffers.push(Buffer::new(Target::Peer(peer.clone())));
+        self.buffers.push(Buffer::new(target));
         self.buffers.len() - 1
     }
 

@@ -5,10 +5,11 @@
 //!   not yet answered, reconnection with back-off. Server bytes and the user's requests in,
 //!   [`Effect`]s out (lines to write, [`Event`]s, when to connect).
 //! - [`Conversations`] (module `conversations`): what the user reads. The status buffer and
-//!   one conversation per peer, their histories and unread counts, the open one, the notice
-//!   for a message that arrived elsewhere. It knows nothing of the protocol.
+//!   one conversation per peer and per room, their histories and unread counts, a room's
+//!   topic and members, the open one, the notice for a message that arrived elsewhere. It knows nothing of the protocol.
 //! - [`Client`] (module `client`): the glue. It parses what the user typed
 //!   ([`command`]) into session calls, and records the session's events in the conversations.
+//! - [`rooms`]: room requests and room events, and which room line answers which request.
 //! - [`net`]: the tokio side: one TCP connection at a time, bytes in, lines out, through
 //!   bounded channels.
 //! - [`plain`]: the line mode for pipes and scripts: commands from stdin, one friendly line
@@ -25,6 +26,7 @@ pub mod command;
 mod conversations;
 pub mod net;
 pub mod plain;
+pub mod rooms;
 mod session;
 
 pub use account::{AccountOp, AccountReply, PasswordPrompt, Secret};
@@ -32,8 +34,9 @@ pub use client::Client;
 pub use command::{InputError, UserCommand, HELP, NAME_RULES};
 pub use conversations::{
     Arrival, Buffer, Conversations, Entry, EntryKind, Target, MAX_CONVERSATIONS, MAX_HISTORY_BYTES,
-    MAX_HISTORY_ENTRIES, PREVIEW_CHARS,
+    MAX_HISTORY_ENTRIES, MAX_KNOWN_MEMBERS, PREVIEW_CHARS,
 };
+pub use rooms::{RoomEvent, RoomOp, RoomRefusal, MAX_JOINED_ROOMS};
 pub use session::{
     one_line, Config, Delivery, Effect, Event, LoginError, MsgId, NameProblem, Offline, Outgoing,
     Phase, Session, Undelivered, MAX_ONLINE_NAMES, MAX_PENDING_REQUESTS, MAX_SERVER_LINE_BYTES,

@@ -171,6 +171,9 @@ pub async fn run_with_passwords(
                             }
                         }
                     }
+                    Effect::Show(Event::Room(event)) => {
+                        writeln!(output, "{}", crate::rooms::describe(&event, client.name()))
+                    }
                     Effect::Show(Event::Joined(name))
                         if client.session().has(Extension::Presence) =>
                     {
@@ -259,6 +262,7 @@ pub fn show(out: &mut impl Write, server: &str, event: &Event) -> io::Result<()>
             Ok(())
         }
         Event::Account { op, reply } => writeln!(out, "{}", reply.describe(*op)),
+        Event::Room(event) => writeln!(out, "{}", crate::rooms::describe(event, None)),
         // Answered by `run` from its passwords; the negotiation is not news to a script.
         Event::PasswordNeeded(_) | Event::Extensions(_) => Ok(()),
     }?;

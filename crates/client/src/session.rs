@@ -21,8 +21,10 @@
 //! accounts. With `keepalive` it answers the server's `PING` and pings a server silent for
 //! [`Config::ping_after`]; with `presence` the online list follows `ONLINE`/`OFFLINE` as a set
 //! instead of polling `LIST`; with `accounts` a registered name logs in with `LOGIN` and the
-//! account requests are available. Passwords are [`Secret`]s, and the `Debug` of an
-//! [`Effect::Send`] that carries one shows only its command.
+//! account requests are available; with `rooms` the room requests are
+//! ([`Session::room_request`], `rooms.rs`), a join is followed by a `MEMBERS`, and the rooms
+//! the user is in are joined again after a reconnection. Passwords are [`Secret`]s, and the
+//! `Debug` of an [`Effect::Send`] that carries one shows only its command.
 //!
 //! A misbehaving server is logged at `debug`, not `warn`: under the full-screen UI stderr is
 //! the screen, and what the user needs to know is shown as an event instead.
@@ -32,11 +34,13 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use tcpchat_proto::{
-    Extension, ExtensionSet, Framer, NameError, Reply, Request, Username, DEFAULT_MAX_LINE_BYTES,
+    Extension, ExtensionSet, Framer, NameError, Reply, Request, RoomName, Username,
+    DEFAULT_MAX_LINE_BYTES,
 };
 
 use crate::account::{carries_password, AccountOp, AccountReply, PasswordPrompt, Secret};
 use crate::command::NAME_RULES;
+use crate::rooms::{RoomEvent, RoomOp, RoomRefusal, MAX_JOINED_ROOMS};
 
 /// The longest server line the client accepts. The longest line a server sends is `LIST-OK`:
 /// 19,000 users with 32-byte names (one server at this machine's file limit) make about
@@ -73,12 +77,12 @@ pub const PING_AFTER: Duration = Duration::from_secs(30);
 /// [`PING_AFTER`] + this, one minute.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The extensions this client speaks and asks for. Not `rooms` yet: the client has no room
-/// conversations, and asking for lines it cannot show would only hide them.
+/// The extensions this client speaks and asks for.
 pub const SPOKEN: ExtensionSet = ExtensionSet::NONE
     .with(Extension::Keepalive)
     .with(Extension::Presence)
-    .with(Extension::Accounts);
+    .with(Extension::Accounts)
+    .with(Extension::Rooms);
 
 /// How the session behaves; see [`Config::interactive`] and [`Config::script`].
 #[derive(Debug, Clone)]
@@ -246,6 +250,8 @@ pub enum Event {
         op: AccountOp,
         reply: AccountReply,
     },
+    /// A room's line, or the answer to a room request.
+    Room(RoomEvent),
 }
 
 /// Why a name could not be used.
@@ -451,6 +457,8 @@ enum Pending {
         op: AccountOp,
         then: Option<Secret>,
     },
+    /// A room request not answered by its own room line yet.
+    Room(RoomOp),
 }
 
 /// The protocol session. See the module documentation.
@@ -490,6 +498,9 @@ pub struct Session {
     password: Option<Secret>,
     /// What this connection's `EXT-OK` named.
     extensions: ExtensionSet,
+    /// The rooms we are in, in the order joined: joined again after a reconnection (the
+    /// server parts a connection that ends). At most [`MAX_JOINED_ROOMS`].
+    joined: Vec<RoomName>,
     /// A `LOGIN` waits for the answer to `EXT`.
     login_after_ext: bool,
     /// The server closed a connection while our `EXT` was unanswered: a server that drops
@@ -529,6 +540,7 @@ impl Session {
             told_unknown: false,
             told_list_full: false,
             extensions: ExtensionSet::NONE,
+            joined: Vec::new(),
             login_after_ext: false,
             ext_dropped: false,
             snapshot: None,
@@ -889,6 +901,43 @@ impl Session {
             }
         }
         (id, self.take())
+    }
+
+    /// A room request: sent now if logged in with `rooms`, refused on the spot otherwise
+    /// ([`RoomRefusal::NotOffered`]); the outcome is an [`Event::Room`].
+    pub fn room_request(&mut self, op: RoomOp, now: Instant) -> Vec<Effect> {
+        let line_bytes = op.request().to_line().len() - 1;
+        let refused = if self.phase != Phase::Online || !self.has(Extension::Rooms) {
+            Some(RoomRefusal::NotOffered)
+        } else if line_bytes > self.config.max_send_line_bytes {
+            Some(RoomRefusal::TooLong)
+        } else if !self.room() {
+            Some(RoomRefusal::Busy)
+        } else {
+            None
+        };
+        match refused {
+            Some(why) => self
+                .out
+                .push(Effect::Show(Event::Room(RoomEvent::Refused { op, why }))),
+            None => {
+                self.out.push(Effect::Send(op.request().to_line()));
+                self.pending.push_back((Pending::Room(op), now));
+            }
+        }
+        self.take()
+    }
+
+    /// A fresh message id, for a room message the conversations show before its echo.
+    pub(crate) fn next_msg_id(&mut self) -> MsgId {
+        let id = MsgId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    /// The rooms we are in, in the order joined.
+    pub fn joined_rooms(&self) -> &[RoomName] {
+        &self.joined
     }
 
     /// The user asked who is online: asked now, or once logged in.
@@ -1261,6 +1310,10 @@ impl Session {
                 Pending::Account { op, .. } => self.notice(format!(
                     "{op}: the connection ended before the server answered; check and try again"
                 )),
+                Pending::Room(op) => self.out.push(Effect::Show(Event::Room(RoomEvent::Refused {
+                    op,
+                    why: RoomRefusal::Unanswered,
+                }))),
                 _ => {}
             }
         }
@@ -1295,10 +1348,12 @@ impl Session {
     fn has_unanswered(&self) -> bool {
         !self.outbox.is_empty()
             || self.who_wanted
-            || self
-                .pending
-                .iter()
-                .any(|(p, _)| matches!(p, Pending::Send(_) | Pending::List { asked: true }))
+            || self.pending.iter().any(|(p, _)| {
+                matches!(
+                    p,
+                    Pending::Send(_) | Pending::List { asked: true } | Pending::Room(_)
+                )
+            })
     }
 
     /// A line that is not a reply this client knows. Said once per connection, in words:
@@ -1362,6 +1417,13 @@ impl Session {
             | Reply::Offline(_) => {
                 tracing::debug!(?reply, "extension line on a connection without it ignored");
                 return self.unknown_line();
+            }
+            Reply::Joined { .. }
+            | Reply::Parted { .. }
+            | Reply::Kicked { .. }
+            | Reply::TopicIs { .. }
+            | Reply::Said { .. } => {
+                return self.room_line(&reply, now);
             }
             // Sent on accept when full, before any request is read; the server then closes.
             Reply::Busy => {
@@ -1474,10 +1536,95 @@ impl Session {
                 tracing::debug!(reply = ?other, "server refused a message");
                 self.settle(id, Delivery::NotDelivered(Undelivered::Refused));
             }
+            (Pending::Room(op), reply) => {
+                if let RoomOp::Join(room) = &op {
+                    // Refused (full, or too many rooms): not joined again next time either.
+                    self.joined.retain(|r| r != room);
+                }
+                let event = crate::rooms::answer(op, reply);
+                self.out.push(Effect::Show(Event::Room(event)));
+            }
         }
+        self.answered(now);
+    }
+
+    /// After an answer: write what waited for room in the queue, and end a quit that only
+    /// waited for it.
+    fn answered(&mut self, now: Instant) {
         self.pump(now);
         if self.quit_by.is_some() && !self.has_unanswered() && !self.logging_in() {
             self.finish(Ok(()));
+        }
+    }
+
+    /// A room line: always an event; also the answer to the oldest waiting request when it
+    /// is that request's own line (`rooms.rs`).
+    fn room_line(&mut self, reply: &Reply<'_>, now: Instant) {
+        let Some(event) = crate::rooms::room_line(reply) else {
+            return;
+        };
+        if !self.has(Extension::Rooms) {
+            tracing::debug!(?reply, "room line on a connection without rooms ignored");
+            return self.unknown_line();
+        }
+        let answers = match (self.pending.front(), &self.name) {
+            (Some((Pending::Room(op), _)), Some(me)) => op.answered_by(&event, me),
+            _ => false,
+        };
+        if let Some(me) = &self.name {
+            match &event {
+                RoomEvent::Joined { room, name }
+                    if name == me
+                        && !self.joined.contains(room)
+                        && self.joined.len() < MAX_JOINED_ROOMS =>
+                {
+                    self.joined.push(room.clone());
+                }
+                RoomEvent::Parted { room, name } | RoomEvent::Kicked { room, name, .. }
+                    if name == me =>
+                {
+                    self.joined.retain(|r| r != room);
+                }
+                _ => {}
+            }
+        }
+        let joined_now = match &event {
+            RoomEvent::Joined { room, .. } if answers => Some(room.clone()),
+            _ => None,
+        };
+        self.out.push(Effect::Show(Event::Room(event)));
+        if answers {
+            self.pending.pop_front();
+            // `JOINED` tells nobody who else is there: ask, as IRC's `NAMES` follows a join.
+            if let Some(room) = joined_now {
+                if self.room() {
+                    let request = Request::Members(room.clone());
+                    self.request(request, Pending::Room(RoomOp::Members(room)), now);
+                }
+            }
+            self.answered(now);
+        }
+    }
+
+    /// After a reconnection: the server parted the old connection from its rooms, so join
+    /// them again (or forget them, on a server that no longer offers rooms).
+    fn rejoin_rooms(&mut self, now: Instant) {
+        if !self.has(Extension::Rooms) {
+            if !self.joined.is_empty() {
+                self.joined.clear();
+                self.notice("this server no longer offers rooms: you are in none".to_owned());
+            }
+            return;
+        }
+        for room in self.joined.clone() {
+            if !self.room() {
+                break;
+            }
+            self.request(
+                Request::Join(room.clone()),
+                Pending::Room(RoomOp::Join(room)),
+                now,
+            );
         }
     }
 
@@ -1498,6 +1645,7 @@ impl Session {
             let asked = std::mem::take(&mut self.who_wanted);
             self.request(self.generation.list_request(), Pending::List { asked }, now);
         }
+        self.rejoin_rooms(now);
         self.pump(now);
         if self.quit_by.is_some() && !self.has_unanswered() {
             self.finish(Ok(()));

@@ -225,8 +225,10 @@ impl App {
             .map(|n| n.as_str())
             .collect();
         for buffer in self.client.buffers() {
-            if let Target::Peer(peer) = &buffer.target {
-                names.push(peer.as_str());
+            match &buffer.target {
+                Target::Peer(peer) => names.push(peer.as_str()),
+                Target::Room(room) => names.push(room.as_str()),
+                Target::Status => {}
             }
         }
         let mut commands = vec![
@@ -237,6 +239,12 @@ impl App {
             "/register",
             "/password",
             "/unregister",
+            "/join",
+            "/part",
+            "/rooms",
+            "/members",
+            "/topic",
+            "/kick",
             "/quit",
             "/help",
         ];

@@ -98,6 +98,7 @@ fn render_conversations(app: &App, frame: &mut Frame, area: Rect) {
             let name = match &buffer.target {
                 Target::Status => "status",
                 Target::Peer(peer) => peer.as_str(),
+                Target::Room(room) => room.as_str(),
             };
             let unread = if buffer.unread > 0 {
                 format!(" ({})", buffer.unread)
@@ -127,6 +128,24 @@ fn render_online(app: &App, frame: &mut Frame, area: Rect) {
     let width = inner.width as usize;
     let client = app.client();
     let mut lines = Vec::new();
+    // In a room, its members (the owner first) instead of everyone online.
+    if let Target::Room(_) = &client.open_buffer().target {
+        let members = &client.open_buffer().members;
+        lines.push(Line::styled(
+            truncate(&format!(" members ({})", members.len()), width),
+            Style::new().add_modifier(Modifier::BOLD),
+        ));
+        for name in members {
+            let style = if Some(name) == client.name() {
+                Style::new().fg(Color::Green)
+            } else {
+                Style::new()
+            };
+            lines.push(Line::styled(truncate(&format!(" {name}"), width), style));
+        }
+        frame.render_widget(Paragraph::new(lines), inner);
+        return;
+    }
     match client.online() {
         Some(names) => {
             lines.push(Line::styled(
@@ -147,12 +166,42 @@ fn render_online(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
+/// A room's header: its name, how many are in it, its topic.
+fn room_header(buffer: &tcpchat_client::Buffer, width: usize) -> Option<Line<'static>> {
+    let Target::Room(room) = &buffer.target else {
+        return None;
+    };
+    let count = match buffer.members.len() {
+        0 => "not joined".to_owned(),
+        1 => "1 member".to_owned(),
+        n => format!("{n} members"),
+    };
+    let topic = match &buffer.topic {
+        Some(topic) => format!(" │ {}", clean(topic)),
+        None => " │ no topic".to_owned(),
+    };
+    let text = truncate(&format!(" {room} │ {count}{topic}"), width);
+    Some(Line::styled(
+        pad(&text, width),
+        Style::new().fg(Color::White).bg(Color::DarkGray),
+    ))
+}
+
 fn render_messages(app: &App, frame: &mut Frame, area: Rect) {
+    let client = app.client();
+    let buffer = client.open_buffer();
+    let mut area = area;
+    if let Some(header) = room_header(buffer, area.width as usize) {
+        if area.height >= 2 {
+            let [top, rest] =
+                Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
+            frame.render_widget(Paragraph::new(header), top);
+            area = rest;
+        }
+    }
     let width = area.width as usize;
     let height = area.height as usize;
     app.page.set(height);
-    let client = app.client();
-    let buffer = client.open_buffer();
     if buffer.entries.is_empty() {
         let hint = match (&buffer.target, client.phase()) {
             (_, Phase::NeedName(_)) => {
@@ -162,6 +211,9 @@ fn render_messages(app: &App, frame: &mut Frame, area: Rect) {
                 "Type @user message to chat with someone, !who to see who is online, /help for more.".to_owned()
             }
             (Target::Peer(peer), _) => format!("No messages with {peer} yet."),
+            (Target::Room(room), _) => format!(
+                "No messages in {room} yet. /members, /topic text, /part to leave."
+            ),
         };
         let lines = wrap(vec![Span::styled(hint, dim())], width, 0);
         frame.render_widget(Paragraph::new(lines), area);
@@ -275,6 +327,7 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, show_conversation: bo
         let open = match &client.open_buffer().target {
             Target::Status => "status",
             Target::Peer(p) => p.as_str(),
+            Target::Room(r) => r.as_str(),
         };
         right.push_str(&format!("[{}] {open} │ ", client.open_index() + 1));
     }
@@ -310,6 +363,7 @@ fn render_input(app: &App, frame: &mut Frame, area: Rect) {
         (Phase::NeedName(_), _) => "name: ".to_owned(),
         (_, Target::Status) => "[status] ".to_owned(),
         (_, Target::Peer(p)) => format!("[{p}] "),
+        (_, Target::Room(r)) => format!("[{r}] "),
     };
     let width = area.width as usize;
     let prompt = truncate(&prompt, width / 2);

@@ -462,7 +462,7 @@ fn a_registered_name_asks_for_its_password_masked_and_never_remembered() {
     assert_eq!(
         s.sent,
         [
-            "EXT keepalive,presence,accounts",
+            "EXT keepalive,presence,accounts,rooms",
             "HELLO-FROM alice",
             "LOGIN alice hunter22-x"
         ]
@@ -511,4 +511,91 @@ fn register_asks_twice_masked_and_the_online_list_follows_presence() {
     s.key(KeyCode::Up);
     assert_eq!(s.draw(80, 6)[5], "[status]");
     assert!(!whole(&s.draw(80, 6)).contains("secret-pw"));
+}
+
+/// Logged in as alice on a server offering rooms, at 12:00.
+fn online_with_rooms() -> Screen {
+    let name = Username::parse("alice").expect("valid test name");
+    let mut s = Screen::with_config(Config::interactive(Some(name)).extended());
+    s.net(NetEvent::Connected);
+    s.server("EXT-OK keepalive,presence,accounts,rooms");
+    s.server("HELLO alice");
+    s.server("ONLINE alice,bob,carol");
+    s.server("ONLINE-DONE");
+    s.sent.clear();
+    s
+}
+
+#[test]
+fn a_room_is_a_conversation_with_its_topic_and_members() {
+    // See: #14
+    let mut s = online_with_rooms();
+    s.type_line("/join #rust");
+    s.server("JOINED #rust alice");
+    s.server("TOPIC-IS #rust bob borrowck support group");
+    s.server("MEMBERS-OK #rust bob,alice");
+    s.at_minute(1);
+    s.server("JOINED #rust carol");
+    s.type_line("hello room");
+    s.server("SAID #rust bob welcome");
+    s.server("SAID #rust alice hello room");
+    s.type_line("still sending");
+    assert_eq!(
+        s.sent,
+        [
+            "JOIN #rust",
+            "MEMBERS #rust",
+            "SAY #rust hello room",
+            "SAY #rust still sending"
+        ]
+    );
+    assert_screen(
+        &s.draw(80, 9),
+        &[
+            " 1 status      │ #rust │ 3 members │ borrowck support group     │ members (3)",
+            " 2 #rust       │12:00 -!- members of #rust (2, the owner first):│ bob",
+            "               │      bob, alice                                │ alice",
+            "               │12:01 -!- carol joined #rust                    │ carol",
+            "               │12:01 <bob> welcome                             │",
+            "               │12:01 <alice> hello room ✓                      │",
+            "               │12:01 <alice> still sending (sending…)          │",
+            " localhost:5378 │ alice │ online                                        F1 help",
+            "[#rust]",
+        ],
+    );
+}
+
+#[test]
+fn a_room_elsewhere_counts_unread_and_a_narrow_screen_keeps_its_header() {
+    // See: #14
+    let mut s = online_with_rooms();
+    s.type_line("/join #r");
+    s.server("JOINED #r alice");
+    s.server("MEMBERS-OK #r alice");
+    s.key_with(KeyCode::Char('1'), KeyModifiers::ALT);
+    s.server("JOINED #r bob");
+    s.server("SAID #r bob one");
+    s.server("SAID #r bob two");
+    assert_screen(
+        &s.draw(80, 5),
+        &[
+            " 1 status      │12:00 -!- the server's extensions:              │ online (3)",
+            " 2 #r (2)      │      keepalive,presence,accounts,rooms         │ alice",
+            "               │12:00 -!- logged in as alice                    │ bob",
+            " localhost:5378 │ alice │ online                                        F1 help",
+            "[status]",
+        ],
+    );
+    s.key_with(KeyCode::Char('2'), KeyModifiers::ALT);
+    assert_screen(
+        &s.draw(30, 6),
+        &[
+            " #r │ 2 members │ no topic",
+            "12:00 -!- bob joined #r",
+            "12:00 <bob> one",
+            "12:00 <bob> two",
+            " alice │ onl [2] #r │ F1 help",
+            "[#r]",
+        ],
+    );
 }

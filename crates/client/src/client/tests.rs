@@ -987,7 +987,293 @@ fn ask_password_prompts_before_connecting() {
     h.type_line("correct-horse");
     assert_eq!(h.connects, 1);
     h.client_connected();
-    assert_eq!(h.take_sent(), owned(&["EXT keepalive,presence,accounts"]));
+    assert_eq!(
+        h.take_sent(),
+        owned(&["EXT keepalive,presence,accounts,rooms"])
+    );
     h.server("EXT-OK keepalive,presence,accounts");
     assert_eq!(h.take_sent(), owned(&["LOGIN alice correct-horse"]));
+}
+
+// ---- rooms through the glue (#14) -----------------------------------------------------------
+
+fn room(s: &str) -> tcpchat_proto::RoomName {
+    tcpchat_proto::RoomName::parse(s).expect("test room is valid")
+}
+
+/// Extended and logged in as alice on a server offering every extension, rooms included.
+fn online_with_rooms() -> Harness {
+    let mut h = Harness::new(Config::interactive(Some(name("alice"))).extended());
+    h.client_connected();
+    h.server("EXT-OK keepalive,presence,accounts,rooms");
+    h.server("HELLO alice");
+    h.server("ONLINE alice,bob");
+    h.server("ONLINE-DONE");
+    h.take_sent();
+    h.take_shown();
+    h
+}
+
+impl Harness {
+    fn room_buffer(&self, r: &str) -> &Buffer {
+        let target = Target::Room(room(r));
+        self.client
+            .buffers()
+            .iter()
+            .find(|b| b.target == target)
+            .expect("room conversation exists")
+    }
+
+    /// A room's entries as text: `<from> text` for messages (`me:` and the state for ours),
+    /// `* text` for remarks.
+    fn room_lines(&self, r: &str) -> Vec<String> {
+        self.room_buffer(r)
+            .entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::Incoming { from, text } => format!("<{from}> {text}"),
+                EntryKind::Outgoing { text, state, .. } => format!("me: {text} ({state:?})"),
+                EntryKind::Notice(text) => format!("* {text}"),
+            })
+            .collect()
+    }
+
+    fn members(&self, r: &str) -> Vec<String> {
+        self.room_buffer(r)
+            .members
+            .iter()
+            .map(|n| n.as_str().to_owned())
+            .collect()
+    }
+}
+
+#[test]
+fn a_room_is_a_conversation() {
+    let mut h = online_with_rooms();
+    h.type_line("/join #r");
+    assert_eq!(h.take_sent(), owned(&["JOIN #r"]));
+    assert_eq!(h.client.open_buffer().target, Target::Room(room("#r")));
+    // The join is answered by the room's own line; then the topic; then who is there, asked.
+    h.server("JOINED #r alice");
+    assert_eq!(h.take_sent(), owned(&["MEMBERS #r"]));
+    h.server("TOPIC-IS #r bob all about r");
+    h.server("MEMBERS-OK #r bob,alice");
+    assert_eq!(h.members("#r"), vec!["bob", "alice"]);
+    assert_eq!(h.room_buffer("#r").topic.as_deref(), Some("all about r"));
+    assert_eq!(h.client.session().joined_rooms(), &[room("#r")]);
+
+    // Plain text goes to the open room. Shown at once, confirmed and placed by its echo.
+    h.type_line("hi  all");
+    assert_eq!(h.take_sent(), owned(&["SAY #r hi  all"]));
+    assert_eq!(
+        h.room_lines("#r").last().map(String::as_str),
+        Some("me: hi  all (Sending)")
+    );
+    h.server("SAID #r bob first");
+    h.server("SAID #r alice hi  all");
+    let lines = h.room_lines("#r");
+    assert_eq!(
+        lines[lines.len() - 2..],
+        [
+            "<bob> first".to_owned(),
+            "me: hi  all (Delivered)".to_owned()
+        ],
+        "the room's order, not the typing order: {lines:?}"
+    );
+    assert_eq!(h.client.session().pending_requests(), 0);
+
+    h.server("JOINED #r carol");
+    h.server("PARTED #r bob");
+    assert_eq!(h.members("#r"), vec!["alice", "carol"]);
+    h.type_line("/topic");
+    h.type_line("/topic -");
+    assert_eq!(h.take_sent(), owned(&["TOPIC #r"]));
+    h.server("TOPIC-IS #r alice");
+    assert_eq!(h.room_buffer("#r").topic, None);
+    h.type_line("/kick carol");
+    assert_eq!(h.take_sent(), owned(&["KICK #r carol"]));
+    h.server("KICKED #r carol alice");
+    assert_eq!(h.members("#r"), vec!["alice"]);
+    assert_eq!(h.client.session().pending_requests(), 0);
+
+    // Elsewhere, the room's messages count as unread; the user's remarks do not.
+    h.client.select(0);
+    h.server("SAID #r dave one");
+    h.server("JOINED #r erin");
+    h.server("SAID #r erin two");
+    assert_eq!(h.room_buffer("#r").unread, 2);
+    h.type_line("/rooms");
+    assert_eq!(h.take_sent(), owned(&["ROOMS"]));
+    h.server("ROOMS-OK #a,#r");
+    let status: Vec<String> = h.client.buffers()[0]
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Notice(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        status.contains(&"rooms (2): #a, #r".to_owned()),
+        "{status:?}"
+    );
+
+    h.type_line("/part #r");
+    assert_eq!(h.take_sent(), owned(&["PART #r"]));
+    h.server("PARTED #r alice");
+    assert!(h.members("#r").is_empty());
+    assert!(h.client.session().joined_rooms().is_empty());
+    assert!(h.room_lines("#r").iter().any(|l| l.contains("you left #r")));
+}
+
+#[test]
+fn room_lines_make_the_same_conversation_however_the_bytes_are_cut() {
+    let transcript: &[u8] = "JOINED #r alice\nTOPIC-IS #r bob ż topic\nSAID #r bob yo  🐢\r\n\
+        SAID #r alice hi\nNOT-MEMBER\nMEMBERS-OK #r bob,alice\nJOINED #r carol\n\
+        SAID #r carol x \nKICKED #r carol bob\nPARTED #r bob\n"
+        .as_bytes();
+    let run = |cuts: &[usize]| {
+        let mut h = online_with_rooms();
+        h.type_line("/join #r");
+        h.type_line("hi");
+        h.type_line("/part #zz");
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&transcript.len())) {
+            let effects = h.client.handle_bytes(&transcript[start..cut], h.now);
+            h.apply(effects);
+            start = cut;
+        }
+        (
+            h.take_sent(),
+            h.take_shown(),
+            h.room_lines("#r"),
+            h.members("#r"),
+            h.room_buffer("#r").topic.clone(),
+            h.client.session().joined_rooms().to_vec(),
+            h.client.session().pending_requests(),
+        )
+    };
+    let whole = run(&[]);
+    assert_eq!(
+        whole.0,
+        owned(&["JOIN #r", "SAY #r hi", "PART #zz", "MEMBERS #r"])
+    );
+    assert_eq!(whole.3, vec!["alice".to_owned()]);
+    assert_eq!(whole.4.as_deref(), Some("ż topic"));
+    assert!(
+        whole.2.contains(&"me: hi (Delivered)".to_owned()),
+        "{:?}",
+        whole.2
+    );
+    assert!(
+        whole.2.contains(&"<bob> yo  🐢".to_owned()),
+        "{:?}",
+        whole.2
+    );
+    assert_eq!(whole.5, vec![room("#r")]);
+    assert_eq!(whole.6, 0, "every request answered");
+    for i in 0..=transcript.len() {
+        assert_eq!(run(&[i]), whole, "cut at byte {i}");
+    }
+    let every_byte: Vec<usize> = (1..transcript.len()).collect();
+    assert_eq!(run(&every_byte), whole, "one byte at a time");
+}
+
+#[test]
+fn a_reconnection_joins_the_rooms_again() {
+    let mut h = online_with_rooms();
+    h.type_line("/join #a");
+    h.server("JOINED #a alice");
+    h.server("MEMBERS-OK #a alice");
+    h.type_line("/join #b");
+    h.server("JOINED #b alice");
+    h.server("MEMBERS-OK #b bob,alice");
+    h.type_line("in flight");
+    h.take_sent();
+    h.closed();
+    assert!(h
+        .room_lines("#b")
+        .contains(&"me: in flight (NotDelivered(Unconfirmed))".to_owned()));
+    h.advance(Duration::from_secs(1));
+    h.client_connected();
+    h.take_sent();
+    h.server("EXT-OK keepalive,presence,accounts,rooms");
+    h.server("HELLO alice");
+    assert_eq!(h.take_sent(), owned(&["JOIN #a", "JOIN #b"]));
+    h.server("ONLINE alice,bob");
+    h.server("ONLINE-DONE");
+    h.server("JOINED #a alice");
+    // #b filled up meanwhile: refused, and not tried again next time.
+    h.server("ROOM-FULL");
+    assert_eq!(h.take_sent(), owned(&["MEMBERS #a"]));
+    h.server("MEMBERS-OK #a alice");
+    assert_eq!(h.client.session().joined_rooms(), &[room("#a")]);
+    assert!(h.members("#b").is_empty(), "{:?}", h.members("#b"));
+    // A server that no longer offers rooms: the client says so, and forgets them.
+    h.closed();
+    h.advance(Duration::from_secs(5));
+    h.client_connected();
+    h.server("EXT-OK keepalive");
+    h.server("HELLO alice");
+    assert!(!h.take_sent().iter().any(|l| l.starts_with("JOIN")));
+    assert!(h.client.session().joined_rooms().is_empty());
+}
+
+#[test]
+fn room_commands_explain_what_they_need() {
+    let mut h = online_with_rooms();
+    for line in ["/part", "/members", "/topic x", "/kick bob"] {
+        h.type_line(line);
+        assert!(h.take_sent().is_empty(), "{line}");
+    }
+    let said = h.client.buffers()[0]
+        .entries
+        .iter()
+        .filter(|e| {
+            matches!(
+                &e.kind,
+                EntryKind::Notice(t) if t.starts_with("the open conversation is not a room")
+            )
+        })
+        .count();
+    assert_eq!(said, 4);
+    h.type_line("/join nohash");
+    assert!(h.take_sent().is_empty());
+    // Refusals, in words and on the message.
+    h.type_line("/join #r");
+    h.server("ROOM-LIMIT");
+    h.type_line("hi");
+    assert_eq!(h.take_sent(), owned(&["JOIN #r", "SAY #r hi"]));
+    h.server("NOT-MEMBER");
+    assert_eq!(
+        h.room_lines("#r"),
+        vec![
+            "* joining #r: you are in as many rooms as the server allows; /part one first",
+            "me: hi (NotDelivered(Refused))",
+            "* the message to #r: you are not in that room (/join it first)",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+    );
+    let too_long = "x".repeat(DEFAULT_MAX_LINE_BYTES);
+    h.type_line(&too_long);
+    assert!(h.take_sent().is_empty());
+    assert!(h
+        .room_lines("#r")
+        .iter()
+        .any(|l| l.ends_with("(NotDelivered(TooLong))")));
+
+    // A server without rooms: nothing is sent, and the user is told.
+    let mut h = online_with_accounts();
+    h.type_line("/join #r");
+    h.type_line("hi");
+    assert!(h.take_sent().is_empty());
+    assert_eq!(
+        h.room_lines("#r").last().map(String::as_str),
+        Some("* the message to #r: this server has no rooms (or you are not logged in yet)")
+    );
+    // And room lines it did not negotiate are not understood.
+    h.server("SAID #r mallory boo");
+    assert!(!h.room_lines("#r").iter().any(|l| l.contains("boo")));
 }

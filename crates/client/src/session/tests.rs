@@ -277,7 +277,7 @@ fn who_beyond_the_pending_bound_waits_for_room() {
 
 // ---- extensions (#13) ---------------------------------------------------------------------
 
-const ASK: &str = "EXT keepalive,presence,accounts";
+const ASK: &str = "EXT keepalive,presence,accounts,rooms";
 
 fn secret(s: &str) -> Secret {
     Secret::parse(s).expect("test password is valid")
@@ -354,7 +354,7 @@ fn ext_ok_names_the_extensions_of_this_connection() {
     let mut h = Harness::new(Config::script(Some(name("alice"))).extended());
     h.connected();
     // Names we did not ask for (or do not know) are ignored.
-    h.server("EXT-OK presence,rooms");
+    h.server("EXT-OK presence,frobnicate");
     assert!(h.session.has(Extension::Presence));
     assert!(!h.session.has(Extension::Keepalive));
     assert!(!h.session.has(Extension::Accounts));
