@@ -1581,7 +1581,7 @@ mod tests {
         }
         assert_eq!(
             argv.len(),
-            2 * 34,
+            2 * 37,
             "every setting shows its default: {argv:?}"
         );
         assert_eq!(
