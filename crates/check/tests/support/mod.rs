@@ -501,7 +501,9 @@ impl Conn<'_> {
             | Command::Members
             | Command::Say
             | Command::Topic
-            | Command::Kick => false,
+            | Command::Kick
+            | Command::History
+            | Command::Resume => false,
         };
         let parsed = match Request::parse(line) {
             Ok(r) if !known(r.command()) => Err(RequestError::UnknownCommand),
