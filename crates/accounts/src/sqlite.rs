@@ -136,6 +136,14 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// Whether `name` is an account as far as this store knows, from memory only (no disk,
+    /// no task): what the history service asks on every direct message. A name removed by
+    /// `tcpchat accounts remove` meanwhile may still be seen as an account until it is
+    /// next looked up.
+    pub fn is_registered_cached(&self, name: &str) -> bool {
+        self.inner.registered().contains(name)
+    }
+
     /// The account `name`, blocking.
     ///
     /// # Errors

@@ -17,6 +17,7 @@ pub mod accounts;
 mod admission;
 mod config;
 mod connection;
+pub mod history;
 pub mod hub;
 pub mod limits;
 mod listener;
@@ -30,7 +31,8 @@ pub use accounts::{AccountSettings, StoreHandle};
 pub use config::{
     Config, ConfigError, GenerationPolicy, Keepalive, Practice, MAX_LINE_LIMIT_BYTES,
 };
-pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster, Sent};
+pub use history::{History, HistorySettings};
+pub use hub::{Delivery, DirectResult, Hub, LoginError, MemoryHub, Roster, Sent};
 pub use limits::Limits;
 pub use listener::{
     bind, run, run_listeners, run_observed, run_with_hub, Listeners, LISTEN_BACKLOG,
