@@ -198,10 +198,16 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn delete_blocking(&self, name: &str) -> Result<bool, StoreError> {
-        let deleted = self
-            .inner
-            .conn()
-            .execute("DELETE FROM accounts WHERE name = ?1", [name])?;
+        let mut conn = self.inner.conn();
+        let tx = conn.transaction()?;
+        let deleted = tx.execute("DELETE FROM accounts WHERE name = ?1", [name])?;
+        // The account's direct messages go with it: whoever registers the name next must
+        // not read them (`docs/protocol.md`, "history").
+        let stream = format!("@{name}");
+        tx.execute("DELETE FROM history_messages WHERE stream = ?1", [&stream])?;
+        tx.execute("DELETE FROM history_streams WHERE stream = ?1", [&stream])?;
+        tx.commit()?;
+        drop(conn);
         self.inner.registered().remove(name);
         Ok(deleted == 1)
     }

@@ -1609,7 +1609,7 @@ mod tests {
         }
         assert_eq!(
             argv.len(),
-            2 * 34,
+            2 * 38,
             "every setting shows its default: {argv:?}"
         );
         assert_eq!(
@@ -2044,11 +2044,11 @@ mod tests {
                 .into_iter()
                 .collect()
         );
-        let err = resolve(&["--extensions", "keepalive,history"])
+        let err = resolve(&["--extensions", "keepalive,resume"])
             .expect_err("an unknown extension is refused")
             .to_string();
         assert!(
-            err.contains("\"history\"") && err.contains("keepalive,presence,accounts,rooms"),
+            err.contains("\"resume\"") && err.contains("keepalive,presence,accounts,rooms,history"),
             "{err}"
         );
     }
