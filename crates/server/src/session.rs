@@ -558,6 +558,59 @@ mod tests {
     }
 
     #[test]
+    fn history_lines_become_steps_where_negotiated() {
+        let now = Instant::now();
+        let mut s = extended(now, ExtensionSet::all());
+        assert_eq!(
+            s.handle_line(b"EXT accounts,history", now),
+            Step::Reply(Reply::ExtOk(vec!["accounts", "history"]))
+        );
+        assert_eq!(
+            s.handle_line(b"HISTORY @ 5", now),
+            Step::Reply(Reply::BadRqstHdr),
+            "only once logged in"
+        );
+        assert_eq!(
+            s.handle_line(b"RESUME ab 3", now),
+            Step::Nothing,
+            "kept, no reply"
+        );
+        assert_eq!(
+            s.handle_line(b"RESUME ab 4", now),
+            Step::Reply(Reply::BadRqstHdr),
+            "once"
+        );
+        s.handle_login(name("me"), Ok(()));
+        assert_eq!(s.take_resume(), Some(("ab".to_owned(), 3)));
+        assert_eq!(s.take_resume(), None);
+        assert_eq!(
+            s.handle_line(b"HISTORY @ BEFORE 9 5", now),
+            Step::History {
+                stream: Stream::Direct,
+                before: Some(9),
+                count: 5
+            }
+        );
+        assert_eq!(
+            s.handle_line(b"HISTORY @ 0", now),
+            Step::Reply(Reply::BadRqstBody)
+        );
+        assert_eq!(
+            s.handle_line(b"RESUME ab 3", now),
+            Step::Reply(Reply::BadRqstHdr),
+            "not after login"
+        );
+        // Elsewhere both are unknown commands.
+        let mut classic = logged_in(now);
+        for line in [&b"HISTORY @ 5"[..], b"RESUME ab 3"] {
+            assert_eq!(
+                classic.handle_line(line, now),
+                Step::Reply(Reply::BadRqstHdr)
+            );
+        }
+    }
+
+    #[test]
     fn extension_lines_are_unknown_where_not_negotiated() {
         let now = Instant::now();
         let mut s = extended(now, ExtensionSet::all());
