@@ -298,10 +298,19 @@ fn prune_expired(conn: &Connection, bounds: Bounds, now_ms: u64) -> Result<usize
         return Ok(0);
     };
     let cutoff = now_ms.saturating_sub(retention);
-    Ok(conn.execute(
+    let removed = conn.execute(
         "DELETE FROM history_messages WHERE time < ?1",
         [to_i64(cutoff)],
-    )?)
+    )?;
+    // A room whose every message expired is forgotten with them (its next message starts a
+    // new epoch after a restart), so room names used once do not pile up. Direct streams
+    // stay: their delivered offset is their user's.
+    conn.execute(
+        "DELETE FROM history_streams WHERE stream LIKE '#%' AND NOT EXISTS
+         (SELECT 1 FROM history_messages m WHERE m.stream = history_streams.stream)",
+        [],
+    )?;
+    Ok(removed)
 }
 
 fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
@@ -365,10 +374,19 @@ mod tests {
         assert_eq!(db.count().expect("count"), 1);
         assert_eq!(db.prune(BOUNDS, 30_000).expect("prune"), 1);
         assert_eq!(db.count().expect("count"), 0);
+        let streams = db.streams().expect("streams");
+        assert!(
+            streams.iter().all(|r| r.stream != "#r"),
+            "a room with nothing kept is forgotten"
+        );
+        assert!(
+            streams.iter().any(|r| r.stream == "@alice"),
+            "a direct stream is kept"
+        );
         db.write(
             &[Write::Delivered {
-                stream: "#r".into(),
-                offset: 1,
+                stream: "@alice".into(),
+                offset: 9,
             }],
             BOUNDS,
             30_000,
@@ -378,9 +396,9 @@ mod tests {
             db.streams()
                 .expect("streams")
                 .iter()
-                .find(|r| r.stream == "#r")
+                .find(|r| r.stream == "@alice")
                 .map(|r| r.delivered),
-            Some(1)
+            Some(9)
         );
         db.write(
             &[Write::Reset {

@@ -205,8 +205,8 @@ settings! {
     /// Keepalive extension: close that connection if still silent this long after the PING
     #[arg(long, env = "TCPCHAT_PING_TIMEOUT", value_name = "DURATION")]
     ping_timeout: Span = |c| Span(c.ping_timeout);
-    /// Accounts: the directory of the account database (tcpchat.db), created with mode 0700
-    /// if missing; unused in cluster mode (accounts are kept in Redis)
+    /// Accounts and history: the directory of the database (tcpchat.db), created with mode
+    /// 0700 if missing; unused in cluster mode (accounts are kept in Redis)
     #[arg(long, env = "TCPCHAT_DATA_DIR", value_name = "DIR")]
     data_dir: PathBuf = |_c| DATA_DIR_SHOWN;
 
