@@ -219,9 +219,12 @@ impl History {
     }
 
     fn new_epoch(&self) -> String {
-        // Time in ms and a counter: distinct across restarts and within one run.
+        // Time in ms and a counter hashed with this process's random keys: distinct within
+        // one run (the counter) and across runs (the keys), even within one millisecond.
+        use std::hash::BuildHasher;
         let n = self.inner.epochs.fetch_add(1, Ordering::Relaxed);
-        format!("{:x}{:x}", now_ms(), n)
+        let salt = std::collections::hash_map::RandomState::new().hash_one(n) & 0xffff_ffff;
+        format!("{:x}{salt:08x}", now_ms())
     }
 
     /// Numbers a message of `key` and hands it to the writer, under the streams lock held

@@ -5,7 +5,6 @@
 //! classic client that sees nothing new.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 mod common;
 
@@ -355,28 +354,35 @@ async fn the_retention_removes_old_messages_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = start(dir.path(), small()).await;
     register(&s, "alice").await;
-    let mut bob = extended(&s, "history").await;
-    bob.send("HELLO-FROM bob").await;
-    bob.expect("HELLO bob").await;
-    bob.send("SEND alice old news").await;
-    bob.expect("SEND-QUEUED").await;
-    drop(bob);
     s.stop().await;
+    // Kept by an earlier run eight days ago (time 1 ms after the epoch is older still), and
+    // one from now: the retention (7 days) removes the first when the server starts.
     let db = tcpchat_accounts::history::HistoryDb::open(dir.path()).expect("db");
-    assert_eq!(db.count().expect("count"), 1);
-    // Started again with a retention shorter than the message's age (the restart itself
-    // takes longer than a millisecond): it is gone, and its offset is not reused.
-    let s = start(
-        dir.path(),
-        HistorySettings {
-            retention: Duration::from_millis(1),
-            ..small()
-        },
-    )
-    .await;
-    assert_eq!(db.count().expect("count"), 0);
-    let mut alice = login(&s, "alice", "accounts,history", None).await;
-    assert_eq!(next(&mut alice).await, "RESUME-OK 1");
+    let kept = |offset: u64, time: u64| tcpchat_accounts::history::Write::Append {
+        stream: "@alice".into(),
+        epoch: "e1".into(),
+        offset,
+        time,
+        sender: "bob".into(),
+        body: format!("m{offset}"),
+        delivered: 0,
+    };
+    let now = tcpchat_server::history::now_ms();
+    let no_limits = tcpchat_accounts::history::Bounds {
+        direct_cap: 100,
+        room_cap: 100,
+        retention_ms: None,
+    };
+    db.write(&[kept(1, 1), kept(2, now)], no_limits, now)
+        .expect("write");
+    assert_eq!(db.count().expect("count"), 2);
+    let s = start(dir.path(), small()).await;
+    assert_eq!(db.count().expect("count"), 1, "the old one is gone");
+    // What is left is delivered, and the old offset is not reused.
+    let mut alice = login(&s, "alice", "accounts,history", Some(("e1", 0))).await;
+    for want in ["RESUME-EXPIRED 2", "DELIVERY-AT 2 bob m2", "RESUME-OK 2"] {
+        assert_eq!(next(&mut alice).await, want);
+    }
     s.stop().await;
 }
 
@@ -529,4 +535,18 @@ async fn a_second_resume_or_a_bad_one_is_refused() {
     c.send("RESUME abc 1").await;
     c.expect("BAD-RQST-HDR").await;
     s.stop().await;
+}
+
+/// A hub without history (a cluster's, or a server started without it) never offers it.
+#[tokio::test]
+async fn a_hub_without_history_does_not_offer_it() {
+    let server = common::Server::default().await;
+    let mut c = server.connect().await;
+    c.send("EXT rooms,history").await;
+    c.expect("EXT-OK rooms").await;
+    c.send("HELLO-FROM someone").await;
+    c.expect("HELLO someone").await;
+    c.send("HISTORY @ 5").await;
+    c.expect("BAD-RQST-HDR").await;
+    server.shutdown().await;
 }
