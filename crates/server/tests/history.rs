@@ -550,3 +550,57 @@ async fn a_hub_without_history_does_not_offer_it() {
     c.expect("BAD-RQST-HDR").await;
     server.shutdown().await;
 }
+
+/// Messages that keep coming while a login catches up: every one arrives once, in offset
+/// order, `RESUME-OK` between the caught-up ones and the live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_racing_new_messages_has_no_duplicate_and_no_gap() {
+    const N: u64 = 300;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path(), small()).await;
+    register(&s, "alice").await;
+    let mut alice = login(&s, "alice", "accounts,history", None).await;
+    let (epoch, _) = resume_ok_epoch(&mut alice).await;
+    drop(alice);
+    wait_gone(&s, "alice").await;
+    let mut bob = extended(&s, "history").await;
+    bob.send("HELLO-FROM bob").await;
+    bob.expect("HELLO bob").await;
+    let burst: String = (1..=N).map(|i| format!("SEND alice r{i}\n")).collect();
+    // Sent while alice logs in: some are kept for her, some are live, some fall in between.
+    let sender = tokio::spawn(async move {
+        bob.send_raw(burst.as_bytes()).await;
+        for _ in 0..N {
+            let reply = bob.next_text().await.expect("a reply");
+            assert!(reply == "SEND-OK" || reply == "SEND-QUEUED", "{reply}");
+        }
+    });
+    let mut alice = login(&s, "alice", "accounts,history", Some((&epoch, 0))).await;
+    let mut offsets = Vec::new();
+    let mut resumed_at = None;
+    while offsets.len() < N as usize {
+        let line = next(&mut alice).await;
+        if let Some(top) = line.strip_prefix("RESUME-OK ") {
+            assert!(resumed_at.is_none(), "one RESUME-OK");
+            resumed_at = Some((offsets.len(), top.parse::<u64>().expect("top")));
+            continue;
+        }
+        let rest = line
+            .strip_prefix("DELIVERY-AT ")
+            .unwrap_or_else(|| panic!("unexpected {line}"));
+        let (offset, body) = rest.split_once(" bob ").expect("offset, sender, body");
+        let offset: u64 = offset.parse().expect("offset");
+        assert_eq!(body, format!("r{offset}"), "offset and message agree");
+        offsets.push(offset);
+    }
+    sender.await.expect("sender");
+    assert_eq!(offsets, (1..=N).collect::<Vec<_>>(), "each once, in order");
+    if resumed_at.is_none() {
+        // Everything was kept before the login: all of it was caught up.
+        assert_eq!(next(&mut alice).await, format!("RESUME-OK {N}"));
+        resumed_at = Some((N as usize, N));
+    }
+    let (at, top) = resumed_at.expect("RESUME-OK came");
+    assert_eq!(at as u64, top, "RESUME-OK after exactly what was caught up");
+    s.stop().await;
+}
