@@ -19,6 +19,7 @@
 //! protocol decisions (which reply when) live in the server's session and accounts modules.
 
 mod hash;
+pub mod history;
 pub mod sqlite;
 
 use std::fmt;

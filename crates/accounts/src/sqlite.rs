@@ -44,6 +44,25 @@ pub const MIGRATIONS: &[&str] = &[
     // version 1 get their registration time.
     "ALTER TABLE accounts ADD COLUMN password_changed_at INTEGER NOT NULL DEFAULT 0;
      UPDATE accounts SET password_changed_at = created_at;",
+    // 3: the `history` extension's streams and messages (`crate::history`). A stream is
+    // `@<user>` (a user's direct messages) or `#<room>`; `top` is its newest offset ever
+    // (kept when its messages are pruned), `delivered` the newest one that reached a
+    // connection of the user.
+    "CREATE TABLE history_streams (
+        stream TEXT PRIMARY KEY NOT NULL,
+        epoch TEXT NOT NULL,
+        top INTEGER NOT NULL,
+        delivered INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE TABLE history_messages (
+        stream TEXT NOT NULL,
+        offset INTEGER NOT NULL,
+        time INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (stream, offset)
+    ) WITHOUT ROWID;
+    CREATE INDEX history_messages_by_time ON history_messages (time);",
 ];
 
 /// The schema version this build writes.
@@ -117,6 +136,14 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// Whether `name` is an account as far as this store knows, from memory only (no disk,
+    /// no task): what the history service asks on every direct message. A name removed by
+    /// `tcpchat accounts remove` meanwhile may still be seen as an account until it is
+    /// next looked up.
+    pub fn is_registered_cached(&self, name: &str) -> bool {
+        self.inner.registered().contains(name)
+    }
+
     /// The account `name`, blocking.
     ///
     /// # Errors
@@ -171,10 +198,16 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn delete_blocking(&self, name: &str) -> Result<bool, StoreError> {
-        let deleted = self
-            .inner
-            .conn()
-            .execute("DELETE FROM accounts WHERE name = ?1", [name])?;
+        let mut conn = self.inner.conn();
+        let tx = conn.transaction()?;
+        let deleted = tx.execute("DELETE FROM accounts WHERE name = ?1", [name])?;
+        // The account's direct messages go with it: whoever registers the name next must
+        // not read them (`docs/protocol.md`, "history").
+        let stream = format!("@{name}");
+        tx.execute("DELETE FROM history_messages WHERE stream = ?1", [&stream])?;
+        tx.execute("DELETE FROM history_streams WHERE stream = ?1", [&stream])?;
+        tx.commit()?;
+        drop(conn);
         self.inner.registered().remove(name);
         Ok(deleted == 1)
     }
@@ -284,7 +317,7 @@ fn row_to_account(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
 
 /// Brings the schema from its `user_version` up to [`schema_version`], one step per
 /// transaction.
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let known = schema_version();
     if found > known {
@@ -315,7 +348,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 
 /// Creates `dir` (and its parents) with mode 0700 if missing: the directory holds password
 /// hashes. An existing directory is left as the operator made it.
-fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -433,9 +466,16 @@ mod tests {
                     conn.pragma_update(None, "user_version", version)
                         .expect("version");
                 }
-                if from >= 1 {
+                if from == 1 {
                     conn.execute(
                         "INSERT INTO accounts (name, hash, locked, created_at) VALUES ('old', 'h', 1, 1234)",
+                        [],
+                    )
+                    .expect("old account");
+                } else if from >= 2 {
+                    conn.execute(
+                        "INSERT INTO accounts (name, hash, locked, created_at, password_changed_at)
+                         VALUES ('old', 'h', 1, 1234, 1234)",
                         [],
                     )
                     .expect("old account");

@@ -264,7 +264,9 @@ planted! {
     registered_name_free_for_classic: RegisteredNameFreeForClassic => &["accounts-registered-name"];
     in_use_for_accounts: InUseForAccounts => &["accounts-registered-name"];
     never_throttles: NeverThrottles => &["accounts-throttle"];
-    no_room_echo: NoRoomEcho => &["ext-rooms"];
+    // ext-history reads the sender's own SAID-AT lines too.
+    no_room_echo: NoRoomEcho => &["ext-rooms"], &["ext-history"];
+    history_newest_first: HistoryNewestFirst => &["ext-history"];
 }
 
 /// Against a classic server the extension cases are skipped, each saying why, and nothing
@@ -296,6 +298,7 @@ async fn a_classic_server_skips_the_extension_cases_and_fails_none() {
             "ext-keepalive",
             "ext-presence",
             "ext-rooms",
+            "ext-history",
             "accounts-register",
             "accounts-wrong-password",
             "accounts-registered-name",

@@ -26,8 +26,17 @@ async fn our_server_passes_every_case() {
         )),
         ..tcpchat_server::Config::default()
     };
+    // History kept in a directory of its own, so `ext-history` runs too.
+    let data = tempfile::tempdir().expect("tempdir");
+    let history = tcpchat_server::History::open(
+        data.path(),
+        tcpchat_server::HistorySettings::default(),
+        std::sync::Arc::new(|_: &str| false),
+    )
+    .expect("history");
+    let hub = tcpchat_server::MemoryHub::with_history(history);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tcpchat_server::run(listener, config, async {
+    let server = tokio::spawn(tcpchat_server::run_with_hub(listener, config, hub, async {
         let _ = stopped.await;
     }));
 

@@ -221,8 +221,8 @@ settings! {
     /// Keepalive extension: close that connection if still silent this long after the PING
     #[arg(long, env = "TCPCHAT_PING_TIMEOUT", value_name = "DURATION")]
     ping_timeout: Span = |c| Span(c.ping_timeout);
-    /// Accounts: the directory of the account database (tcpchat.db), created with mode 0700
-    /// if missing; unused in cluster mode (accounts are kept in Redis)
+    /// Accounts and history: the directory of the database (tcpchat.db), created with mode
+    /// 0700 if missing; unused in cluster mode (accounts are kept in Redis)
     #[arg(long, env = "TCPCHAT_DATA_DIR", value_name = "DIR")]
     data_dir: PathBuf = |_c| DATA_DIR_SHOWN;
 
@@ -281,6 +281,24 @@ settings! {
     /// Rooms extension: longest room topic, in bytes
     #[arg(long, env = "TCPCHAT_MAX_TOPIC", value_name = "BYTES")]
     max_topic: usize = |c| c.rooms.topic_bytes;
+
+    /// History extension: messages kept per user's direct stream; the oldest go first
+    #[arg(long, env = "TCPCHAT_HISTORY_DIRECT_CAP", value_name = "N")]
+    history_direct_cap: NonZeroU32 = |c| NonZeroU32::new(c.history.direct_cap).unwrap_or(NonZeroU32::MIN);
+
+    /// History extension: messages kept per room; the oldest go first
+    #[arg(long, env = "TCPCHAT_HISTORY_ROOM_CAP", value_name = "N")]
+    history_room_cap: NonZeroU32 = |c| NonZeroU32::new(c.history.room_cap).unwrap_or(NonZeroU32::MIN);
+
+    /// History extension: messages older than this are removed, delivered or not; "off"
+    /// keeps them until the caps remove them
+    #[arg(long, env = "TCPCHAT_HISTORY_RETENTION", value_name = "DURATION")]
+    history_retention: SpanOrOff = |c| SpanOrOff((!c.history.retention.is_zero()).then_some(c.history.retention));
+
+    /// History extension: messages waiting for the disk writer at most; past it messages
+    /// are delivered but not stored (counted, logged)
+    #[arg(long, env = "TCPCHAT_HISTORY_QUEUE", value_name = "N")]
+    history_queue: NonZeroUsize = |c| NonZeroUsize::new(c.history.queue).unwrap_or(NonZeroUsize::MIN);
 
     /// Cluster mode: share names and messages with every node using this Redis, e.g.
     /// redis://10.0.0.5:6379, redis://127.0.0.1:6379/2, or rediss://USER@HOST:6380 for TLS;
@@ -883,6 +901,20 @@ impl ServeArgs {
                     .unwrap_or(defaults.rooms.members_per_room),
                 topic_bytes: s.max_topic.unwrap_or(defaults.rooms.topic_bytes),
             },
+            history: tcpchat_server::HistorySettings {
+                direct_cap: s
+                    .history_direct_cap
+                    .map_or(defaults.history.direct_cap, NonZeroU32::get),
+                room_cap: s
+                    .history_room_cap
+                    .map_or(defaults.history.room_cap, NonZeroU32::get),
+                retention: s
+                    .history_retention
+                    .map_or(defaults.history.retention, |r| r.0.unwrap_or_default()),
+                queue: s
+                    .history_queue
+                    .map_or(defaults.history.queue, NonZeroUsize::get),
+            },
         };
         config.validate().map_err(|e| usage(e.to_string()))?;
 
@@ -1046,9 +1078,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         data_dir = %data_dir.display(),
         "settings"
     );
+    let mut sqlite = None;
     if cluster.is_none() && config.extensions.contains(Extension::Accounts) {
-        config.account_store = Some(open_accounts(&data_dir)?);
+        let (handle, store) = open_accounts(&data_dir)?;
+        config.account_store = Some(handle);
+        sqlite = Some(store);
     }
+    // History in one process only (docs/cluster.md, "Not done"), in the same file.
+    let history = match (&cluster, config.extensions.contains(Extension::History)) {
+        (None, true) => Some(open_history(&data_dir, config.history, sqlite)?),
+        _ => None,
+    };
     // Read before anything is bound: a wrong file is a usage error, said at once.
     let certs = match &tls {
         Some(t) => Some(Arc::new(
@@ -1097,6 +1137,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 if cluster.is_some() {
                     cluster_metrics = tcpchat_redis::ClusterMetrics::register(registry);
                 }
+                if let Some(history) = &history {
+                    history.register(registry);
+                }
             })
         } else {
             Metrics::off()
@@ -1111,14 +1154,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         match cluster {
             None => {
-                tcpchat_server::run_observed(
-                    listeners,
-                    config,
-                    MemoryHub::new(),
-                    metrics,
-                    shutdown,
-                )
-                .await?;
+                let hub = match &history {
+                    Some(history) => MemoryHub::with_history(history.clone()),
+                    None => MemoryHub::new(),
+                };
+                tcpchat_server::run_observed(listeners, config, hub, metrics, shutdown).await?;
+                // What was numbered is on disk before the process ends.
+                if let Some(history) = &history {
+                    history.flushed().await;
+                }
             }
             Some(Cluster {
                 config: cluster, ..
@@ -1179,7 +1223,9 @@ async fn log_summaries(metrics: Metrics, every: Duration) {
 
 /// The single-process account store, `<data_dir>/tcpchat.db`. A store that cannot be opened
 /// stops the server: starting without it would silently let anyone take registered names.
-fn open_accounts(data_dir: &std::path::Path) -> anyhow::Result<StoreHandle> {
+fn open_accounts(
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(StoreHandle, tcpchat_accounts::SqliteStore)> {
     let store = tcpchat_accounts::SqliteStore::open(data_dir).map_err(|e| {
         usage(format!(
             "cannot open the account database in {}: {e} (set --data-dir, or --extensions without accounts)",
@@ -1187,7 +1233,34 @@ fn open_accounts(data_dir: &std::path::Path) -> anyhow::Result<StoreHandle> {
         ))
     })?;
     info!(path = %store.path().display(), "accounts: database open");
-    Ok(StoreHandle::new(store))
+    Ok((StoreHandle::new(store.clone()), store))
+}
+
+/// The single-process history, in the same `<data_dir>/tcpchat.db`. Direct streams belong to
+/// the accounts of `accounts` (none without it: then only rooms keep history).
+fn open_history(
+    data_dir: &std::path::Path,
+    settings: tcpchat_server::HistorySettings,
+    accounts: Option<tcpchat_accounts::SqliteStore>,
+) -> anyhow::Result<tcpchat_server::History> {
+    let is_registered: tcpchat_server::history::IsRegistered = match accounts {
+        Some(store) => Arc::new(move |name: &str| store.is_registered_cached(name)),
+        None => Arc::new(|_: &str| false),
+    };
+    let history =
+        tcpchat_server::History::open(data_dir, settings, is_registered).map_err(|e| {
+            usage(format!(
+                "cannot open the history database in {}: {e} (set --data-dir, or --extensions without history)",
+                data_dir.display()
+            ))
+        })?;
+    info!(
+        direct_cap = settings.direct_cap,
+        room_cap = settings.room_cap,
+        retention = %humantime::format_duration(settings.retention),
+        "history: database open"
+    );
+    Ok(history)
 }
 
 /// Re-reads the TLS certificate and key on every SIGHUP (what certbot's deploy hook or
@@ -1465,6 +1538,10 @@ mod tests {
             ("max_rooms_per_user", (n + 12).to_string()),
             ("max_room_members", (n + 13).to_string()),
             ("max_topic", (n + 14).to_string()),
+            ("history_direct_cap", (n + 16).to_string()),
+            ("history_room_cap", (n + 17).to_string()),
+            ("history_retention", format!("{}h", n + 18)),
+            ("history_queue", (n + 19).to_string()),
         ];
         let flags = values
             .iter()
@@ -1507,6 +1584,12 @@ mod tests {
                 rooms_per_user: n as usize + 12,
                 members_per_room: n as usize + 13,
                 topic_bytes: n as usize + 14,
+            },
+            history: tcpchat_server::HistorySettings {
+                direct_cap: n + 16,
+                room_cap: n + 17,
+                retention: secs(3600 * (n + 18)),
+                queue: n as usize + 19,
             },
         };
         (flags, file, Some(listen.parse().expect("addr")), config)
@@ -1581,7 +1664,7 @@ mod tests {
         }
         assert_eq!(
             argv.len(),
-            2 * 37,
+            2 * 41,
             "every setting shows its default: {argv:?}"
         );
         assert_eq!(
@@ -2062,11 +2145,11 @@ mod tests {
                 .into_iter()
                 .collect()
         );
-        let err = resolve(&["--extensions", "keepalive,history"])
+        let err = resolve(&["--extensions", "keepalive,resume"])
             .expect_err("an unknown extension is refused")
             .to_string();
         assert!(
-            err.contains("\"history\"") && err.contains("keepalive,presence,accounts,rooms"),
+            err.contains("\"resume\"") && err.contains("keepalive,presence,accounts,rooms,history"),
             "{err}"
         );
     }

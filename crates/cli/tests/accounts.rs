@@ -150,3 +150,78 @@ fn the_operator_lists_locks_unlocks_and_removes_accounts_beside_a_running_server
     assert_exit(&out, 2);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// Reads lines until one that starts with `word`, returning it (without `\n`).
+fn read_until(line: &mut Line, word: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let mut s = String::new();
+        line.r.read_line(&mut s).expect("read a line");
+        assert!(!s.is_empty(), "closed before {word}: {seen:?}");
+        let s = s.trim_end().to_owned();
+        let done = s.starts_with(word);
+        seen.push(s);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// Drops the time field of `DELIVERY-AT <offset> <time> <from> <msg>` and the epoch of
+/// `RESUME-OK <epoch> <top>`.
+fn without_time(line: &str) -> String {
+    let words: Vec<&str> = line.splitn(4, ' ').collect();
+    match words.as_slice() {
+        ["DELIVERY-AT", offset, rest @ ..] => {
+            let rest = rest.join(" ");
+            let (_, after) = rest.split_once(' ').expect("time then sender");
+            format!("DELIVERY-AT {offset} {after}")
+        }
+        ["RESUME-OK", _, top] => format!("RESUME-OK {top}"),
+        _ => line.to_owned(),
+    }
+}
+
+/// A direct message to an offline account, kept by `tcpchat serve`, survives a restart of
+/// the binary (SIGTERM writes what is numbered before it exits) and arrives once.
+#[test]
+fn an_offline_message_survives_a_restart_of_the_binary() {
+    let data = fresh_dir("history");
+    let mut server = serve(&data);
+    let mut alice = Line::accounts(server.addr);
+    assert_eq!(alice.ask("HELLO-FROM alice"), "HELLO alice");
+    assert_eq!(alice.ask(&format!("REGISTER {PW}")), "REGISTER-OK");
+    drop(alice);
+    let mut bob = Line::connect(server.addr);
+    assert_eq!(bob.ask("EXT history"), "EXT-OK history");
+    assert_eq!(bob.ask("HELLO-FROM bob"), "HELLO bob");
+    // Until alice's connection is seen closed.
+    while bob.ask("LIST").split([' ', ',']).any(|n| n == "alice") {
+        std::thread::yield_now();
+    }
+    assert_eq!(bob.ask("SEND alice kept for you"), "SEND-QUEUED");
+    drop(bob);
+    server.sigterm();
+    assert!(server.wait_exit().success());
+
+    let wants: [&[&str]; 2] = [
+        &["DELIVERY-AT 1 bob kept for you", "RESUME-OK 1"],
+        // Once: nothing again after a second restart.
+        &["RESUME-OK 1"],
+    ];
+    for want in wants {
+        let mut server = serve(&data);
+        let mut alice = Line::connect(server.addr);
+        assert_eq!(alice.ask("EXT accounts,history"), "EXT-OK accounts,history");
+        assert_eq!(alice.ask(&format!("LOGIN alice {PW}")), "HELLO alice");
+        let lines: Vec<String> = read_until(&mut alice, "RESUME-OK")
+            .iter()
+            .map(|l| without_time(l))
+            .collect();
+        assert_eq!(lines, want);
+        drop(alice);
+        server.sigterm();
+        assert!(server.wait_exit().success());
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -337,6 +337,10 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
         ("max_rooms_per_user", (n + 12).to_string()),
         ("max_room_members", (n + 13).to_string()),
         ("max_topic", (n + 14).to_string()),
+        ("history_direct_cap", (n + 16).to_string()),
+        ("history_room_cap", (n + 17).to_string()),
+        ("history_retention", format!("{}h", n + 18)),
+        ("history_queue", (n + 19).to_string()),
     ];
     let secs = |s: u32| Duration::from_secs(u64::from(s));
     let config = Config {
@@ -368,6 +372,12 @@ fn layer(n: u32) -> (Vec<(&'static str, String)>, Config) {
             rooms_per_user: n as usize + 12,
             members_per_room: n as usize + 13,
             topic_bytes: n as usize + 14,
+        },
+        history: tcpchat_server::HistorySettings {
+            direct_cap: n + 16,
+            room_cap: n + 17,
+            retention: secs(3600 * (n + 18)),
+            queue: n as usize + 19,
         },
     };
     (values, config)

@@ -18,6 +18,10 @@ pub const MIN_PASSWORD_BYTES: usize = 8;
 pub const MAX_PASSWORD_BYTES: usize = 128;
 /// Most names one `ONLINE` line carries (the server splits a longer list).
 pub const MAX_ONLINE_NAMES_PER_LINE: usize = 100;
+/// Most lines one `HISTORY` page carries (`docs/protocol.md`, "history").
+pub const MAX_HISTORY_PAGE: u32 = 50;
+/// Longest history epoch, in bytes.
+pub const MAX_EPOCH_BYTES: usize = 32;
 
 /// An extension tcpchat knows. Names the peer sends that are not here are carried as text
 /// (see [`crate::Request::Ext`]) and left out of the answer.
@@ -31,11 +35,19 @@ pub enum Extension {
     Accounts,
     /// `JOIN`, `PART`, `ROOMS`, `MEMBERS`, `SAY`, `TOPIC`, `KICK`: group conversations.
     Rooms,
+    /// `HISTORY`, `RESUME`, offsets on live lines, offline delivery: stored messages.
+    History,
 }
 
 impl Extension {
     /// Every extension, in the order a client asks for them.
-    pub const ALL: [Extension; 4] = [Self::Keepalive, Self::Presence, Self::Accounts, Self::Rooms];
+    pub const ALL: [Extension; 5] = [
+        Self::Keepalive,
+        Self::Presence,
+        Self::Accounts,
+        Self::Rooms,
+        Self::History,
+    ];
 
     /// The name on the wire.
     pub fn name(self) -> &'static str {
@@ -44,6 +56,7 @@ impl Extension {
             Self::Presence => "presence",
             Self::Accounts => "accounts",
             Self::Rooms => "rooms",
+            Self::History => "history",
         }
     }
 
@@ -180,6 +193,40 @@ pub fn is_token(token: &[u8]) -> bool {
     (1..=MAX_TOKEN_BYTES).contains(&token.len()) && token.iter().all(|b| b.is_ascii_graphic())
 }
 
+/// Whether `epoch` is a well-formed history epoch (1 to 32 bytes of `0-9` and `a-z`).
+pub fn is_epoch(epoch: &[u8]) -> bool {
+    (1..=MAX_EPOCH_BYTES).contains(&epoch.len())
+        && epoch
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// A stream of stored messages (`docs/protocol.md`, "history"): your own direct messages
+/// (`@` on the wire), or a room's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// `@`: the direct messages sent to the user asking.
+    Direct,
+    /// `#room`: a room's `SAID` messages.
+    Room(crate::RoomName),
+}
+
+impl Stream {
+    /// The name on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Direct => "@",
+            Self::Room(room) => room.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a password is not acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordError {
@@ -260,7 +307,7 @@ mod tests {
             assert!(is_ext_name(ext.name().as_bytes()));
         }
         assert_eq!(Extension::from_name("Keepalive"), None);
-        assert_eq!(Extension::from_name("history"), None);
+        assert_eq!(Extension::from_name("resume"), None);
     }
 
     #[test]
@@ -268,7 +315,7 @@ mod tests {
         let mut offered = ExtensionSet::all();
         offered.remove(Extension::Keepalive);
         let (set, names) =
-            offered.answer(&["history", "accounts", "keepalive", "presence", "accounts"]);
+            offered.answer(&["resume", "accounts", "keepalive", "presence", "accounts"]);
         assert_eq!(names, vec!["accounts", "presence"]);
         assert!(set.contains(Extension::Accounts) && set.contains(Extension::Presence));
         assert!(!set.contains(Extension::Keepalive));
@@ -296,6 +343,17 @@ mod tests {
             parse_ext_list(most.as_bytes()).map(|v| v.len()),
             Some(MAX_EXT_NAMES)
         );
+    }
+
+    #[test]
+    fn epochs() {
+        assert!(is_epoch(b"0"));
+        assert!(is_epoch(b"18c2f0a9b3"));
+        assert!(is_epoch(&[b'z'; MAX_EPOCH_BYTES]));
+        for bad in [&b""[..], b"A1", b"a-b", b"a b", b"\xff"] {
+            assert!(!is_epoch(bad));
+        }
+        assert!(!is_epoch(&[b'a'; MAX_EPOCH_BYTES + 1]));
     }
 
     #[test]

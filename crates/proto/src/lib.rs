@@ -20,9 +20,9 @@ mod name;
 
 pub use address::{AddressError, HostPort, ServerAddress, Transport};
 pub use ext::{
-    is_ext_name, is_token, Extension, ExtensionSet, Password, PasswordError, MAX_EXT_NAMES,
-    MAX_EXT_NAME_BYTES, MAX_ONLINE_NAMES_PER_LINE, MAX_PASSWORD_BYTES, MAX_TOKEN_BYTES,
-    MIN_PASSWORD_BYTES,
+    is_epoch, is_ext_name, is_token, Extension, ExtensionSet, Password, PasswordError, Stream,
+    MAX_EPOCH_BYTES, MAX_EXT_NAMES, MAX_EXT_NAME_BYTES, MAX_HISTORY_PAGE,
+    MAX_ONLINE_NAMES_PER_LINE, MAX_PASSWORD_BYTES, MAX_TOKEN_BYTES, MIN_PASSWORD_BYTES,
 };
 pub use framer::{FrameError, Framer, OVERLONG_HEAD_BYTES};
 pub use message::{Command, Generation, Reply, ReplyError, Request, RequestError};

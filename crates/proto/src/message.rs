@@ -4,7 +4,7 @@
 //! connection's current state (before or after login) is decided by the server's session
 //! machine, which turns every failure into `BAD-RQST-HDR` or `BAD-RQST-BODY`.
 
-use crate::ext::{self, Extension, Password, PasswordError};
+use crate::ext::{self, Extension, Password, PasswordError, Stream};
 use crate::name::{NameError, RoomName, RoomNameError, Username};
 
 const HELLO_FROM: &[u8] = b"HELLO-FROM";
@@ -25,6 +25,9 @@ const MEMBERS: &[u8] = b"MEMBERS";
 const SAY: &[u8] = b"SAY";
 const TOPIC: &[u8] = b"TOPIC";
 const KICK: &[u8] = b"KICK";
+const HISTORY: &[u8] = b"HISTORY";
+const RESUME: &[u8] = b"RESUME";
+const BEFORE: &[u8] = b"BEFORE";
 
 const HELLO: &[u8] = b"HELLO";
 const IN_USE: &[u8] = b"IN-USE";
@@ -62,6 +65,14 @@ const NOT_OWNER: &[u8] = b"NOT-OWNER";
 const ROOM_LIMIT: &[u8] = b"ROOM-LIMIT";
 const ROOM_FULL: &[u8] = b"ROOM-FULL";
 const ROOM_UNAVAILABLE: &[u8] = b"ROOM-UNAVAILABLE";
+const DELIVERY_AT: &[u8] = b"DELIVERY-AT";
+const SAID_AT: &[u8] = b"SAID-AT";
+const SEND_QUEUED: &[u8] = b"SEND-QUEUED";
+const HISTORY_OK: &[u8] = b"HISTORY-OK";
+const RESUME_OK: &[u8] = b"RESUME-OK";
+const RESUME_EXPIRED: &[u8] = b"RESUME-EXPIRED";
+const RESUME_EPOCH: &[u8] = b"RESUME-EPOCH";
+const NO_HISTORY: &[u8] = b"NO-HISTORY";
 
 /// The command word of a client line, before its body is looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +97,8 @@ pub enum Command {
     Say,
     Topic,
     Kick,
+    History,
+    Resume,
 }
 
 impl Command {
@@ -112,6 +125,8 @@ impl Command {
             SAY => Some(Self::Say),
             TOPIC => Some(Self::Topic),
             KICK => Some(Self::Kick),
+            HISTORY => Some(Self::History),
+            RESUME => Some(Self::Resume),
             _ => None,
         }
     }
@@ -137,6 +152,8 @@ impl Command {
             Self::Say => "SAY",
             Self::Topic => "TOPIC",
             Self::Kick => "KICK",
+            Self::History => "HISTORY",
+            Self::Resume => "RESUME",
         }
     }
 
@@ -158,6 +175,7 @@ impl Command {
             | Self::Say
             | Self::Topic
             | Self::Kick => Some(Extension::Rooms),
+            Self::History | Self::Resume => Some(Extension::History),
         }
     }
 }
@@ -211,6 +229,14 @@ pub enum Request<'a> {
     },
     /// `KICK <room> <name>`: remove a member.
     Kick { room: RoomName, name: Username },
+    /// `HISTORY <stream> [BEFORE <offset>] <count>`: a page of stored messages.
+    History {
+        stream: Stream,
+        before: Option<u64>,
+        count: u32,
+    },
+    /// `RESUME <epoch> <offset>`: where the client stopped in its direct stream.
+    Resume { epoch: &'a str, offset: u64 },
 }
 
 /// Why a client line is not a valid request.
@@ -254,6 +280,10 @@ pub enum RequestError {
     /// x`, `SAY #r` (no message), `KICK #r` (no name), a text that is not UTF-8.
     #[error("{cmd}: missing or invalid arguments", cmd = .0.as_str())]
     BadRoomArgs(Command),
+    /// `HISTORY` or `RESUME` with missing, extra or invalid arguments: a stream that is
+    /// neither `@` nor a room, a count of 0 or over the page limit, a bad offset or epoch.
+    #[error("{cmd}: missing or invalid arguments", cmd = .0.as_str())]
+    BadHistoryArgs(Command),
 }
 
 impl RequestError {
@@ -270,7 +300,8 @@ impl RequestError {
             Self::BadToken(command)
             | Self::BadPassword(command, _)
             | Self::BadRoom(command, _)
-            | Self::BadRoomArgs(command) => Some(*command),
+            | Self::BadRoomArgs(command)
+            | Self::BadHistoryArgs(command) => Some(*command),
         }
     }
 }
@@ -366,6 +397,18 @@ impl<'a> Request<'a> {
                     .ok_or(RequestError::BadRoomArgs(Command::Kick))?;
                 Ok(Request::Kick { room, name })
             }
+            HISTORY => parse_history(rest).ok_or(RequestError::BadHistoryArgs(Command::History)),
+            RESUME => {
+                let bad = RequestError::BadHistoryArgs(Command::Resume);
+                let (epoch, offset) = split_word(rest.ok_or(bad.clone())?);
+                let offset = offset.and_then(number).ok_or(bad.clone())?;
+                if !ext::is_epoch(epoch) {
+                    return Err(bad);
+                }
+                // Checked to be ASCII just above.
+                let epoch = std::str::from_utf8(epoch).map_err(|_| bad)?;
+                Ok(Request::Resume { epoch, offset })
+            }
             _ => Err(RequestError::UnknownCommand),
         }
     }
@@ -391,6 +434,8 @@ impl<'a> Request<'a> {
             Request::Say { .. } => Command::Say,
             Request::Topic { .. } => Command::Topic,
             Request::Kick { .. } => Command::Kick,
+            Request::History { .. } => Command::History,
+            Request::Resume { .. } => Command::Resume,
         }
     }
 
@@ -423,6 +468,27 @@ impl<'a> Request<'a> {
                 text: Some(text),
             } => line3(out, TOPIC, room.as_str(), text),
             Request::Kick { room, name } => line3(out, KICK, room.as_str(), name.as_str()),
+            Request::History {
+                stream,
+                before,
+                count,
+            } => {
+                out.extend_from_slice(HISTORY);
+                out.push(b' ');
+                out.extend_from_slice(stream.as_str().as_bytes());
+                if let Some(before) = before {
+                    out.push(b' ');
+                    out.extend_from_slice(BEFORE);
+                    out.push(b' ');
+                    out.extend_from_slice(before.to_string().as_bytes());
+                }
+                out.push(b' ');
+                out.extend_from_slice(count.to_string().as_bytes());
+                out.push(b'\n');
+            }
+            Request::Resume { epoch, offset } => {
+                line3(out, RESUME, epoch, &offset.to_string());
+            }
         }
     }
 
@@ -575,6 +641,40 @@ pub enum Reply<'a> {
     /// `ROOM-UNAVAILABLE`: the server cannot reach the room's state right now (a cluster
     /// node cut off from its store); nothing changed, try again.
     RoomUnavailable,
+    /// `DELIVERY-AT <offset> <time> <from> <body>`: a direct message, with its place in your
+    /// direct stream and the time it was sent (ms since the Unix epoch).
+    DeliveryAt {
+        offset: u64,
+        time: u64,
+        from: Username,
+        body: &'a str,
+    },
+    /// `SAID-AT <room> <offset> <time> <from> <body>`: a room message with its place in the
+    /// room's stream and its time.
+    SaidAt {
+        room: RoomName,
+        offset: u64,
+        time: u64,
+        from: Username,
+        body: &'a str,
+    },
+    /// `SEND-QUEUED`: the recipient is offline; the message is kept for their next login.
+    SendQueued,
+    /// `HISTORY-OK <stream> <epoch> <top> <n>`: `n` stored lines follow.
+    HistoryOk {
+        stream: Stream,
+        epoch: &'a str,
+        top: u64,
+        n: u32,
+    },
+    /// `RESUME-OK <epoch> <top>`: the catch-up is complete.
+    ResumeOk { epoch: &'a str, top: u64 },
+    /// `RESUME-EXPIRED <epoch> <top>`: messages after the client's position were removed.
+    ResumeExpired { epoch: &'a str, top: u64 },
+    /// `RESUME-EPOCH <epoch> <top>`: the client's epoch is not the stream's.
+    ResumeEpoch { epoch: &'a str, top: u64 },
+    /// `NO-HISTORY`: you may not read that stream.
+    NoHistory,
 }
 
 /// Why a server line is not a valid reply.
@@ -741,6 +841,62 @@ impl<'a> Reply<'a> {
             ROOM_LIMIT => no_body(Reply::RoomLimit, "ROOM-LIMIT"),
             ROOM_FULL => no_body(Reply::RoomFull, "ROOM-FULL"),
             ROOM_UNAVAILABLE => no_body(Reply::RoomUnavailable, "ROOM-UNAVAILABLE"),
+            DELIVERY_AT => {
+                let bad = ReplyError::BadArgument("DELIVERY-AT");
+                let (offset, rest) = split_word(rest.ok_or(bad.clone())?);
+                let (time, rest) = split_word(rest.ok_or(bad.clone())?);
+                let (from, body) = split_word(rest.ok_or(bad.clone())?);
+                let body = body.filter(|b| !b.is_empty()).ok_or(bad.clone())?;
+                Ok(Reply::DeliveryAt {
+                    offset: number(offset).ok_or(bad.clone())?,
+                    time: number(time).ok_or(bad)?,
+                    from: peer_name(from)?,
+                    body: std::str::from_utf8(body).map_err(|_| ReplyError::NotUtf8)?,
+                })
+            }
+            SAID_AT => {
+                let bad = ReplyError::BadArgument("SAID-AT");
+                let (room, rest) = split_word(rest.ok_or(bad.clone())?);
+                let (offset, rest) = split_word(rest.ok_or(bad.clone())?);
+                let (time, rest) = split_word(rest.ok_or(bad.clone())?);
+                let (from, body) = split_word(rest.ok_or(bad.clone())?);
+                let body = body.filter(|b| !b.is_empty()).ok_or(bad.clone())?;
+                Ok(Reply::SaidAt {
+                    room: peer_room(room, "SAID-AT")?,
+                    offset: number(offset).ok_or(bad.clone())?,
+                    time: number(time).ok_or(bad)?,
+                    from: peer_name(from)?,
+                    body: std::str::from_utf8(body).map_err(|_| ReplyError::NotUtf8)?,
+                })
+            }
+            SEND_QUEUED => no_body(Reply::SendQueued, "SEND-QUEUED"),
+            HISTORY_OK => {
+                let bad = ReplyError::BadArgument("HISTORY-OK");
+                let (stream, rest) = split_word(rest.ok_or(bad.clone())?);
+                let (epoch, rest) = split_word(rest.ok_or(bad.clone())?);
+                let (top, n) = split_word(rest.ok_or(bad.clone())?);
+                let stream = if stream == b"@" {
+                    Stream::Direct
+                } else {
+                    Stream::Room(peer_room(stream, "HISTORY-OK")?)
+                };
+                Ok(Reply::HistoryOk {
+                    stream,
+                    epoch: peer_epoch(epoch).ok_or(bad.clone())?,
+                    top: number(top).ok_or(bad.clone())?,
+                    n: n.and_then(number)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or(bad)?,
+                })
+            }
+            RESUME_OK => {
+                epoch_and_top(rest, "RESUME-OK").map(|(epoch, top)| Reply::ResumeOk { epoch, top })
+            }
+            RESUME_EXPIRED => epoch_and_top(rest, "RESUME-EXPIRED")
+                .map(|(epoch, top)| Reply::ResumeExpired { epoch, top }),
+            RESUME_EPOCH => epoch_and_top(rest, "RESUME-EPOCH")
+                .map(|(epoch, top)| Reply::ResumeEpoch { epoch, top }),
+            NO_HISTORY => no_body(Reply::NoHistory, "NO-HISTORY"),
             _ => Err(ReplyError::Unknown),
         }
     }
@@ -819,6 +975,36 @@ impl<'a> Reply<'a> {
             Reply::RoomLimit => line1(out, ROOM_LIMIT),
             Reply::RoomFull => line1(out, ROOM_FULL),
             Reply::RoomUnavailable => line1(out, ROOM_UNAVAILABLE),
+            Reply::DeliveryAt {
+                offset,
+                time,
+                from,
+                body,
+            } => Self::encode_delivery_at(out, *offset, *time, from.as_str(), body),
+            Reply::SaidAt {
+                room,
+                offset,
+                time,
+                from,
+                body,
+            } => Self::encode_said_at(out, room.as_str(), *offset, *time, from.as_str(), body),
+            Reply::SendQueued => line1(out, SEND_QUEUED),
+            Reply::HistoryOk {
+                stream,
+                epoch,
+                top,
+                n,
+            } => {
+                Self::encode_history_ok(out, stream.as_str(), epoch, *top, *n);
+            }
+            Reply::ResumeOk { epoch, top } => line3(out, RESUME_OK, epoch, &top.to_string()),
+            Reply::ResumeExpired { epoch, top } => {
+                line3(out, RESUME_EXPIRED, epoch, &top.to_string());
+            }
+            Reply::ResumeEpoch { epoch, top } => {
+                line3(out, RESUME_EPOCH, epoch, &top.to_string());
+            }
+            Reply::NoHistory => line1(out, NO_HISTORY),
         }
     }
 
@@ -868,6 +1054,45 @@ impl<'a> Reply<'a> {
         out.push(b' ');
         out.extend_from_slice(room.as_bytes());
         line3(out, b"", from, body);
+    }
+
+    /// Appends `DELIVERY-AT <offset> <time> <from> <body>` without building a [`Reply`].
+    pub fn encode_delivery_at(out: &mut Vec<u8>, offset: u64, time: u64, from: &str, body: &str) {
+        out.extend_from_slice(DELIVERY_AT);
+        push_number(out, offset);
+        push_number(out, time);
+        line3(out, b"", from, body);
+    }
+
+    /// Appends `SAID-AT <room> <offset> <time> <from> <body>` without building a [`Reply`]
+    /// (encoded once per room message, copied to every `history` member).
+    pub fn encode_said_at(
+        out: &mut Vec<u8>,
+        room: &str,
+        offset: u64,
+        time: u64,
+        from: &str,
+        body: &str,
+    ) {
+        out.reserve(SAID_AT.len() + room.len() + from.len() + body.len() + 48);
+        out.extend_from_slice(SAID_AT);
+        out.push(b' ');
+        out.extend_from_slice(room.as_bytes());
+        push_number(out, offset);
+        push_number(out, time);
+        line3(out, b"", from, body);
+    }
+
+    /// Appends `HISTORY-OK <stream> <epoch> <top> <n>`.
+    pub fn encode_history_ok(out: &mut Vec<u8>, stream: &str, epoch: &str, top: u64, n: u32) {
+        out.extend_from_slice(HISTORY_OK);
+        out.push(b' ');
+        out.extend_from_slice(stream.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(epoch.as_bytes());
+        push_number(out, top);
+        push_number(out, u64::from(n));
+        out.push(b'\n');
     }
 
     /// Appends `MEMBERS-OK <room> <name>,...` (`MEMBERS-OK <room>` for none) from borrowed
@@ -922,6 +1147,69 @@ fn token(rest: Option<&[u8]>, command: Command) -> Result<Option<&str>, RequestE
             .map_err(|_| RequestError::BadToken(command)),
         Some(_) => Err(RequestError::BadToken(command)),
     }
+}
+
+/// `<stream> [BEFORE <offset>] <count>`.
+fn parse_history(rest: Option<&[u8]>) -> Option<Request<'static>> {
+    let (stream, rest) = split_word(rest?);
+    let stream = if stream == b"@" {
+        Stream::Direct
+    } else {
+        Stream::Room(RoomName::from_bytes(stream).ok()?)
+    };
+    let (word, rest) = split_word(rest?);
+    let (before, count) = if word == BEFORE {
+        let (offset, count) = split_word(rest?);
+        (Some(number(offset)?), count?)
+    } else if rest.is_none() {
+        (None, word)
+    } else {
+        return None;
+    };
+    let count = u32::try_from(number(count)?).ok()?;
+    if !(1..=ext::MAX_HISTORY_PAGE).contains(&count) {
+        return None;
+    }
+    Some(Request::History {
+        stream,
+        before,
+        count,
+    })
+}
+
+/// A decimal number: 1 to 20 digits, no sign, no leading zero (one spelling per number).
+fn number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty()
+        || digits.len() > 20
+        || (digits.len() > 1 && digits[0] == b'0')
+        || !digits.iter().all(u8::is_ascii_digit)
+    {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn push_number(out: &mut Vec<u8>, n: u64) {
+    out.push(b' ');
+    out.extend_from_slice(n.to_string().as_bytes());
+}
+
+fn peer_epoch(bytes: &[u8]) -> Option<&str> {
+    if ext::is_epoch(bytes) {
+        std::str::from_utf8(bytes).ok()
+    } else {
+        None
+    }
+}
+
+fn epoch_and_top<'a>(
+    rest: Option<&'a [u8]>,
+    what: &'static str,
+) -> Result<(&'a str, u64), ReplyError> {
+    let bad = ReplyError::BadArgument(what);
+    let (epoch, top) = split_word(rest.ok_or(bad.clone())?);
+    let epoch = peer_epoch(epoch).ok_or(bad.clone())?;
+    Ok((epoch, top.and_then(number).ok_or(bad)?))
 }
 
 fn room_arg(rest: Option<&[u8]>, command: Command) -> Result<RoomName, RequestError> {
@@ -1251,6 +1539,145 @@ mod tests {
                 let line = reply.to_line();
                 prop_assert_eq!(Reply::parse(&line[..line.len() - 1]), Ok(reply));
             }
+        }
+    }
+
+    fn arb_epoch() -> impl Strategy<Value = String> {
+        "[0-9a-z]{1,32}"
+    }
+
+    fn arb_stream() -> impl Strategy<Value = Stream> {
+        prop_oneof![Just(Stream::Direct), arb_room().prop_map(Stream::Room)]
+    }
+
+    proptest! {
+        #[test]
+        fn history_lines_roundtrip(
+            stream in arb_stream(),
+            r in arb_room(),
+            a in arb_name(),
+            body in arb_body(),
+            epoch in arb_epoch(),
+            offset in any::<u64>(),
+            time in any::<u64>(),
+            before in proptest::option::of(any::<u64>()),
+            count in 1..=crate::MAX_HISTORY_PAGE,
+            n in any::<u32>(),
+        ) {
+            let reqs = [
+                Request::History { stream: stream.clone(), before, count },
+                Request::Resume { epoch: &epoch, offset },
+            ];
+            for req in reqs {
+                prop_assert_eq!(req.command().extension(), Some(Extension::History));
+                let line = req.to_line();
+                prop_assert_eq!(Request::parse(&line[..line.len() - 1]), Ok(req));
+            }
+            let replies = vec![
+                Reply::DeliveryAt { offset, time, from: a.clone(), body: &body },
+                Reply::SaidAt { room: r.clone(), offset, time, from: a.clone(), body: &body },
+                Reply::SendQueued,
+                Reply::HistoryOk { stream: stream.clone(), epoch: &epoch, top: offset, n },
+                Reply::ResumeOk { epoch: &epoch, top: offset },
+                Reply::ResumeExpired { epoch: &epoch, top: offset },
+                Reply::ResumeEpoch { epoch: &epoch, top: offset },
+                Reply::NoHistory,
+            ];
+            for reply in replies {
+                prop_assert!(!reply.is_classic());
+                let line = reply.to_line();
+                prop_assert_eq!(Reply::parse(&line[..line.len() - 1]), Ok(reply));
+            }
+        }
+    }
+
+    #[test]
+    fn history_request_table() {
+        use RequestError::BadHistoryArgs;
+        let room = RoomName::parse("#rust").expect("room");
+        let cases: &[(&[u8], Result<Request<'_>, RequestError>)] = &[
+            (
+                b"HISTORY @ 20",
+                Ok(Request::History {
+                    stream: Stream::Direct,
+                    before: None,
+                    count: 20,
+                }),
+            ),
+            (
+                b"HISTORY #rust BEFORE 57 50",
+                Ok(Request::History {
+                    stream: Stream::Room(room),
+                    before: Some(57),
+                    count: 50,
+                }),
+            ),
+            (b"HISTORY @ 51", Err(BadHistoryArgs(Command::History))),
+            (b"HISTORY @ 0", Err(BadHistoryArgs(Command::History))),
+            (b"HISTORY @ 020", Err(BadHistoryArgs(Command::History))),
+            (b"HISTORY @", Err(BadHistoryArgs(Command::History))),
+            (b"HISTORY", Err(BadHistoryArgs(Command::History))),
+            (b"HISTORY bob 5", Err(BadHistoryArgs(Command::History))),
+            (b"HISTORY @ 5 x", Err(BadHistoryArgs(Command::History))),
+            (b"HISTORY @ BEFORE 5", Err(BadHistoryArgs(Command::History))),
+            (
+                b"HISTORY @ before 5 5",
+                Err(BadHistoryArgs(Command::History)),
+            ),
+            (
+                b"HISTORY @ BEFORE -1 5",
+                Err(BadHistoryArgs(Command::History)),
+            ),
+            (
+                b"RESUME abc 0",
+                Ok(Request::Resume {
+                    epoch: "abc",
+                    offset: 0,
+                }),
+            ),
+            (b"RESUME abc", Err(BadHistoryArgs(Command::Resume))),
+            (b"RESUME ABC 1", Err(BadHistoryArgs(Command::Resume))),
+            (b"RESUME abc 1 2", Err(BadHistoryArgs(Command::Resume))),
+            (b"RESUME", Err(BadHistoryArgs(Command::Resume))),
+        ];
+        for (line, want) in cases {
+            assert_eq!(
+                &Request::parse(line),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(
+            Reply::DeliveryAt {
+                offset: 7,
+                time: 1_764_633_600_000,
+                from: name("bob"),
+                body: " hi"
+            }
+            .to_line(),
+            b"DELIVERY-AT 7 1764633600000 bob  hi\n"
+        );
+        assert_eq!(
+            Reply::parse(b"HISTORY-OK @ e 0 0"),
+            Ok(Reply::HistoryOk {
+                stream: Stream::Direct,
+                epoch: "e",
+                top: 0,
+                n: 0
+            })
+        );
+        for bad in [
+            &b"DELIVERY-AT 7 1 bob"[..],
+            b"DELIVERY-AT x 1 bob hi",
+            b"RESUME-OK e",
+            b"SEND-QUEUED x",
+        ] {
+            assert!(
+                Reply::parse(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

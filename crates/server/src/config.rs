@@ -74,6 +74,9 @@ pub struct Config {
     /// The `rooms` extension's limits (`max-rooms-per-user`, `max-room-members`,
     /// `max-topic`).
     pub rooms: crate::rooms::RoomLimits,
+    /// The `history` extension's limits (`history-direct-cap`, `history-room-cap`,
+    /// `history-retention`, `history-queue`); used where the hub keeps history.
+    pub history: crate::history::HistorySettings,
 }
 
 /// Which generation of the classic protocol the server speaks (`docs/protocol.md`,
@@ -147,6 +150,7 @@ impl Default for Config {
             practice: None,
             generation: GenerationPolicy::Auto,
             rooms: crate::rooms::RoomLimits::default(),
+            history: crate::history::HistorySettings::default(),
         }
     }
 }

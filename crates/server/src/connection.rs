@@ -48,7 +48,8 @@ use tracing::{debug, info, warn, Instrument};
 use crate::accounts::{AccountService, Origin};
 use crate::admission::{Admission, Slot};
 use crate::config::Config;
-use crate::hub::{Delivery, Hub, LoginError, Sent};
+use crate::history::{direct_key, History};
+use crate::hub::{Delivery, DirectResult, Hub, LoginError, Sent};
 use crate::limits::{Admit, TokenBucket};
 use crate::metrics::{Command, Disconnect, Listener, Metrics};
 use crate::outbox::{Outbox, PushError};
@@ -199,6 +200,10 @@ fn offered<H: Hub>(shared: &Shared<H>) -> tcpchat_proto::ExtensionSet {
         .is_some_and(AccountService::offered)
     {
         offered.remove(tcpchat_proto::Extension::Accounts);
+    }
+    // Only a hub that keeps history serves it (one process; not a cluster yet).
+    if shared.hub.history().is_none() {
+        offered.remove(tcpchat_proto::Extension::History);
     }
     offered
 }
@@ -579,6 +584,10 @@ impl<H: Hub> Connection<H> {
         match step {
             Step::Reply(reply) => {
                 self.shared.metrics.request(Command::Other, &reply);
+                // From `EXT-OK` on, senders give this connection the lines with offsets.
+                if matches!(reply, Reply::ExtOk(_)) && self.session.has(Extension::History) {
+                    self.outbox.set_history();
+                }
                 self.reply(&reply)
             }
             Step::Nothing => Ok(()),
@@ -608,8 +617,21 @@ impl<H: Hub> Connection<H> {
                 if let Err(reply) = checked {
                     return self.reply(&reply);
                 }
+                // Before the name is ours: from here direct messages to it are numbered and
+                // kept for the catch-up below, not queued live (`docs/protocol.md`, "Resume").
+                if let Some(history) = self.shared.hub.history() {
+                    history.hold(name.as_str());
+                }
                 let outcome = self.shared.hub.take_over(&name, &self.outbox).await;
-                self.finish_login(name, outcome).await
+                let logged_in = outcome.is_ok();
+                self.finish_login(name.clone(), outcome).await?;
+                let resume = self.session.take_resume();
+                match shared.hub.history() {
+                    Some(history) if logged_in => {
+                        Box::pin(self.catch_up(history, &name, resume)).await
+                    }
+                    _ => Ok(()),
+                }
             }
             Step::Register(password) => {
                 let shared = Arc::clone(&self.shared);
@@ -634,6 +656,12 @@ impl<H: Hub> Connection<H> {
                     return self.reply(&Reply::BadRqstHdr);
                 };
                 let reply = Box::pin(accounts.unregister(self.origin(), &name, &password)).await;
+                // The account's stream goes with it (a new account gets a new epoch).
+                if reply == Reply::UnregisterOk {
+                    if let Some(history) = shared.hub.history() {
+                        history.reset(name.as_str());
+                    }
+                }
                 self.reply(&reply)
             }
             Step::List => {
@@ -665,6 +693,18 @@ impl<H: Hub> Connection<H> {
                 let Some(from) = self.session.name() else {
                     return self.reply(&Reply::BadRqstHdr);
                 };
+                // A `history` sender: an offline account gets the message kept.
+                if self.session.has(Extension::History) && self.shared.hub.history().is_some() {
+                    let from = from.clone();
+                    self.answer_all().await?;
+                    let reply = match self.shared.hub.deliver_or_queue(&from, &to, body).await {
+                        DirectResult::Delivered => Reply::SendOk,
+                        DirectResult::Queued => Reply::SendQueued,
+                        DirectResult::NoSuchUser => self.session.generation().bad_dest(),
+                    };
+                    self.shared.metrics.request(Command::Send, &reply);
+                    return self.reply(&reply);
+                }
                 match self.shared.hub.submit(from, &to, body).await {
                     Sent::Now(outcome) if self.awaiting.is_empty() => {
                         let reply = self.session.handle_delivery(outcome);
@@ -683,6 +723,17 @@ impl<H: Hub> Connection<H> {
                         Ok(())
                     }
                 }
+            }
+            Step::History {
+                stream,
+                before,
+                count,
+            } => {
+                let shared = Arc::clone(&self.shared);
+                let Some(history) = shared.hub.history() else {
+                    return self.reply(&Reply::BadRqstHdr);
+                };
+                Box::pin(self.history_page(history, stream, before, count)).await
             }
             Step::Room(request) => {
                 // The session only yields Room after login, so there is a lease.
@@ -738,6 +789,158 @@ impl<H: Hub> Connection<H> {
             return Err(End::Busy);
         }
         Ok(())
+    }
+
+    /// `HISTORY`: a page of a stream the user may read, or `NO-HISTORY`.
+    async fn history_page(
+        &mut self,
+        history: &History,
+        stream: tcpchat_proto::Stream,
+        before: Option<u64>,
+        count: u32,
+    ) -> Flow {
+        let Some(name) = self.session.name().cloned() else {
+            return self.reply(&Reply::BadRqstHdr);
+        };
+        let key = match &stream {
+            tcpchat_proto::Stream::Direct if history.tracks(name.as_str()) => {
+                direct_key(name.as_str())
+            }
+            tcpchat_proto::Stream::Room(room)
+                if self.session.has(Extension::Rooms)
+                    && self
+                        .lease
+                        .as_ref()
+                        .is_some_and(|lease| self.shared.hub.in_room(lease, room)) =>
+            {
+                room.as_str().to_owned()
+            }
+            _ => return self.reply(&Reply::NoHistory),
+        };
+        let view = history.view(&key);
+        history.flushed().await;
+        let below = before.unwrap_or(u64::MAX).min(view.top.saturating_add(1));
+        let page = match history.before(&key, below, count).await {
+            Ok(page) => page,
+            Err(e) => {
+                warn!(error = %e, stream = %key, "history read failed");
+                Vec::new()
+            }
+        };
+        let n = u32::try_from(page.len()).unwrap_or(u32::MAX);
+        self.outbox
+            .push_with(|buf| {
+                Reply::encode_history_ok(buf, stream.as_str(), &view.epoch, view.top, n);
+                for m in &page {
+                    stored_line(buf, &stream, m);
+                }
+            })
+            .map_err(|why| self.refused(why))?;
+        self.drain().await
+    }
+
+    /// The catch-up of an account's login (`docs/protocol.md`, "Offline delivery",
+    /// "Resume"): what it missed of its direct stream, in order, then (on a `history`
+    /// connection) `RESUME-OK`, queued in the same step that makes the stream live, so no
+    /// live line comes before it and none is missed.
+    async fn catch_up(
+        &mut self,
+        history: &History,
+        name: &tcpchat_proto::Username,
+        resume: Option<(String, u64)>,
+    ) -> Flow {
+        let key = direct_key(name.as_str());
+        let extended = self.session.has(Extension::History);
+        let view = history.view(&key);
+        let mut from = view.delivered;
+        if let (true, Some((epoch, offset))) = (extended, resume) {
+            if epoch == view.epoch && offset <= view.top {
+                from = offset;
+                if offset < view.top {
+                    history.flushed().await;
+                    let oldest = history.oldest(&key).await.ok().flatten();
+                    if oldest.is_none_or(|o| o > offset + 1) {
+                        self.reply(&Reply::ResumeExpired {
+                            epoch: &view.epoch,
+                            top: view.top,
+                        })?;
+                    }
+                }
+            } else {
+                self.reply(&Reply::ResumeEpoch {
+                    epoch: &view.epoch,
+                    top: view.top,
+                })?;
+            }
+        }
+        let stream = tcpchat_proto::Stream::Direct;
+        loop {
+            let top = history.view(&key).top;
+            if from < top {
+                history.flushed().await;
+                while from < top {
+                    let page = match history
+                        .after(&key, from, top, tcpchat_proto::MAX_HISTORY_PAGE)
+                        .await
+                    {
+                        Ok(page) => page,
+                        Err(e) => {
+                            warn!(error = %e, stream = %key, "history read failed during a catch-up");
+                            Vec::new()
+                        }
+                    };
+                    let Some(last) = page.last().map(|m| m.offset) else {
+                        // Nothing kept after `from`: the rest expired.
+                        from = top;
+                        break;
+                    };
+                    self.outbox
+                        .push_with(|buf| {
+                            for m in &page {
+                                if extended {
+                                    stored_line(buf, &stream, m);
+                                } else {
+                                    Reply::encode_delivery(buf, &m.sender, &m.body);
+                                }
+                            }
+                        })
+                        .map_err(|why| self.refused(why))?;
+                    from = last;
+                    self.drain().await?;
+                }
+            }
+            let outbox = Arc::clone(&self.outbox);
+            let live = history.go_live(name.as_str(), from, |v| {
+                if extended {
+                    let _ = outbox.push_with(|buf| {
+                        Reply::ResumeOk {
+                            epoch: &v.epoch,
+                            top: v.top,
+                        }
+                        .encode(buf);
+                    });
+                }
+            });
+            if live {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes what is queued until it is under a quarter of the outgoing limit, waiting for
+    /// the socket: a catch-up or a page larger than the queue goes out in parts instead of
+    /// overflowing it. The peer's own pace sets how long this takes.
+    async fn drain(&mut self) -> Flow {
+        let low = self.outbox.limit_bytes() / 4;
+        loop {
+            self.flush_ready()?;
+            if self.pending.len() - self.written + self.outbox.queued_bytes() <= low {
+                return Ok(());
+            }
+            if self.stream.ready(Interest::WRITABLE).await.is_err() {
+                return Err(End::Error);
+            }
+        }
     }
 
     /// Where this connection's password requests come from.
@@ -871,6 +1074,23 @@ impl End {
             End::Timeout(_) => Disconnect::Timeout,
             End::Shutdown => Disconnect::Shutdown,
             End::Flooded | End::Displaced => Disconnect::Limit,
+        }
+    }
+}
+
+/// Appends one stored message as its line: `DELIVERY-AT` for the direct stream, `SAID-AT`
+/// for a room.
+fn stored_line(
+    buf: &mut Vec<u8>,
+    stream: &tcpchat_proto::Stream,
+    m: &tcpchat_accounts::history::StoredMessage,
+) {
+    match stream {
+        tcpchat_proto::Stream::Direct => {
+            Reply::encode_delivery_at(buf, m.offset, m.time, &m.sender, &m.body);
+        }
+        tcpchat_proto::Stream::Room(room) => {
+            Reply::encode_said_at(buf, room.as_str(), m.offset, m.time, &m.sender, &m.body);
         }
     }
 }

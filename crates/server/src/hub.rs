@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tcpchat_proto::{Reply, Username};
 
+use crate::history::History;
 use crate::outbox::Outbox;
 use crate::rooms::{Asker, RoomError, RoomLimits, RoomRequest, Rooms};
 
@@ -50,6 +51,17 @@ pub enum Delivery {
     /// Queued on the recipient's connection (`SEND-OK`).
     Delivered,
     /// No such user, or the recipient is being dropped (`BAD-DEST-USER`).
+    NoSuchUser,
+}
+
+/// What happened to a direct message from a `history` sender ([`Hub::deliver_or_queue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectResult {
+    /// Queued on the recipient's connection (`SEND-OK`).
+    Delivered,
+    /// The recipient is an offline account: kept for their next login (`SEND-QUEUED`).
+    Queued,
+    /// No such user, or nothing could be kept (`BAD-DEST-USER`).
     NoSuchUser,
 }
 
@@ -175,6 +187,35 @@ pub trait Hub: Send + Sync + 'static {
         let _ = (lease, outbox, request, limits);
         std::future::ready(Err(RoomError::Unserved))
     }
+
+    /// The history service, when this hub serves `history` (`docs/protocol.md`,
+    /// "history"); `None` (the default) and the extension is not offered.
+    fn history(&self) -> Option<&History> {
+        None
+    }
+
+    /// Like [`Hub::deliver`] for a sender that negotiated `history`: an offline account
+    /// gets the message kept. Only called on a hub that has [`Hub::history`].
+    fn deliver_or_queue(
+        &self,
+        from: &Username,
+        to: &Username,
+        body: &str,
+    ) -> impl Future<Output = DirectResult> + Send {
+        let delivered = self.deliver(from, to, body);
+        async move {
+            match delivered.await {
+                Delivery::Delivered => DirectResult::Delivered,
+                Delivery::NoSuchUser => DirectResult::NoSuchUser,
+            }
+        }
+    }
+
+    /// Whether the login holding `lease` is a member of `room` (who may read its history).
+    fn in_room(&self, lease: &Self::Lease, room: &tcpchat_proto::RoomName) -> bool {
+        let _ = (lease, room);
+        false
+    }
 }
 
 /// Queues one presence change on every watcher: encoded once, one push (a memcpy of a short
@@ -210,6 +251,8 @@ struct Inner {
     roster: tokio::sync::Mutex<(u64, Roster)>,
     /// The `rooms` extension's state; untouched while nobody joins a room.
     rooms: Rooms,
+    /// The `history` extension's service, if the server keeps history.
+    history: Option<History>,
 }
 
 impl Default for Inner {
@@ -220,6 +263,7 @@ impl Default for Inner {
             names: Mutex::default(),
             roster: tokio::sync::Mutex::new((0, Roster::new(Vec::new()))),
             rooms: Rooms::default(),
+            history: None,
         }
     }
 }
@@ -271,6 +315,16 @@ impl MemoryHub {
     /// An empty hub.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty hub that keeps history in `history` (and so serves `history`).
+    pub fn with_history(history: History) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                history: Some(history),
+                ..Inner::default()
+            }),
+        }
     }
 
     /// Queues `DELIVERY` on a local outbox. Shared with backends that route to this process.
@@ -335,6 +389,36 @@ impl MemoryHub {
     }
 
     fn deliver_now(&self, from: &Username, to: &Username, body: &str) -> Delivery {
+        match self.direct_now(from, to, body, false) {
+            DirectResult::Delivered => Delivery::Delivered,
+            DirectResult::Queued | DirectResult::NoSuchUser => Delivery::NoSuchUser,
+        }
+    }
+
+    /// A direct message; to an account when the hub keeps history, numbered and stored on
+    /// the way (see [`History::direct`]), and kept while it is offline if `queue`.
+    fn direct_now(&self, from: &Username, to: &Username, body: &str, queue: bool) -> DirectResult {
+        if let Some(history) = self
+            .inner
+            .history
+            .as_ref()
+            .filter(|h| h.tracks(to.as_str()))
+        {
+            let lookup = || {
+                self.inner
+                    .users()
+                    .get(to.as_str())
+                    .map(|e| Arc::clone(&e.outbox))
+            };
+            return history.direct(to.as_str(), from.as_str(), body, queue, lookup);
+        }
+        match self.deliver_classic(from, to, body) {
+            Delivery::Delivered => DirectResult::Delivered,
+            Delivery::NoSuchUser => DirectResult::NoSuchUser,
+        }
+    }
+
+    fn deliver_classic(&self, from: &Username, to: &Username, body: &str) -> Delivery {
         // The outbox is cloned out and pushed to after the map lock is released: the push
         // may wait on the recipient's own lock, which its task can hold for a long
         // `LIST-OK` memcpy, and the lock every SEND takes must never wait on that.
@@ -393,6 +477,23 @@ impl Hub for MemoryHub {
         true
     }
 
+    fn history(&self) -> Option<&History> {
+        self.inner.history.as_ref()
+    }
+
+    fn deliver_or_queue(
+        &self,
+        from: &Username,
+        to: &Username,
+        body: &str,
+    ) -> impl Future<Output = DirectResult> + Send {
+        std::future::ready(self.direct_now(from, to, body, true))
+    }
+
+    fn in_room(&self, lease: &MemoryLease, room: &tcpchat_proto::RoomName) -> bool {
+        self.inner.rooms.is_member(room, lease.id)
+    }
+
     fn room(
         &self,
         lease: &MemoryLease,
@@ -405,7 +506,12 @@ impl Hub for MemoryHub {
             name: &lease.name,
             outbox,
         };
-        std::future::ready(self.inner.rooms.handle(asker, request, limits))
+        let history = self.inner.history.as_ref();
+        std::future::ready(
+            self.inner
+                .rooms
+                .handle_with(asker, request, limits, history),
+        )
     }
 }
 

@@ -18,6 +18,7 @@ mod admission;
 mod config;
 mod connection;
 pub mod entry;
+pub mod history;
 pub mod hub;
 pub mod limits;
 mod listener;
@@ -32,7 +33,8 @@ pub use config::{
     Config, ConfigError, GenerationPolicy, Keepalive, Practice, MAX_LINE_LIMIT_BYTES,
 };
 pub use entry::{Entry, Refused};
-pub use hub::{Delivery, Hub, LoginError, MemoryHub, Roster, Sent};
+pub use history::{History, HistorySettings};
+pub use hub::{Delivery, DirectResult, Hub, LoginError, MemoryHub, Roster, Sent};
 pub use limits::Limits;
 pub use listener::{
     bind, run, run_listeners, run_observed, run_with_hub, Listeners, WebServer, LISTEN_BACKLOG,

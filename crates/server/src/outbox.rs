@@ -19,6 +19,7 @@
 //! blocking mutex is the right tool here). An idle outbox holds no buffer at all: the queue
 //! is handed out whole by [`Outbox::take`] and nothing is kept for reuse.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -51,6 +52,10 @@ pub struct Outbox {
     state: Mutex<State>,
     ready: Notify,
     limit_bytes: usize,
+    /// The connection negotiated `history`: its direct and room messages are the lines with
+    /// offsets (`DELIVERY-AT`, `SAID-AT`). Set once, before login, so every sender reads it
+    /// the same way from then on.
+    history: AtomicBool,
 }
 
 impl Outbox {
@@ -60,7 +65,23 @@ impl Outbox {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             limit_bytes,
+            history: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the connection as a `history` one (see [`Outbox::history`]).
+    pub fn set_history(&self) {
+        self.history.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection negotiated `history`.
+    pub fn history(&self) -> bool {
+        self.history.load(Ordering::Relaxed)
+    }
+
+    /// The queue's limit in bytes.
+    pub fn limit_bytes(&self) -> usize {
+        self.limit_bytes
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -127,6 +127,19 @@ impl Room {
             let _ = member.outbox.push_with(|buf| buf.extend_from_slice(line));
         }
     }
+
+    /// [`Room::fan_out`] of a stored message: `history` members get `extended` (`SAID-AT`,
+    /// with its offset), the others `classic` (`SAID`). Each encoded once.
+    fn fan_out_stored(&self, classic: &[u8], extended: &[u8]) {
+        for member in &self.members {
+            let line = if member.outbox.history() {
+                extended
+            } else {
+                classic
+            };
+            let _ = member.outbox.push_with(|buf| buf.extend_from_slice(line));
+        }
+    }
 }
 
 type Shared = Arc<Mutex<Room>>;
@@ -162,11 +175,26 @@ impl Rooms {
     ///
     /// # Errors
     /// The refusal to answer with instead; nothing was queued or changed.
+    #[cfg(test)]
     pub(crate) fn handle(
         &self,
         asker: Asker<'_>,
         request: RoomRequest<'_>,
         limits: RoomLimits,
+    ) -> Result<(), RoomError> {
+        self.handle_with(asker, request, limits, None)
+    }
+
+    /// [`Rooms::handle`], numbering and storing `SAY` messages in `history` if there is one.
+    ///
+    /// # Errors
+    /// The refusal to answer with instead; nothing was queued or changed.
+    pub(crate) fn handle_with(
+        &self,
+        asker: Asker<'_>,
+        request: RoomRequest<'_>,
+        limits: RoomLimits,
+        history: Option<&crate::history::History>,
     ) -> Result<(), RoomError> {
         match request {
             RoomRequest::Join(room) => self.join(asker, room, limits),
@@ -203,7 +231,22 @@ impl Rooms {
                 guard.position(asker.id).ok_or(RoomError::NotMember)?;
                 let mut line = Vec::with_capacity(room.as_str().len() + body.len() + 40);
                 Reply::encode_said(&mut line, room.as_str(), asker.name.as_str(), body);
-                guard.fan_out(&line);
+                // Numbered under the room's lock: the stream's order is the room's order.
+                match history.and_then(|h| h.room(room.as_str(), asker.name.as_str(), body)) {
+                    Some(stamp) => {
+                        let mut extended = Vec::with_capacity(line.len() + 48);
+                        Reply::encode_said_at(
+                            &mut extended,
+                            room.as_str(),
+                            stamp.offset,
+                            stamp.time,
+                            asker.name.as_str(),
+                            body,
+                        );
+                        guard.fan_out_stored(&line, &extended);
+                    }
+                    None => guard.fan_out(&line),
+                }
                 Ok(())
             }
             RoomRequest::Topic { room, text } => {
@@ -224,6 +267,12 @@ impl Rooms {
             }
             RoomRequest::Kick { room, name } => self.kick(asker, room, &name),
         }
+    }
+
+    /// Whether the login `id` is in `room`.
+    pub(crate) fn is_member(&self, room: &RoomName, id: u64) -> bool {
+        self.find(room)
+            .is_some_and(|shared| lock(&shared).position(id).is_some())
     }
 
     fn find(&self, room: &RoomName) -> Option<Shared> {

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use tcpchat_proto::{
-    Command, Extension, ExtensionSet, Password, Reply, Request, RequestError, Username,
+    Command, Extension, ExtensionSet, Password, Reply, Request, RequestError, Stream, Username,
 };
 
 use crate::hub::{Delivery, LoginError};
@@ -49,6 +49,13 @@ pub enum Step<'a> {
     /// Ask the hub to do this room request (it queues the answer), then call
     /// [`Session::handle_room`].
     Room(RoomRequest<'a>),
+    /// `HISTORY`: read a page of `stream` (who may read it is the connection's to check)
+    /// and send it.
+    History {
+        stream: Stream,
+        before: Option<u64>,
+        count: u32,
+    },
 }
 
 /// Why a session gave up on its connection.
@@ -110,7 +117,8 @@ pub const SERVED: ExtensionSet = ExtensionSet::NONE
     .with(Extension::Keepalive)
     .with(Extension::Presence)
     .with(Extension::Accounts)
-    .with(Extension::Rooms);
+    .with(Extension::Rooms)
+    .with(Extension::History);
 
 /// What a server configured to offer `configured` offers: the part this build [`SERVED`],
 /// without `rooms` on a hub that does not serve them ([`crate::Hub::serves_rooms`]).
@@ -146,6 +154,10 @@ pub struct Session {
     generation: tcpchat_proto::Generation,
     /// Longest topic accepted (`rooms`); a longer one is a body error.
     max_topic: usize,
+    /// `history`: the client's `RESUME` position (epoch, offset), given before login and
+    /// taken by the connection at login; `resumed` once one was given (at most once).
+    resume: Option<(String, u64)>,
+    resumed: bool,
 }
 
 impl Session {
@@ -170,7 +182,14 @@ impl Session {
             policy: crate::config::GenerationPolicy::Auto,
             generation: tcpchat_proto::Generation::Current,
             max_topic: crate::rooms::RoomLimits::default().topic_bytes,
+            resume: None,
+            resumed: false,
         }
+    }
+
+    /// The `RESUME` position the client gave before login, taken once (by the login).
+    pub fn take_resume(&mut self) -> Option<(String, u64)> {
+        self.resume.take()
     }
 
     /// The same session with this topic limit (used only if the connection negotiates
@@ -288,6 +307,21 @@ impl Session {
                 Step::Room(RoomRequest::Topic { room, text })
             }
             Ok(Request::Kick { room, name }) => Step::Room(RoomRequest::Kick { room, name }),
+            Ok(Request::History {
+                stream,
+                before,
+                count,
+            }) => Step::History {
+                stream,
+                before,
+                count,
+            },
+            // Kept for the login; it has no reply of its own (`docs/protocol.md`, "Resume").
+            Ok(Request::Resume { epoch, offset }) => {
+                self.resume = Some((epoch.to_owned(), offset));
+                self.resumed = true;
+                return Step::Nothing;
+            }
             Err(RequestError::UnknownCommand) => return Step::Reply(Reply::BadRqstHdr),
             Err(_) => return Step::Reply(Reply::BadRqstBody),
         };
@@ -335,6 +369,8 @@ impl Session {
             | Command::Topic
             | Command::Kick => logged_in,
             Command::Ping | Command::Pong => true,
+            Command::History => logged_in,
+            Command::Resume => !logged_in && !self.resumed,
             Command::Ext => !logged_in && self.negotiated.is_none() && !self.offered.is_empty(),
         }
     }
@@ -493,7 +529,7 @@ mod tests {
         offered.remove(Extension::Accounts);
         let mut s = extended(now, offered);
         assert_eq!(
-            s.handle_line(b"EXT history,presence,accounts,keepalive,presence", now),
+            s.handle_line(b"EXT resume,presence,accounts,keepalive,presence", now),
             Step::Reply(Reply::ExtOk(vec!["presence", "keepalive"]))
         );
         assert!(s.has(Extension::Presence) && s.has(Extension::Keepalive));
@@ -515,10 +551,63 @@ mod tests {
         }
         // Nothing known: an empty answer, and the connection is classic from then on.
         assert_eq!(
-            s.handle_line(b"EXT history", now),
+            s.handle_line(b"EXT resume", now),
             Step::Reply(Reply::ExtOk(vec![]))
         );
         assert_eq!(s.handle_line(b"PING", now), Step::Reply(Reply::BadRqstHdr));
+    }
+
+    #[test]
+    fn history_lines_become_steps_where_negotiated() {
+        let now = Instant::now();
+        let mut s = extended(now, ExtensionSet::all());
+        assert_eq!(
+            s.handle_line(b"EXT accounts,history", now),
+            Step::Reply(Reply::ExtOk(vec!["accounts", "history"]))
+        );
+        assert_eq!(
+            s.handle_line(b"HISTORY @ 5", now),
+            Step::Reply(Reply::BadRqstHdr),
+            "only once logged in"
+        );
+        assert_eq!(
+            s.handle_line(b"RESUME ab 3", now),
+            Step::Nothing,
+            "kept, no reply"
+        );
+        assert_eq!(
+            s.handle_line(b"RESUME ab 4", now),
+            Step::Reply(Reply::BadRqstHdr),
+            "once"
+        );
+        s.handle_login(name("me"), Ok(()));
+        assert_eq!(s.take_resume(), Some(("ab".to_owned(), 3)));
+        assert_eq!(s.take_resume(), None);
+        assert_eq!(
+            s.handle_line(b"HISTORY @ BEFORE 9 5", now),
+            Step::History {
+                stream: Stream::Direct,
+                before: Some(9),
+                count: 5
+            }
+        );
+        assert_eq!(
+            s.handle_line(b"HISTORY @ 0", now),
+            Step::Reply(Reply::BadRqstBody)
+        );
+        assert_eq!(
+            s.handle_line(b"RESUME ab 3", now),
+            Step::Reply(Reply::BadRqstHdr),
+            "not after login"
+        );
+        // Elsewhere both are unknown commands.
+        let mut classic = logged_in(now);
+        for line in [&b"HISTORY @ 5"[..], b"RESUME ab 3"] {
+            assert_eq!(
+                classic.handle_line(line, now),
+                Step::Reply(Reply::BadRqstHdr)
+            );
+        }
     }
 
     #[test]

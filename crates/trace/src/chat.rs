@@ -207,6 +207,22 @@ fn decode_request(line: &[u8]) -> Decoded {
                     printable(text.as_bytes())
                 ),
                 Request::Kick { room, name } => format!("client removes {name} from {room}"),
+                Request::History {
+                    stream,
+                    before: None,
+                    count,
+                } => format!("client asks for the newest {count} stored messages of {}", stream_words(stream)),
+                Request::History {
+                    stream,
+                    before: Some(before),
+                    count,
+                } => format!(
+                    "client asks for {count} stored messages of {} older than offset {before}",
+                    stream_words(stream)
+                ),
+                Request::Resume { epoch, offset } => format!(
+                    "client says it has its direct messages up to offset {offset} of epoch {epoch} (resume at login)"
+                ),
             };
             Decoded {
                 kind: first_word(line),
@@ -353,6 +369,48 @@ fn decode_reply(line: &[u8]) -> Decoded {
                     "server: cannot reach the room right now; nothing changed, try again"
                         .to_string()
                 }
+                Reply::DeliveryAt {
+                    offset,
+                    time,
+                    from,
+                    body,
+                } => format!(
+                    "server delivers direct message {offset} (sent {time} ms after the Unix epoch) from {from}: \"{}\"",
+                    printable(body.as_bytes())
+                ),
+                Reply::SaidAt {
+                    room,
+                    offset,
+                    time,
+                    from,
+                    body,
+                } => format!(
+                    "server relays message {offset} of {room} (sent {time} ms after the Unix epoch) from {from}: \"{}\"",
+                    printable(body.as_bytes())
+                ),
+                Reply::SendQueued => {
+                    "server: the recipient is offline; the message is kept for their next login"
+                        .to_string()
+                }
+                Reply::HistoryOk {
+                    stream,
+                    epoch,
+                    top,
+                    n,
+                } => format!(
+                    "server: {n} stored messages of {} follow, oldest first (epoch {epoch}, newest offset {top})",
+                    stream_words(stream)
+                ),
+                Reply::ResumeOk { epoch, top } => format!(
+                    "server: caught up; you have your direct messages up to offset {top} of epoch {epoch}, live from here"
+                ),
+                Reply::ResumeExpired { epoch, top } => format!(
+                    "server: some messages after your position have expired; what is kept follows (epoch {epoch}, newest {top})"
+                ),
+                Reply::ResumeEpoch { epoch, top } => format!(
+                    "server: your epoch is not the stream's (it was reset; now {epoch}, newest {top}); undelivered messages follow"
+                ),
+                Reply::NoHistory => "server: you may not read that stream".to_string(),
             };
             Decoded {
                 kind: first_word(line),
@@ -415,6 +473,14 @@ pub fn printable(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// A history stream in words: `@` is the asker's own direct messages.
+fn stream_words(stream: &tcpchat_proto::Stream) -> String {
+    match stream {
+        tcpchat_proto::Stream::Direct => "your direct messages (@)".to_string(),
+        tcpchat_proto::Stream::Room(room) => format!("the room {room}"),
+    }
 }
 
 #[cfg(test)]

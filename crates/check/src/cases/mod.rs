@@ -6,6 +6,7 @@
 
 mod accounts;
 mod commands;
+mod ext_history;
 mod ext_keepalive;
 mod ext_negotiation;
 mod ext_presence;
@@ -322,6 +323,18 @@ pub static CASES: &[Case] = &[
          every member receives each `SAID` once and all of them in the same order, senders \
          included; `MEMBERS` lists the members in join order; `PART` is seen by every \
          member, and a former member's `SAY` is `NOT-MEMBER`."
+    ),
+    case!(
+        "ext-history",
+        ext_history::ext_history,
+        "room messages carry consecutive offsets, the same for every member; HISTORY pages \
+         backwards, oldest first; a former member gets NO-HISTORY (skipped unless rooms and \
+         history are offered)",
+        "On `rooms,history` connections every room message arrives as `SAID-AT` with its \
+         offset: one more for each message, the same for every member. `HISTORY <room> 2` \
+         answers `HISTORY-OK` with the room's newest offset and the two newest lines, oldest \
+         first; `HISTORY <room> BEFORE <offset> 2` the ones older than that offset. A \
+         connection that left the room gets `NO-HISTORY`."
     ),
     case!(
         "accounts-register",

@@ -36,6 +36,8 @@ pub enum Defect {
     /// Does not echo a room message to its sender (as IRC does not), so the sender cannot
     /// know where its message fell among the others'.
     NoRoomEcho,
+    /// Pages `HISTORY` newest first instead of oldest first.
+    HistoryNewestFirst,
     /// Keeps the `\r` of a `\r\n` line end.
     KeepsCr,
     /// `LIST-OK a, b` instead of `LIST-OK a,b`.
@@ -155,10 +157,13 @@ struct Shared {
     /// Room → its members in join order, with their queues; room lines are queued under
     /// this lock, so every member sees one order.
     rooms: Mutex<HashMap<String, Vec<RoomMember>>>,
+    /// The `history` extension: room → its messages (sender, body); the offset is the
+    /// place in the vector plus one.
+    history: Mutex<HashMap<String, Vec<(String, String)>>>,
 }
 
-/// A room member: its name and its queue.
-type RoomMember = (String, mpsc::Sender<Vec<u8>>);
+/// A room member: its name, its queue, and whether it negotiated `history`.
+type RoomMember = (String, mpsc::Sender<Vec<u8>>, bool);
 
 /// A running reference server; stops when dropped.
 pub struct Server {
@@ -186,6 +191,7 @@ pub async fn start(defect: Defect, capacity: usize) -> Server {
         accounts: Mutex::new(HashMap::new()),
         next_id: std::sync::atomic::AtomicU64::new(0),
         rooms: Mutex::new(HashMap::new()),
+        history: Mutex::new(HashMap::new()),
         slots: Arc::new(Semaphore::new(if defect == Defect::ClientLimit40 {
             capacity.min(DEFECT_CLIENT_LIMIT)
         } else {
@@ -276,6 +282,7 @@ async fn serve(stream: TcpStream, shared: &Shared) {
         keepalive: false,
         presence: false,
         rooms: false,
+        history: false,
     };
     let mut buf: Vec<u8> = Vec::new();
     let mut discarding = false;
@@ -364,14 +371,14 @@ async fn serve(stream: TcpStream, shared: &Shared) {
         );
         let mut rooms = lock(&shared.rooms);
         for (room, members) in rooms.iter_mut() {
-            if members.iter().any(|(n, _)| *n == name) {
+            if members.iter().any(|(n, ..)| *n == name) {
                 let (Ok(r), Ok(n)) = (tcpchat_proto::RoomName::parse(room), Username::parse(&name))
                 else {
                     continue;
                 };
                 let line = Reply::Parted { room: r, name: n }.to_line();
-                members.retain(|(n, _)| *n != name);
-                for (_, tx) in members.iter() {
+                members.retain(|(n, ..)| *n != name);
+                for (_, tx, _) in members.iter() {
                     let _ = tx.try_send(line.clone());
                 }
             }
@@ -434,6 +441,7 @@ struct Conn<'a> {
     keepalive: bool,
     presence: bool,
     rooms: bool,
+    history: bool,
 }
 
 impl Conn<'_> {
@@ -501,7 +509,9 @@ impl Conn<'_> {
             | Command::Members
             | Command::Say
             | Command::Topic
-            | Command::Kick => false,
+            | Command::Kick
+            | Command::History
+            | Command::Resume => false,
         };
         let parsed = match Request::parse(line) {
             Ok(r) if !known(r.command()) => Err(RequestError::UnknownCommand),
@@ -630,6 +640,7 @@ impl Conn<'_> {
                 self.presence = names.contains(&Extension::Presence.name());
                 self.accounts = Some(names.contains(&Extension::Accounts.name()));
                 self.rooms = names.contains(&Extension::Rooms.name());
+                self.history = names.contains(&Extension::History.name());
                 self.reply(&Reply::ExtOk(names));
                 Some(true)
             }
@@ -647,15 +658,15 @@ impl Conn<'_> {
                 let me = self.name.clone()?;
                 let mut rooms = lock(&self.shared.rooms);
                 let members = rooms.entry(room.as_str().to_owned()).or_default();
-                if !members.iter().any(|(n, _)| *n == me) {
-                    members.push((me.clone(), self.tx.clone()));
+                if !members.iter().any(|(n, ..)| *n == me) {
+                    members.push((me.clone(), self.tx.clone(), self.history));
                 }
                 let line = Reply::Joined {
                     room,
                     name: Username::parse(&me).ok()?,
                 }
                 .to_line();
-                for (_, tx) in members.iter() {
+                for (_, tx, _) in members.iter() {
                     let _ = tx.try_send(line.clone());
                 }
                 Some(true)
@@ -664,7 +675,7 @@ impl Conn<'_> {
                 let me = self.name.clone()?;
                 let mut rooms = lock(&self.shared.rooms);
                 let members = rooms.entry(room.as_str().to_owned()).or_default();
-                if !members.iter().any(|(n, _)| *n == me) {
+                if !members.iter().any(|(n, ..)| *n == me) {
                     self.reply(&Reply::NotMember);
                     return Some(true);
                 }
@@ -673,10 +684,10 @@ impl Conn<'_> {
                     name: Username::parse(&me).ok()?,
                 }
                 .to_line();
-                for (_, tx) in members.iter() {
+                for (_, tx, _) in members.iter() {
                     let _ = tx.try_send(line.clone());
                 }
-                members.retain(|(n, _)| *n != me);
+                members.retain(|(n, ..)| *n != me);
                 Some(true)
             }
             Ok(Request::Members(room)) if self.rooms && self.name.is_some() => {
@@ -685,7 +696,7 @@ impl Conn<'_> {
                     .get(room.as_str())
                     .into_iter()
                     .flatten()
-                    .filter_map(|(n, _)| Username::parse(n).ok())
+                    .filter_map(|(n, ..)| Username::parse(n).ok())
                     .collect();
                 self.reply(&Reply::MembersOk { room, names });
                 Some(true)
@@ -694,18 +705,70 @@ impl Conn<'_> {
                 let me = self.name.clone()?;
                 let rooms = lock(&self.shared.rooms);
                 let members = rooms.get(room.as_str()).map_or(&[][..], Vec::as_slice);
-                if !members.iter().any(|(n, _)| *n == me) {
+                if !members.iter().any(|(n, ..)| *n == me) {
                     self.reply(&Reply::NotMember);
                     return Some(true);
                 }
                 let mut line = Vec::new();
                 Reply::encode_said(&mut line, room.as_str(), &me, body);
-                for (name, tx) in members {
+                let mut kept = lock(&self.shared.history);
+                let stream = kept.entry(room.as_str().to_owned()).or_default();
+                stream.push((me.clone(), body.to_owned()));
+                let offset = stream.len() as u64;
+                let mut extended = Vec::new();
+                Reply::encode_said_at(&mut extended, room.as_str(), offset, 0, &me, body);
+                for (name, tx, history) in members {
                     if d == Defect::NoRoomEcho && *name == me {
                         continue;
                     }
-                    let _ = tx.try_send(line.clone());
+                    let _ = tx.try_send(if *history {
+                        extended.clone()
+                    } else {
+                        line.clone()
+                    });
                 }
+                Some(true)
+            }
+            Ok(Request::History {
+                stream: tcpchat_proto::Stream::Room(room),
+                before,
+                count,
+            }) if self.history && self.name.is_some() => {
+                let me = self.name.clone()?;
+                let member = lock(&self.shared.rooms)
+                    .get(room.as_str())
+                    .is_some_and(|m| m.iter().any(|(n, ..)| *n == me));
+                if !member {
+                    self.reply(&Reply::NoHistory);
+                    return Some(true);
+                }
+                let kept = lock(&self.shared.history);
+                let all = kept.get(room.as_str()).map_or(&[][..], Vec::as_slice);
+                let top = all.len() as u64;
+                let below = before.unwrap_or(u64::MAX).min(top + 1);
+                let mut page: Vec<(u64, &(String, String))> =
+                    (1..).zip(all).filter(|(o, _)| *o < below).collect();
+                let skip = page.len().saturating_sub(count as usize);
+                page.drain(..skip);
+                if d == Defect::HistoryNewestFirst {
+                    page.reverse();
+                }
+                let mut out = Vec::new();
+                Reply::HistoryOk {
+                    stream: tcpchat_proto::Stream::Room(room.clone()),
+                    epoch: "e1",
+                    top,
+                    n: page.len() as u32,
+                }
+                .encode(&mut out);
+                for (offset, (from, body)) in page {
+                    Reply::encode_said_at(&mut out, room.as_str(), offset, 0, from, body);
+                }
+                let _ = self.tx.try_send(out);
+                Some(true)
+            }
+            Ok(Request::History { .. }) if self.history && self.name.is_some() => {
+                self.reply(&Reply::NoHistory);
                 Some(true)
             }
             _ => None,
