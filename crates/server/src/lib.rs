@@ -18,6 +18,7 @@ mod admission;
 mod config;
 mod connection;
 pub mod hub;
+pub mod latency;
 pub mod limits;
 mod listener;
 pub mod metrics;
