@@ -63,6 +63,12 @@ pub struct MessageReport {
     pub disconnected: u64,
     /// From intended send time to receipt.
     pub latency: Summary,
+    /// Open loop: how late the bench wrote each message after its intended send time (its
+    /// own scheduling lag, part of `latency`).
+    pub send_lag: Option<Summary>,
+    /// The server's own share (`--metrics`): from its read of each `SEND` to its write of
+    /// the `DELIVERY`, from its histogram.
+    pub server_latency: Option<crate::server_side::ServerLatency>,
     /// Fan-in: fewest and most messages one sender got through.
     pub per_sender_min: Option<u64>,
     pub per_sender_max: Option<u64>,
@@ -109,6 +115,8 @@ pub(crate) struct Inputs<'a> {
     pub rss_end: Option<u64>,
     pub rss_peak: Option<u64>,
     pub processes: usize,
+    /// The server's histogram over the run, when its metrics were given.
+    pub server_latency: Option<crate::server_side::ServerLatency>,
 }
 
 const CURVE: [f64; 14] = [
@@ -148,6 +156,8 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
             protocol_errors: r.protocol_errors,
             disconnected: r.disconnected,
             latency: r.latency.summary(),
+            send_lag: (!r.send_lag.is_empty()).then(|| r.send_lag.summary()),
+            server_latency: i.server_latency.clone(),
             per_sender_min: r.per_sender_min,
             per_sender_max: r.per_sender_max,
         };
@@ -356,6 +366,35 @@ impl Report {
                     ms(s.max_us)
                 ),
             );
+            if let Some(s) = &m.send_lag {
+                row(
+                    "bench lag",
+                    format!(
+                        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (send timer vs schedule)",
+                        ms(s.p50_us),
+                        ms(s.p90_us),
+                        ms(s.p99_us),
+                        ms(s.p999_us),
+                        ms(s.max_us)
+                    ),
+                );
+            }
+            if let Some(s) = &m.server_latency {
+                let le = |us: Option<u64>| {
+                    us.map_or_else(|| "> 1 s".to_owned(), |us| format!("≤ {}", ms(us)))
+                };
+                row(
+                    "server",
+                    format!(
+                        "p50 {}  p90 {}  p99 {}  p99.9 {}  ({} deliveries, read to write)",
+                        le(s.p50_us),
+                        le(s.p90_us),
+                        le(s.p99_us),
+                        le(s.p999_us),
+                        s.count
+                    ),
+                );
+            }
             if let (Some(lo), Some(hi)) = (m.per_sender_min, m.per_sender_max) {
                 row("per sender", format!("min {lo}, max {hi} messages"));
             }
@@ -484,6 +523,7 @@ mod tests {
                 rss_end: None,
                 rss_peak: None,
                 processes: workers.len(),
+                server_latency: None,
             });
             let sum = |f: fn(&Counters) -> u64| workers.iter().map(f).sum::<u64>();
             prop_assert_eq!(r.login.logged_in, sum(|c| c.logged_in));
@@ -498,6 +538,10 @@ mod tests {
             prop_assert_eq!(m.content_errors, sum(|c| c.content_errors));
             prop_assert_eq!(m.disconnected, sum(|c| c.disconnected));
             prop_assert_eq!(m.latency.count, sum(|c| c.latency.len()));
+            prop_assert_eq!(
+                m.send_lag.map_or(0, |s| s.count),
+                sum(|c| c.send_lag.len())
+            );
             let max = workers.iter().map(|c| c.latency.summary().max_us).max().unwrap_or(0);
             prop_assert_eq!(m.latency.max_us, max);
             prop_assert_eq!(m.per_sender_max, workers.iter().filter_map(|c| c.per_sender_max).max());

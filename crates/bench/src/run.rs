@@ -37,6 +37,9 @@ pub struct Options {
     pub worker_command: Option<(PathBuf, Vec<OsString>)>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// A tcpchat server's metrics endpoint: its delivery histogram is scraped before and
+    /// after the measured phase and reported beside the bench's latency.
+    pub metrics: Option<crate::server_side::MetricsUrl>,
 }
 
 /// Runs the benchmark and returns its report.
@@ -481,6 +484,14 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
     bar.set_prefix(plan.scenario.name());
     bar.set_length(duration.as_millis().max(1) as u64);
     bar.set_position(0);
+    let scraped_before = match &o.metrics {
+        Some(url) => Some(
+            crate::server_side::scrape(url)
+                .await
+                .map_err(|why| BenchError::Usage(format!("--metrics: {why}")))?,
+        ),
+        None => None,
+    };
     let run_started = Instant::now();
     let _ = shares.phase.send(Phase::Run);
     let mut timeline = Vec::new();
@@ -548,6 +559,17 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
     for mut child in shares.children {
         let _ = child.wait().await;
     }
+    // After the drain: every delivery of the run has been written by then.
+    let server_latency = match (&o.metrics, &scraped_before) {
+        (Some(url), Some(before)) => match crate::server_side::scrape(url).await {
+            Ok(after) => Some(crate::server_side::ServerLatency::between(before, &after)),
+            Err(why) => {
+                tracing::warn!(%why, "--metrics: the scrape after the run failed");
+                None
+            }
+        },
+        _ => None,
+    };
     Ok(report::build(report::Inputs {
         plan,
         server_pid: o.server_pid,
@@ -560,6 +582,7 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
         rss_end,
         rss_peak,
         processes: shares.count,
+        server_latency,
     }))
 }
 

@@ -145,6 +145,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
 
+    /// A tcpchat server's metrics endpoint (http://HOST:PORT/metrics, its
+    /// --metrics-listen): report its own read-to-write delivery latency over the run beside
+    /// the bench's
+    #[arg(long, value_name = "URL")]
+    metrics: Option<tcpchat_bench::MetricsUrl>,
+
     /// Print the report as JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -283,6 +289,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         server_pid: args.server_pid,
         clients_per_process: args.clients_per_process,
         worker_command: Some((exe, vec!["bench".into(), "--worker".into()])),
+        metrics: args.metrics,
         progress: !args.quiet && !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let report = match tcpchat_bench::run(options) {

@@ -55,7 +55,7 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// `self` with one more line read at `at`.
+    /// `stamp` with one more line, read at `at`.
     pub(crate) fn with(stamp: Option<Stamp>, at: Instant) -> Stamp {
         match stamp {
             None => Stamp {
@@ -154,7 +154,7 @@ mod tests {
     fn stamps_keep_the_oldest() {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_millis(1);
-        let s = Stamp::with(Stamp::with(None, t1), t0);
+        let s = Stamp::with(Some(Stamp::with(None, t1)), t0);
         assert_eq!(
             s,
             Stamp {
