@@ -107,6 +107,10 @@ def lag(k):
     return lambda r: ((r.get("messages") or {}).get("send_lag") or {}).get(k)
 
 
+def bench_cpu(r):
+    return (r.get("messages") or {}).get("bench_cpu")
+
+
 def load_avgs(server, name):
     out = []
     for path in sorted(glob.glob(f"{results}/{server}.pinned.{name}.*.load")):
@@ -127,14 +131,16 @@ def interleaved(w):
     w("cell is the median over the rounds, with the lowest and highest in brackets. *Bench lag* is how late")
     w("the bench wrote each message after its intended send time (its own timer and scheduler: part of every")
     w("latency here); *server* is tcpchat's own histogram (read of the `SEND` to the write of the `DELIVERY`,")
-    w("from `/metrics`; bucket upper bounds, so \"at most\"), which no other server offers.")
+    w("from `/metrics`; bucket upper bounds, so \"at most\"), which no other server offers. *Bench CPU* is the")
+    w("bench's own CPU over the run in cores: near 1.0 its one pinned core is saturated, and its queueing, not")
+    w("the server's, makes the tail.")
     if os.environ.get("COMPARE_REALTIME"):
         w("")
         w("Server and bench ran at real-time priority (`--realtime`: `chrt -f 10`), so the machine's other jobs")
         w("could not preempt them; without it, on this shared machine, every figure here swings with their load.")
     w("")
-    w("| server | p50 | p99 | p99.9 | max | bench lag p99 | bench lag p99.9 | server p99 | server p99.9 | load avg |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("| server | p50 | p99 | p99.9 | max | bench lag p99 | bench lag p99.9 | bench CPU | server p99 | server p99.9 | load avg |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, label in ROUND_SERVERS:
         rs = [r for r in load(key, "pinned", "interleaved") if "error" not in r]
         if not rs:
@@ -145,6 +151,7 @@ def interleaved(w):
         w(f"| {label} | {spread(get(lat('p50_us')), fmt_ms)} | {spread(get(lat('p99_us')), fmt_ms)} | "
           f"{spread(get(lat('p999_us')), fmt_ms)} | {spread(get(lat('max_us')), fmt_ms)} | "
           f"{spread(get(lag('p99_us')), fmt_ms)} | {spread(get(lag('p999_us')), fmt_ms)} | "
+          f"{spread(get(bench_cpu), lambda v: f'{v:.2}')} | "
           f"{spread(get(server_side('p99_us')), fmt_ms)} | {spread(get(server_side('p999_us')), fmt_ms)} | {load_txt} |")
     w("")
     notes = [(label, problems(key, "pinned", "interleaved")) for key, label in ROUND_SERVERS]
@@ -187,6 +194,15 @@ w("- Configs: `bench/conf/` (flood control, fake lag and command-rate limits off
 w("- Load: `tcpchat bench`, 64-byte message bodies; classic dialect against tcpchat, IRC against the peers.")
 w("  A classic message costs tcpchat two lines out (`DELIVERY` to the recipient, `SEND-OK` to the sender); an IRC")
 w("  `PRIVMSG` costs one.")
+ALL_LOADS = []
+for path in glob.glob(f"{results}/*.load"):
+    try:
+        ALL_LOADS.append(float(open(path).read().split()[0]))
+    except (OSError, ValueError, IndexError):
+        pass
+if ALL_LOADS:
+    w(f"- Other load: 1-minute load average {min(ALL_LOADS):.1f} to {max(ALL_LOADS):.1f} at the end of the runs (2 cores; above")
+    w("  about 2 other jobs were competing for the CPU, and every figure below is lower or slower for it)")
 w("")
 for layout in LAYOUTS:
     title = "pinned: server on core 0, bench on core 1" if layout == "pinned" else "unpinned: both free to use both cores"

@@ -69,6 +69,10 @@ pub struct MessageReport {
     /// The server's own share (`--metrics`): from its read of each `SEND` to its write of
     /// the `DELIVERY`, from its histogram.
     pub server_latency: Option<crate::server_side::ServerLatency>,
+    /// The bench's own CPU over the measured phase, in cores (1.0: one core busy all the
+    /// time), when every client ran in one process. Near its cores' count the load
+    /// generator is saturated and its own queueing owns the tail.
+    pub bench_cpu: Option<f64>,
     /// Fan-in: fewest and most messages one sender got through.
     pub per_sender_min: Option<u64>,
     pub per_sender_max: Option<u64>,
@@ -117,6 +121,8 @@ pub(crate) struct Inputs<'a> {
     pub processes: usize,
     /// The server's histogram over the run, when its metrics were given.
     pub server_latency: Option<crate::server_side::ServerLatency>,
+    /// The bench's CPU over the measured phase, in cores.
+    pub bench_cpu: Option<f64>,
 }
 
 const CURVE: [f64; 14] = [
@@ -158,6 +164,7 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
             latency: r.latency.summary(),
             send_lag: (!r.send_lag.is_empty()).then(|| r.send_lag.summary()),
             server_latency: i.server_latency.clone(),
+            bench_cpu: i.bench_cpu,
             per_sender_min: r.per_sender_min,
             per_sender_max: r.per_sender_max,
         };
@@ -379,6 +386,12 @@ impl Report {
                     ),
                 );
             }
+            if let Some(cpu) = m.bench_cpu {
+                row(
+                    "bench CPU",
+                    format!("{cpu:.2} cores over the run (near its cores' count, the bench's own queueing owns the tail)"),
+                );
+            }
             if let Some(s) = &m.server_latency {
                 let le = |us: Option<u64>| {
                     us.map_or_else(|| "> 1 s".to_owned(), |us| format!("≤ {}", ms(us)))
@@ -524,6 +537,7 @@ mod tests {
                 rss_peak: None,
                 processes: workers.len(),
                 server_latency: None,
+                bench_cpu: None,
             });
             let sum = |f: fn(&Counters) -> u64| workers.iter().map(f).sum::<u64>();
             prop_assert_eq!(r.login.logged_in, sum(|c| c.logged_in));

@@ -293,6 +293,21 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// CPU time (user + system) this process has used so far, from `getrusage`.
+fn process_cpu() -> Option<Duration> {
+    // SAFETY: a zeroed rusage is a valid value, and getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF and a pointer to a live rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let time = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).ok()?)
+            .checked_add(Duration::from_micros(u64::try_from(t.tv_usec).ok()?))
+    };
+    time(usage.ru_utime)?.checked_add(time(usage.ru_stime)?)
+}
+
 struct Shares {
     phase: watch::Sender<Phase>,
     events: mpsc::UnboundedReceiver<(usize, ShareEvent)>,
@@ -492,6 +507,8 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
         ),
         None => None,
     };
+    // The bench's own CPU over the measured phase, when every client runs in this process.
+    let cpu_before = shares.children.is_empty().then(process_cpu).flatten();
     let run_started = Instant::now();
     let _ = shares.phase.send(Phase::Run);
     let mut timeline = Vec::new();
@@ -526,6 +543,9 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
         }
     }
     let measured_secs = run_started.elapsed().as_secs_f64();
+    let bench_cpu = cpu_before
+        .zip(process_cpu())
+        .map(|(before, after)| after.saturating_sub(before).as_secs_f64() / measured_secs);
     let rss_end = o.server_pid.and_then(resident_bytes);
     rss_peak = rss_peak.max(rss_end);
 
@@ -583,6 +603,7 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
         rss_peak,
         processes: shares.count,
         server_latency,
+        bench_cpu,
     }))
 }
 

@@ -188,6 +188,11 @@ fn the_servers_share_and_the_benchs_lag_are_reported() {
     let lag = m.send_lag.as_ref().expect("open loop");
     assert_eq!(lag.count, m.sent, "{}", report.table());
     assert!(report.table().contains("bench lag") && report.table().contains("server"));
+    // Every client ran in this process: its own CPU over the run is reported (a share of
+    // cores, whatever its size).
+    let cpu = m.bench_cpu.expect("one process: its CPU is known");
+    assert!(cpu.is_finite() && cpu >= 0.0, "{cpu}");
+    assert!(report.table().contains("bench CPU"), "{}", report.table());
 
     // Not a tcpchat metrics endpoint: a clear error, before any message is sent.
     let wrong = format!("http://{addr}/metrics").parse().expect("url");
