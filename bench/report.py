@@ -125,7 +125,8 @@ def interleaved(w):
     """The interleaved rounds' table (see bench/compare)."""
     w(f"## Latency, interleaved rounds (pinned, {rounds} rounds)")
     w("")
-    w(f"`bench/compare` runs `tcpchat bench latency -n 200 -r 20000 -d {duration}` (classic dialect; IRC against")
+    rate = os.environ.get("COMPARE_RATE", "20000")
+    w(f"`bench/compare` runs `tcpchat bench latency -n 200 -r {rate} -d {duration}` (classic dialect; IRC against")
     w("the IRC servers) against each server in turn, a fresh process each time, server on core 0 and bench")
     w(f"on core 1, and repeats the round {rounds} times: the machine's noise falls on every server alike. Each")
     w("cell is the median over the rounds, with the lowest and highest in brackets. *Bench lag* is how late")
@@ -137,7 +138,8 @@ def interleaved(w):
     if os.environ.get("COMPARE_REALTIME"):
         w("")
         w("Server and bench ran at real-time priority (`--realtime`: `chrt -f 10`), so the machine's other jobs")
-        w("could not preempt them; without it, on this shared machine, every figure here swings with their load.")
+        w("could not preempt them, except that the kernel still gives waiting ordinary jobs up to 50 ms a second")
+        w("(RT throttling): that lands in the far tail of every server alike.")
     w("")
     w("| server | p50 | p99 | p99.9 | max | bench lag p99 | bench lag p99.9 | bench CPU | server p99 | server p99.9 | load avg |")
     w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
