@@ -35,11 +35,15 @@ tokio::task_local! {
 }
 
 /// Runs `handle` (the handling of one read batch) with `read_at` as the batch's stamp.
-pub(crate) async fn scope<F: std::future::Future>(
+///
+/// A plain function returning tokio's scope future, not an `async fn`: an `async fn` would
+/// keep its moved `handle` argument beside the scope future holding it, doubling the space
+/// the connection task reserves for line handling (768 B more per idle connection, measured).
+pub(crate) fn scope<F: std::future::Future>(
     read_at: Option<Instant>,
     handle: F,
-) -> F::Output {
-    READ_AT.scope(read_at, handle).await
+) -> impl std::future::Future<Output = F::Output> {
+    READ_AT.scope(read_at, handle)
 }
 
 /// The stamp of the read batch being handled on this task, if any.
