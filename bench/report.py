@@ -2,7 +2,16 @@
 import glob, json, os, platform, statistics, subprocess, sys
 
 results, out, runs, duration, elapsed, idle_clients, scale_clients = sys.argv[1:8]
+rounds = sys.argv[8] if len(sys.argv) > 8 else "0"
+only = sys.argv[9] if len(sys.argv) > 9 else "all"
 SERVERS = ["tcpchat", "ngircd", "inspircd"]
+# The three-node cluster's column, beside the single process (its rows only).
+CLUSTER = "cluster3"
+CLUSTER_ROWS = {"throughput64", "throughput16", "latency"}
+# The interleaved latency rounds, in the order they ran.
+ROUND_SERVERS = [("tcpchat", "tcpchat"), ("baseline", "tcpchat, `--baseline` binary"), ("relay", "minimal relay (bench/relay)"),
+                 ("inspircd", "InspIRCd"), ("ngircd", "ngircd"),
+                 ("cluster3", "tcpchat, 3 nodes + Redis")]
 LAYOUTS = ["pinned", "unpinned"]
 
 
@@ -80,6 +89,90 @@ ROWS = [
     ("fan-in: server peak RSS (MiB)", "fanin", lambda r: (r.get("memory") or {}).get("peak_bytes"), lambda v: "–" if v is None else f"{v / 2**20:.1f}", False),
 ]
 
+def spread(values, fmt):
+    """median (min–max) of the values that exist."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(statistics.median(values))} ({fmt(min(values)).replace(' ms', '')}–{fmt(max(values))})"
+
+
+def server_side(k):
+    return lambda r: ((r.get("messages") or {}).get("server_latency") or {}).get(k)
+
+
+def lag(k):
+    return lambda r: ((r.get("messages") or {}).get("send_lag") or {}).get(k)
+
+
+def bench_cpu(r):
+    return (r.get("messages") or {}).get("bench_cpu")
+
+
+def load_avgs(server, name):
+    out = []
+    for path in sorted(glob.glob(f"{results}/{server}.pinned.{name}.*.load")):
+        try:
+            out.append(float(open(path).read().split()[0]))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def interleaved(w):
+    """The interleaved rounds' table (see bench/compare)."""
+    w(f"## Latency, interleaved rounds (pinned, {rounds} rounds)")
+    w("")
+    rate = os.environ.get("COMPARE_RATE", "20000")
+    w(f"`bench/compare` runs `tcpchat bench latency -n 200 -r {rate} -d {duration}` (classic dialect; IRC against")
+    w("the IRC servers) against each server in turn, a fresh process each time, server on core 0 and bench")
+    w(f"on core 1, and repeats the round {rounds} times: the machine's noise falls on every server alike. Each")
+    w("cell is the median over the rounds, with the lowest and highest in brackets. *Bench lag* is how late")
+    w("the bench wrote each message after its intended send time (its own timer and scheduler: part of every")
+    w("latency here); *server* is tcpchat's own histogram (read of the `SEND` to the write of the `DELIVERY`,")
+    w("from `/metrics`; bucket upper bounds, so \"at most\"), which no other server offers. *Bench CPU* is the")
+    w("bench's own CPU over the run in cores: near 1.0 its one pinned core is saturated, and its queueing, not")
+    w("the server's, makes the tail.")
+    if os.environ.get("COMPARE_REALTIME"):
+        w("")
+        w("Server and bench ran at real-time priority (`--realtime`: `chrt -f 10`), so the machine's other jobs")
+        w("could not preempt them, except that the kernel still gives waiting ordinary jobs up to 50 ms a second")
+        w("(RT throttling): that lands in the far tail of every server alike.")
+    w("")
+    w("| server | p50 | p99 | p99.9 | max | bench lag p99 | bench lag p99.9 | bench CPU | server p99 | server p99.9 | load avg |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for key, label in ROUND_SERVERS:
+        rs = [r for r in load(key, "pinned", "interleaved") if "error" not in r]
+        if not rs:
+            continue
+        get = lambda f: [f(r) for r in rs]
+        loads = load_avgs(key, "interleaved")
+        load_txt = f"{min(loads):.1f}–{max(loads):.1f}" if loads else "–"
+        w(f"| {label} | {spread(get(lat('p50_us')), fmt_ms)} | {spread(get(lat('p99_us')), fmt_ms)} | "
+          f"{spread(get(lat('p999_us')), fmt_ms)} | {spread(get(lat('max_us')), fmt_ms)} | "
+          f"{spread(get(lag('p99_us')), fmt_ms)} | {spread(get(lag('p999_us')), fmt_ms)} | "
+          f"{spread(get(bench_cpu), lambda v: f'{v:.2}')} | "
+          f"{spread(get(server_side('p99_us')), fmt_ms)} | {spread(get(server_side('p999_us')), fmt_ms)} | {load_txt} |")
+    w("")
+    notes = [(label, problems(key, "pinned", "interleaved")) for key, label in ROUND_SERVERS]
+    notes = [(l, p) for l, p in notes if p]
+    if notes:
+        w("Problems the bench reported in the rounds:")
+        w("")
+        for label, p in notes:
+            w(f"- {label}: {p}")
+        w("")
+
+
+if only == "latency":
+    lines = []
+    interleaved(lines.append)
+    with open(out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    sys.exit(0)
+
 lines = []
 w = lines.append
 w("# Performance")
@@ -103,28 +196,48 @@ w("- Configs: `bench/conf/` (flood control, fake lag and command-rate limits off
 w("- Load: `tcpchat bench`, 64-byte message bodies; classic dialect against tcpchat, IRC against the peers.")
 w("  A classic message costs tcpchat two lines out (`DELIVERY` to the recipient, `SEND-OK` to the sender); an IRC")
 w("  `PRIVMSG` costs one.")
+ALL_LOADS = []
+for path in glob.glob(f"{results}/*.load"):
+    try:
+        ALL_LOADS.append(float(open(path).read().split()[0]))
+    except (OSError, ValueError, IndexError):
+        pass
+if ALL_LOADS:
+    w(f"- Other load: 1-minute load average {min(ALL_LOADS):.1f} to {max(ALL_LOADS):.1f} at the end of the runs (2 cores; above")
+    w("  about 2 other jobs were competing for the CPU, and every figure below is lower or slower for it)")
 w("")
 for layout in LAYOUTS:
     title = "pinned: server on core 0, bench on core 1" if layout == "pinned" else "unpinned: both free to use both cores"
     w(f"## Results, {title}")
     w("")
-    w("| scenario | tcpchat | ngircd | InspIRCd | tcpchat vs ngircd | tcpchat vs InspIRCd |")
-    w("|---|---:|---:|---:|---:|---:|")
+    w("| scenario | tcpchat | tcpchat, 3 nodes + Redis | ngircd | InspIRCd | tcpchat vs ngircd | tcpchat vs InspIRCd |")
+    w("|---|---:|---:|---:|---:|---:|---:|")
     for label, name, get, fmt, higher in ROWS:
         vals = [metric(s, layout, name, get) for s in SERVERS]
-        w(f"| {label} | {fmt(vals[0])} | {fmt(vals[1])} | {fmt(vals[2])} | {fmt_ratio(vals[0], vals[1], higher)} | {fmt_ratio(vals[0], vals[2], higher)} |")
+        cluster = fmt(metric(CLUSTER, layout, name, get)) if name in CLUSTER_ROWS else ""
+        w(f"| {label} | {fmt(vals[0])} | {cluster} | {fmt(vals[1])} | {fmt(vals[2])} | {fmt_ratio(vals[0], vals[1], higher)} | {fmt_ratio(vals[0], vals[2], higher)} |")
     if layout == "pinned":
         vals = [metric(s, layout, "idle", lambda r: (r.get("memory") or {}).get("bytes_per_client")) for s in SERVERS]
         logged = [metric(s, layout, "idle", lambda r: r["login"]["logged_in"]) for s in SERVERS]
-        w(f"| idle {int(idle_clients):,} clients: server RSS per client | " + " | ".join("–" if v is None else f"{v:,.0f} B" for v in vals) +
-          f" | {fmt_ratio(vals[0], vals[1], False)} | {fmt_ratio(vals[0], vals[2], False)} |")
-        w(f"| idle: clients logged in | " + " | ".join(fmt_rate(v) for v in logged) + " | | |")
+        cells = ["–" if v is None else f"{v:,.0f} B" for v in vals]
+        w(f"| idle {int(idle_clients):,} clients: server RSS per client | {cells[0]} | | {cells[1]} | {cells[2]} |"
+          f" {fmt_ratio(vals[0], vals[1], False)} | {fmt_ratio(vals[0], vals[2], False)} |")
+        cells = [fmt_rate(v) for v in logged]
+        w(f"| idle: clients logged in | {cells[0]} | | {cells[1]} | {cells[2]} | | |")
     w("")
     w("Ratios are tcpchat's advantage (>1× means tcpchat is better: more messages, lower latency, less memory).")
+    w("The 3-node column is three `tcpchat serve --cluster` nodes and their Redis on the same machine (on the")
+    w("server's core when pinned), the bench's clients spread over the nodes so every message crosses nodes")
+    w("(`docs/cluster.md`); blank where the scenario is not run against it.")
     w("")
     notes = []
     for s in SERVERS:
         for _, name, *_ in ROWS:
+            p = problems(s, layout, name)
+            if p and (s, name) not in [(n[0], n[1]) for n in notes]:
+                notes.append((s, name, p))
+    for name in sorted(CLUSTER_ROWS):
+        for s in [CLUSTER]:
             p = problems(s, layout, name)
             if p and (s, name) not in [(n[0], n[1]) for n in notes]:
                 notes.append((s, name, p))
@@ -195,6 +308,8 @@ if scale and "error" not in scale[0]:
 else:
     w(f"Not measured: {scale[0].get('error', 'no result') if scale else 'no result'}")
 w("")
+if int(rounds) > 0:
+    interleaved(w)
 w("## Plots")
 w("")
 for s in SERVERS:

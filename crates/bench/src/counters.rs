@@ -103,6 +103,11 @@ pub struct Counters {
     pub disconnected: u64,
     /// Send-to-receive latency (from the intended send time), µs.
     pub latency: Latency,
+    /// Open loop: how late each message was written into its sender's buffer after its
+    /// intended send time, µs. The bench's own scheduling lag (its timer thread, the wakeup
+    /// of the sending task), which every latency above includes.
+    #[serde(default)]
+    pub send_lag: Latency,
     /// Fewest and most messages received from one sender (fan-in fairness).
     pub per_sender_min: Option<u64>,
     pub per_sender_max: Option<u64>,
@@ -148,6 +153,7 @@ impl Counters {
         self.protocol_errors += o.protocol_errors;
         self.disconnected += o.disconnected;
         self.latency.merge(&o.latency);
+        self.send_lag.merge(&o.send_lag);
         self.per_sender_min = match (self.per_sender_min, o.per_sender_min) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -247,6 +253,7 @@ pub(crate) mod strategy {
                 }
                 for s in msgs.1 {
                     c.latency.record_micros(s);
+                    c.send_lag.record_micros(s / 3);
                 }
                 for s in lists.1 {
                     c.list_latency.record_micros(s);

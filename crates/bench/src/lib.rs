@@ -27,6 +27,7 @@ mod plan;
 mod plot;
 mod report;
 mod run;
+pub mod server_side;
 mod share;
 mod stats;
 mod ws;
@@ -40,6 +41,7 @@ pub use pacing::Pacer;
 pub use plan::{Choices, Defaults, Plan, Scenario, ScenarioKind, Share, TlsTarget, WsTarget};
 pub use report::{LoginReport, MemoryReport, MessageReport, Report};
 pub use run::{resident_bytes, run, run_worker, Options};
+pub use server_side::{MetricsUrl, ServerLatency};
 pub use stats::{Latency, Summary};
 
 /// Why a benchmark could not run or complete.

@@ -63,6 +63,16 @@ pub struct MessageReport {
     pub disconnected: u64,
     /// From intended send time to receipt.
     pub latency: Summary,
+    /// Open loop: how late the bench wrote each message after its intended send time (its
+    /// own scheduling lag, part of `latency`).
+    pub send_lag: Option<Summary>,
+    /// The server's own share (`--metrics`): from its read of each `SEND` to its write of
+    /// the `DELIVERY`, from its histogram.
+    pub server_latency: Option<crate::server_side::ServerLatency>,
+    /// The bench's own CPU over the measured phase, in cores (1.0: one core busy all the
+    /// time), when every client ran in one process. Near its cores' count the load
+    /// generator is saturated and its own queueing owns the tail.
+    pub bench_cpu: Option<f64>,
     /// Fan-in: fewest and most messages one sender got through.
     pub per_sender_min: Option<u64>,
     pub per_sender_max: Option<u64>,
@@ -109,6 +119,10 @@ pub(crate) struct Inputs<'a> {
     pub rss_end: Option<u64>,
     pub rss_peak: Option<u64>,
     pub processes: usize,
+    /// The server's histogram over the run, when its metrics were given.
+    pub server_latency: Option<crate::server_side::ServerLatency>,
+    /// The bench's CPU over the measured phase, in cores.
+    pub bench_cpu: Option<f64>,
 }
 
 const CURVE: [f64; 14] = [
@@ -149,6 +163,9 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
             protocol_errors: r.protocol_errors,
             disconnected: r.disconnected,
             latency: r.latency.summary(),
+            send_lag: (!r.send_lag.is_empty()).then(|| r.send_lag.summary()),
+            server_latency: i.server_latency.clone(),
+            bench_cpu: i.bench_cpu,
             per_sender_min: r.per_sender_min,
             per_sender_max: r.per_sender_max,
         };
@@ -361,6 +378,41 @@ impl Report {
                     ms(s.max_us)
                 ),
             );
+            if let Some(s) = &m.send_lag {
+                row(
+                    "bench lag",
+                    format!(
+                        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (send timer vs schedule)",
+                        ms(s.p50_us),
+                        ms(s.p90_us),
+                        ms(s.p99_us),
+                        ms(s.p999_us),
+                        ms(s.max_us)
+                    ),
+                );
+            }
+            if let Some(cpu) = m.bench_cpu {
+                row(
+                    "bench CPU",
+                    format!("{cpu:.2} cores over the run (near its cores' count, the bench's own queueing owns the tail)"),
+                );
+            }
+            if let Some(s) = &m.server_latency {
+                let le = |us: Option<u64>| {
+                    us.map_or_else(|| "> 1 s".to_owned(), |us| format!("≤ {}", ms(us)))
+                };
+                row(
+                    "server",
+                    format!(
+                        "p50 {}  p90 {}  p99 {}  p99.9 {}  ({} deliveries, read to write)",
+                        le(s.p50_us),
+                        le(s.p90_us),
+                        le(s.p99_us),
+                        le(s.p999_us),
+                        s.count
+                    ),
+                );
+            }
             if let (Some(lo), Some(hi)) = (m.per_sender_min, m.per_sender_max) {
                 row("per sender", format!("min {lo}, max {hi} messages"));
             }
@@ -490,6 +542,8 @@ mod tests {
                 rss_end: None,
                 rss_peak: None,
                 processes: workers.len(),
+                server_latency: None,
+                bench_cpu: None,
             });
             let sum = |f: fn(&Counters) -> u64| workers.iter().map(f).sum::<u64>();
             prop_assert_eq!(r.login.logged_in, sum(|c| c.logged_in));
@@ -504,6 +558,10 @@ mod tests {
             prop_assert_eq!(m.content_errors, sum(|c| c.content_errors));
             prop_assert_eq!(m.disconnected, sum(|c| c.disconnected));
             prop_assert_eq!(m.latency.count, sum(|c| c.latency.len()));
+            prop_assert_eq!(
+                m.send_lag.map_or(0, |s| s.count),
+                sum(|c| c.send_lag.len())
+            );
             let max = workers.iter().map(|c| c.latency.summary().max_us).max().unwrap_or(0);
             prop_assert_eq!(m.latency.max_us, max);
             prop_assert_eq!(m.per_sender_max, workers.iter().filter_map(|c| c.per_sender_max).max());

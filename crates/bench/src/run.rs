@@ -37,6 +37,9 @@ pub struct Options {
     pub worker_command: Option<(PathBuf, Vec<OsString>)>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// A tcpchat server's metrics endpoint: its delivery histogram is scraped before and
+    /// after the measured phase and reported beside the bench's latency.
+    pub metrics: Option<crate::server_side::MetricsUrl>,
 }
 
 /// Runs the benchmark and returns its report.
@@ -348,6 +351,21 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// CPU time (user + system) this process has used so far, from `getrusage`.
+fn process_cpu() -> Option<Duration> {
+    // SAFETY: a zeroed rusage is a valid value, and getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF and a pointer to a live rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let time = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).ok()?)
+            .checked_add(Duration::from_micros(u64::try_from(t.tv_usec).ok()?))
+    };
+    time(usage.ru_utime)?.checked_add(time(usage.ru_stime)?)
+}
+
 struct Shares {
     phase: watch::Sender<Phase>,
     events: mpsc::UnboundedReceiver<(usize, ShareEvent)>,
@@ -539,6 +557,16 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
     bar.set_prefix(plan.scenario.name());
     bar.set_length(duration.as_millis().max(1) as u64);
     bar.set_position(0);
+    let scraped_before = match &o.metrics {
+        Some(url) => Some(
+            crate::server_side::scrape(url)
+                .await
+                .map_err(|why| BenchError::Usage(format!("--metrics: {why}")))?,
+        ),
+        None => None,
+    };
+    // The bench's own CPU over the measured phase, when every client runs in this process.
+    let cpu_before = shares.children.is_empty().then(process_cpu).flatten();
     let run_started = Instant::now();
     let _ = shares.phase.send(Phase::Run);
     let mut timeline = Vec::new();
@@ -573,6 +601,9 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
         }
     }
     let measured_secs = run_started.elapsed().as_secs_f64();
+    let bench_cpu = cpu_before
+        .zip(process_cpu())
+        .map(|(before, after)| after.saturating_sub(before).as_secs_f64() / measured_secs);
     let rss_end = o.server_pid.and_then(resident_bytes);
     rss_peak = rss_peak.max(rss_end);
 
@@ -606,6 +637,17 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
     for mut child in shares.children {
         let _ = child.wait().await;
     }
+    // After the drain: every delivery of the run has been written by then.
+    let server_latency = match (&o.metrics, &scraped_before) {
+        (Some(url), Some(before)) => match crate::server_side::scrape(url).await {
+            Ok(after) => Some(crate::server_side::ServerLatency::between(before, &after)),
+            Err(why) => {
+                tracing::warn!(%why, "--metrics: the scrape after the run failed");
+                None
+            }
+        },
+        _ => None,
+    };
     Ok(report::build(report::Inputs {
         plan,
         server_pid: o.server_pid,
@@ -618,6 +660,8 @@ async fn coordinate(o: Options) -> Result<Report, BenchError> {
         rss_end,
         rss_peak,
         processes: shares.count,
+        server_latency,
+        bench_cpu,
     }))
 }
 

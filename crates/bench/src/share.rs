@@ -381,8 +381,13 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
                     let now = state.since_origin(Instant::now());
                     let due = pacer.due(run_start, now);
                     while c.counters.sent < due {
-                        let intended = pacer.intended(run_start, c.counters.sent).as_nanos() as u64;
-                        c.send(index, intended);
+                        let intended = pacer.intended(run_start, c.counters.sent);
+                        // The bench's own lateness, beside the latency it is part of.
+                        let lag = now.saturating_sub(intended).as_micros();
+                        c.counters
+                            .send_lag
+                            .record_micros(u64::try_from(lag).unwrap_or(u64::MAX));
+                        c.send(index, intended.as_nanos() as u64);
                     }
                     sleep
                         .as_mut()

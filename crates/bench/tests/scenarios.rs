@@ -107,6 +107,7 @@ fn run(plan: Plan, server_pid: Option<u32>) -> Result<Report, BenchError> {
         clients_per_process: 10_000,
         worker_command: None,
         progress: false,
+        metrics: None,
     })
 }
 
@@ -167,6 +168,87 @@ fn every_scenario_against_the_real_server() {
             assert!(lo > 0 && lo <= hi, "every sender got through: {lo}..{hi}");
         }
     }
+}
+
+/// With the server's metrics given, the report carries the server's share: one delivery
+/// counted per message delivered during the run, and the bench's own send lag, one per
+/// message sent. Counts only.
+#[test]
+fn the_servers_share_and_the_benchs_lag_are_reported() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        rt.block_on(async move {
+            let chat = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback");
+            let scrape = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback");
+            let addrs = (
+                chat.local_addr().expect("local addr"),
+                scrape.local_addr().expect("local addr"),
+            );
+            let metrics = tcpchat_server::Metrics::on();
+            tokio::spawn(tcpchat_server::metrics::serve(scrape, metrics.clone()));
+            tx.send(addrs).expect("test waits for the addresses");
+            let listeners = tcpchat_server::Listeners {
+                plain: Some(chat),
+                tls: None,
+                web: None,
+            };
+            tcpchat_server::run_observed(
+                listeners,
+                load_test_config(),
+                tcpchat_server::MemoryHub::new(),
+                metrics,
+                std::future::pending(),
+            )
+            .await
+            .expect("server runs");
+        });
+    });
+    let (addr, scrape) = rx.recv().expect("server started");
+    let url = format!("http://{scrape}/metrics").parse().expect("url");
+    let report = tcpchat_bench::run(Options {
+        plan: plan(addr, Scenario::Latency { rate: 2000.0 }, 20),
+        server_pid: None,
+        clients_per_process: 10_000,
+        worker_command: None,
+        progress: false,
+        metrics: Some(url),
+    })
+    .expect("bench runs");
+    assert_clean(&report);
+    let m = report.messages.as_ref().expect("latency sends");
+    let server = m.server_latency.as_ref().expect("scraped");
+    assert_eq!(server.count, m.delivered, "{}", report.table());
+    assert!(server.p50_us.is_some(), "{server:?}");
+    let lag = m.send_lag.as_ref().expect("open loop");
+    assert_eq!(lag.count, m.sent, "{}", report.table());
+    assert!(report.table().contains("bench lag") && report.table().contains("server"));
+    // Every client ran in this process: its own CPU over the run is reported (a share of
+    // cores, whatever its size).
+    let cpu = m.bench_cpu.expect("one process: its CPU is known");
+    assert!(cpu.is_finite() && cpu >= 0.0, "{cpu}");
+    assert!(report.table().contains("bench CPU"), "{}", report.table());
+
+    // Not a tcpchat metrics endpoint: a clear error, before any message is sent.
+    let wrong = format!("http://{addr}/metrics").parse().expect("url");
+    let err = tcpchat_bench::run(Options {
+        plan: plan(addr, Scenario::Latency { rate: 2000.0 }, 4),
+        server_pid: None,
+        clients_per_process: 10_000,
+        worker_command: None,
+        progress: false,
+        metrics: Some(wrong),
+    })
+    .expect_err("not a metrics endpoint");
+    assert!(err.to_string().contains("--metrics"), "{err}");
 }
 
 /// LIST in a loop beside SEND: every LIST-OK names all 50 users, every message arrives,

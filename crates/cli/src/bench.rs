@@ -151,6 +151,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
 
+    /// A tcpchat server's metrics endpoint (http://HOST:PORT/metrics, its
+    /// --metrics-listen): report its own read-to-write delivery latency over the run beside
+    /// the bench's
+    #[arg(long, value_name = "URL")]
+    metrics: Option<tcpchat_bench::MetricsUrl>,
+
     /// Print the report as JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -353,6 +359,7 @@ fn run_load(
         server_pid: args.server_pid,
         clients_per_process: args.clients_per_process,
         worker_command: Some((exe, vec!["bench".into(), "--worker".into()])),
+        metrics: args.metrics.clone(),
         progress: !args.quiet && !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let report = match tcpchat_bench::run(options) {

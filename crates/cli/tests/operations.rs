@@ -217,6 +217,68 @@ fn metrics_count_real_traffic() {
 }
 
 /// A JSON log line parsed, with what the test needs to find it.
+/// The server-side delivery histogram counts each delivery written to its recipient, and
+/// nothing else: not the sender's `SEND-OK`, not a refused `SEND`.
+#[test]
+fn delivery_latency_counts_each_delivery_written() {
+    let port = tcpchat_testkit::free_port();
+    let metrics: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let server = Server::start(
+        "127.0.0.1:0",
+        &["--metrics-listen", &metrics.to_string(), "--limits", "off"],
+    );
+    let mut alice = line_client(server.addr);
+    let mut bob = line_client(server.addr);
+    assert_eq!(ask(&mut alice, "HELLO-FROM alice"), "HELLO alice\n");
+    assert_eq!(ask(&mut bob, "HELLO-FROM bob"), "HELLO bob\n");
+    let count = "tcpchat_delivery_latency_seconds_count";
+    assert_eq!(
+        scrape(metrics).get(count),
+        Some(&0.0),
+        "declared before any delivery"
+    );
+    // Three in one write, so one read batch carries them all.
+    alice
+        .1
+        .write_all(b"SEND bob one\nSEND bob two\nSEND nobody x\nSEND alice self\n")
+        .expect("write");
+    // A message to oneself is queued before its `SEND-OK`.
+    for want in [
+        "SEND-OK\n",
+        "SEND-OK\n",
+        "BAD-DEST-USER\n",
+        "DELIVERY alice self\n",
+        "SEND-OK\n",
+    ] {
+        assert_eq!(read_line(&mut alice.0), want);
+    }
+    assert_eq!(read_line(&mut bob.0), "DELIVERY alice one\n");
+    assert_eq!(read_line(&mut bob.0), "DELIVERY alice two\n");
+    // Recorded just after the write returns, so the scrape may briefly lag the read.
+    let s = scrape_until(metrics, count, 3.0);
+    assert_eq!(s.get(count), Some(&3.0), "{s:#?}");
+    assert_eq!(
+        s.get(r#"tcpchat_delivery_latency_seconds_bucket{le="+Inf"}"#),
+        Some(&3.0),
+        "{s:#?}"
+    );
+    let sum = s.get("tcpchat_delivery_latency_seconds_sum").copied();
+    assert!(sum.is_some_and(|v| v > 0.0), "{sum:?}");
+    // Cumulative buckets never decrease.
+    let mut buckets: Vec<(f64, f64)> = s
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k
+                .strip_prefix(r#"tcpchat_delivery_latency_seconds_bucket{le=""#)?
+                .strip_suffix(r#""}"#)?;
+            Some((le.parse().unwrap_or(f64::INFINITY), *v))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(buckets.len() > 10, "{buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+}
+
 fn json(line: &str) -> serde_json::Map<String, serde_json::Value> {
     match serde_json::from_str::<serde_json::Value>(line) {
         Ok(serde_json::Value::Object(o)) => o,

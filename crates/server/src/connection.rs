@@ -147,6 +147,7 @@ pub(crate) fn serve<H: Hub>(
         peer,
         stream,
         pending: Vec::new(),
+        pending_stamp: None,
         written: 0,
         slot,
         bucket,
@@ -240,6 +241,8 @@ struct Connection<H: Hub> {
     /// The batch being written, taken from the outbox, and how much of it is out.
     pending: Vec<u8>,
     written: usize,
+    /// When the oldest delivery in `pending` was read ([`crate::latency`]).
+    pending_stamp: Option<crate::latency::Stamp>,
     /// Its share of the limits; see [`crate::admission`].
     slot: Slot,
     /// Its command rate; `None` when the rate is off or the peer exempt.
@@ -332,7 +335,12 @@ impl<H: Hub> Connection<H> {
                         // the task's state holds only one level of line handling.
                         let read = match self.read_some(&mut framer, &mut read_buf) {
                             Ok(Some((n, now))) => {
-                                match self.handle_input(&mut framer, &read_buf, 0..n, now).await {
+                                let stamp = self.shared.metrics.read_stamp(now);
+                                let handled = crate::latency::scope(
+                                    stamp,
+                                    self.handle_input(&mut framer, &read_buf, 0..n, now),
+                                );
+                                match handled.await {
                                     Ok(()) => {
                                         if n < read_buf.len() && self.paused.is_none() {
                                             // A short read almost always means the socket is
@@ -385,14 +393,16 @@ impl<H: Hub> Connection<H> {
                     // The pause is over: the waiting line, then the rest of its read.
                     if let Some(paused) = self.paused.take_if(|p| p.until <= now) {
                         let Paused { line, rest, .. } = *paused;
-                        let handled = match line {
-                            Held::Line(line) => self.handle_line(&line, now).await,
-                            Held::Overlong(head) => self.handle_overlong(&head, now).await,
-                        };
-                        if let Err(end) = handled {
-                            break end;
-                        }
-                        if let Err(end) = self.handle_input(&mut framer, &read_buf, rest, now).await {
+                        // Timed from now: the pause is the command rate's, not the server's.
+                        let stamp = self.shared.metrics.read_stamp(now);
+                        let handled = crate::latency::scope(stamp, async {
+                            match line {
+                                Held::Line(line) => self.handle_line(&line, now).await?,
+                                Held::Overlong(head) => self.handle_overlong(&head, now).await?,
+                            }
+                            self.handle_input(&mut framer, &read_buf, rest, now).await
+                        });
+                        if let Err(end) = handled.await {
                             break end;
                         }
                         if self.paused.is_none() {
@@ -1006,7 +1016,7 @@ impl<H: Hub> Connection<H> {
         }
         loop {
             if self.pending.is_empty() {
-                let (batch, refusing) = self.outbox.take();
+                let (batch, refusing, stamp) = self.outbox.take_stamped();
                 if let Some(why) = refusing {
                     // Written by the final flush unless the peer stopped reading (Full).
                     self.pending = batch;
@@ -1018,6 +1028,7 @@ impl<H: Hub> Connection<H> {
                 }
                 self.shared.metrics.outbox_batch(batch.len());
                 self.pending = batch;
+                self.pending_stamp = stamp;
                 self.written = 0;
             }
             match self.stream.try_write(&self.pending[self.written..]) {
@@ -1029,6 +1040,9 @@ impl<H: Hub> Connection<H> {
                         // write buffer.
                         self.pending = Vec::new();
                         self.written = 0;
+                        if let Some(stamp) = self.pending_stamp.take() {
+                            self.shared.metrics.written(stamp);
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

@@ -329,7 +329,9 @@ impl MemoryHub {
 
     /// Queues `DELIVERY` on a local outbox. Shared with backends that route to this process.
     pub fn deliver_to(outbox: &Outbox, from: &str, body: &str) -> Delivery {
-        match outbox.push_with(|buf| Reply::encode_delivery(buf, from, body)) {
+        // Stamped with the sender's read, when metrics are on (`crate::latency`).
+        let read_at = crate::latency::read_at();
+        match outbox.push_read_at(read_at, |buf| Reply::encode_delivery(buf, from, body)) {
             Ok(()) => Delivery::Delivered,
             Err(_) => Delivery::NoSuchUser,
         }

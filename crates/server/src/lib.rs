@@ -20,6 +20,7 @@ mod connection;
 pub mod entry;
 pub mod history;
 pub mod hub;
+pub mod latency;
 pub mod limits;
 mod listener;
 pub mod metrics;

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -33,6 +34,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
+
+use crate::latency::{DeliveryLatency, Stamp};
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +197,7 @@ struct Inner {
     bytes_in: Counter,
     bytes_out: Counter,
     outbox_high_water: Gauge<i64, AtomicI64>,
+    delivery_latency: DeliveryLatency,
 }
 
 /// The server's counters; see the module docs. Clones share the counters.
@@ -286,6 +290,12 @@ impl Metrics {
             "Largest batch of bytes ever waiting in one connection's outgoing queue",
             outbox_high_water.clone(),
         );
+        let delivery_latency = DeliveryLatency::default();
+        registry.register(
+            "delivery_latency_seconds",
+            "From reading a SEND to writing its DELIVERY to the recipient's socket, per local delivery (each message of a write counted at the oldest one's wait)",
+            delivery_latency.clone(),
+        );
         extra(&mut registry);
         let by1 = |f: &Family<Labels1, Counter>, key, v| f.get_or_create(&[(key, v)]).clone();
         let inner = Inner {
@@ -304,6 +314,7 @@ impl Metrics {
             bytes_in,
             bytes_out,
             outbox_high_water,
+            delivery_latency,
             registry,
         };
         Self(Some(Arc::new(inner)))
@@ -401,6 +412,22 @@ impl Metrics {
             if n > m.outbox_high_water.get() {
                 m.outbox_high_water.inner().fetch_max(n, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// The time to stamp a read batch with, so its deliveries are timed
+    /// ([`crate::latency`]); `None` when off, and nothing is stamped.
+    #[inline]
+    pub fn read_stamp(&self, now: std::time::Instant) -> Option<std::time::Instant> {
+        self.0.as_ref().map(|_| now)
+    }
+
+    /// The write that completes a batch carrying `stamp`'s deliveries has returned.
+    #[inline]
+    pub fn written(&self, stamp: Stamp) {
+        if let Some(m) = &self.0 {
+            m.delivery_latency
+                .record(stamp.oldest.elapsed(), stamp.lines);
         }
     }
 

@@ -24,6 +24,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+use crate::latency::Stamp;
+
 /// Why a line could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
@@ -43,6 +45,9 @@ struct State {
     queue: Vec<u8>,
     /// Why lines are refused, once they are.
     refusing: Option<PushError>,
+    /// When the oldest delivery queued was read, and how many are stamped
+    /// ([`crate::latency`]); `None` with metrics off.
+    stamp: Option<Stamp>,
 }
 
 /// The outgoing queue of one connection. Shared as `Arc<Outbox>` between the connection's
@@ -98,6 +103,19 @@ impl Outbox {
     /// [`PushError::Full`] if the queue is past its limit (the connection is then marked for
     /// dropping), [`PushError::Evicted`] or [`PushError::Closed`] if it is ending.
     pub fn push_with(&self, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), PushError> {
+        self.push_read_at(None, write)
+    }
+
+    /// [`Outbox::push_with`] for a line read at `read_at` on the sender's connection (a
+    /// delivery): the outbox keeps the oldest such time for [`Outbox::take_stamped`].
+    ///
+    /// # Errors
+    /// As [`Outbox::push_with`].
+    pub fn push_read_at(
+        &self,
+        read_at: Option<std::time::Instant>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), PushError> {
         let mut state = self.lock();
         if let Some(why) = state.refusing {
             return Err(why);
@@ -112,6 +130,9 @@ impl Outbox {
         }
         let was_empty = state.queue.is_empty();
         write(&mut state.queue);
+        if let Some(at) = read_at {
+            state.stamp = Some(Stamp::with(state.stamp, at));
+        }
         drop(state);
         if was_empty {
             self.ready.notify_one();
@@ -130,8 +151,16 @@ impl Outbox {
     /// does: [`PushError::Full`] (the peer stopped reading), [`PushError::Evicted`] (the hub
     /// took the name back) or [`PushError::Closed`]; in each case the connection should end.
     pub fn take(&self) -> (Vec<u8>, Option<PushError>) {
+        let (bytes, refusing, _) = self.take_stamped();
+        (bytes, refusing)
+    }
+
+    /// [`Outbox::take`], with the stamp of the deliveries among the bytes (see
+    /// [`Outbox::push_read_at`]).
+    pub fn take_stamped(&self) -> (Vec<u8>, Option<PushError>, Option<Stamp>) {
         let mut state = self.lock();
-        (std::mem::take(&mut state.queue), state.refusing)
+        let stamp = state.stamp.take();
+        (std::mem::take(&mut state.queue), state.refusing, stamp)
     }
 
     /// Why the outbox refuses lines, if it does, without taking anything: lets a task whose
@@ -243,6 +272,27 @@ mod tests {
         assert_eq!(o.push_with(line("c\n")), Err(PushError::Full));
         o.evict();
         assert_eq!(o.take().1, Some(PushError::Full));
+    }
+
+    #[test]
+    fn the_oldest_read_stamp_goes_with_the_batch() {
+        let o = Outbox::new(100);
+        let t0 = std::time::Instant::now();
+        let t1 = t0 + std::time::Duration::from_millis(1);
+        o.push_with(line("reply\n")).unwrap();
+        o.push_read_at(Some(t1), line("d1\n")).unwrap();
+        o.push_read_at(Some(t0), line("d2\n")).unwrap();
+        let (bytes, _, stamp) = o.take_stamped();
+        assert_eq!(bytes, b"reply\nd1\nd2\n");
+        assert_eq!(
+            stamp,
+            Some(Stamp {
+                oldest: t0,
+                lines: 2
+            })
+        );
+        o.push_with(line("x\n")).unwrap();
+        assert_eq!(o.take_stamped().2, None, "taken with the batch");
     }
 
     #[tokio::test]
