@@ -11,7 +11,11 @@ use tokio::net::TcpListener;
 /// Above `many-clients`' 64, so `busy` runs too.
 const CAPACITY: usize = 80;
 
-async fn server() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+async fn server() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tempfile::TempDir,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let config = tcpchat_server::Config {
@@ -23,16 +27,25 @@ async fn server() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
         )),
         ..tcpchat_server::Config::default()
     };
+    // History kept in a directory of its own, so `ext-history` runs too.
+    let data = tempfile::tempdir().expect("tempdir");
+    let history = tcpchat_server::History::open(
+        data.path(),
+        tcpchat_server::HistorySettings::default(),
+        std::sync::Arc::new(|_: &str| false),
+    )
+    .expect("history");
+    let hub = tcpchat_server::MemoryHub::with_history(history);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tcpchat_server::run(listener, config, async {
+    tokio::spawn(tcpchat_server::run_with_hub(listener, config, hub, async {
         let _ = stopped.await;
     }));
-    (addr, stop)
+    (addr, stop, data)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_case_passes_over_tls() {
-    let (addr, _stop) = server().await;
+    let (addr, _stop, _data) = server().await;
     let ca = TestCa::new();
     let relay = TlsRelay::start(addr, &ca.leaf(&["localhost"]));
     let dir = std::env::temp_dir().join(format!("tcpchat-check-tls-{}", std::process::id()));
@@ -62,7 +75,7 @@ async fn every_case_passes_over_tls() {
 
 #[tokio::test]
 async fn an_untrusted_certificate_is_one_clear_error() {
-    let (addr, _stop) = server().await;
+    let (addr, _stop, _data) = server().await;
     let relay = TlsRelay::start(addr, &TestCa::new().leaf(&["localhost"]));
     let check = Config::new(format!("tls://localhost:{}", relay.addr.port()));
     let err = tcpchat_check::run(&check, |_| {})
