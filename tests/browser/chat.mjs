@@ -1,7 +1,9 @@
 // The web page end to end in a real browser (Debian's Chromium, driven by playwright-core):
 // a browser user and a `tcpchat connect --plain` user chat both ways, presence shows the
 // other come and go, the page survives a server restart with its history, a second browser
-// user (at phone width) chats with the first, a wrong Origin is refused before the upgrade
+// user (at phone width) chats with the first, the three of them talk in a room (joined from
+// the page's form and with `/join` in the message box and the terminal; the page joins it
+// again after the restart; topic, members, unread count, leaving), a wrong Origin is refused before the upgrade
 // and an over-long message is refused without hurting anyone else. Screenshots at 375x740
 // and 1280x800 go to docs/screenshots/.
 //
@@ -112,6 +114,12 @@ function messageShown(page, text, state) {
     .some((m) => m.querySelector('.text').textContent === t && (!s || m.querySelector('.state')?.dataset.state === s)), [text, state]);
 }
 
+/** A room message from `from` shown with its sender's name. */
+function roomMessageShown(page, from, text) {
+  return until(page, `room message ${JSON.stringify(text)} from ${from} shown`, ([f, t]) => [...document.querySelectorAll('#messages .msg.in')]
+    .some((m) => m.querySelector('.text').textContent === t && m.querySelector('.from')?.textContent === `${f}: `), [from, text]);
+}
+
 /** The status line of a raw HTTP request to /ws with this Origin. */
 function upgradeStatus(webAddr, origin) {
   const [host, port] = [webAddr.slice(0, webAddr.lastIndexOf(':')), webAddr.slice(webAddr.lastIndexOf(':') + 1)];
@@ -204,6 +212,23 @@ async function main() {
       await ctx.close();
     }
 
+    step('rooms: alice joins #lobby from the form, bob with /join; they talk');
+    await alice.getByLabel('Join a room').fill('#lobby');
+    await alice.getByRole('button', { name: 'Join room' }).click();
+    await messageShown(alice, 'You joined #lobby');
+    await until(alice, 'the room in the list and the header', () => document.getElementById('peer-title').textContent === '#lobby'
+      && [...document.querySelectorAll('#conversations button')].some((b) => b.getAttribute('aria-label') === '#lobby, room'));
+    bob.type('/join #lobby');
+    await bob.waitFor('bob in the room', (l) => l === 'you joined #lobby');
+    await messageShown(alice, 'bob joined');
+    await until(alice, 'two members shown', () => document.getElementById('room-members').textContent === '2 members: alice, bob');
+    bob.type('hello room,  from the terminal');
+    await roomMessageShown(alice, 'bob', 'hello room,  from the terminal');
+    await send(alice, 'hi room – żółw');
+    await messageShown(alice, 'hi room – żółw', 'delivered');
+    await bob.waitFor('the room message', (l) => l === '[#lobby] <alice> hi room – żółw');
+    await alice.getByRole('button', { name: 'Message bob' }).click();
+
     step('keyboard: Alt+Down / Alt+Up switch conversations');
     const title = () => alice.locator('#peer-title').textContent();
     const before = await title();
@@ -235,6 +260,19 @@ async function main() {
     await messageShown(alice, 'back after the restart', 'delivered');
     await bob.waitFor('the delivery after the restart', (l) => l === '<alice> back after the restart');
 
+    step('the page joined #lobby again after the restart; alice sets its topic');
+    await alice.getByRole('button', { name: /^#lobby, room/ }).click();
+    await until(alice, 'alice back in #lobby alone', () => document.getElementById('room-members').textContent === '1 member: alice');
+    bob.type('/join #lobby');
+    await until(alice, 'bob in #lobby again', () => document.getElementById('room-members').textContent === '2 members: alice, bob');
+    await send(alice, '/topic tea at five');
+    await messageShown(alice, 'alice set the topic: tea at five');
+    await until(alice, 'the topic in the header', () => document.getElementById('room-topic').textContent === 'Topic: tea at five');
+    await send(alice, 'in the room again');
+    await messageShown(alice, 'in the room again', 'delivered');
+    await bob.waitFor('the room message after the restart', (l) => l === '[#lobby] <alice> in the room again');
+    await alice.getByRole('button', { name: 'Message bob' }).click();
+
     step('a second browser user, at phone width, chats with alice');
     const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, hasTouch: true, isMobile: true });
     await offline(phone);
@@ -256,6 +294,28 @@ async function main() {
     await messageShown(carol, 'hello carol!');
     await send(carol, 'see you');
     await messageShown(alice, 'see you');
+
+    step('carol joins #lobby with /join typed in the message box: topic, members, unread');
+    await send(carol, '/join #lobby');
+    await messageShown(carol, 'You joined #lobby');
+    await until(carol, 'the topic and three members', () => document.getElementById('room-topic').textContent === 'Topic: tea at five'
+      && document.getElementById('room-members').textContent === '3 members: alice, bob, carol');
+    await send(carol, 'hello everyone');
+    await messageShown(carol, 'hello everyone', 'delivered');
+    await bob.waitFor('carol in the room', (l) => l === '[#lobby] <carol> hello everyone');
+    const lobbyUnread = alice.getByRole('button', { name: '#lobby, room, 1 unread' });
+    await lobbyUnread.waitFor({ timeout: PATIENCE });
+    await lobbyUnread.click();
+    await roomMessageShown(alice, 'carol', 'hello everyone');
+    await carol.screenshot({ path: join(SHOTS, 'phone-375x740-room.png') });
+    await alice.screenshot({ path: join(SHOTS, 'desktop-1280x800-room.png') });
+    await carol.getByRole('button', { name: 'Leave room' }).click();
+    await messageShown(carol, 'You left #lobby');
+    await messageShown(alice, 'carol left');
+    await until(alice, 'two members again', () => document.getElementById('room-members').textContent === '2 members: alice, bob');
+    await carol.getByRole('button', { name: /^Show conversations/ }).click();
+    await carol.getByRole('button', { name: /^alice/ }).click();
+    await alice.getByRole('button', { name: /^carol/ }).click();
 
     step('a wrong Origin is refused before the upgrade; the page\'s own is not');
     const evil = await upgradeStatus(server.webAddr, 'http://evil.example');
