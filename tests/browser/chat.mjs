@@ -3,7 +3,9 @@
 // other come and go, the page survives a server restart with its history, a second browser
 // user (at phone width) chats with the first, the three of them talk in a room (joined from
 // the page's form and with `/join` in the message box and the terminal; the page joins it
-// again after the restart; topic, members, unread count, leaving), a wrong Origin is refused before the upgrade
+// again after the restart; topic, members, unread count, leaving; a newcomer sees what was
+// said before), a message to a registered user who is offline is kept and shown at her
+// login (history), a wrong Origin is refused before the upgrade
 // and an over-long message is refused without hurting anyone else. Screenshots at 375x740
 // and 1280x800 go to docs/screenshots/.
 //
@@ -196,6 +198,10 @@ async function main() {
     await dora.waitFor('registration', (l) => l.includes('your name is registered'));
     dora.type('/quit');
     await dora.exited;
+    await alice.getByLabel('Message someone').fill('dora');
+    await alice.getByRole('button', { name: 'Open' }).click();
+    await send(alice, 'for dora, while she is away');
+    await messageShown(alice, 'for dora, while she is away', 'queued');
     {
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
       const page = await ctx.newPage();
@@ -209,6 +215,11 @@ async function main() {
       await page.getByLabel(/^Password/).fill('correct-horse-1');
       await page.getByRole('button', { name: 'Join' }).click();
       await until(page, 'dora logged in with her password', () => document.getElementById('me').textContent === 'Signed in as dora');
+      // history: what alice sent while dora was away, kept for her, with its time.
+      const kept = page.getByRole('button', { name: 'alice, online, 1 unread' });
+      await kept.waitFor({ timeout: PATIENCE });
+      await kept.click();
+      await messageShown(page, 'for dora, while she is away');
       await ctx.close();
     }
 
@@ -298,6 +309,7 @@ async function main() {
     step('carol joins #lobby with /join typed in the message box: topic, members, unread');
     await send(carol, '/join #lobby');
     await messageShown(carol, 'You joined #lobby');
+    await roomMessageShown(carol, 'bob', 'hello room,  from the terminal'); // history
     await until(carol, 'the topic and three members', () => document.getElementById('room-topic').textContent === 'Topic: tea at five'
       && document.getElementById('room-members').textContent === '3 members: alice, bob, carol');
     await send(carol, 'hello everyone');

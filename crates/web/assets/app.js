@@ -6,7 +6,12 @@
 // `room #name` (a space cannot be in a user name, so a user called `#name` stays apart).
 // The server answers SAY with the sender's own SAID, in the room's order: that echo is the
 // message's delivery mark. The rooms the user is in are joined again after a reconnection.
-// The `history` extension (offline messages, paging) is not used yet.
+// With `history` (docs/protocol.md, "history"), messages carry the server's time and an
+// offset: direct messages kept while a registered user was away arrive at login with their
+// own time, a SEND to a registered user who is offline is "queued", a login with a password
+// says where it stopped (RESUME, so nothing is lost or shown twice), and a room, on every
+// join, shows its newest kept messages (HISTORY, merged by offset). Older pages are not
+// fetched: the page shows at most the newest HISTORY_PAGE of a room's kept history.
 //
 // State lives in `chat` (the conversations, the people online) and is kept in
 // sessionStorage, so a reconnection, and a reload of the tab, keeps the page's history.
@@ -14,8 +19,8 @@
 
 'use strict';
 
-const EXTENSIONS = ['keepalive', 'presence', 'accounts', 'rooms'];
-// Not asked for yet: 'history' (DELIVERY-AT, HISTORY paging, SEND-QUEUED, RESUME).
+const EXTENSIONS = ['keepalive', 'presence', 'accounts', 'rooms', 'history'];
+const HISTORY_PAGE = 50; // the protocol's page limit
 const ROOM = 'room ';
 const isRoom = (key) => Boolean(key) && key.startsWith(ROOM);
 const roomKey = (name) => ROOM + name;
@@ -35,8 +40,9 @@ const chat = {
   name: null,          // logged in (or logging back in) as
   password: null,      // memory only
   offered: new Set(),  // what EXT-OK gave this connection
-  conversations: {},   // key -> { messages: [{id, dir, from, text, at, state, reason}], unread }
-                       // a room's also { room: true, joined, topic, members: [] }
+  conversations: {},   // key -> { messages: [{id, dir, from, text, at, state, reason, off}], unread }
+                       // a room's also { room: true, joined, topic, members: [], epoch }
+  direct: null,        // { epoch, offset }: how far this account's direct stream was read
   order: [],           // peers, most recent activity first
   current: null,       // the peer shown
   online: new Set(),
@@ -52,13 +58,15 @@ let retryTimer = null;
 let listTimer = null;
 // Requests that get exactly one reply, in order (the server answers in request order).
 let pending = [];
+// HISTORY-OK announces how many stored lines follow it: those are not live.
+let history = { room: null, left: 0 };
 
 // ---------- persistence
 
 function save() {
-  const { name, conversations, order, current, nextId } = chat;
+  const { name, conversations, order, current, nextId, direct } = chat;
   try {
-    sessionStorage.setItem(STORE_KEY, JSON.stringify({ name, conversations, order, current, nextId }));
+    sessionStorage.setItem(STORE_KEY, JSON.stringify({ name, conversations, order, current, nextId, direct }));
   } catch (_) { /* private mode or full: the page still works, without keeping history */ }
 }
 
@@ -71,6 +79,7 @@ function load() {
       chat.order = Array.isArray(s.order) ? s.order : [];
       chat.current = s.current || null;
       chat.nextId = s.nextId || 1;
+      chat.direct = s.direct && typeof s.direct.epoch === 'string' ? s.direct : null;
       // A message still "sending" when the page went away may or may not have arrived.
       for (const c of Object.values(chat.conversations)) {
         for (const m of c.messages) {
@@ -101,6 +110,7 @@ function connect() {
   ws = socket;
   loggedIn = false;
   pending = [];
+  history = { room: null, left: 0 };
   socket.onopen = () => {
     // EXT first; the login follows EXT-OK (a password must wait for it).
     sendLine(`EXT ${EXTENSIONS.join(',')}`);
@@ -113,6 +123,8 @@ function connect() {
 function login() {
   if (!chat.name) return;
   if (chat.password && chat.offered.has('accounts')) {
+    // Where this tab stopped reading the account's direct stream; no reply of its own.
+    if (chat.direct && chat.offered.has('history')) sendLine(`RESUME ${chat.direct.epoch} ${chat.direct.offset}`);
     sendLine(`LOGIN ${chat.name} ${chat.password}`);
   } else {
     sendLine(`HELLO-FROM ${chat.name}`);
@@ -155,6 +167,25 @@ function onLine(line) {
       if (i > 0) receive(rest.slice(0, i), rest.slice(i + 1));
       return;
     }
+    case 'DELIVERY-AT': {
+      // <offset> <time> <from> <msg>
+      const [off, at, from] = rest.split(' ', 3);
+      if (!from) return;
+      const offset = Number(off);
+      const text = rest.slice(off.length + at.length + from.length + 3);
+      if (chat.direct && offset <= chat.direct.offset) return; // had it already
+      if (chat.direct) chat.direct.offset = offset;
+      receive(from, text, from, Number(at) || Date.now());
+      return;
+    }
+    case 'RESUME-OK': case 'RESUME-EXPIRED': case 'RESUME-EPOCH': {
+      const [epoch, top] = rest.split(' ');
+      if (word === 'RESUME-EPOCH' || !chat.direct || chat.direct.epoch !== epoch) chat.direct = { epoch, offset: 0 };
+      if (word === 'RESUME-OK') chat.direct.offset = Math.max(chat.direct.offset, Number(top) || 0);
+      if (word === 'RESUME-EXPIRED') setStatus('Some messages sent to you while you were away had expired.', 'warn');
+      save();
+      return;
+    }
     case 'ONLINE':
       for (const n of rest.split(',')) if (n) chat.online.add(n);
       renderOnline();
@@ -173,7 +204,7 @@ function onLine(line) {
     case 'BUSY':
       setStatus('The server is busy; trying again…', 'warn');
       return; // the server closes; onClosed retries
-    case 'JOINED': case 'PARTED': case 'KICKED': case 'TOPIC-IS': case 'SAID':
+    case 'JOINED': case 'PARTED': case 'KICKED': case 'TOPIC-IS': case 'SAID': case 'SAID-AT':
       roomLine(word, rest);
       return;
     default:
@@ -192,11 +223,12 @@ function onLine(line) {
       return;
     case 'send':
       if (word === 'SEND-OK') markMessage(req.peer, req.id, 'delivered');
+      else if (word === 'SEND-QUEUED') markMessage(req.peer, req.id, 'queued', `${req.peer} is offline: it is kept for their next login`);
       else if (word === 'BAD-DEST-USER' || word === 'UNKNOWN') markMessage(req.peer, req.id, 'failed', `${req.peer} is not online`);
       else if (word === 'BAD-RQST-BODY') markMessage(req.peer, req.id, 'failed', 'the server refused this message');
       else markMessage(req.peer, req.id, 'failed', `the server answered ${word}`);
       return;
-    case 'join': case 'part': case 'say': case 'topic': case 'members':
+    case 'join': case 'part': case 'say': case 'topic': case 'members': case 'history':
       roomReply(req, word, rest);
       return;
     case 'list':
@@ -274,9 +306,9 @@ function touch(peer) {
   chat.order = [peer, ...chat.order.filter((p) => p !== peer)];
 }
 
-function receive(peer, text, from) {
+function receive(peer, text, from, at = Date.now()) {
   const c = conversation(peer);
-  c.messages.push({ id: chat.nextId++, dir: 'in', from: from || peer, text, at: Date.now() });
+  c.messages.push({ id: chat.nextId++, dir: 'in', from: from || peer, text, at });
   if (peer !== chat.current || document.hidden) c.unread += 1;
   touch(peer);
   save();
@@ -395,6 +427,8 @@ function roomLine(word, rest) {
         if (!req || !req.again) notice(name, `You joined ${name}`);
         // The member list, kept up to date from here by JOINED, PARTED and KICKED.
         requestRoom('members', `MEMBERS ${name}`, name);
+        // What was said while we were away (or before we came): merged by offset.
+        if (chat.offered.has('history')) requestRoom('history', `HISTORY ${name} ${HISTORY_PAGE}`, name);
         touch(key);
         renderConversations();
       } else {
@@ -434,20 +468,15 @@ function roomLine(word, rest) {
     case 'SAID': {
       const from = parts[1];
       if (!from) return;
-      const text = rest.slice(name.length + from.length + 2);
-      if (from === me) {
-        // The echo of our own SAY: its delivery mark, in the room's order.
-        const req = answers('say', name, from);
-        if (req) { markMessage(key, req.id, 'delivered'); break; }
-        room(name).messages.push({ id: chat.nextId++, dir: 'out', text, at: Date.now(), state: 'delivered' });
-        touch(key);
-        save();
-        renderConversations();
-        if (key === chat.current) renderMessages();
-      } else {
-        room(name);
-        receive(key, text, from);
-      }
+      said(name, from, rest.slice(name.length + from.length + 2), null, Date.now());
+      break;
+    }
+    case 'SAID-AT': {
+      // <room> <offset> <time> <from> <msg>
+      const [, off, at, from] = parts;
+      if (!from) return;
+      const text = rest.slice(name.length + off.length + at.length + from.length + 4);
+      said(name, from, text, Number(off), Number(at) || Date.now());
       break;
     }
     default:
@@ -456,6 +485,47 @@ function roomLine(word, rest) {
   save();
   renderConversations();
   if (key === chat.current) { renderMessages(); setComposer(); }
+}
+
+/** A room message: live, our own echo, or (while `history.left`) a stored one. */
+function said(name, from, text, off, at) {
+  const key = roomKey(name);
+  const c = room(name);
+  const stored = history.left > 0 && history.room === name;
+  if (stored) history.left -= 1;
+  if (off !== null && c.messages.some((m) => m.off === off)) return; // had it already
+  if (from === chat.name && !stored) {
+    // The echo of our own SAY: its delivery mark, in the room's order.
+    const req = answers('say', name, from);
+    if (req) {
+      const m = c.messages.find((x) => x.id === req.id);
+      if (m && off !== null) m.off = off;
+      markMessage(key, req.id, 'delivered');
+      return;
+    }
+  }
+  if (stored && from === chat.name) {
+    // One of ours whose echo the connection lost: it did arrive.
+    const m = c.messages.find((x) => x.dir === 'out' && x.off === undefined && x.state === 'failed' && x.text === text);
+    if (m) { m.off = off; m.state = 'delivered'; m.reason = undefined; return; }
+  }
+  const m = { id: chat.nextId++, dir: from === chat.name ? 'out' : 'in', from, text, at };
+  if (m.dir === 'out') m.state = 'delivered';
+  if (off !== null) m.off = off;
+  if (stored) {
+    // Older than what arrived live since the join: in its place by offset, not unread.
+    let i = c.messages.findIndex((x) => x.off !== undefined && x.off > off);
+    if (i < 0) {
+      // Newer than all we hold: still before the notices (the join) that came after it.
+      i = c.messages.length;
+      while (i > 0 && c.messages[i - 1].dir === 'sys' && c.messages[i - 1].at > at) i -= 1;
+    }
+    c.messages.splice(i, 0, m);
+  } else {
+    c.messages.push(m);
+    if (m.dir === 'in' && (key !== chat.current || document.hidden)) c.unread += 1;
+    touch(key);
+  }
 }
 
 const ROOM_REFUSALS = {
@@ -470,6 +540,18 @@ const ROOM_REFUSALS = {
 /** A reply to a room request that is not the room's own line. */
 function roomReply(req, word, rest) {
   const name = req.room;
+  if (req.kind === 'history') {
+    // HISTORY-OK <stream> <epoch> <top> <n>, then n stored SAID-AT lines.
+    if (word !== 'HISTORY-OK') return;
+    const [stream, epoch, , n] = rest.split(' ');
+    const c = room(name);
+    if (stream !== name) return;
+    // Another epoch: the stream was reset and the offsets we hold mean nothing.
+    if (c.epoch !== epoch) for (const m of c.messages) delete m.off;
+    c.epoch = epoch;
+    history = { room: name, left: Number(n) || 0 };
+    return;
+  }
   if (req.kind === 'members') {
     if (word === 'MEMBERS-OK') {
       const names = rest.split(' ')[1];
@@ -643,7 +725,7 @@ function renderOnline() {
   renderConversations();
 }
 
-const STATE_TEXT = { sending: 'sending…', delivered: 'delivered', failed: 'failed' };
+const STATE_TEXT = { sending: 'sending…', delivered: 'delivered', queued: 'queued', failed: 'failed' };
 
 function renderMessages() {
   const list = $('messages');
@@ -659,12 +741,15 @@ function renderMessages() {
       list.append(el('li', { class: 'msg sys', 'data-id': String(m.id) }, el('p', { class: 'text', textContent: m.text })));
       continue;
     }
-    const time = new Date(m.at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    const when = new Date(m.at);
+    const time = when.toDateString() === new Date().toDateString()
+      ? when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+      : when.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
     const meta = el('span', { class: 'meta' }, el('time', { dateTime: new Date(m.at).toISOString(), textContent: time }));
     if (m.dir === 'out') {
       const state = el('span', { class: `state ${m.state}`, 'data-state': m.state, textContent: STATE_TEXT[m.state] || m.state });
       meta.append(' · ', state);
-      if (m.state === 'failed' && m.reason) meta.append(el('span', { class: 'reason', textContent: `: ${m.reason}` }));
+      if ((m.state === 'failed' || m.state === 'queued') && m.reason) meta.append(el('span', { class: 'reason', textContent: `: ${m.reason}` }));
     }
     const who = m.dir === 'out' ? 'You' : (m.from || peer);
     list.append(el('li', { class: `msg ${m.dir}`, 'data-id': String(m.id) },
@@ -707,7 +792,7 @@ function start() {
     if (!name) return;
     if (name !== chat.name) {
       // Another user on this tab: their history is not this one's.
-      chat.conversations = {}; chat.order = []; chat.current = null;
+      chat.conversations = {}; chat.order = []; chat.current = null; chat.direct = null;
     }
     chat.name = name;
     chat.password = $('password').value || null;
