@@ -12,6 +12,8 @@
 // says where it stopped (RESUME, so nothing is lost or shown twice), and a room, on every
 // join, shows its newest kept messages (HISTORY, merged by offset). Older pages are not
 // fetched: the page shows at most the newest HISTORY_PAGE of a room's kept history.
+// Not in the page yet (the terminal client has them): the room list (ROOMS), KICK, and
+// paging a room further back (HISTORY <room> BEFORE <offset>).
 //
 // State lives in `chat` (the conversations, the people online) and is kept in
 // sessionStorage, so a reconnection, and a reload of the tab, keeps the page's history.
