@@ -102,7 +102,7 @@ async function join_(page, url, name) {
 const lastMessage = (page) => page.evaluate(() => {
   const items = document.querySelectorAll('#messages .msg');
   const m = items[items.length - 1];
-  return m ? { text: m.querySelector('.text').textContent, state: m.querySelector('.state')?.dataset.state, meta: m.querySelector('.meta').textContent } : null;
+  return m ? { text: m.querySelector('.text').textContent, state: m.querySelector('.state')?.dataset.state, meta: m.querySelector('.meta')?.textContent ?? '' } : null;
 });
 
 async function send(page, text) {
@@ -325,6 +325,9 @@ async function main() {
     await messageShown(carol, 'You left #lobby');
     await messageShown(alice, 'carol left');
     await until(alice, 'two members again', () => document.getElementById('room-members').textContent === '2 members: alice, bob');
+    await send(carol, '/part');
+    await messageShown(carol, 'Leaving: you are not in that room');
+    if ((await carol.getByRole('button', { name: 'Join again' }).count()) !== 1) throw new Error('no "Join again" button in a room carol left');
     await carol.getByRole('button', { name: /^Show conversations/ }).click();
     await carol.getByRole('button', { name: /^alice/ }).click();
     await alice.getByRole('button', { name: /^carol/ }).click();
