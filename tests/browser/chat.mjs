@@ -5,7 +5,8 @@
 // the page's form and with `/join` in the message box and the terminal; the page joins it
 // again after the restart; topic, members, unread count, leaving; a newcomer sees what was
 // said before), a message to a registered user who is offline is kept and shown at her
-// login (history), a wrong Origin is refused before the upgrade
+// login (history) and her page logs back in after the restart with RESUME, showing it once,
+// a wrong Origin is refused before the upgrade
 // and an over-long message is refused without hurting anyone else. Screenshots at 375x740
 // and 1280x800 go to docs/screenshots/.
 //
@@ -202,9 +203,10 @@ async function main() {
     await alice.getByRole('button', { name: 'Open' }).click();
     await send(alice, 'for dora, while she is away');
     await messageShown(alice, 'for dora, while she is away', 'queued');
+    const doraCtx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const dora_ = await doraCtx.newPage();
     {
-      const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-      const page = await ctx.newPage();
+      const page = dora_;
       await page.goto(url);
       await page.getByLabel('Name', { exact: true }).fill('dora');
       await page.getByRole('button', { name: 'Join' }).click();
@@ -220,7 +222,9 @@ async function main() {
       await kept.waitFor({ timeout: PATIENCE });
       await kept.click();
       await messageShown(page, 'for dora, while she is away');
-      await ctx.close();
+      // RESUME-OK told the page where its direct stream stands: it says so at the next login.
+      const direct = await page.evaluate(() => JSON.parse(sessionStorage.getItem('tcpchat.v1')).direct);
+      if (!direct || !direct.epoch || direct.offset < 1) throw new Error(`no direct stream position kept: ${JSON.stringify(direct)}`);
     }
 
     step('rooms: alice joins #lobby from the form, bob with /join; they talk');
@@ -270,6 +274,16 @@ async function main() {
     await send(alice, 'back after the restart');
     await messageShown(alice, 'back after the restart', 'delivered');
     await bob.waitFor('the delivery after the restart', (l) => l === '<alice> back after the restart');
+
+    step('dora\'s page logged in again with RESUME: nothing twice, live messages arrive');
+    await until(dora_, 'dora reconnected', () => document.getElementById('status').textContent === 'Connected');
+    await alice.getByRole('button', { name: /^dora/ }).click();
+    await send(alice, 'after the restart, dora');
+    await messageShown(alice, 'after the restart, dora', 'delivered');
+    await messageShown(dora_, 'after the restart, dora');
+    const twice = await dora_.evaluate(() => [...document.querySelectorAll('#messages .msg .text')].filter((e) => e.textContent === 'for dora, while she is away').length);
+    if (twice !== 1) throw new Error(`dora's kept message shown ${twice} times after the reconnection`);
+    await doraCtx.close();
 
     step('the page joined #lobby again after the restart; alice sets its topic');
     await alice.getByRole('button', { name: /^#lobby, room/ }).click();
