@@ -1,7 +1,12 @@
 // The web page end to end in a real browser (Debian's Chromium, driven by playwright-core):
 // a browser user and a `tcpchat connect --plain` user chat both ways, presence shows the
 // other come and go, the page survives a server restart with its history, a second browser
-// user (at phone width) chats with the first, a wrong Origin is refused before the upgrade
+// user (at phone width) chats with the first, the three of them talk in a room (joined from
+// the page's form and with `/join` in the message box and the terminal; the page joins it
+// again after the restart; topic, members, unread count, leaving; a newcomer sees what was
+// said before), a message to a registered user who is offline is kept and shown at her
+// login (history) and her page logs back in after the restart with RESUME, showing it once,
+// a wrong Origin is refused before the upgrade
 // and an over-long message is refused without hurting anyone else. Screenshots at 375x740
 // and 1280x800 go to docs/screenshots/.
 //
@@ -98,7 +103,7 @@ async function join_(page, url, name) {
 const lastMessage = (page) => page.evaluate(() => {
   const items = document.querySelectorAll('#messages .msg');
   const m = items[items.length - 1];
-  return m ? { text: m.querySelector('.text').textContent, state: m.querySelector('.state')?.dataset.state, meta: m.querySelector('.meta').textContent } : null;
+  return m ? { text: m.querySelector('.text').textContent, state: m.querySelector('.state')?.dataset.state, meta: m.querySelector('.meta')?.textContent ?? '' } : null;
 });
 
 async function send(page, text) {
@@ -110,6 +115,12 @@ async function send(page, text) {
 function messageShown(page, text, state) {
   return until(page, `message ${JSON.stringify(text)}${state ? ` ${state}` : ''} shown`, ([t, s]) => [...document.querySelectorAll('#messages .msg')]
     .some((m) => m.querySelector('.text').textContent === t && (!s || m.querySelector('.state')?.dataset.state === s)), [text, state]);
+}
+
+/** A room message from `from` shown with its sender's name. */
+function roomMessageShown(page, from, text) {
+  return until(page, `room message ${JSON.stringify(text)} from ${from} shown`, ([f, t]) => [...document.querySelectorAll('#messages .msg.in')]
+    .some((m) => m.querySelector('.text').textContent === t && m.querySelector('.from')?.textContent === `${f}: `), [from, text]);
 }
 
 /** The status line of a raw HTTP request to /ws with this Origin. */
@@ -188,9 +199,14 @@ async function main() {
     await dora.waitFor('registration', (l) => l.includes('your name is registered'));
     dora.type('/quit');
     await dora.exited;
+    await alice.getByLabel('Message someone').fill('dora');
+    await alice.getByRole('button', { name: 'Open' }).click();
+    await send(alice, 'for dora, while she is away');
+    await messageShown(alice, 'for dora, while she is away', 'queued');
+    const doraCtx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const dora_ = await doraCtx.newPage();
     {
-      const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-      const page = await ctx.newPage();
+      const page = dora_;
       await page.goto(url);
       await page.getByLabel('Name', { exact: true }).fill('dora');
       await page.getByRole('button', { name: 'Join' }).click();
@@ -201,8 +217,32 @@ async function main() {
       await page.getByLabel(/^Password/).fill('correct-horse-1');
       await page.getByRole('button', { name: 'Join' }).click();
       await until(page, 'dora logged in with her password', () => document.getElementById('me').textContent === 'Signed in as dora');
-      await ctx.close();
+      // history: what alice sent while dora was away, kept for her, with its time.
+      const kept = page.getByRole('button', { name: 'alice, online, 1 unread' });
+      await kept.waitFor({ timeout: PATIENCE });
+      await kept.click();
+      await messageShown(page, 'for dora, while she is away');
+      // RESUME-OK told the page where its direct stream stands: it says so at the next login.
+      const direct = await page.evaluate(() => JSON.parse(sessionStorage.getItem('tcpchat.v1')).direct);
+      if (!direct || !direct.epoch || direct.offset < 1) throw new Error(`no direct stream position kept: ${JSON.stringify(direct)}`);
     }
+
+    step('rooms: alice joins #lobby from the form, bob with /join; they talk');
+    await alice.getByLabel('Join a room').fill('#lobby');
+    await alice.getByRole('button', { name: 'Join room' }).click();
+    await messageShown(alice, 'You joined #lobby');
+    await until(alice, 'the room in the list and the header', () => document.getElementById('peer-title').textContent === '#lobby'
+      && [...document.querySelectorAll('#conversations button')].some((b) => b.getAttribute('aria-label') === '#lobby, room'));
+    bob.type('/join #lobby');
+    await bob.waitFor('bob in the room', (l) => l === 'you joined #lobby');
+    await messageShown(alice, 'bob joined');
+    await until(alice, 'two members shown', () => document.getElementById('room-members').textContent === '2 members: alice, bob');
+    bob.type('hello room,  from the terminal');
+    await roomMessageShown(alice, 'bob', 'hello room,  from the terminal');
+    await send(alice, 'hi room – żółw');
+    await messageShown(alice, 'hi room – żółw', 'delivered');
+    await bob.waitFor('the room message', (l) => l === '[#lobby] <alice> hi room – żółw');
+    await alice.getByRole('button', { name: 'Message bob' }).click();
 
     step('keyboard: Alt+Down / Alt+Up switch conversations');
     const title = () => alice.locator('#peer-title').textContent();
@@ -235,6 +275,29 @@ async function main() {
     await messageShown(alice, 'back after the restart', 'delivered');
     await bob.waitFor('the delivery after the restart', (l) => l === '<alice> back after the restart');
 
+    step('dora\'s page logged in again with RESUME: nothing twice, live messages arrive');
+    await until(dora_, 'dora reconnected', () => document.getElementById('status').textContent === 'Connected');
+    await alice.getByRole('button', { name: /^dora/ }).click();
+    await send(alice, 'after the restart, dora');
+    await messageShown(alice, 'after the restart, dora', 'delivered');
+    await messageShown(dora_, 'after the restart, dora');
+    const twice = await dora_.evaluate(() => [...document.querySelectorAll('#messages .msg .text')].filter((e) => e.textContent === 'for dora, while she is away').length);
+    if (twice !== 1) throw new Error(`dora's kept message shown ${twice} times after the reconnection`);
+    await doraCtx.close();
+
+    step('the page joined #lobby again after the restart; alice sets its topic');
+    await alice.getByRole('button', { name: /^#lobby, room/ }).click();
+    await until(alice, 'alice back in #lobby alone', () => document.getElementById('room-members').textContent === '1 member: alice');
+    bob.type('/join #lobby');
+    await until(alice, 'bob in #lobby again', () => document.getElementById('room-members').textContent === '2 members: alice, bob');
+    await send(alice, '/topic tea at five');
+    await messageShown(alice, 'alice set the topic: tea at five');
+    await until(alice, 'the topic in the header', () => document.getElementById('room-topic').textContent === 'Topic: tea at five');
+    await send(alice, 'in the room again');
+    await messageShown(alice, 'in the room again', 'delivered');
+    await bob.waitFor('the room message after the restart', (l) => l === '[#lobby] <alice> in the room again');
+    await alice.getByRole('button', { name: 'Message bob' }).click();
+
     step('a second browser user, at phone width, chats with alice');
     const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, hasTouch: true, isMobile: true });
     await offline(phone);
@@ -256,6 +319,32 @@ async function main() {
     await messageShown(carol, 'hello carol!');
     await send(carol, 'see you');
     await messageShown(alice, 'see you');
+
+    step('carol joins #lobby with /join typed in the message box: topic, members, unread');
+    await send(carol, '/join #lobby');
+    await messageShown(carol, 'You joined #lobby');
+    await roomMessageShown(carol, 'bob', 'hello room,  from the terminal'); // history
+    await until(carol, 'the topic and three members', () => document.getElementById('room-topic').textContent === 'Topic: tea at five'
+      && document.getElementById('room-members').textContent === '3 members: alice, bob, carol');
+    await send(carol, 'hello everyone');
+    await messageShown(carol, 'hello everyone', 'delivered');
+    await bob.waitFor('carol in the room', (l) => l === '[#lobby] <carol> hello everyone');
+    const lobbyUnread = alice.getByRole('button', { name: '#lobby, room, 1 unread' });
+    await lobbyUnread.waitFor({ timeout: PATIENCE });
+    await lobbyUnread.click();
+    await roomMessageShown(alice, 'carol', 'hello everyone');
+    await carol.screenshot({ path: join(SHOTS, 'phone-375x740-room.png') });
+    await alice.screenshot({ path: join(SHOTS, 'desktop-1280x800-room.png') });
+    await carol.getByRole('button', { name: 'Leave room' }).click();
+    await messageShown(carol, 'You left #lobby');
+    await messageShown(alice, 'carol left');
+    await until(alice, 'two members again', () => document.getElementById('room-members').textContent === '2 members: alice, bob');
+    await send(carol, '/part');
+    await messageShown(carol, 'Leaving: you are not in that room');
+    if ((await carol.getByRole('button', { name: 'Join again' }).count()) !== 1) throw new Error('no "Join again" button in a room carol left');
+    await carol.getByRole('button', { name: /^Show conversations/ }).click();
+    await carol.getByRole('button', { name: /^alice/ }).click();
+    await alice.getByRole('button', { name: /^carol/ }).click();
 
     step('a wrong Origin is refused before the upgrade; the page\'s own is not');
     const evil = await upgradeStatus(server.webAddr, 'http://evil.example');
