@@ -84,11 +84,17 @@ async fn extended(s: &Setup, exts: &str) -> Client {
     c
 }
 
-/// Registers `name` and leaves: an offline account.
-async fn register(s: &Setup, name: &str) {
-    let mut c = extended(s, "accounts").await;
+/// A connection with `exts` logged in as `name` (a plain `HELLO-FROM`).
+async fn named(s: &Setup, name: &str, exts: &str) -> Client {
+    let mut c = extended(s, exts).await;
     c.send(&format!("HELLO-FROM {name}")).await;
     c.expect(&format!("HELLO {name}")).await;
+    c
+}
+
+/// Registers `name` and leaves: an offline account.
+async fn register(s: &Setup, name: &str) {
+    let mut c = named(s, name, "accounts").await;
     c.send(&format!("REGISTER {PW}")).await;
     c.expect("REGISTER-OK").await;
     drop(c);
@@ -148,9 +154,7 @@ async fn an_offline_message_arrives_once_at_login_with_its_time() {
     let s = start(dir.path(), small()).await;
     register(&s, "alice").await;
 
-    let mut bob = extended(&s, "history").await;
-    bob.send("HELLO-FROM bob").await;
-    bob.expect("HELLO bob").await;
+    let mut bob = named(&s, "bob", "history").await;
     let before = tcpchat_server::history::now_ms();
     bob.send("SEND alice while you were out").await;
     bob.expect("SEND-QUEUED").await;
@@ -224,9 +228,7 @@ async fn an_offline_message_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = start(dir.path(), small()).await;
     register(&s, "alice").await;
-    let mut bob = extended(&s, "history").await;
-    bob.send("HELLO-FROM bob").await;
-    bob.expect("HELLO bob").await;
+    let mut bob = named(&s, "bob", "history").await;
     bob.send("SEND alice kept across a restart").await;
     bob.expect("SEND-QUEUED").await;
     drop(bob);
@@ -255,9 +257,7 @@ async fn resume_after_a_dropped_connection_has_no_duplicate_and_no_gap() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = start(dir.path(), small()).await;
     register(&s, "alice").await;
-    let mut bob = extended(&s, "history").await;
-    bob.send("HELLO-FROM bob").await;
-    bob.expect("HELLO bob").await;
+    let mut bob = named(&s, "bob", "history").await;
 
     let mut alice = login(&s, "alice", "accounts,history", None).await;
     let (epoch, top) = resume_ok_epoch(&mut alice).await;
@@ -297,9 +297,7 @@ async fn another_epoch_and_expired_messages_are_said_plainly() {
     };
     let s = start(dir.path(), settings).await;
     register(&s, "alice").await;
-    let mut bob = extended(&s, "history").await;
-    bob.send("HELLO-FROM bob").await;
-    bob.expect("HELLO bob").await;
+    let mut bob = named(&s, "bob", "history").await;
     let mut alice = login(&s, "alice", "accounts,history", None).await;
     let (epoch, _) = resume_ok_epoch(&mut alice).await;
     drop(alice);
@@ -390,15 +388,11 @@ async fn the_retention_removes_old_messages_at_start() {
 async fn history_pages_backwards_for_members_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = start(dir.path(), small()).await;
-    let mut ann = extended(&s, "rooms,history").await;
-    ann.send("HELLO-FROM ann").await;
-    ann.expect("HELLO ann").await;
+    let mut ann = named(&s, "ann", "rooms,history").await;
     ann.send("JOIN #r").await;
     ann.expect("JOINED #r ann").await;
     // A rooms member without history: the classic room lines.
-    let mut old = extended(&s, "rooms").await;
-    old.send("HELLO-FROM old").await;
-    old.expect("HELLO old").await;
+    let mut old = named(&s, "old", "rooms").await;
     old.send("JOIN #r").await;
     old.expect("JOINED #r old").await;
     ann.expect("JOINED #r old").await;
@@ -435,9 +429,7 @@ async fn history_pages_backwards_for_members_only() {
     ann.expect("NO-HISTORY").await;
     old.send("HISTORY #r 5").await;
     old.expect("BAD-RQST-HDR").await;
-    let mut outsider = extended(&s, "rooms,history").await;
-    outsider.send("HELLO-FROM outsider").await;
-    outsider.expect("HELLO outsider").await;
+    let mut outsider = named(&s, "outsider", "rooms,history").await;
     outsider.send("HISTORY #r 5").await;
     outsider.expect("NO-HISTORY").await;
     // A member reads what was said before they joined.
@@ -511,9 +503,7 @@ async fn a_classic_client_sees_nothing_new() {
     let mut alice = login(&s, "alice", "accounts,history", None).await;
     assert_eq!(next(&mut alice).await, "RESUME-OK 1");
     // `EXT` without history on a server with it: nothing of it either.
-    let mut eve = extended(&s, "keepalive").await;
-    eve.send("HELLO-FROM eve").await;
-    eve.expect("HELLO eve").await;
+    let mut eve = named(&s, "eve", "keepalive").await;
     alice.send("SEND eve plain").await;
     alice.expect("SEND-OK").await;
     eve.expect("DELIVERY alice plain").await;
@@ -563,9 +553,7 @@ async fn a_catch_up_racing_new_messages_has_no_duplicate_and_no_gap() {
     let (epoch, _) = resume_ok_epoch(&mut alice).await;
     drop(alice);
     wait_gone(&s, "alice").await;
-    let mut bob = extended(&s, "history").await;
-    bob.send("HELLO-FROM bob").await;
-    bob.expect("HELLO bob").await;
+    let mut bob = named(&s, "bob", "history").await;
     let burst: String = (1..=N).map(|i| format!("SEND alice r{i}\n")).collect();
     // Sent while alice logs in: some are kept for her, some are live, some fall in between.
     let sender = tokio::spawn(async move {
