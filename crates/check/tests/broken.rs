@@ -146,6 +146,7 @@ const LISTS_SEVERAL: &[&str] = &[
     "name-freed",
     "name-freed-reset",
     "many-clients",
+    "ext-history-offline",
 ];
 
 /// Every case that requires the asker in its `LIST-OK` (`overlong-line` takes one whoever
@@ -242,7 +243,7 @@ planted! {
     rejects_sending_to_yourself: RejectsSelfSend => &["send-self"];
     send_ok_to_unknown_user: SendOkToUnknownUser => &[
         "send-unknown-user", "pipelining", "name-freed", "name-freed-reset"
-    ];
+    ], &["ext-history-offline"];
     missing_user_is_header_error: MissingUserIsHeaderError => &["send-missing-user"];
     relays_empty_message: RelaysEmptyMessage => &["send-empty-message"];
     relays_invalid_utf8: RelaysInvalidUtf8 => &["send-not-utf8"];
@@ -251,8 +252,10 @@ planted! {
     line_per_read: LinePerRead => &["byte-by-byte"], LINE_PER_READ_ALSO;
     sorts_burst: SortsBurst => &["message-order"];
     no_line_limit: NoLineLimit => &["overlong-line"];
-    name_kept_after_eof: KeepsNameAfterEof => &["name-freed"], &["ext-presence", "accounts-registered-name"];
-    name_kept_after_reset: KeepsNameAfterReset => &["name-freed-reset"];
+    name_kept_after_eof: KeepsNameAfterEof => &["name-freed"], &[
+        "ext-presence", "ext-history-offline", "accounts-registered-name"
+    ];
+    name_kept_after_reset: KeepsNameAfterReset => &["name-freed-reset"], &["ext-history-offline"];
     client_limit_40: ClientLimit40 => &["many-clients"];
     blocks_on_slow_reader: BlocksOnSlowReader => &["slow-reader"];
     no_busy: NoBusy => &["busy"];
@@ -267,6 +270,8 @@ planted! {
     // ext-history reads the sender's own SAID-AT lines too.
     no_room_echo: NoRoomEcho => &["ext-rooms"], &["ext-history"];
     history_newest_first: HistoryNewestFirst => &["ext-history"];
+    resume_ignored: ResumeIgnored => &["ext-history-offline"];
+    queues_for_classic_sender: QueuesForClassicSender => &["ext-history-offline"];
 }
 
 /// Against a classic server the extension cases are skipped, each saying why, and nothing
@@ -299,6 +304,7 @@ async fn a_classic_server_skips_the_extension_cases_and_fails_none() {
             "ext-presence",
             "ext-rooms",
             "ext-history",
+            "ext-history-offline",
             "accounts-register",
             "accounts-wrong-password",
             "accounts-registered-name",

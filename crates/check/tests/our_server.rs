@@ -17,21 +17,21 @@ async fn our_server_passes_every_case() {
     let addr = listener
         .local_addr()
         .expect("bound listener has an address");
+    // Accounts offered, so their cases run too (kept in memory: nothing on disk).
+    let accounts = tcpchat_accounts::SqliteStore::open_file(std::path::Path::new(":memory:"))
+        .expect("in-memory account store");
     let config = tcpchat_server::Config {
         max_clients: CAPACITY,
-        // Accounts offered, so their cases run too (kept in memory: nothing on disk).
-        account_store: Some(tcpchat_server::StoreHandle::new(
-            tcpchat_accounts::SqliteStore::open_file(std::path::Path::new(":memory:"))
-                .expect("in-memory account store"),
-        )),
+        account_store: Some(tcpchat_server::StoreHandle::new(accounts.clone())),
         ..tcpchat_server::Config::default()
     };
-    // History kept in a directory of its own, so `ext-history` runs too.
+    // History kept in a directory of its own, so `ext-history` runs too, with the accounts'
+    // direct streams (`ext-history-offline`).
     let data = tempfile::tempdir().expect("tempdir");
     let history = tcpchat_server::History::open(
         data.path(),
         tcpchat_server::HistorySettings::default(),
-        std::sync::Arc::new(|_: &str| false),
+        std::sync::Arc::new(move |name: &str| accounts.is_registered_cached(name)),
     )
     .expect("history");
     let hub = tcpchat_server::MemoryHub::with_history(history);

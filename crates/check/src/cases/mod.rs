@@ -337,6 +337,20 @@ pub static CASES: &[Case] = &[
          connection that left the room gets `NO-HISTORY`."
     ),
     case!(
+        "ext-history-offline",
+        ext_history::ext_history_offline,
+        "a history sender's message to an offline account is SEND-QUEUED and arrives once at \
+         its login, a classic sender's is refused and never arrives; RESUME after a dropped \
+         connection gets exactly what came after its position (skipped unless accounts and \
+         history are offered)",
+        "A `SEND` to a registered user who is offline, from a connection that negotiated \
+         `history`, is kept and answered `SEND-QUEUED`; from a classic connection it is \
+         `BAD-DEST-USER` and nothing is kept. At the next `LOGIN` the kept messages arrive \
+         once, in order, as `DELIVERY-AT` lines with their original time, then `RESUME-OK \
+         <epoch> <top>`. `RESUME <epoch> <offset>` before a later `LOGIN` gets every message \
+         after that offset, what reached a connection that died included, each once."
+    ),
+    case!(
         "accounts-register",
         accounts::register,
         "accounts: REGISTER a fresh name, LOGIN again with the password (closing the first session), UNREGISTER",

@@ -2,10 +2,11 @@
 //!
 //! With [`Defect::None`] it follows every decided rule, so the checker must pass it; with any
 //! other defect it breaks exactly one rule, the way real student servers do, so the checker
-//! must flag it. It speaks the `keepalive`, `presence` and `rooms` extensions (the server side of
-//! `PING`, the presence lines, and `JOIN` / `PART` / `MEMBERS` / `SAY` without owners or
-//! limits; no server pings); [`Defect::Classic`] is the same server
-//! without them, the classic server the extension cases must skip. It is deliberately simple (one task per connection plus a writer, a mutex
+//! must flag it. It speaks the `keepalive`, `presence`, `rooms`, `accounts` and `history`
+//! extensions (the server side of `PING`, the presence lines, `JOIN` / `PART` / `MEMBERS` /
+//! `SAY` without owners or limits, room and direct streams without caps; no server pings);
+//! [`Defect::Classic`] is the same server without them, the classic server the extension
+//! cases must skip. It is deliberately simple (one task per connection plus a writer, a mutex
 //! around the name table) and independent of `tcpchat-server`, so a shared misreading of the
 //! protocol would not cancel out.
 
@@ -123,6 +124,12 @@ pub enum Defect {
     InUseForAccounts,
     /// Accounts: wrong passwords are never throttled.
     NeverThrottles,
+    /// History: ignores the position a `RESUME` gives and sends only what was never
+    /// delivered, so what a dropped connection had queued is lost.
+    ResumeIgnored,
+    /// History: keeps a classic sender's message to an offline account (while answering
+    /// `BAD-DEST-USER`) and delivers it at the next login.
+    QueuesForClassicSender,
 }
 
 /// The hard limit of [`Defect::ClientLimit40`].
@@ -143,6 +150,8 @@ struct Peer {
     tx: mpsc::Sender<Vec<u8>>,
     /// Negotiated `presence`: told of every login and departure.
     presence: bool,
+    /// Negotiated `history`: direct messages arrive as `DELIVERY-AT`.
+    history: bool,
     unbounded: Option<mpsc::UnboundedSender<Vec<u8>>>,
     kill: CancellationToken,
 }
@@ -160,6 +169,50 @@ struct Shared {
     /// The `history` extension: room → its messages (sender, body); the offset is the
     /// place in the vector plus one.
     history: Mutex<HashMap<String, Vec<(String, String)>>>,
+    /// The `history` extension: account → its direct stream. Locked after `users`.
+    direct: Mutex<HashMap<String, Direct>>,
+    /// Epochs handed out so far (each stream gets a new one when it is created).
+    epochs: std::sync::atomic::AtomicU64,
+}
+
+/// An account's direct stream: the messages sent to it (the offset is the place plus one),
+/// and how far they reached a connection of the account.
+struct Direct {
+    epoch: String,
+    /// Sender, message, time.
+    messages: Vec<(String, String, u64)>,
+    delivered: u64,
+}
+
+impl Direct {
+    fn top(&self) -> u64 {
+        self.messages.len() as u64
+    }
+
+    /// Appends a message and encodes it for a connection (`DELIVERY-AT` where `at`).
+    fn push(&mut self, from: &str, body: &str, at: bool) -> Vec<u8> {
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.messages.push((from.to_owned(), body.to_owned(), time));
+        let mut line = Vec::new();
+        self.encode(&mut line, self.top(), at);
+        line
+    }
+
+    fn encode(&self, out: &mut Vec<u8>, offset: u64, at: bool) {
+        let Some((from, body, time)) = usize::try_from(offset - 1)
+            .ok()
+            .and_then(|i| self.messages.get(i))
+        else {
+            return;
+        };
+        if at {
+            Reply::encode_delivery_at(out, offset, *time, from, body);
+        } else {
+            Reply::encode_delivery(out, from, body);
+        }
+    }
 }
 
 /// A room member: its name, its queue, and whether it negotiated `history`.
@@ -192,6 +245,8 @@ pub async fn start(defect: Defect, capacity: usize) -> Server {
         next_id: std::sync::atomic::AtomicU64::new(0),
         rooms: Mutex::new(HashMap::new()),
         history: Mutex::new(HashMap::new()),
+        direct: Mutex::new(HashMap::new()),
+        epochs: std::sync::atomic::AtomicU64::new(0),
         slots: Arc::new(Semaphore::new(if defect == Defect::ClientLimit40 {
             capacity.min(DEFECT_CLIENT_LIMIT)
         } else {
@@ -283,6 +338,7 @@ async fn serve(stream: TcpStream, shared: &Shared) {
         presence: false,
         rooms: false,
         history: false,
+        resume: None,
     };
     let mut buf: Vec<u8> = Vec::new();
     let mut discarding = false;
@@ -420,6 +476,23 @@ fn announce(users: &HashMap<String, Peer>, name: &str, online: bool) {
     }
 }
 
+impl Shared {
+    /// A new direct stream for the account `name`, in a new epoch.
+    fn new_stream(&self, name: &str) {
+        let n = self
+            .epochs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.direct).insert(
+            name.to_owned(),
+            Direct {
+                epoch: format!("e{n}"),
+                messages: Vec::new(),
+                delivered: 0,
+            },
+        );
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -442,6 +515,8 @@ struct Conn<'a> {
     presence: bool,
     rooms: bool,
     history: bool,
+    /// The position a `RESUME` gave, for the login's catch-up.
+    resume: Option<(String, u64)>,
 }
 
 impl Conn<'_> {
@@ -529,6 +604,7 @@ impl Conn<'_> {
                     Reply::NameRegistered
                 } else {
                     accounts.insert(me.clone(), (pw.expose().to_string(), 0));
+                    self.shared.new_stream(&me);
                     Reply::RegisterOk
                 };
                 drop(accounts);
@@ -541,6 +617,7 @@ impl Conn<'_> {
                     Some((right, _)) if right != pw.expose() => Reply::BadPassword,
                     Some(_) => {
                         accounts.remove(&me);
+                        lock(&self.shared.direct).remove(&me);
                         Reply::UnregisterOk
                     }
                 };
@@ -654,6 +731,12 @@ impl Conn<'_> {
                 Some(true)
             }
             Ok(Request::Pong(_)) if self.keepalive => Some(true),
+            Ok(Request::Resume { epoch, offset })
+                if self.history && self.name.is_none() && self.resume.is_none() =>
+            {
+                self.resume = Some((epoch.to_owned(), offset));
+                Some(true)
+            }
             Ok(Request::Join(room)) if self.rooms => {
                 let me = self.name.clone()?;
                 let mut rooms = lock(&self.shared.rooms);
@@ -832,7 +915,7 @@ impl Conn<'_> {
                     }
                     earlier.kill.cancel();
                 }
-                self.login(name)
+                self.login_with(name, true)
             }
             Err(RequestError::BadName(e))
                 if matches!(
@@ -863,6 +946,13 @@ impl Conn<'_> {
     }
 
     fn login(&mut self, name: String) -> bool {
+        self.login_with(name, false)
+    }
+
+    /// Logs in as `name`; `catch_up` (a `LOGIN` to an account) queues what its direct stream
+    /// holds for it right after `HELLO`, under the lock a delivery takes, so no message falls
+    /// between the catch-up and the live lines.
+    fn login_with(&mut self, name: String, catch_up: bool) -> bool {
         let mut users = lock(&self.shared.users);
         let taken = if self.shared.defect == Defect::NamesIgnoreCase {
             users
@@ -883,6 +973,7 @@ impl Conn<'_> {
                 id: self.id,
                 tx: self.tx.clone(),
                 presence: self.presence,
+                history: self.history,
                 unbounded: (self.shared.defect == Defect::UnboundedQueue).then(|| self.utx.clone()),
                 kill: self.kill.clone(),
             },
@@ -900,9 +991,54 @@ impl Conn<'_> {
             Reply::encode_online_list(&mut lines, names);
             self.raw(lines);
         }
+        if catch_up {
+            self.catch_up(&name);
+        }
         drop(users);
         self.name = Some(name);
         true
+    }
+
+    /// The login's catch-up of the direct stream (`docs/protocol.md`, "Resume").
+    fn catch_up(&mut self, name: &str) {
+        let d = self.shared.defect;
+        let mut direct = lock(&self.shared.direct);
+        let Some(stream) = direct.get_mut(name) else {
+            return;
+        };
+        let top = stream.top();
+        let mut out = Vec::new();
+        let mut from = stream.delivered + 1;
+        if self.history {
+            match self.resume.take() {
+                // The defect sends only what was never delivered, as without a position.
+                Some((epoch, _)) if epoch == stream.epoch && d == Defect::ResumeIgnored => {}
+                Some((epoch, offset)) if epoch == stream.epoch && offset <= top => {
+                    from = offset + 1;
+                }
+                Some(_) => Reply::ResumeEpoch {
+                    epoch: &stream.epoch,
+                    top,
+                }
+                .encode(&mut out),
+                None => {}
+            }
+        }
+        for offset in from..=top {
+            stream.encode(&mut out, offset, self.history);
+        }
+        if self.history {
+            Reply::ResumeOk {
+                epoch: &stream.epoch,
+                top,
+            }
+            .encode(&mut out);
+        }
+        stream.delivered = top;
+        drop(direct);
+        if !out.is_empty() {
+            self.raw(out);
+        }
     }
 
     fn list(&self, me: &str) {
@@ -933,6 +1069,30 @@ impl Conn<'_> {
         Reply::encode_delivery(&mut line, me, body);
         let target = {
             let users = lock(&self.shared.users);
+            // An account's direct stream keeps what reaches it; an offline account's, only
+            // what a `history` sender sent (the classic sender is told it did not go).
+            let mut direct = lock(&self.shared.direct);
+            if let Some(stream) = direct.get_mut(to) {
+                match users.get(to) {
+                    Some(peer) => {
+                        line = stream.push(me, body, peer.history);
+                        stream.delivered = stream.top();
+                    }
+                    None if self.history || d == Defect::QueuesForClassicSender => {
+                        stream.push(me, body, false);
+                        drop(direct);
+                        drop(users);
+                        self.reply(&if self.history {
+                            Reply::SendQueued
+                        } else {
+                            Reply::BadDestUser
+                        });
+                        return;
+                    }
+                    None => {}
+                }
+            }
+            drop(direct);
             let to = if d == Defect::RecipientByPrefix {
                 users
                     .keys()
