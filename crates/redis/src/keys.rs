@@ -81,10 +81,22 @@ pub fn room_key(room: &str, what: &str) -> String {
     format!("tcpchat:{{r:{room}}}:{what}")
 }
 
-/// The room's members (`members`, `where`), topic, sequence counter, and the pub/sub
-/// channel its lines are published on (`lines`), in that order: the room script's `KEYS`.
-pub(crate) fn room(room: &str) -> [String; 5] {
-    ["members", "where", "topic", "seq", "lines"].map(|what| room_key(room, what))
+/// The room's members (`members`, `where`), topic, sequence counter, the pub/sub channel
+/// its lines are published on (`lines`), then its history stream (`htop` the newest offset,
+/// `hepoch`, `hist` the kept messages: [`room_stream`]), in that order: the room script's
+/// `KEYS`.
+pub(crate) fn room(room: &str) -> [String; 8] {
+    [
+        "members", "where", "topic", "seq", "lines", "htop", "hepoch", "hist",
+    ]
+    .map(|what| room_key(room, what))
+}
+
+/// A room's history stream (`docs/cluster.md`, "History"): its newest offset, its epoch,
+/// and the list of kept messages (`"OFFSET TIME FROM BODY"`, oldest first, consecutive
+/// offsets). It outlives the room's membership keys.
+pub(crate) fn room_stream(room: &str) -> [String; 3] {
+    ["htop", "hepoch", "hist"].map(|what| room_key(room, what))
 }
 
 /// The channel of a room's lines. Sharded pub/sub on Redis Cluster, in the room's slot, so
