@@ -83,15 +83,18 @@ local function stream_now()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function stream_expire(top, epoch, list, now, keep)
-  if keep <= 0 then return end
+local function stream_pop_expired(list, now, keep)
   for _ = 1, 100 do
     local oldest = redis.call('LINDEX', list, 0)
-    if not oldest then break end
+    if not oldest then return end
     local at = tonumber(string.match(oldest, '^%d+ (%d+) '))
-    if at and at + keep > now then break end
+    if at and at + keep > now then return end
     redis.call('LPOP', list)
   end
+end
+local function stream_expire(top, epoch, list, now, keep)
+  if keep <= 0 then return end
+  stream_pop_expired(list, now, keep)
   if redis.call('EXISTS', list) == 1 then
     local newest = redis.call('LINDEX', list, -1)
     local at = tonumber(string.match(newest, '^%d+ (%d+) ')) or now
@@ -204,7 +207,15 @@ if op == 'say' then
     redis.call('SET', KEYS[7], ARGV[9], 'NX')
     redis.call('RPUSH', KEYS[8], offset .. ' ' .. now .. ' ' .. name .. ' ' .. ARGV[6])
     redis.call('LTRIM', KEYS[8], -tonumber(ARGV[7]), -1)
-    stream_expire(KEYS[6], KEYS[7], KEYS[8], now, tonumber(ARGV[8]))
+    local keep = tonumber(ARGV[8])
+    if keep > 0 then
+      -- The newest message is this one: the stream lapses a retention from now, and what
+      -- is older than the retention leaves from the old end (usually one LINDEX).
+      stream_pop_expired(KEYS[8], now, keep)
+      redis.call('PEXPIRE', KEYS[6], keep)
+      redis.call('PEXPIRE', KEYS[7], keep)
+      redis.call('PEXPIRE', KEYS[8], keep)
+    end
     tell('A ' .. offset .. ' ' .. now .. ' ' .. name .. ' ' .. ARGV[6])
     return {'OK'}
   end

@@ -283,3 +283,90 @@ async fn the_room_cap_and_the_retention_hold_in_redis() {
         assert!((1..=20_000).contains(&ttl), "{key}: PTTL {ttl}");
     }
 }
+
+/// A room stream nobody writes to is gone a retention after its newest message, in Redis
+/// itself (its keys lapse): a later page finds nothing, under a new epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_stream_lapses_a_retention_after_its_newest_message() {
+    let redis = Redis::start();
+    let nodes = nodes_on(&redis.url(), 1, &["--history-retention", "1s"]);
+    let mut ann = member(&nodes[0], "ann", "#t").await;
+    ann.send("SAY #t soon gone").await;
+    let said = next_said(&mut ann, "#t").await;
+    assert_eq!(said.0, 1);
+    let (epoch, top, kept) = page(&mut ann, "#t", None, 50).await;
+    assert_eq!((top, kept.len()), (1, 1));
+    // Nothing signals an expiry: look until Redis has dropped the list (the retention is
+    // the setting under test, not a wait for something else).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while redis.exists("tcpchat:{r:#t}:hist") {
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (later, top, kept) = page(&mut ann, "#t", None, 50).await;
+    assert_eq!((top, kept.len()), (0, 0), "nothing kept past the retention");
+    assert_ne!(later, epoch, "a forgotten stream starts a new epoch");
+    ann.send("SAY #t again").await;
+    let again = next_said(&mut ann, "#t").await;
+    assert_eq!(again.0, 1, "offsets start again in the new epoch");
+    let (e, _, _) = page(&mut ann, "#t", None, 1).await;
+    assert_eq!(
+        e, later,
+        "the epoch a page gave is the one the next message takes"
+    );
+}
+
+/// What a cluster does not keep yet (`docs/protocol.md`, "history", "Cluster"): no direct
+/// stream. A `history` sender's message to an account that is offline is `BAD-DEST-USER`,
+/// never `SEND-QUEUED`; `HISTORY @` is `NO-HISTORY`; `LOGIN` gets no catch-up and no
+/// `RESUME-OK`; a live direct message is a plain `DELIVERY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_keeps_no_direct_stream_yet_and_says_so_plainly() {
+    let redis = Redis::start_persistent();
+    let nodes = nodes_on(&redis.url(), 2, &[]);
+    // Register `dora` on n1 (retrying while the cluster settles), then leave.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut c = nodes[0].connect().await;
+        c.send_raw(b"EXT accounts,history\nHELLO-FROM dora\n").await;
+        c.expect("EXT-OK accounts,history").await;
+        match c.next_text().await.as_deref() {
+            Some("HELLO dora") => {
+                c.send("REGISTER correct-horse").await;
+                c.expect("REGISTER-OK").await;
+                break;
+            }
+            Some("BUSY") if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("login of dora: {other:?}"),
+        }
+    }
+    let mut eve = nodes[1].connect().await;
+    eve.send_raw(b"EXT history\nHELLO-FROM eve\n").await;
+    eve.expect("EXT-OK history").await;
+    eve.expect("HELLO eve").await;
+    // dora's connection is gone once its name is free again.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        eve.send("SEND dora while away").await;
+        match eve.next_text().await.as_deref() {
+            Some("BAD-DEST-USER") => break,
+            Some("SEND-OK") if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("SEND to an offline account: expected BAD-DEST-USER, got {other:?}"),
+        }
+    }
+    let mut dora = nodes[1].connect().await;
+    dora.send("EXT accounts,history").await;
+    dora.expect("EXT-OK accounts,history").await;
+    dora.send("LOGIN dora correct-horse").await;
+    dora.expect("HELLO dora").await;
+    dora.send("HISTORY @ 10").await;
+    // No catch-up, no RESUME-OK before it: the next line is the answer.
+    dora.expect("NO-HISTORY").await;
+    eve.send("SEND dora now").await;
+    eve.expect("SEND-OK").await;
+    dora.expect("DELIVERY eve now").await;
+}
