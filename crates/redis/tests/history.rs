@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use tcpchat_testkit::{Client, Node, Redis, RedisCluster, PATIENCE};
+use tcpchat_testkit::{Client, CutProxy, Node, Redis, RedisCluster, PATIENCE};
 
 fn nodes_on(url: &str, n: usize, extra: &[&str]) -> Vec<Node> {
     (1..=n).map(|i| node(url, i, extra)).collect()
@@ -369,4 +369,26 @@ async fn a_cluster_keeps_no_direct_stream_yet_and_says_so_plainly() {
     eve.send("SEND dora now").await;
     eve.expect("SEND-OK").await;
     dora.expect("DELIVERY eve now").await;
+}
+
+/// A node cut off from Redis has no stream to page: `HISTORY #room` is `ROOM-UNAVAILABLE`
+/// (try again), never a page under an epoch made up on the spot; the other node pages on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_redis_answers_a_page_room_unavailable() {
+    let redis = Redis::start();
+    let proxy = CutProxy::start(([127, 0, 0, 1], redis.port).into());
+    let n1 = node(&proxy.url(), 1, &[]);
+    let n2 = node(&redis.url(), 2, &[]);
+    let mut ann = member(&n1, "ann", "#u").await;
+    let mut bob = member(&n2, "bob", "#u").await;
+    ann.expect("JOINED #u bob").await;
+    bob.send("SAY #u kept").await;
+    let said = next_said(&mut ann, "#u").await;
+    assert_eq!(next_said(&mut bob, "#u").await, said);
+    let (epoch, _, _) = page(&mut ann, "#u", None, 5).await;
+    proxy.cut();
+    ann.send("HISTORY #u 5").await;
+    ann.expect("ROOM-UNAVAILABLE").await;
+    let (e, top, kept) = page(&mut bob, "#u", None, 5).await;
+    assert_eq!((e, top, kept), (epoch, 1, vec![said]));
 }

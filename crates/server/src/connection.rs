@@ -835,6 +835,12 @@ impl<H: Hub> Connection<H> {
         };
         let (view, page) = match history.page(&key, before, count).await {
             Ok(page) => (page.view, page.messages),
+            // A cluster's store is out of reach: no epoch to give (one made up here would
+            // tell the client its stream was reset). Try again, as for a room request.
+            Err(e) if history.is_shared() => {
+                debug!(error = %e, stream = %key, "history read failed");
+                return self.reply(&Reply::RoomUnavailable);
+            }
             Err(e) => {
                 warn!(error = %e, stream = %key, "history read failed");
                 (history.view(&key), Vec::new())

@@ -250,6 +250,11 @@ impl History {
         }
     }
 
+    /// Whether the streams are a cluster's ([`History::shared`]).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// A page of `key`: the newest `count` messages below `before` (the newest of all
     /// when `None`), with the stream's counters.
     ///
