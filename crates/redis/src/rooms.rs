@@ -351,4 +351,28 @@ mod tests {
         assert_eq!(user_line("#r M ").as_deref(), Some(&b"MEMBERS-OK #r\n"[..]));
         assert_eq!(user_line("#r X y"), None);
     }
+
+    #[test]
+    fn a_kept_message_is_said_at_to_history_members_and_said_to_the_others() {
+        let rooms = LocalRooms::default();
+        let room = RoomName::parse("#r").expect("valid");
+        let (ext, plain) = (Arc::new(Outbox::new(1024)), Arc::new(Outbox::new(1024)));
+        ext.set_history();
+        assert!(rooms.add_pending(&room, &name("ann"), 1, &ext));
+        assert!(rooms.add_pending(&room, &name("bob"), 2, &plain));
+        rooms.handle_room_line("#r J ann");
+        rooms.handle_room_line("#r J bob");
+        rooms.handle_room_line("#r A 7 1700000000123 ann hi  there");
+        rooms.handle_room_line("#r A x 1 ann malformed offset");
+        rooms.handle_room_line("#r S bob not kept");
+        assert_eq!(
+            String::from_utf8(ext.take().0).expect("utf-8"),
+            "JOINED #r ann\nJOINED #r bob\nSAID-AT #r 7 1700000000123 ann hi  there\n\
+             SAID #r bob not kept\n"
+        );
+        assert_eq!(
+            String::from_utf8(plain.take().0).expect("utf-8"),
+            "JOINED #r bob\nSAID #r ann hi  there\nSAID #r bob not kept\n"
+        );
+    }
 }
