@@ -11,12 +11,12 @@
 //! | `{global}` | `epoch`, `settling`, `nodes`, `rooms` | the cluster's own state: "did Redis lose it", the registry of nodes |
 //! | `{n:NODE}` | `alive`, `users`, `watching`, `rooms`, the `deliver` channel | one node's lease, its name set (a side index of the names it holds), its presence flag, its sharded pub/sub channel |
 //! | `{u:NAME}` | `holder` | one name's holder: claimed by one single-key script, so a name is taken atomically |
-//! | `{r:ROOM}` | `members`, `where`, `topic`, `seq`, the `lines` channel | one room: its script checks, changes and publishes in one step, on one shard |
+//! | `{r:ROOM}` | `members`, `where`, `topic`, `seq`, the `lines` channel; `htop`, `hepoch`, `hist` (history) | one room: its script checks, changes, numbers and publishes in one step, on one shard |
 //!
 //! Accounts keep their own keys (`tcpchat:account:NAME`, hashed whole, and the index
 //! `tcpchat:accounts`), so an upgrade keeps every registered account.
 //!
-//! Other features that add per-user, per-node or per-room data (history) should build their
+//! Other features that add per-user, per-node or per-room data (direct history) should build their
 //! keys with [`user_key`] / [`node_key`] / [`room_key`] so they share the slot of the name,
 //! node or room they belong to, and any script touching them together stays on one shard.
 
