@@ -204,14 +204,16 @@ if op == 'say' then
   if ARGV[7] then
     local now = stream_now()
     local offset = redis.call('INCR', KEYS[6])
-    redis.call('SET', KEYS[7], ARGV[9], 'NX')
+    -- A new stream (its keys go together): its epoch, unless a page gave it one already.
+    if offset == 1 then redis.call('SET', KEYS[7], ARGV[9], 'NX') end
     redis.call('RPUSH', KEYS[8], offset .. ' ' .. now .. ' ' .. name .. ' ' .. ARGV[6])
     redis.call('LTRIM', KEYS[8], -tonumber(ARGV[7]), -1)
     local keep = tonumber(ARGV[8])
     if keep > 0 then
-      -- The newest message is this one: the stream lapses a retention from now, and what
-      -- is older than the retention leaves from the old end (usually one LINDEX).
-      stream_pop_expired(KEYS[8], now, keep)
+      -- The newest message is this one: the stream lapses a retention from now. What is
+      -- older than the retention leaves from the old end every 16th message (one LINDEX,
+      -- usually): storage stays within the cap meanwhile, and a page applies it exactly.
+      if offset % 16 == 0 then stream_pop_expired(KEYS[8], now, keep) end
       redis.call('PEXPIRE', KEYS[6], keep)
       redis.call('PEXPIRE', KEYS[7], keep)
       redis.call('PEXPIRE', KEYS[8], keep)
