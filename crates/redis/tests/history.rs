@@ -168,6 +168,10 @@ async fn one_stream(nodes: &[Node]) {
     assert_eq!(newest, seen[0][15..].to_vec());
     let (_, _, older) = page(&mut cat, "#h", Some(newest[0].0), 25).await;
     assert_eq!(older, seen[0][..15].to_vec(), "nothing older than offset 1");
+    for below in [0, 1] {
+        let (_, top, none) = page(&mut cat, "#h", Some(below), 25).await;
+        assert_eq!((top, none.len()), (2 * EACH, 0), "nothing below {below}");
+    }
     // The same page from n1.
     let (e1, _, same) = page(&mut ann, "#h", None, 25).await;
     assert_eq!((e1, same), (epoch, newest));

@@ -522,7 +522,8 @@ impl Inner {
             .unwrap_or(0);
         let mut pipe = redis::pipe();
         eval(&mut pipe, SCRIPTS.stream_page, &keys::room_stream(room))
-            .arg(below.unwrap_or(0))
+            // 0 tells the script "the newest"; `BEFORE 0`, like `BEFORE 1`, has nothing.
+            .arg(below.map_or(0, |b| b.max(1)))
             .arg(count)
             .arg(keep)
             .arg(new_epoch());
