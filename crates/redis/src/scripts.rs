@@ -103,7 +103,9 @@ local function stream_expire(top, epoch, list, now, keep)
     redis.call('PEXPIRE', top, ttl)
     redis.call('PEXPIRE', epoch, ttl)
     redis.call('PEXPIRE', list, ttl)
-  else
+  elseif redis.call('EXISTS', top) == 1 then
+    -- Every message expired: the stream is forgotten (a new epoch next). A stream never
+    -- written to keeps the epoch a page gave it.
     redis.call('DEL', top, epoch)
   end
 end

@@ -131,6 +131,8 @@ async fn one_stream(nodes: &[Node]) {
     // Before anything is said: an empty stream, with its epoch.
     let (epoch, top, none) = page(&mut cat, "#h", None, 50).await;
     assert_eq!((top, none.len()), (0, 0));
+    let (again, _, _) = page(&mut ann, "#h", None, 50).await;
+    assert_eq!(again, epoch, "an empty stream keeps the epoch it was given");
     for c in [&mut ann, &mut bob] {
         let batch: String = (0..EACH).map(|k| format!("SAY #h m{k}\n")).collect();
         c.send_raw(batch.as_bytes()).await;
