@@ -9,7 +9,7 @@ commandstats` (summed over the masters) before and after, and prints Redis's CPU
 and the commands it ran per `SAY`.
 
     bench/rooms-redis-cpu.py [--bin target/debug/tcpchat] [--redis-cluster]
-        [--members 30] [--senders 3] [--says 5000]
+        [--members 30] [--senders 3] [--says 5000] [--serve-arg=ARG ...]
 
 Only Redis's CPU is measured, so a debug build of the nodes is fine (it slows the run, not
 Redis's work per message). Traffic stays on loopback.
@@ -103,6 +103,10 @@ def main():
     ap.add_argument("--members", type=int, default=30)
     ap.add_argument("--senders", type=int, default=3)
     ap.add_argument("--says", type=int, default=5000)
+    ap.add_argument("--serve-arg", action="append", default=[],
+                    help="one more `serve` argument for the nodes (repeat), e.g. "
+                         "--serve-arg=--extensions=keepalive,presence,accounts,rooms "
+                         "for the rooms without history")
     a = ap.parse_args()
 
     work = tempfile.mkdtemp()
@@ -146,7 +150,7 @@ def main():
         for i in range(3):
             port = free_port()
             start([a.bin, "serve", "--listen", f"127.0.0.1:{port}", "--cluster", url,
-                   "--node-id", f"n{i + 1}", "--limits", "off"])
+                   "--node-id", f"n{i + 1}", "--limits", "off", *a.serve_arg])
             nodes.append(port)
         for port in nodes:
             while True:

@@ -1084,9 +1084,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.account_store = Some(handle);
         sqlite = Some(store);
     }
-    // History in one process only (docs/cluster.md, "Not done"), in the same file.
-    let history = match (&cluster, config.extensions.contains(Extension::History)) {
+    // History: in one process in the same file; in a cluster in Redis (docs/cluster.md,
+    // "History": room streams only for now).
+    let mut cluster = cluster;
+    let history = match (&mut cluster, config.extensions.contains(Extension::History)) {
         (None, true) => Some(open_history(&data_dir, config.history, sqlite)?),
+        (Some(c), true) => {
+            c.config.history = Some(config.history);
+            None
+        }
         _ => None,
     };
     // Read before anything is bound: a wrong file is a usage error, said at once.

@@ -40,7 +40,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tcpchat_accounts::StoreError;
 use tcpchat_proto::{RoomName, Username};
+use tcpchat_server::history::{Page, PageFuture, SharedHistory, StreamView};
+use tcpchat_server::History;
 use tcpchat_server::{
     Delivery, Hub, LoginError, MemoryHub, Outbox, RoomError, RoomLimits, RoomRequest, Roster, Sent,
 };
@@ -58,6 +61,37 @@ use crate::{check_url, ClusterConfig, ClusterError, ClusterMetrics, NodeId};
 #[derive(Clone)]
 pub struct RedisHub {
     inner: Arc<Inner>,
+    /// History's streams in Redis ([`ClusterConfig::history`]), seen by the server through
+    /// [`History::shared`].
+    history: Option<History>,
+}
+
+/// The room streams in Redis as the server's history service sees them
+/// (`docs/cluster.md`, "History"): pages are read in the room's slot. Room messages are
+/// numbered by the room's script itself, not here.
+struct SharedStreams(Arc<Inner>);
+
+impl SharedHistory for SharedStreams {
+    fn page(&self, key: &str, below: Option<u64>, count: u32) -> PageFuture<'_> {
+        let room = key.to_owned();
+        Box::pin(async move {
+            if !room.starts_with('#') {
+                // Direct streams are not kept on a cluster yet (never asked: not tracked).
+                return Ok(Page {
+                    view: StreamView {
+                        epoch: String::from("0"),
+                        top: 0,
+                        delivered: 0,
+                    },
+                    messages: Vec::new(),
+                });
+            }
+            self.0
+                .room_page(&room, below, count)
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))
+        })
+    }
 }
 
 struct Inner {
@@ -161,7 +195,11 @@ impl RedisHub {
         tokio::spawn(keeper(Arc::clone(&inner)));
         tokio::spawn(router::run(Arc::clone(&inner), queued));
         tokio::spawn(router::answer(Arc::clone(&inner), owed));
-        Ok(Self { inner })
+        let history = inner
+            .config
+            .history
+            .map(|_| History::shared(Arc::new(SharedStreams(Arc::clone(&inner)))));
+        Ok(Self { inner, history })
     }
 
     /// This node's id.
@@ -885,6 +923,14 @@ impl Hub for RedisHub {
 
     fn serves_rooms(&self) -> bool {
         true
+    }
+
+    fn history(&self) -> Option<&History> {
+        self.history.as_ref()
+    }
+
+    fn in_room(&self, lease: &RedisLease, room: &tcpchat_proto::RoomName) -> bool {
+        self.inner.rooms.is_in(room, lease.token)
     }
 
     async fn room(

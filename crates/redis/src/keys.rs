@@ -11,12 +11,12 @@
 //! | `{global}` | `epoch`, `settling`, `nodes`, `rooms` | the cluster's own state: "did Redis lose it", the registry of nodes |
 //! | `{n:NODE}` | `alive`, `users`, `watching`, `rooms`, the `deliver` channel | one node's lease, its name set (a side index of the names it holds), its presence flag, its sharded pub/sub channel |
 //! | `{u:NAME}` | `holder` | one name's holder: claimed by one single-key script, so a name is taken atomically |
-//! | `{r:ROOM}` | `members`, `where`, `topic`, `seq`, the `lines` channel | one room: its script checks, changes and publishes in one step, on one shard |
+//! | `{r:ROOM}` | `members`, `where`, `topic`, `seq`, the `lines` channel; `htop`, `hepoch`, `hist` (history) | one room: its script checks, changes, numbers and publishes in one step, on one shard |
 //!
 //! Accounts keep their own keys (`tcpchat:account:NAME`, hashed whole, and the index
 //! `tcpchat:accounts`), so an upgrade keeps every registered account.
 //!
-//! Other features that add per-user, per-node or per-room data (history) should build their
+//! Other features that add per-user, per-node or per-room data (direct history) should build their
 //! keys with [`user_key`] / [`node_key`] / [`room_key`] so they share the slot of the name,
 //! node or room they belong to, and any script touching them together stays on one shard.
 
@@ -81,10 +81,22 @@ pub fn room_key(room: &str, what: &str) -> String {
     format!("tcpchat:{{r:{room}}}:{what}")
 }
 
-/// The room's members (`members`, `where`), topic, sequence counter, and the pub/sub
-/// channel its lines are published on (`lines`), in that order: the room script's `KEYS`.
-pub(crate) fn room(room: &str) -> [String; 5] {
-    ["members", "where", "topic", "seq", "lines"].map(|what| room_key(room, what))
+/// The room's members (`members`, `where`), topic, sequence counter, the pub/sub channel
+/// its lines are published on (`lines`), then its history stream (`htop` the newest offset,
+/// `hepoch`, `hist` the kept messages: [`room_stream`]), in that order: the room script's
+/// `KEYS`.
+pub(crate) fn room(room: &str) -> [String; 8] {
+    [
+        "members", "where", "topic", "seq", "lines", "htop", "hepoch", "hist",
+    ]
+    .map(|what| room_key(room, what))
+}
+
+/// A room's history stream (`docs/cluster.md`, "History"): its newest offset, its epoch,
+/// and the list of kept messages (`"OFFSET TIME FROM BODY"`, oldest first, consecutive
+/// offsets). It outlives the room's membership keys.
+pub(crate) fn room_stream(room: &str) -> [String; 3] {
+    ["htop", "hepoch", "hist"].map(|what| room_key(room, what))
 }
 
 /// The channel of a room's lines. Sharded pub/sub on Redis Cluster, in the room's slot, so

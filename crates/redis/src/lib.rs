@@ -132,6 +132,9 @@ pub struct ClusterConfig {
     pub settle: Duration,
     /// Longest wait for one Redis call before it counts as a failure.
     pub call_timeout: Duration,
+    /// Keep history (`docs/cluster.md`, "History") with these caps and retention: room
+    /// streams in Redis, numbered by the room's script. `None`: no history.
+    pub history: Option<tcpchat_server::HistorySettings>,
 }
 
 impl fmt::Debug for ClusterConfig {
@@ -145,6 +148,7 @@ impl fmt::Debug for ClusterConfig {
             .field("renew_interval", &self.renew_interval)
             .field("settle", &self.settle)
             .field("call_timeout", &self.call_timeout)
+            .field("history", &self.history)
             .finish()
     }
 }
@@ -170,6 +174,7 @@ impl ClusterConfig {
             renew_interval: RENEW_INTERVAL,
             settle: SETTLE,
             call_timeout: CALL_TIMEOUT,
+            history: None,
         }
     }
 }

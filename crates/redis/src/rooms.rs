@@ -88,6 +88,18 @@ fn room_line<'a>(room: &RoomName, event: &'a str) -> Option<(Reply<'a>, Option<U
                 None,
             )
         }
+        // `A`: said and kept in the room's history; here its classic line.
+        "A" => {
+            let (_, _, from, body) = stamped(rest)?;
+            (
+                Reply::Said {
+                    room,
+                    from: name(from)?,
+                    body,
+                },
+                None,
+            )
+        }
         "S" => {
             let (from, body) = rest.split_once(' ')?;
             (
@@ -109,6 +121,14 @@ fn room_line<'a>(room: &RoomName, event: &'a str) -> Option<(Reply<'a>, Option<U
         }
         _ => return None,
     })
+}
+
+/// `{offset} {time} {from} {body}` of an `A` line.
+fn stamped(rest: &str) -> Option<(u64, u64, &str, &str)> {
+    let (offset, rest) = rest.split_once(' ')?;
+    let (time, rest) = rest.split_once(' ')?;
+    let (from, body) = rest.split_once(' ')?;
+    Some((offset.parse().ok()?, time.parse().ok()?, from, body))
 }
 
 impl LocalRooms {
@@ -231,6 +251,15 @@ impl LocalRooms {
             return None;
         };
         let line = reply.to_line();
+        // A kept message: `SAID-AT` for `history` members, encoded once as the other.
+        let with_offset = event
+            .strip_prefix("A ")
+            .and_then(stamped)
+            .map(|(o, t, from, body)| {
+                let mut buf = Vec::new();
+                Reply::encode_said_at(&mut buf, room.as_str(), o, t, from, body);
+                buf
+            });
         let joined = matches!(reply, Reply::Joined { .. });
         let left = matches!(reply, Reply::Parted { .. } | Reply::Kicked { .. });
         let mut rooms = self.lock();
@@ -251,8 +280,12 @@ impl LocalRooms {
                 }
                 m.joined = true;
             }
+            let line = match &with_offset {
+                Some(stamped) if m.outbox.history() => stamped,
+                _ => &line,
+            };
             // A full queue marks that connection for dropping; the room goes on.
-            let _ = m.outbox.push_with(|buf| buf.extend_from_slice(&line));
+            let _ = m.outbox.push_with(|buf| buf.extend_from_slice(line));
         }
         if left {
             members.retain(|m| !(m.joined && Some(&m.name) == who.as_ref()));
@@ -317,5 +350,29 @@ mod tests {
         );
         assert_eq!(user_line("#r M ").as_deref(), Some(&b"MEMBERS-OK #r\n"[..]));
         assert_eq!(user_line("#r X y"), None);
+    }
+
+    #[test]
+    fn a_kept_message_is_said_at_to_history_members_and_said_to_the_others() {
+        let rooms = LocalRooms::default();
+        let room = RoomName::parse("#r").expect("valid");
+        let (ext, plain) = (Arc::new(Outbox::new(1024)), Arc::new(Outbox::new(1024)));
+        ext.set_history();
+        assert!(rooms.add_pending(&room, &name("ann"), 1, &ext));
+        assert!(rooms.add_pending(&room, &name("bob"), 2, &plain));
+        rooms.handle_room_line("#r J ann");
+        rooms.handle_room_line("#r J bob");
+        rooms.handle_room_line("#r A 7 1700000000123 ann hi  there");
+        rooms.handle_room_line("#r A x 1 ann malformed offset");
+        rooms.handle_room_line("#r S bob not kept");
+        assert_eq!(
+            String::from_utf8(ext.take().0).expect("utf-8"),
+            "JOINED #r ann\nJOINED #r bob\nSAID-AT #r 7 1700000000123 ann hi  there\n\
+             SAID #r bob not kept\n"
+        );
+        assert_eq!(
+            String::from_utf8(plain.take().0).expect("utf-8"),
+            "JOINED #r bob\nSAID #r ann hi  there\nSAID #r bob not kept\n"
+        );
     }
 }

@@ -72,21 +72,65 @@ redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 return redis.call('SMEMBERS', KEYS[2])
 ";
 
-/// A room's slot (`KEYS` = members, where, topic, seq, lines: `keys::room`). One room
-/// request (`docs/cluster.md`, "Rooms"): checks and changes the room and publishes its line
+/// Lua shared by the scripts that write or read a history stream (`KEYS` top, epoch, list,
+/// given to the functions): Redis's clock in ms, and the retention, applied by popping
+/// what is older than it from the list's old end (at most 100 per call, so a call stays
+/// short) and by letting the stream's keys expire a retention after its newest message.
+macro_rules! stream_helpers {
+    () => {
+        r"
+local function stream_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function stream_pop_expired(list, now, keep)
+  for _ = 1, 100 do
+    local oldest = redis.call('LINDEX', list, 0)
+    if not oldest then return end
+    local at = tonumber(string.match(oldest, '^%d+ (%d+) '))
+    if at and at + keep > now then return end
+    redis.call('LPOP', list)
+  end
+end
+local function stream_expire(top, epoch, list, now, keep)
+  if keep <= 0 then return end
+  stream_pop_expired(list, now, keep)
+  if redis.call('EXISTS', list) == 1 then
+    local newest = redis.call('LINDEX', list, -1)
+    local at = tonumber(string.match(newest, '^%d+ (%d+) ')) or now
+    local ttl = at + keep - now
+    if ttl < 1 then ttl = 1 end
+    redis.call('PEXPIRE', top, ttl)
+    redis.call('PEXPIRE', epoch, ttl)
+    redis.call('PEXPIRE', list, ttl)
+  elseif redis.call('EXISTS', top) == 1 then
+    -- Every message expired: the stream is forgotten (a new epoch next). A stream never
+    -- written to keeps the epoch a page gave it.
+    redis.call('DEL', top, epoch)
+  end
+end
+"
+    };
+}
+
+/// A room's slot (`KEYS` = members, where, topic, seq, lines, htop, hepoch, hist:
+/// `keys::room`). One room request (`docs/cluster.md`, "Rooms"): checks and changes the room and publishes its line
 /// on the room's channel, `KEYS[5]`, in the same step, so Redis's one-script-at-a-time on the
 /// room's shard is the room's one order. `ARGV` = the publish verb (`PUBLISH`, `SPUBLISH` on
 /// a Redis Cluster), the room, the operation, the asking node, the user, then the
 /// operation's arguments.
 ///
 /// Lines: `"*{room} {kind} {rest}"` for every member (`J` joined, `R` joined again after a
-/// loss, `P` parted, `K` kicked, `T` topic, `S` said); `"^{node} {user} {room} {kind}
+/// loss, `P` parted, `K` kicked, `T` topic, `S` said, `A` said and kept in the room's
+/// history, `A {offset} {time} {from} {body}`: `docs/cluster.md`, "History"); `"^{node} {user} {room} {kind}
 /// {rest}"` for one member only, in the room's order (the topic after its `JOIN`, its
 /// members list). Returns `{answer, ...}`: `OK` or the refusal (`NOT-MEMBER`, `NOT-OWNER`,
 /// `ROOM-FULL`, `NO-SUCH-MEMBER`); `join` / `rejoin` / `part` / `drop` add
 /// `{added-or-removed, created-or-emptied}` (1 or 0) for the side indexes; `kick` adds the
 /// kicked member's node; `members` asked by a non-member answers `{LIST, names...}`.
-const ROOM: &str = r"
+const ROOM: &str = concat!(
+    stream_helpers!(),
+    r"
 local pub, r, op, node, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local members, where = KEYS[1], KEYS[2]
 local function tell(payload) redis.call(pub, KEYS[5], '*' .. r .. ' ' .. payload) end
@@ -158,6 +202,27 @@ if op == 'members' then
 end
 if not member(name) then return {'NOT-MEMBER'} end
 if op == 'say' then
+  -- ARGV[7..9] = cap, retention ms (0: none), an epoch for a new stream: history is kept.
+  if ARGV[7] then
+    local now = stream_now()
+    local offset = redis.call('INCR', KEYS[6])
+    -- A new stream (its keys go together): its epoch, unless a page gave it one already.
+    if offset == 1 then redis.call('SET', KEYS[7], ARGV[9], 'NX') end
+    redis.call('RPUSH', KEYS[8], offset .. ' ' .. now .. ' ' .. name .. ' ' .. ARGV[6])
+    redis.call('LTRIM', KEYS[8], -tonumber(ARGV[7]), -1)
+    local keep = tonumber(ARGV[8])
+    if keep > 0 then
+      -- The newest message is this one: the stream lapses a retention from now. What is
+      -- older than the retention leaves from the old end every 16th message (one LINDEX,
+      -- usually): storage stays within the cap meanwhile, and a page applies it exactly.
+      if offset % 16 == 0 then stream_pop_expired(KEYS[8], now, keep) end
+      redis.call('PEXPIRE', KEYS[6], keep)
+      redis.call('PEXPIRE', KEYS[7], keep)
+      redis.call('PEXPIRE', KEYS[8], keep)
+    end
+    tell('A ' .. offset .. ' ' .. now .. ' ' .. name .. ' ' .. ARGV[6])
+    return {'OK'}
+  end
   tell('S ' .. name .. ' ' .. ARGV[6])
   return {'OK'}
 end
@@ -185,7 +250,41 @@ if op == 'kick' then
   return {'OK', at}
 end
 return {'BAD-OP'}
-";
+"
+);
+
+/// A history stream's slot (`KEYS` = top, epoch, list: `keys::room_stream`). A page
+/// (`docs/cluster.md`, "History"): `ARGV` = below (0: the newest), count, retention ms (0:
+/// none), an epoch for a stream that does not exist yet. Applies the retention first, then
+/// returns `{epoch, top, entries...}`, the entries (`"OFFSET TIME FROM BODY"`) oldest first.
+/// The list's offsets are consecutive, so the page is one `LRANGE` by index.
+const STREAM_PAGE: &str = concat!(
+    stream_helpers!(),
+    r"
+local below, count, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+stream_expire(KEYS[1], KEYS[2], KEYS[3], stream_now(), keep)
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  -- A stream with nothing kept: its epoch, kept for a retention (or until written).
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[2], epoch)
+  if keep > 0 then redis.call('PEXPIRE', KEYS[2], keep) end
+  redis.call('DEL', KEYS[1], KEYS[3])
+end
+local top = tonumber(redis.call('GET', KEYS[1]) or '0')
+local len = redis.call('LLEN', KEYS[3])
+local first = top - len + 1
+if below == 0 or below > top + 1 then below = top + 1 end
+local stop = below - first - 1
+local start = stop - count + 1
+if start < 0 then start = 0 end
+local out = {epoch, top}
+if stop >= 0 and len > 0 then
+  for _, e in ipairs(redis.call('LRANGE', KEYS[3], start, stop)) do table.insert(out, e) end
+end
+return out
+"
+);
 
 /// A node's slot (`KEYS` = users or rooms): the set becomes exactly `ARGV` (ends a re-sync).
 const SET_USERS: &str = r"
@@ -272,6 +371,7 @@ pub(crate) struct Scripts {
     pub release: &'static str,
     pub drop: &'static str,
     pub room: &'static str,
+    pub stream_page: &'static str,
 }
 
 pub(crate) const SCRIPTS: Scripts = Scripts {
@@ -287,6 +387,7 @@ pub(crate) const SCRIPTS: Scripts = Scripts {
     release: RELEASE,
     drop: DROP,
     room: ROOM,
+    stream_page: STREAM_PAGE,
 };
 
 /// Adds `EVAL script` on `keys` (one hash tag) with `args` to `pipe`.

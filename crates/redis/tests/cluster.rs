@@ -464,6 +464,15 @@ async fn tcpchat_check_spread_over_three_nodes_passes() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The extension cases run, history's room paging included (not skipped).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for case in ["ext-rooms", "ext-history"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(case))
+            .unwrap_or_else(|| panic!("no {case} case in:\n{stdout}"));
+        assert!(line.trim_start().starts_with("pass "), "{line}");
+    }
     assert_every_node_got_users(&nodes);
 }
 

@@ -202,7 +202,7 @@ fn offered<H: Hub>(shared: &Shared<H>) -> tcpchat_proto::ExtensionSet {
     {
         offered.remove(tcpchat_proto::Extension::Accounts);
     }
-    // Only a hub that keeps history serves it (one process; not a cluster yet).
+    // Only a hub that keeps history serves it (one process, or a cluster's shared streams).
     if shared.hub.history().is_none() {
         offered.remove(tcpchat_proto::Extension::History);
     }
@@ -629,15 +629,21 @@ impl<H: Hub> Connection<H> {
                 }
                 // Before the name is ours: from here direct messages to it are numbered and
                 // kept for the catch-up below, not queued live (`docs/protocol.md`, "Resume").
-                if let Some(history) = self.shared.hub.history() {
+                if let Some(history) = self
+                    .shared
+                    .hub
+                    .history()
+                    .filter(|h| h.tracks(name.as_str()))
+                {
                     history.hold(name.as_str());
                 }
                 let outcome = self.shared.hub.take_over(&name, &self.outbox).await;
                 let logged_in = outcome.is_ok();
                 self.finish_login(name.clone(), outcome).await?;
                 let resume = self.session.take_resume();
+                // Only where the direct stream is kept (not on a cluster yet).
                 match shared.hub.history() {
-                    Some(history) if logged_in => {
+                    Some(history) if logged_in && history.tracks(name.as_str()) => {
                         Box::pin(self.catch_up(history, &name, resume)).await
                     }
                     _ => Ok(()),
@@ -827,14 +833,17 @@ impl<H: Hub> Connection<H> {
             }
             _ => return self.reply(&Reply::NoHistory),
         };
-        let view = history.view(&key);
-        history.flushed().await;
-        let below = before.unwrap_or(u64::MAX).min(view.top.saturating_add(1));
-        let page = match history.before(&key, below, count).await {
-            Ok(page) => page,
+        let (view, page) = match history.page(&key, before, count).await {
+            Ok(page) => (page.view, page.messages),
+            // A cluster's store is out of reach: no epoch to give (one made up here would
+            // tell the client its stream was reset). Try again, as for a room request.
+            Err(e) if history.is_shared() => {
+                debug!(error = %e, stream = %key, "history read failed");
+                return self.reply(&Reply::RoomUnavailable);
+            }
             Err(e) => {
                 warn!(error = %e, stream = %key, "history read failed");
-                Vec::new()
+                (history.view(&key), Vec::new())
             }
         };
         let n = u32::try_from(page.len()).unwrap_or(u32::MAX);

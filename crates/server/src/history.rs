@@ -18,9 +18,15 @@
 //! Reads (pages, catch-up) go to the database through its own connection on tokio's
 //! blocking pool. A catch-up first waits for the writer to have written everything numbered
 //! so far ([`History::flushed`]), so what is read is exactly what was numbered.
+//!
+//! A cluster keeps its streams elsewhere (Redis, `docs/cluster.md`, "History"): there
+//! [`History::shared`] wraps a [`SharedHistory`] from the cluster backend, which numbers room
+//! messages itself and answers pages; the connection code calls the same [`History`].
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -61,6 +67,11 @@ impl Default for HistorySettings {
 }
 
 impl HistorySettings {
+    /// The retention in milliseconds; `None` keeps messages until the cap removes them.
+    pub fn retention_ms(self) -> Option<u64> {
+        self.bounds().retention_ms
+    }
+
     fn bounds(self) -> Bounds {
         Bounds {
             direct_cap: u64::from(self.direct_cap),
@@ -110,17 +121,40 @@ pub type IsRegistered = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 struct Inner {
     streams: Mutex<HashMap<String, StreamState>>,
     tx: SyncSender<Op>,
-    db: Arc<HistoryDb>,
+    /// `None` on a cluster ([`History::shared`]): nothing is stored here.
+    db: Option<Arc<HistoryDb>>,
     is_registered: IsRegistered,
     dropped: Counter,
     last_drop_log: Mutex<Option<Instant>>,
     epochs: AtomicU64,
 }
 
+/// A page of a stream: its counters when read, and its messages, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub view: StreamView,
+    pub messages: Vec<StoredMessage>,
+}
+
+/// The future of a [`SharedHistory`] read.
+pub type PageFuture<'a> = Pin<Box<dyn Future<Output = Result<Page, StoreError>> + Send + 'a>>;
+
+/// Streams kept by a cluster backend (Redis) rather than by this process: it numbers room
+/// messages where it orders them, and answers pages. Direct streams are not kept by it yet
+/// (`docs/cluster.md`, "Not done"), so [`History::tracks`] is false on it.
+pub trait SharedHistory: Send + Sync + 'static {
+    /// The newest `count` messages of the stream `key` with offsets below `below` (all
+    /// when `None`), oldest first, with the stream's counters (created, with a new epoch,
+    /// if it does not exist).
+    fn page(&self, key: &str, below: Option<u64>, count: u32) -> PageFuture<'_>;
+}
+
 /// The history service. Cheap to clone.
 #[derive(Clone)]
 pub struct History {
     inner: Arc<Inner>,
+    /// Set on a cluster: pages come from there, and nothing is numbered here.
+    shared: Option<Arc<dyn SharedHistory>>,
 }
 
 impl std::fmt::Debug for History {
@@ -185,13 +219,61 @@ impl History {
             inner: Arc::new(Inner {
                 streams: Mutex::new(streams),
                 tx,
-                db,
+                db: Some(db),
                 is_registered,
                 dropped: Counter::default(),
                 last_drop_log: Mutex::new(None),
                 epochs: AtomicU64::new(0),
             }),
+            shared: None,
         })
+    }
+
+    /// History kept by a cluster backend: pages are read from `store`; nothing is numbered,
+    /// stored or held in this process, and no direct stream is tracked.
+    ///
+    /// Its local parts are inert: the writer's channel has no thread behind it (a write to
+    /// it fails, as to a stopped writer), and reads find nothing.
+    pub fn shared(store: Arc<dyn SharedHistory>) -> Self {
+        let (tx, _) = mpsc::sync_channel(1);
+        Self {
+            inner: Arc::new(Inner {
+                streams: Mutex::new(HashMap::new()),
+                tx,
+                db: None,
+                is_registered: Arc::new(|_| false),
+                dropped: Counter::default(),
+                last_drop_log: Mutex::new(None),
+                epochs: AtomicU64::new(0),
+            }),
+            shared: Some(store),
+        }
+    }
+
+    /// Whether the streams are a cluster's ([`History::shared`]).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// A page of `key`: the newest `count` messages below `before` (the newest of all
+    /// when `None`), with the stream's counters.
+    ///
+    /// # Errors
+    /// The store refused the read.
+    pub async fn page(
+        &self,
+        key: &str,
+        before: Option<u64>,
+        count: u32,
+    ) -> Result<Page, StoreError> {
+        if let Some(shared) = &self.shared {
+            return shared.page(key, before, count).await;
+        }
+        let view = self.view(key);
+        self.flushed().await;
+        let below = before.unwrap_or(u64::MAX).min(view.top.saturating_add(1));
+        let messages = self.before(key, below, count).await?;
+        Ok(Page { view, messages })
     }
 
     /// Registers `tcpchat_history_dropped_total`.
@@ -440,7 +522,9 @@ impl History {
         upto: u64,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let db = Arc::clone(&self.inner.db);
+        let Some(db) = self.inner.db.clone() else {
+            return Ok(Vec::new());
+        };
         let key = key.to_owned();
         tokio::task::spawn_blocking(move || db.after(&key, after, upto, limit))
             .await
@@ -457,7 +541,9 @@ impl History {
         before: u64,
         count: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let db = Arc::clone(&self.inner.db);
+        let Some(db) = self.inner.db.clone() else {
+            return Ok(Vec::new());
+        };
         let key = key.to_owned();
         tokio::task::spawn_blocking(move || db.before(&key, before, count))
             .await
@@ -469,7 +555,9 @@ impl History {
     /// # Errors
     /// The database refused the read.
     pub async fn oldest(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        let db = Arc::clone(&self.inner.db);
+        let Some(db) = self.inner.db.clone() else {
+            return Ok(None);
+        };
         let key = key.to_owned();
         tokio::task::spawn_blocking(move || db.oldest(&key))
             .await

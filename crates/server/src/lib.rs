@@ -34,7 +34,7 @@ pub use config::{
     Config, ConfigError, GenerationPolicy, Keepalive, Practice, MAX_LINE_LIMIT_BYTES,
 };
 pub use entry::{Entry, Refused};
-pub use history::{History, HistorySettings};
+pub use history::{History, HistorySettings, Page, SharedHistory};
 pub use hub::{Delivery, DirectResult, Hub, LoginError, MemoryHub, Roster, Sent};
 pub use limits::Limits;
 pub use listener::{

@@ -16,7 +16,9 @@
 use std::sync::Arc;
 
 use redis::Value;
+use tcpchat_accounts::history::StoredMessage;
 use tcpchat_proto::{Reply, RoomName, Username};
+use tcpchat_server::history::{Page, StreamView};
 use tcpchat_server::{Outbox, RoomError, RoomLimits, RoomRequest};
 use tracing::debug;
 
@@ -395,7 +397,16 @@ impl Inner {
                 v
             }
             RoomRequest::Say { room, body } => {
-                let v = self.room_script(room.as_str(), "say", me, &[*body]).await;
+                let v = match self.config.history {
+                    Some(h) => {
+                        let cap = h.room_cap.max(1).to_string();
+                        let keep = h.retention_ms().unwrap_or(0).to_string();
+                        let epoch = new_epoch();
+                        self.room_script(room.as_str(), "say", me, &[*body, &cap, &keep, &epoch])
+                            .await
+                    }
+                    None => self.room_script(room.as_str(), "say", me, &[*body]).await,
+                };
                 v.map_err(|e| self.room_failed(&e))?
             }
             RoomRequest::Topic { room, text } => {
@@ -493,6 +504,69 @@ impl Inner {
         self.failed();
         RoomError::Unavailable
     }
+}
+
+impl Inner {
+    /// A page of a room's history stream (`docs/cluster.md`, "History"), read in the
+    /// room's slot, with the retention applied first.
+    pub(super) async fn room_page(
+        &self,
+        room: &str,
+        below: Option<u64>,
+        count: u32,
+    ) -> Result<Page, CallError> {
+        let keep = self
+            .config
+            .history
+            .and_then(|h| h.retention_ms())
+            .unwrap_or(0);
+        let mut pipe = redis::pipe();
+        eval(&mut pipe, SCRIPTS.stream_page, &keys::room_stream(room))
+            // 0 tells the script "the newest"; `BEFORE 0`, like `BEFORE 1`, has nothing.
+            .arg(below.map_or(0, |b| b.max(1)))
+            .arg(count)
+            .arg(keep)
+            .arg(new_epoch());
+        let v = self.step(&pipe, 1).await?;
+        let mut v = v
+            .into_iter()
+            .next()
+            .map(items)
+            .unwrap_or_default()
+            .into_iter();
+        let epoch = v.next().as_ref().and_then(text).unwrap_or_default();
+        let top = v.next().as_ref().map_or(0, int);
+        let messages = v
+            .filter_map(|e| text(&e))
+            .filter_map(|e| {
+                let (offset, rest) = e.split_once(' ')?;
+                let (time, rest) = rest.split_once(' ')?;
+                let (sender, body) = rest.split_once(' ')?;
+                Some(StoredMessage {
+                    offset: offset.parse().ok()?,
+                    time: time.parse().ok()?,
+                    sender: sender.to_owned(),
+                    body: body.to_owned(),
+                })
+            })
+            .collect();
+        Ok(Page {
+            view: StreamView {
+                epoch,
+                top: u64::try_from(top).unwrap_or(0),
+                delivered: 0,
+            },
+            messages,
+        })
+    }
+}
+
+/// A new stream's epoch: the time in ms and 32 random bits, in `0-9a-f` (the protocol's
+/// 1 to 32 bytes of `0-9a-z`). Distinct across nodes and runs.
+pub(super) fn new_epoch() -> String {
+    use std::hash::BuildHasher;
+    let salt = std::collections::hash_map::RandomState::new().hash_one(0u8) & 0xffff_ffff;
+    format!("{:x}{salt:08x}", tcpchat_server::history::now_ms())
 }
 
 /// The room script's digest, for `EVALSHA`.
