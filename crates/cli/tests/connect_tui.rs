@@ -390,7 +390,7 @@ fn a_registered_name_logs_in_with_a_masked_password_and_changes_it() {
         listener,
         vec![
             (
-                "EXT keepalive,presence,accounts,rooms",
+                "EXT keepalive,presence,accounts,rooms,history",
                 "EXT-OK keepalive,presence,accounts\n",
             ),
             ("HELLO-FROM alice", "NAME-REGISTERED\n"),

@@ -8,12 +8,13 @@
 
 use std::time::Instant;
 
-use tcpchat_proto::{Extension, ExtensionSet, Username};
+use tcpchat_proto::{Extension, ExtensionSet, Stream, Username};
 
 use crate::account::{AccountOp, AccountReply, PasswordPrompt, Secret};
 use crate::command::{self, TopicArg, UserCommand};
-use crate::conversations::{Buffer, Conversations, Target};
+use crate::conversations::{Buffer, Conversations, Older, Target};
 use crate::rooms::{RoomEvent, RoomOp, RoomRefusal};
+use crate::session::HistoryNote;
 use crate::session::{one_line, Config, Delivery, Effect, Event, Phase, Session, Undelivered};
 
 /// The client: a session and its conversations. See the module documentation.
@@ -302,11 +303,31 @@ impl Client {
         let text = crate::rooms::describe(event, me.as_ref());
         let chats = &mut self.chats;
         match event {
-            RoomEvent::Said { room, from, text } if mine(from) => {
+            RoomEvent::Said {
+                room,
+                from,
+                text,
+                at,
+            } if mine(from) && at.is_none_or(|a| a.live) => {
                 let fallback = self.session.next_msg_id();
-                self.chats.room_echo(room, text, fallback, now);
+                self.chats.room_echo(room, text, fallback, *at, now);
             }
-            RoomEvent::Said { room, from, text } => chats.room_message(room, from, text, now),
+            RoomEvent::Said {
+                room,
+                from,
+                text,
+                at,
+            } if mine(from) => {
+                // One of ours from the history: shown as sent, in its place.
+                let id = self.session.next_msg_id();
+                chats.room_sent_earlier(room, id, text, *at, now);
+            }
+            RoomEvent::Said {
+                room,
+                from,
+                text,
+                at,
+            } => chats.room_message(room, from, text, *at, now),
             RoomEvent::Joined { room, name } => {
                 chats.room_notice(room, &text, mine(name), now);
                 chats.member_joined(room, name);
@@ -355,6 +376,61 @@ impl Client {
                 chats.notice(&text, now);
             }
             RoomEvent::Rooms(_) | RoomEvent::Refused { .. } => chats.notice(&text, now),
+        }
+    }
+
+    fn record_history(&mut self, note: &HistoryNote, now: Instant) {
+        let chats = &mut self.chats;
+        let target = |stream: &Stream| match stream {
+            Stream::Direct => None,
+            Stream::Room(room) => Some(Target::Room(room.clone())),
+        };
+        match note {
+            HistoryNote::CaughtUp => {}
+            HistoryNote::Expired | HistoryNote::Reset => {
+                chats.status_notice(&note.to_string(), now);
+                if chats.open_index() != 0 {
+                    chats.notice(&note.to_string(), now);
+                }
+            }
+            HistoryNote::Loading(stream) => {
+                let open = chats.open_buffer().target.clone();
+                chats.set_older(&target(stream).unwrap_or(open), Older::Loading);
+            }
+            HistoryNote::Loaded { stream, beginning } => {
+                let open = chats.open_buffer().target.clone();
+                let older = if *beginning {
+                    Older::Beginning
+                } else {
+                    Older::Unknown
+                };
+                match target(stream) {
+                    Some(t) => chats.set_older(&t, older),
+                    // The direct stream mixes every peer: what it had is now in each one.
+                    None => {
+                        for t in chats
+                            .buffers()
+                            .iter()
+                            .map(|b| b.target.clone())
+                            .collect::<Vec<_>>()
+                        {
+                            if matches!(t, Target::Peer(_)) {
+                                chats.set_older(&t, older);
+                            }
+                        }
+                        let _ = open;
+                    }
+                }
+            }
+            HistoryNote::CatchUpCut { room, .. } => {
+                chats.room_notice(room, &note.to_string(), true, now);
+            }
+            HistoryNote::Unavailable(stream) => {
+                if let Some(t) = target(stream) {
+                    chats.set_older(&t, Older::Unknown);
+                }
+                chats.notice(&note.to_string(), now);
+            }
         }
     }
 
@@ -478,7 +554,18 @@ impl Client {
                     chats.notice(&text, now);
                 }
             }
-            Event::Message { from, text } => chats.incoming(from, text, now),
+            Event::Message { from, text, at } => chats.incoming_at(from, text, *at, now),
+            Event::Kept { id, to, text } => {
+                if !chats.set_state(to, *id, Delivery::Kept) {
+                    chats.status_notice(
+                        &format!(
+                            "queued for {to} (offline, delivered at their next login): {text}"
+                        ),
+                        now,
+                    );
+                }
+            }
+            Event::History(note) => self.record_history(note, now),
             Event::Sending { id, to } => {
                 chats.set_state(to, *id, Delivery::Sending);
             }

@@ -24,6 +24,7 @@ mod account;
 mod client;
 pub mod command;
 mod conversations;
+pub mod history;
 pub mod net;
 pub mod plain;
 pub mod rooms;
@@ -38,7 +39,7 @@ pub use conversations::{
 };
 pub use rooms::{RoomEvent, RoomOp, RoomRefusal, MAX_JOINED_ROOMS};
 pub use session::{
-    one_line, Config, Delivery, Effect, Event, LoginError, MsgId, NameProblem, Offline, Outgoing,
-    Phase, Session, Undelivered, MAX_ONLINE_NAMES, MAX_PENDING_REQUESTS, MAX_SERVER_LINE_BYTES,
-    MAX_UNSETTLED_MESSAGES, PING_AFTER, PING_TIMEOUT, QUIT_GRACE,
+    one_line, Config, Delivery, Effect, Event, HistoryNote, LoginError, MsgId, NameProblem,
+    Offline, Outgoing, Phase, Session, Undelivered, MAX_ONLINE_NAMES, MAX_PENDING_REQUESTS,
+    MAX_SERVER_LINE_BYTES, MAX_UNSETTLED_MESSAGES, PING_AFTER, PING_TIMEOUT, QUIT_GRACE,
 };

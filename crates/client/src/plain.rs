@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::net::{self, Link, Server};
 use crate::{AccountOp, AccountReply, Client, Config, Effect, Event, LoginError, Secret, HELP};
-use crate::{PasswordPrompt, Phase};
+use crate::{HistoryNote, PasswordPrompt, Phase};
 
 /// The passwords a plain-mode run may use, read once at start.
 #[derive(Debug, Clone, Default)]
@@ -233,7 +233,23 @@ pub fn show(out: &mut impl Write, server: &str, event: &Event) -> io::Result<()>
         Event::LoggedIn { name, again: true } => {
             writeln!(out, "reconnected to {server} as {name}")
         }
-        Event::Message { from, text } => writeln!(out, "<{from}> {text}"),
+        Event::Message {
+            from,
+            text,
+            at: Some(at),
+        } if !at.live => writeln!(out, "{} <{from}> {text}", crate::history::clock(at.time)),
+        Event::Message { from, text, .. } => writeln!(out, "<{from}> {text}"),
+        Event::Kept { to, text, .. } => writeln!(
+            out,
+            "queued for {to} (offline; delivered at their next login): {text}"
+        ),
+        Event::History(
+            note @ (HistoryNote::Expired
+            | HistoryNote::Reset
+            | HistoryNote::CatchUpCut { .. }
+            | HistoryNote::Unavailable(_)),
+        ) => writeln!(out, "{note}"),
+        Event::History(_) => Ok(()),
         Event::Delivered { to, text, .. } => writeln!(out, "delivered to {to}: {text}"),
         Event::NotDelivered { to, text, why, .. } => {
             writeln!(out, "not delivered to {to} ({why}): {text}")

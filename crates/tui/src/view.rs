@@ -271,6 +271,10 @@ fn entry_spans(app: &App, time: &str, kind: &EntryKind) -> Vec<Span<'static>> {
                 Delivery::Queued => Span::styled(" (waiting for the connection…)", dim()),
                 Delivery::Sending => Span::styled(" (sending…)", dim()),
                 Delivery::Delivered => Span::styled(" ✓", Style::new().fg(Color::Green)),
+                Delivery::Kept => Span::styled(
+                    " (queued: delivered at their next login)",
+                    Style::new().fg(Color::Yellow),
+                ),
                 Delivery::NotDelivered(why) => Span::styled(
                     format!(" ✗ not delivered: {why}"),
                     Style::new().fg(Color::Red),

@@ -462,7 +462,7 @@ fn a_registered_name_asks_for_its_password_masked_and_never_remembered() {
     assert_eq!(
         s.sent,
         [
-            "EXT keepalive,presence,accounts,rooms",
+            "EXT keepalive,presence,accounts,rooms,history",
             "HELLO-FROM alice",
             "LOGIN alice hunter22-x"
         ]

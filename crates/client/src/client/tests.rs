@@ -194,7 +194,8 @@ fn logs_in_and_chats() {
         h.take_shown(),
         vec![Event::Message {
             from: name("bob"),
-            text: "hello  alice".into()
+            text: "hello  alice".into(),
+            at: None,
         }]
     );
 }
@@ -989,7 +990,7 @@ fn ask_password_prompts_before_connecting() {
     h.client_connected();
     assert_eq!(
         h.take_sent(),
-        owned(&["EXT keepalive,presence,accounts,rooms"])
+        owned(&["EXT keepalive,presence,accounts,rooms,history"])
     );
     h.server("EXT-OK keepalive,presence,accounts");
     assert_eq!(h.take_sent(), owned(&["LOGIN alice correct-horse"]));
@@ -1005,7 +1006,7 @@ fn room(s: &str) -> tcpchat_proto::RoomName {
 fn online_with_rooms() -> Harness {
     let mut h = Harness::new(Config::interactive(Some(name("alice"))).extended());
     h.client_connected();
-    h.server("EXT-OK keepalive,presence,accounts,rooms");
+    h.server("EXT-OK keepalive,presence,accounts,rooms,history");
     h.server("HELLO alice");
     h.server("ONLINE alice,bob");
     h.server("ONLINE-DONE");
@@ -1197,7 +1198,7 @@ fn a_reconnection_joins_the_rooms_again() {
     h.advance(Duration::from_secs(1));
     h.client_connected();
     h.take_sent();
-    h.server("EXT-OK keepalive,presence,accounts,rooms");
+    h.server("EXT-OK keepalive,presence,accounts,rooms,history");
     h.server("HELLO alice");
     assert_eq!(h.take_sent(), owned(&["JOIN #a", "JOIN #b"]));
     h.server("ONLINE alice,bob");
