@@ -262,6 +262,11 @@ impl PlainClient {
         wait_for(&self.out, &mut self.seen, want, |l| l == want);
     }
 
+    /// Waits for a line that `matches`; returns it.
+    pub fn expect_line(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        wait_for(&self.out, &mut self.seen, what, matches)
+    }
+
     pub fn expect_prefix(&mut self, prefix: &str) -> String {
         wait_for(&self.out, &mut self.seen, prefix, |l| l.starts_with(prefix))
     }
