@@ -391,3 +391,72 @@ fn without_history_on_the_server_nothing_is_kept_as_before() {
         );
     }
 }
+
+#[test]
+fn after_a_restart_the_rooms_and_what_was_missed_come_back_from_the_state_file() {
+    let server = Server::start("127.0.0.1:0", &[]);
+    let addr = server.addr.to_string();
+    let mut alice = with_password("alice", &addr);
+    alice.expect(&format!("logged in to {addr} as alice"));
+    alice.type_line("/register");
+    alice.expect("your name is registered: from now on it can only be used with your password");
+    alice.type_line("/join #state");
+    alice.expect("you joined #state");
+    let mut bob = PlainClient::start(&["--name", "bob", &addr]);
+    bob.expect(&format!("logged in to {addr} as bob"));
+    bob.type_line("/join #state");
+    bob.expect("you joined #state");
+    bob.type_line("seen by both");
+    alice.expect("[#state] <bob> seen by both");
+    alice.type_line("/quit");
+    let (status, _, err) = alice.finish();
+    assert!(status.success(), "{status}; stderr {err:#?}");
+    let state = common::test_data_dir().join("state");
+    let file = std::fs::read_dir(&state)
+        .expect("a state directory")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.to_string_lossy().ends_with("--alice.json"))
+        .expect("alice's state file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+
+    bob.type_line("said while alice was away");
+    bob.expect("[#state] <bob> said while alice was away");
+    bob.type_line("@alice a direct one");
+    bob.expect("queued for alice (offline; delivered at their next login): a direct one");
+
+    // The next run joins #state again by itself and shows only what it missed.
+    let mut alice = with_password("alice", &addr);
+    alice.expect(&format!("logged in to {addr} as alice"));
+    alice.expect_line("the missed direct message", |l| {
+        is_missed(l, " <bob> a direct one")
+    });
+    alice.expect("you joined #state");
+    alice.expect_line("the missed room message", |l| {
+        is_missed(l, " [#state] <bob> said while alice was away")
+    });
+    // bob's plain text goes to the conversation he used last: back to the room.
+    bob.type_line("/join #state");
+    bob.expect("you joined #state");
+    bob.type_line("live again");
+    alice.expect("[#state] <bob> live again");
+    alice.type_line("/quit");
+    let (status, out, err) = alice.finish();
+    assert!(status.success(), "{status}; stderr {err:#?}");
+    assert!(
+        !out.iter().any(|l| l.contains("seen by both")),
+        "what the first run saw is not shown again: {out:#?}"
+    );
+
+    // A corrupt state file is a warning, and the run goes on.
+    std::fs::write(&file, b"{ not json").expect("corrupt it");
+    let mut alice = with_password("alice", &addr);
+    alice.expect_line("a warning", |l| {
+        l.contains("is not valid") && l.contains("ignored")
+    });
+    alice.expect(&format!("logged in to {addr} as alice"));
+}

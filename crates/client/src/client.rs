@@ -234,6 +234,25 @@ impl Client {
         self.absorb(effects, now)
     }
 
+    /// Restores what a previous run left (the state file): the rooms to join, the resume
+    /// points and the conversations with their unread counts. Call before [`Client::start`].
+    pub fn restore(&mut self, restored: crate::state::Restored) {
+        self.session
+            .restore(restored.positions, restored.joined.clone());
+        for room in &restored.joined {
+            self.chats.restore(Target::Room(room.clone()), 0);
+        }
+        for (target, unread) in restored.conversations {
+            self.chats.restore(target, unread);
+        }
+    }
+
+    /// A remark in the status buffer (a warning from the run loop, such as a state file
+    /// that was ignored).
+    pub fn status_notice(&mut self, text: &str, now: Instant) {
+        self.chats.status_notice(text, now);
+    }
+
     // ---- the view's side ----------------------------------------------------------------
 
     /// The protocol session.

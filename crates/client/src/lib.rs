@@ -29,6 +29,7 @@ pub mod net;
 pub mod plain;
 pub mod rooms;
 mod session;
+pub mod state;
 
 pub use account::{AccountOp, AccountReply, PasswordPrompt, Secret};
 pub use client::Client;

@@ -122,9 +122,17 @@ pub async fn run_with_passwords(
     mut input: mpsc::Receiver<String>,
     output: &mut impl Write,
 ) -> Result<(), PlainError> {
+    let server_name = server.to_string();
+    let (mut keeper, restored, warning) = crate::state::for_config(&config, &server_name);
     let mut client = Client::new(config);
+    if let Some(restored) = restored {
+        client.restore(restored);
+    }
+    if let Some(warning) = warning {
+        writeln!(output, "{warning}").map_err(PlainError::Output)?;
+    }
     let mut link = Link::new(server.clone());
-    let server = server.to_string();
+    let server = server_name;
     let mut input_open = true;
     let mut effects = client.start(Instant::now());
     // The account command a `New` prompt belongs to: after `Current` it is `/password`'s.
@@ -193,7 +201,14 @@ pub async fn run_with_passwords(
                         }
                         show(output, &server, &event)
                     }
-                    Effect::Exit(result) => return result.map_err(PlainError::Login),
+                    Effect::Exit(result) => {
+                        if let Some(keeper) = keeper.as_mut() {
+                            if let Some(warning) = keeper.update(&client) {
+                                let _ = writeln!(output, "{warning}");
+                            }
+                        }
+                        return result.map_err(PlainError::Login);
+                    }
                     Effect::Connect | Effect::Send(_) | Effect::Disconnect => Ok(()),
                 };
                 match written.and_then(|()| output.flush()) {
@@ -203,6 +218,11 @@ pub async fn run_with_passwords(
                 }
             }
             effects = more;
+        }
+        if let Some(keeper) = keeper.as_mut() {
+            if let Some(warning) = keeper.update(&client) {
+                writeln!(output, "{warning}").map_err(PlainError::Output)?;
+            }
         }
         let deadline = client.poll_timeout();
         effects = tokio::select! {

@@ -122,6 +122,11 @@ pub struct Config {
     /// Ask for the password ([`Event::PasswordNeeded`]) before logging in, when
     /// [`Config::password`] is not given (`tcpchat connect --login`).
     pub ask_password: bool,
+    /// Keep a state file for an account's login (`crate::state`; the run loops do it):
+    /// `tcpchat connect` sets it unless `--classic`.
+    pub keep_state: bool,
+    /// The state file's directory (`--state-dir`); `None`: [`crate::state::default_dir`].
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -140,6 +145,8 @@ impl Config {
             ping_timeout: PING_TIMEOUT,
             password: None,
             ask_password: false,
+            keep_state: false,
+            state_dir: None,
         }
     }
 
@@ -582,6 +589,8 @@ pub struct Session {
     page_in: Option<PageIn>,
     /// Between an account's login and its `RESUME-OK`: direct lines are the catch-up.
     catching_up: bool,
+    /// The current login is an account's (`LOGIN`).
+    account: bool,
     out: Vec<Effect>,
 }
 
@@ -620,6 +629,7 @@ impl Session {
             positions: Positions::default(),
             page_in: None,
             catching_up: false,
+            account: false,
             out: Vec::new(),
         }
     }
@@ -1600,9 +1610,13 @@ impl Session {
             (Pending::Login(_), Reply::Hello(name)) => {
                 // An account's login is followed by its direct stream's catch-up.
                 self.catching_up = self.has(Extension::History);
+                self.account = true;
                 self.logged_in(name, now);
             }
-            (Pending::Hello(_), Reply::Hello(name)) => self.logged_in(name, now),
+            (Pending::Hello(_), Reply::Hello(name)) => {
+                self.account = false;
+                self.logged_in(name, now);
+            }
             (Pending::Hello(name), Reply::NameRegistered) => {
                 if self.password.is_some() && self.has(Extension::Accounts) {
                     self.log_in(name, now);
@@ -1631,6 +1645,11 @@ impl Session {
                 if reply == AccountReply::Done {
                     // Reconnections log in with the password the account has now.
                     self.password = then;
+                    match op {
+                        AccountOp::Register => self.account = true,
+                        AccountOp::Unregister => self.account = false,
+                        AccountOp::ChangePassword => {}
+                    }
                 }
                 self.out.push(Effect::Show(Event::Account { op, reply }));
             }
@@ -2019,6 +2038,11 @@ impl Session {
                 }))),
         }
         self.take()
+    }
+
+    /// Whether the current (or last) login was to an account, with its password.
+    pub fn is_account(&self) -> bool {
+        self.account
     }
 
     /// Where the client stands in its streams (for the state file).

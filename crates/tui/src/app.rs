@@ -73,6 +73,10 @@ impl App {
         }
     }
 
+    pub fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }

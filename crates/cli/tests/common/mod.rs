@@ -42,6 +42,7 @@ pub fn scrub(cmd: &mut Command) {
         }
     }
     cmd.env("TCPCHAT_DATA_DIR", test_data_dir());
+    cmd.env("TCPCHAT_STATE_DIR", test_data_dir().join("state"));
 }
 
 /// Lines of a child's stream, read on a thread.
