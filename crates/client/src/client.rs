@@ -247,6 +247,26 @@ impl Client {
         }
     }
 
+    /// The user scrolled past the top of the open conversation: ask the server for the
+    /// page before its oldest line (a room's stream, or the direct stream for a peer), once
+    /// at a time, and not when the beginning was reached.
+    pub fn load_older(&mut self, now: Instant) -> Vec<Effect> {
+        let buffer = self.chats.open_buffer();
+        if buffer.older != Older::Unknown {
+            return Vec::new();
+        }
+        let stream = match &buffer.target {
+            Target::Status => return Vec::new(),
+            Target::Peer(_) => Stream::Direct,
+            Target::Room(room) => Stream::Room(room.clone()),
+        };
+        if !self.session.has(Extension::History) {
+            return Vec::new();
+        }
+        let effects = self.session.load_older(stream, now);
+        self.absorb(effects, now)
+    }
+
     /// A remark in the status buffer (a warning from the run loop, such as a state file
     /// that was ignored).
     pub fn status_notice(&mut self, text: &str, now: Instant) {

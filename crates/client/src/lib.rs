@@ -35,8 +35,8 @@ pub use account::{AccountOp, AccountReply, PasswordPrompt, Secret};
 pub use client::Client;
 pub use command::{InputError, UserCommand, HELP, NAME_RULES};
 pub use conversations::{
-    Arrival, Buffer, Conversations, Entry, EntryKind, Target, MAX_CONVERSATIONS, MAX_HISTORY_BYTES,
-    MAX_HISTORY_ENTRIES, MAX_KNOWN_MEMBERS, PREVIEW_CHARS,
+    Arrival, Buffer, Conversations, Entry, EntryKind, Older, Target, MAX_CONVERSATIONS,
+    MAX_HISTORY_BYTES, MAX_HISTORY_ENTRIES, MAX_KNOWN_MEMBERS, PREVIEW_CHARS,
 };
 pub use rooms::{RoomEvent, RoomOp, RoomRefusal, MAX_JOINED_ROOMS};
 pub use session::{

@@ -362,7 +362,10 @@ mod tests {
             &name("alice"),
             &positions,
             std::slice::from_ref(&room),
-            &[(Target::Peer(name("bob")), 3), (Target::Room(room.clone()), 1)],
+            &[
+                (Target::Peer(name("bob")), 3),
+                (Target::Room(room.clone()), 1),
+            ],
         )
     }
 
