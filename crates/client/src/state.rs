@@ -224,16 +224,14 @@ impl Keeper {
 }
 
 /// The keeper for a run with `config` against `server` (see [`Keeper::open`]); nothing when
-/// the run keeps no state ([`crate::Config::keep_state`]) or logs in without an account's
-/// password.
+/// the run keeps no state ([`crate::Config::keep_state`]) or its name is not known at the
+/// start (typed at the prompt). It writes only once logged in to the account.
 pub fn for_config(
     config: &crate::Config,
     server: &str,
 ) -> (Option<Keeper>, Option<Restored>, Option<String>) {
     match &config.name {
-        Some(name) if config.keep_state && (config.password.is_some() || config.ask_password) => {
-            Keeper::open(config.state_dir.as_deref(), server, name)
-        }
+        Some(name) if config.keep_state => Keeper::open(config.state_dir.as_deref(), server, name),
         _ => (None, None, None),
     }
 }
