@@ -60,6 +60,11 @@ pub struct Position {
 }
 
 impl Position {
+    /// Whether `offset` is among the lines held.
+    fn holds(&self, offset: u64) -> bool {
+        self.lowest != 0 && (self.lowest..=self.top).contains(&offset)
+    }
+
     fn hold(&mut self, offset: u64) {
         self.top = self.top.max(offset);
         if self.lowest == 0 || offset < self.lowest {
@@ -95,6 +100,9 @@ pub struct PageIn {
     pub got: u32,
     /// The lowest offset of the page so far.
     pub lowest: Option<u64>,
+    /// For an older page: its lines below this are new (the lowest held when the page
+    /// came, or the request's `BEFORE`); `None`: all are.
+    pub bound: Option<u64>,
 }
 
 /// The client's positions in its streams. See the module documentation.
@@ -112,7 +120,7 @@ impl Positions {
     /// Whether a direct message at `offset` is new, recording it if so.
     pub fn direct_line(&mut self, offset: u64) -> bool {
         let pos = self.direct.get_or_insert_with(Position::default);
-        if offset <= pos.top && offset >= pos.lowest && pos.lowest != 0 {
+        if pos.holds(offset) {
             return false;
         }
         pos.hold(offset);
@@ -125,8 +133,10 @@ impl Positions {
         let pos = self.direct.get_or_insert_with(Position::default);
         pos.epoch = epoch.to_owned();
         pos.top = pos.top.max(top);
-        if pos.lowest == 0 {
-            pos.lowest = top;
+        if pos.lowest == 0 && top > 0 {
+            // Everything up to `top` reached a connection of ours, but this run holds none
+            // of it: an older page starts just above.
+            pos.lowest = top + 1;
         }
     }
 
@@ -146,7 +156,7 @@ impl Positions {
             }
         }
         let pos = self.room_entry(room);
-        if offset <= pos.top && offset >= pos.lowest && pos.lowest != 0 {
+        if pos.holds(offset) {
             return false;
         }
         pos.hold(offset);
@@ -172,17 +182,43 @@ impl Positions {
         })
     }
 
-    /// Older lines of `stream`: the request, or `None` when nothing is held to page from.
+    /// Older lines of `stream`: the page before the lowest offset held, the newest page when
+    /// none is held (a room's history from before the user joined), or `None` when the
+    /// lowest held is the stream's first.
     pub fn older(&self, stream: &Stream) -> Option<PageRequest> {
         let lowest = match stream {
-            Stream::Direct => self.direct.as_ref()?.lowest,
-            Stream::Room(room) => self.rooms.get(room)?.lowest,
+            Stream::Direct => self.direct.as_ref().map_or(0, |p| p.lowest),
+            Stream::Room(room) => self.rooms.get(room).map_or(0, |p| p.lowest),
         };
-        (lowest > 1).then(|| PageRequest {
+        if lowest == 1 {
+            return None;
+        }
+        Some(PageRequest {
             stream: stream.clone(),
-            before: Some(lowest),
+            before: (lowest > 1).then_some(lowest),
             purpose: Purpose::Older,
         })
+    }
+
+    /// The page answering `request` begins (`HISTORY-OK <stream> <epoch> <top> <n>`).
+    pub fn page_start(&self, request: PageRequest, epoch: &str, n: u32) -> PageIn {
+        let lowest = match &request.stream {
+            Stream::Direct => self.direct.as_ref().map_or(0, |p| p.lowest),
+            Stream::Room(room) => self.rooms.get(room).map_or(0, |p| p.lowest),
+        };
+        let held = (lowest > 0).then_some(lowest);
+        let bound = match (request.before, held) {
+            (Some(b), Some(h)) => Some(b.min(h)),
+            (b, h) => b.or(h),
+        };
+        PageIn {
+            request,
+            epoch: epoch.to_owned(),
+            left: n.min(PAGE),
+            got: 0,
+            lowest: None,
+            bound,
+        }
     }
 
     /// A line of `page` at `offset`: whether it is new to the client, recording it if so.
@@ -197,7 +233,7 @@ impl Positions {
                 (!same_epoch || offset > *had) && (first == 0 || offset < first)
             }
             (Purpose::CatchUp { .. }, Stream::Direct) => false,
-            (Purpose::Older, _) => page.request.before.is_none_or(|b| offset < b),
+            (Purpose::Older, _) => page.bound.is_none_or(|b| offset < b),
         };
         if new {
             match &page.request.stream {
@@ -303,6 +339,7 @@ mod tests {
             left: n,
             got: 0,
             lowest: None,
+            bound: None,
         }
     }
 
@@ -392,16 +429,34 @@ mod tests {
     fn older_lines_are_those_below_the_lowest_held() {
         let r = room("#r");
         let mut p = Positions::default();
-        assert_eq!(p.older(&Stream::Room(r.clone())), None);
+        let newest = p.older(&Stream::Room(r.clone())).expect("the newest page");
+        assert_eq!(newest.before, None, "nothing held: the newest page");
         p.room_live(&r, 60);
         p.room_live(&r, 61);
         let request = p.older(&Stream::Room(r.clone())).expect("a page");
         assert_eq!(request.before, Some(60));
-        let mut pg = page(request, "e", 3);
+        let mut pg = p.page_start(request, "e", 3);
         assert!(p.page_line(&mut pg, 57));
         assert!(p.page_line(&mut pg, 58));
         assert!(!p.page_line(&mut pg, 61), "held");
         assert_eq!(p.rooms[&r].lowest, 57);
+        p.room_live(&r, 1);
+        assert_eq!(p.older(&Stream::Room(r.clone())), None, "the first is held");
+        // The newest page of a room joined a moment ago: a live line that came before it is
+        // in it too, and shown once.
+        let mut joined = Positions::default();
+        let newest = joined
+            .older(&Stream::Room(r.clone()))
+            .expect("the newest page");
+        assert!(joined.room_live(&r, 51));
+        let mut pg = joined.page_start(newest, "e", PAGE);
+        let shown = (2..=51).filter(|o| joined.page_line(&mut pg, *o)).count();
+        assert_eq!(shown, 49);
+        let mut fresh = Positions::default();
+        fresh.direct_caught_up("e", 10);
+        let request = fresh.older(&Stream::Direct).expect("a page");
+        assert_eq!(request.before, Some(11), "offset 10 itself is fetched too");
+        assert!(fresh.direct_line(11));
         let mut many = Positions::default();
         for i in 0..(MAX_ROOM_POSITIONS + 20) {
             many.room_live(&room(&format!("#r{i}")), 1);

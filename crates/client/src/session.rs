@@ -1693,13 +1693,7 @@ impl Session {
                     stream, epoch, n, ..
                 },
             ) if stream == request.stream => {
-                let page = PageIn {
-                    request,
-                    epoch: epoch.to_owned(),
-                    left: n.min(PAGE),
-                    got: 0,
-                    lowest: None,
-                };
+                let page = self.positions.page_start(request, epoch, n);
                 if page.left == 0 {
                     self.page_complete(page, now);
                 } else {

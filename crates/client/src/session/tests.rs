@@ -1016,13 +1016,18 @@ fn a_rejoined_room_pages_back_to_what_it_had() {
 fn older_lines_are_fetched_on_request_and_the_beginning_is_said() {
     let mut h = Harness::account("e1", 0);
     let room = RoomName::parse("#r").expect("valid room");
+    // Nothing held yet: the newest page (a non-member is refused).
     let effects = h.session.load_older(Stream::Room(room.clone()), h.now);
     h.apply(effects);
-    assert!(h.has_shown(&Event::History(HistoryNote::Loaded {
-        stream: Stream::Room(room.clone()),
-        beginning: true
-    })));
+    assert_eq!(h.sent, vec!["HISTORY #r 50"]);
+    h.server("NO-HISTORY");
+    assert!(
+        h.has_shown(&Event::History(HistoryNote::Unavailable(Stream::Room(
+            room.clone()
+        ))))
+    );
     h.shown.clear();
+    h.sent.clear();
     let effects = h.session.room_request(RoomOp::Join(room.clone()), h.now);
     h.apply(effects);
     h.server("JOINED #r alice");
