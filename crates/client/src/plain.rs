@@ -203,7 +203,7 @@ pub async fn run_with_passwords(
                     }
                     Effect::Exit(result) => {
                         if let Some(keeper) = keeper.as_mut() {
-                            if let Some(warning) = keeper.update(&client) {
+                            if let Some(warning) = keeper.update(&client, Instant::now(), true) {
                                 let _ = writeln!(output, "{warning}");
                             }
                         }
@@ -220,7 +220,7 @@ pub async fn run_with_passwords(
             effects = more;
         }
         if let Some(keeper) = keeper.as_mut() {
-            if let Some(warning) = keeper.update(&client) {
+            if let Some(warning) = keeper.update(&client, Instant::now(), false) {
                 writeln!(output, "{warning}").map_err(PlainError::Output)?;
             }
         }

@@ -26,6 +26,10 @@ use crate::history::{Position, Positions, MAX_ROOM_POSITIONS};
 /// The most bytes read from a state file: far more than the bounded contents need.
 pub const MAX_STATE_BYTES: u64 = 1024 * 1024;
 
+/// The least time between two writes of the state file: a busy room changes the positions
+/// with every message, and each write is an fsync. The end of a run always writes.
+pub const WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The format's version; another one is ignored (with a warning).
 const VERSION: u32 = 1;
 
@@ -160,6 +164,7 @@ pub struct Keeper {
     server: String,
     account: Username,
     last: Option<Saved>,
+    written_at: Option<std::time::Instant>,
 }
 
 impl Keeper {
@@ -187,13 +192,23 @@ impl Keeper {
             server: server.to_owned(),
             account: account.clone(),
             last: saved,
+            written_at: None,
         };
         (Some(keeper), restored, warning)
     }
 
     /// Writes the client's state if it changed since the last write (and only once it is
-    /// logged in to the account with `history`). A failure is returned once, in words.
-    pub fn update(&mut self, client: &crate::Client) -> Option<String> {
+    /// logged in to the account with `history`), at most every [`WRITE_EVERY`] unless
+    /// `last_call` (the run ends). A failure is returned once, in words.
+    pub fn update(
+        &mut self,
+        client: &crate::Client,
+        now: std::time::Instant,
+        last_call: bool,
+    ) -> Option<String> {
+        if !last_call && self.written_at.is_some_and(|at| now < at + WRITE_EVERY) {
+            return None;
+        }
         let session = client.session();
         if !session.is_account() || !session.has(tcpchat_proto::Extension::History) {
             return None;
@@ -211,6 +226,7 @@ impl Keeper {
         if self.last.as_ref() == Some(&saved) {
             return None;
         }
+        self.written_at = Some(now);
         let result = save(&self.path, &saved);
         let failed = self.last.is_some() && result.is_err();
         self.last = Some(saved);

@@ -76,7 +76,8 @@ async fn event_loop(
     loop {
         terminal.draw(|frame| view::render(&app, frame))?;
         if let Some(keeper) = keeper.as_mut() {
-            if let Some(warning) = keeper.update(app.client()) {
+            let last_call = app.client().phase() == &tcpchat_client::Phase::Done;
+            if let Some(warning) = keeper.update(app.client(), Instant::now(), last_call) {
                 app.client_mut().status_notice(&warning, Instant::now());
             }
         }
@@ -101,7 +102,12 @@ async fn event_loop(
             event = link.next() => app.handle_net(event, Instant::now()),
             () = net::sleep_until(deadline) => app.handle_timeout(Instant::now()),
             _ = tick.tick() => app.handle_timeout(Instant::now()),
-            () = &mut terminate => return Ok(()),
+            () = &mut terminate => {
+                if let Some(keeper) = keeper.as_mut() {
+                    keeper.update(app.client(), Instant::now(), true);
+                }
+                return Ok(());
+            }
         };
         link.apply(effects);
     }
