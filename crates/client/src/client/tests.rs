@@ -1278,3 +1278,103 @@ fn room_commands_explain_what_they_need() {
     h.server("SAID #r mallory boo");
     assert!(!h.room_lines("#r").iter().any(|l| l.contains("boo")));
 }
+
+// ---- history (#14) --------------------------------------------------------------------------
+
+#[test]
+fn a_rejoined_room_gets_what_it_missed_in_order_once() {
+    let mut h = online_with_rooms();
+    h.type_line("/join #r");
+    h.server("JOINED #r alice");
+    h.server("MEMBERS-OK #r alice,bob");
+    h.server("SAID-AT #r 1 1764666900000 bob one");
+    h.server("SAID-AT #r 2 1764666900001 bob two");
+    h.closed();
+    h.advance(Duration::from_secs(1));
+    h.client_connected();
+    h.server("EXT-OK keepalive,presence,accounts,rooms,history");
+    h.server("HELLO alice");
+    h.server("ONLINE alice,bob");
+    h.server("ONLINE-DONE");
+    h.take_sent();
+    h.server("JOINED #r alice");
+    assert_eq!(h.take_sent(), ["MEMBERS #r", "HISTORY #r 50"]);
+    h.server("MEMBERS-OK #r alice,bob");
+    h.server("SAID-AT #r 6 6 bob six, live");
+    h.server("HISTORY-OK #r e 6 5");
+    for (o, who) in [(2, "bob"), (3, "bob"), (4, "alice"), (5, "bob"), (6, "bob")] {
+        h.server(&format!("SAID-AT #r {o} {o} {who} m{o}"));
+    }
+    let messages: Vec<String> = h
+        .room_lines("#r")
+        .into_iter()
+        .filter(|l| !l.starts_with('*'))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "<bob> one",
+            "<bob> two",
+            "<bob> m3",
+            "me: m4 (Delivered)",
+            "<bob> m5",
+            "<bob> six, live"
+        ]
+    );
+    let stamps: Vec<u64> = h
+        .room_buffer("#r")
+        .entries
+        .iter()
+        .filter_map(|e| e.stamp.map(|s| s.offset))
+        .collect();
+    assert_eq!(stamps, [1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn a_restored_state_brings_back_conversations_and_unread_counts() {
+    let mut positions = crate::history::Positions::default();
+    positions.direct_caught_up("e1", 9);
+    let restored = crate::state::Restored {
+        positions,
+        joined: vec![room("#r")],
+        conversations: vec![
+            (Target::Peer(name("bob")), 2),
+            (Target::Room(room("#r")), 1),
+        ],
+    };
+    let mut config = Config::interactive(Some(name("alice"))).extended();
+    config.password = Some(crate::Secret::parse("correct-horse").expect("valid"));
+    let mut client = Client::new(config);
+    client.restore(restored);
+    let now = Instant::now();
+    client.start(now);
+    let sent: Vec<String> = client
+        .handle_connected(now)
+        .into_iter()
+        .chain(client.handle_bytes(b"EXT-OK accounts,rooms,history\n", now))
+        .filter_map(|e| match e {
+            Effect::Send(l) => Some(String::from_utf8_lossy(&l).trim_end().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            "EXT keepalive,presence,accounts,rooms,history",
+            "RESUME e1 9",
+            "LOGIN alice correct-horse"
+        ]
+    );
+    let effects = client.handle_bytes(b"HELLO alice\nDELIVERY-AT 10 5 bob missed\n", now);
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Send(l) if l == b"JOIN #r\n")));
+    let unread: Vec<(Target, usize)> = client.conversations().unread_counts();
+    assert_eq!(
+        unread,
+        [
+            (Target::Room(room("#r")), 1),
+            (Target::Peer(name("bob")), 3)
+        ]
+    );
+}
