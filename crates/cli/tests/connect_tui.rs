@@ -53,8 +53,12 @@ impl Tmux {
     /// Starts `tcpchat connect ARGS` in a new 100×24 window named `session`. When the client
     /// exits, the shell prints its exit status on the (restored) screen.
     fn start_client(&self, session: &str, args: &str) {
+        // tmux's server has the test runner's environment, not `common::scrub`'s: the state
+        // files go under target/ too, never into the user's ~/.local/state.
+        let state = common::test_data_dir().join("state");
         let command = format!(
-            "{} connect {args}; echo \"[exited $?]\"; sleep 600",
+            "TCPCHAT_STATE_DIR='{}' {} connect {args}; echo \"[exited $?]\"; sleep 600",
+            state.display(),
             env!("CARGO_BIN_EXE_tcpchat")
         );
         self.run(&[
