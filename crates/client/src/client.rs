@@ -257,6 +257,8 @@ impl Client {
         }
         let stream = match &buffer.target {
             Target::Status => return Vec::new(),
+            // Only an account has a direct stream.
+            Target::Peer(_) if !self.session.is_account() => return Vec::new(),
             Target::Peer(_) => Stream::Direct,
             Target::Room(room) => Stream::Room(room.clone()),
         };
@@ -420,9 +422,23 @@ impl Client {
 
     fn record_history(&mut self, note: &HistoryNote, now: Instant) {
         let chats = &mut self.chats;
-        let target = |stream: &Stream| match stream {
-            Stream::Direct => None,
-            Stream::Room(room) => Some(Target::Room(room.clone())),
+        // The conversations a stream's older lines belong to: a room's own, or, for the
+        // direct stream, which mixes every peer, each peer's.
+        let targets = |chats: &Conversations, stream: &Stream| -> Vec<Target> {
+            match stream {
+                Stream::Room(room) => vec![Target::Room(room.clone())],
+                Stream::Direct => chats
+                    .buffers()
+                    .iter()
+                    .filter(|b| matches!(b.target, Target::Peer(_)))
+                    .map(|b| b.target.clone())
+                    .collect(),
+            }
+        };
+        let mark = |chats: &mut Conversations, stream: &Stream, older: Older| {
+            for t in targets(chats, stream) {
+                chats.set_older(&t, older);
+            }
         };
         match note {
             HistoryNote::CaughtUp => {}
@@ -432,42 +448,20 @@ impl Client {
                     chats.notice(&note.to_string(), now);
                 }
             }
-            HistoryNote::Loading(stream) => {
-                let open = chats.open_buffer().target.clone();
-                chats.set_older(&target(stream).unwrap_or(open), Older::Loading);
-            }
+            HistoryNote::Loading(stream) => mark(chats, stream, Older::Loading),
             HistoryNote::Loaded { stream, beginning } => {
-                let open = chats.open_buffer().target.clone();
                 let older = if *beginning {
                     Older::Beginning
                 } else {
                     Older::Unknown
                 };
-                match target(stream) {
-                    Some(t) => chats.set_older(&t, older),
-                    // The direct stream mixes every peer: what it had is now in each one.
-                    None => {
-                        for t in chats
-                            .buffers()
-                            .iter()
-                            .map(|b| b.target.clone())
-                            .collect::<Vec<_>>()
-                        {
-                            if matches!(t, Target::Peer(_)) {
-                                chats.set_older(&t, older);
-                            }
-                        }
-                        let _ = open;
-                    }
-                }
+                mark(chats, stream, older);
             }
             HistoryNote::CatchUpCut { room, .. } => {
                 chats.room_notice(room, &note.to_string(), true, now);
             }
             HistoryNote::Unavailable(stream) => {
-                if let Some(t) = target(stream) {
-                    chats.set_older(&t, Older::Unknown);
-                }
+                mark(chats, stream, Older::Unknown);
                 chats.notice(&note.to_string(), now);
             }
         }
