@@ -234,7 +234,8 @@ impl Conversations {
             },
             stamp,
         );
-        if index != self.open {
+        // An older page is history the user asked for, not news.
+        if index != self.open && !stamp.is_some_and(|s| s.older) {
             let buffer = &mut self.buffers[index];
             buffer.unread = (buffer.unread + 1).min(buffer.entries.len() + buffer.unseen);
             self.arrival = Some(Arrival {
@@ -446,7 +447,7 @@ impl Conversations {
             },
             stamp,
         );
-        if index != self.open {
+        if index != self.open && !stamp.is_some_and(|s| s.older) {
             let buffer = &mut self.buffers[index];
             buffer.unread = (buffer.unread + 1).min(buffer.entries.len() + buffer.unseen);
         }

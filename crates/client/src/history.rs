@@ -46,6 +46,8 @@ pub struct Stamp {
     /// It arrived as it was sent; false for a message caught up after a reconnection or a
     /// restart, or fetched from the history (the plain mode prints the time of those).
     pub live: bool,
+    /// Fetched on the user's request (an older page): already read, never unread.
+    pub older: bool,
 }
 
 /// Where the client stands in one stream.

@@ -1889,13 +1889,22 @@ impl Session {
         };
         if new {
             let live = !in_page && !self.catching_up;
+            let older = self
+                .page_in
+                .as_ref()
+                .is_some_and(|p| in_page && p.request.purpose == Purpose::Older);
             if live {
                 self.seen_online(&from);
             }
             self.out.push(Effect::Show(Event::Message {
                 from,
                 text: body.to_owned(),
-                at: Some(Stamp { offset, time, live }),
+                at: Some(Stamp {
+                    offset,
+                    time,
+                    live,
+                    older,
+                }),
             }));
         }
         if in_page {
@@ -1921,6 +1930,7 @@ impl Session {
                 offset,
                 time,
                 live: true,
+                older: false,
             });
             if new {
                 let reply = Reply::Said { room, from, body };
@@ -1932,6 +1942,10 @@ impl Session {
             Some(page) => self.positions.page_line(page, offset),
             None => false,
         };
+        let older = self
+            .page_in
+            .as_ref()
+            .is_some_and(|p| p.request.purpose == Purpose::Older);
         if new {
             self.out.push(Effect::Show(Event::Room(RoomEvent::Said {
                 room,
@@ -1941,6 +1955,7 @@ impl Session {
                     offset,
                     time,
                     live: false,
+                    older,
                 }),
             })));
         }

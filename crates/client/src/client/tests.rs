@@ -1378,3 +1378,44 @@ fn a_restored_state_brings_back_conversations_and_unread_counts() {
         ]
     );
 }
+
+#[test]
+fn an_older_page_is_not_unread_but_a_missed_message_is() {
+    let mut config = Config::interactive(Some(name("alice"))).extended();
+    config.password = Some(crate::Secret::parse("correct-horse").expect("valid"));
+    let mut h = Harness::new(config);
+    h.client_connected();
+    h.server("EXT-OK accounts,history");
+    h.server("HELLO alice");
+    h.server("LIST-OK alice,bob,carol");
+    h.server("DELIVERY-AT 8 1 carol missed while away");
+    h.server("RESUME-OK e1 9");
+    h.server("DELIVERY-AT 10 2 bob hello");
+    h.type_line("/query bob");
+    h.take_sent();
+    let unread = |h: &Harness, who: &str| {
+        h.client
+            .buffers()
+            .iter()
+            .find(|b| b.target == Target::Peer(name(who)))
+            .map_or(0, |b| b.unread)
+    };
+    assert_eq!(unread(&h, "carol"), 1, "the catch-up is news");
+    let effects = h.client.load_older(h.now);
+    h.apply(effects);
+    assert_eq!(h.take_sent(), ["HISTORY @ BEFORE 8 50"]);
+    h.server("HISTORY-OK @ e1 10 2");
+    h.server("DELIVERY-AT 3 0 carol long ago");
+    h.server("DELIVERY-AT 4 0 bob long ago too");
+    assert_eq!(unread(&h, "carol"), 1, "an older page is not");
+    let bob = &h.client.open_buffer().entries;
+    let texts: Vec<&str> = bob
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Incoming { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["long ago too", "hello"], "placed by offset");
+    assert_eq!(h.client.open_buffer().older, crate::Older::Beginning);
+}

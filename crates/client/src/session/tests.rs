@@ -898,7 +898,8 @@ fn history_lines_keep_their_server_time_and_a_queued_message_is_kept_not_refused
             Some(Stamp {
                 offset: 1,
                 time: 1_764_650_000_000,
-                live: true
+                live: true,
+                older: false,
             })
         )]
     );
