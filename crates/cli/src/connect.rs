@@ -64,6 +64,12 @@ pub struct ConnectArgs {
     /// Never ask the server for extensions: the classic protocol only, as older clients
     #[arg(long)]
     classic: bool,
+
+    /// Where the state file of an account's login is kept (rooms, resume points, unread
+    /// counts; one file per server and account, mode 0600). Default:
+    /// $XDG_STATE_HOME/tcpchat, else ~/.local/state/tcpchat
+    #[arg(long, value_name = "DIR", env = "TCPCHAT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 fn parse_name(name: &str) -> Result<Username, String> {
@@ -102,6 +108,8 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         config = config.extended();
     }
     config.ask_password = args.login;
+    config.keep_state = !args.classic;
+    config.state_dir = args.state_dir;
     config.password = passwords.current.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

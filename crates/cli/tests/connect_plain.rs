@@ -291,3 +291,172 @@ fn two_scripts_talk_in_a_room() {
         }
     }
 }
+
+// ---- history (#14) ------------------------------------------------------------------------
+
+const PW: &str = "correct-horse-77";
+
+/// `tcpchat connect --plain --name NAME ADDR` with the account's password in the environment.
+fn with_password(name: &str, addr: &str) -> PlainClient {
+    let mut cmd = tcpchat();
+    cmd.args(["connect", "--plain", "--name", name, addr])
+        .env("TCPCHAT_PASSWORD", PW)
+        .env("TZ", "UTC");
+    PlainClient::spawn(cmd)
+}
+
+/// `2026-12-02 05:30:12 <from> text`: a missed message with its server time.
+fn is_missed(line: &str, tail: &str) -> bool {
+    line.ends_with(tail)
+        && line.len() == 19 + tail.len()
+        && line.as_bytes()[4] == b'-'
+        && line.as_bytes()[13] == b':'
+}
+
+#[test]
+fn a_message_sent_while_offline_is_printed_once_with_its_time_and_never_again() {
+    let mut server = Server::start("127.0.0.1:0", &[]);
+    let addr = server.addr.to_string();
+    let mut alice = with_password("alice", &addr);
+    alice.expect(&format!("logged in to {addr} as alice"));
+    alice.type_line("/register");
+    alice.expect("your name is registered: from now on it can only be used with your password");
+    alice.type_line("/quit");
+    let (status, _, err) = alice.finish();
+    assert!(status.success(), "{status}; stderr {err:#?}");
+
+    let mut bob = PlainClient::start(&["--name", "bob", &addr]);
+    bob.expect(&format!("logged in to {addr} as bob"));
+    bob.type_line("@alice first  while away");
+    bob.expect("queued for alice (offline; delivered at their next login): first  while away");
+    bob.type_line("@alice second");
+    bob.expect("queued for alice (offline; delivered at their next login): second");
+
+    // Back: the missed messages, in order, each with its time, then live lines.
+    let mut alice = with_password("alice", &addr);
+    alice.expect(&format!("logged in to {addr} as alice"));
+    alice.expect_line("the first missed message", |l| {
+        is_missed(l, " <bob> first  while away")
+    });
+    alice.expect_line("the second", |l| is_missed(l, " <bob> second"));
+    bob.type_line("@alice live now");
+    alice.expect("<bob> live now");
+
+    // A dropped connection (the server killed and started again on its database): the
+    // client resumes where it stopped; nothing is printed twice.
+    server.kill();
+    alice.expect_prefix("connection lost");
+    let _server = Server::start(&addr, &[]);
+    alice.expect(&format!("reconnected to {addr} as alice"));
+    bob.expect(&format!("reconnected to {addr} as bob"));
+    bob.type_line("@alice after the restart");
+    alice.expect("<bob> after the restart");
+    alice.type_line("/quit");
+    let (status, out, err) = alice.finish();
+    assert!(status.success(), "{status}; stderr {err:#?}");
+    no_protocol_lines(&out);
+    for tail in [
+        "first  while away",
+        "<bob> second",
+        "live now",
+        "after the restart",
+    ] {
+        let n = out.iter().filter(|l| l.ends_with(tail)).count();
+        assert_eq!(n, 1, "{tail:?} printed {n} times: {out:#?}");
+    }
+    let first = out.iter().position(|l| l.ends_with("first  while away"));
+    let second = out.iter().position(|l| l.ends_with("<bob> second"));
+    assert!(first < second, "in order: {out:#?}");
+}
+
+#[test]
+fn without_history_on_the_server_nothing_is_kept_as_before() {
+    for extensions in ["keepalive,presence,accounts,rooms", "none"] {
+        let server = Server::start("127.0.0.1:0", &["--extensions", extensions]);
+        let addr = server.addr.to_string();
+        let mut bob = PlainClient::start(&["--name", "bob", &addr]);
+        bob.expect(&format!("logged in to {addr} as bob"));
+        bob.type_line("@alice are you there");
+        bob.expect("not delivered to alice (user offline): are you there");
+        let mut alice = PlainClient::start(&["--name", "alice", &addr]);
+        alice.expect(&format!("logged in to {addr} as alice"));
+        bob.type_line("@alice now");
+        alice.expect("<bob> now");
+        alice.type_line("/quit");
+        let (status, out, _) = alice.finish();
+        assert!(status.success());
+        assert!(
+            !out.iter().any(|l| l.contains("are you there")),
+            "{extensions}: {out:#?}"
+        );
+    }
+}
+
+#[test]
+fn after_a_restart_the_rooms_and_what_was_missed_come_back_from_the_state_file() {
+    let server = Server::start("127.0.0.1:0", &[]);
+    let addr = server.addr.to_string();
+    let mut alice = with_password("alice", &addr);
+    alice.expect(&format!("logged in to {addr} as alice"));
+    alice.type_line("/register");
+    alice.expect("your name is registered: from now on it can only be used with your password");
+    alice.type_line("/join #state");
+    alice.expect("you joined #state");
+    let mut bob = PlainClient::start(&["--name", "bob", &addr]);
+    bob.expect(&format!("logged in to {addr} as bob"));
+    bob.type_line("/join #state");
+    bob.expect("you joined #state");
+    bob.type_line("seen by both");
+    alice.expect("[#state] <bob> seen by both");
+    alice.type_line("/quit");
+    let (status, _, err) = alice.finish();
+    assert!(status.success(), "{status}; stderr {err:#?}");
+    let state = common::test_data_dir().join("state");
+    let file = std::fs::read_dir(&state)
+        .expect("a state directory")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.to_string_lossy().ends_with("--alice.json"))
+        .expect("alice's state file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+
+    bob.type_line("said while alice was away");
+    bob.expect("[#state] <bob> said while alice was away");
+    bob.type_line("@alice a direct one");
+    bob.expect("queued for alice (offline; delivered at their next login): a direct one");
+
+    // The next run joins #state again by itself and shows only what it missed.
+    let mut alice = with_password("alice", &addr);
+    alice.expect(&format!("logged in to {addr} as alice"));
+    alice.expect_line("the missed direct message", |l| {
+        is_missed(l, " <bob> a direct one")
+    });
+    alice.expect("you joined #state");
+    alice.expect_line("the missed room message", |l| {
+        is_missed(l, " [#state] <bob> said while alice was away")
+    });
+    // bob's plain text goes to the conversation he used last: back to the room.
+    bob.type_line("/join #state");
+    bob.expect("you joined #state");
+    bob.type_line("live again");
+    alice.expect("[#state] <bob> live again");
+    alice.type_line("/quit");
+    let (status, out, err) = alice.finish();
+    assert!(status.success(), "{status}; stderr {err:#?}");
+    assert!(
+        !out.iter().any(|l| l.contains("seen by both")),
+        "what the first run saw is not shown again: {out:#?}"
+    );
+
+    // A corrupt state file is a warning, and the run goes on.
+    std::fs::write(&file, b"{ not json").expect("corrupt it");
+    let mut alice = with_password("alice", &addr);
+    alice.expect_line("a warning", |l| {
+        l.contains("is not valid") && l.contains("ignored")
+    });
+    alice.expect(&format!("logged in to {addr} as alice"));
+}

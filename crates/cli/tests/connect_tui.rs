@@ -53,8 +53,12 @@ impl Tmux {
     /// Starts `tcpchat connect ARGS` in a new 100×24 window named `session`. When the client
     /// exits, the shell prints its exit status on the (restored) screen.
     fn start_client(&self, session: &str, args: &str) {
+        // tmux's server has the test runner's environment, not `common::scrub`'s: the state
+        // files go under target/ too, never into the user's ~/.local/state.
+        let state = common::test_data_dir().join("state");
         let command = format!(
-            "{} connect {args}; echo \"[exited $?]\"; sleep 600",
+            "TCPCHAT_STATE_DIR='{}' {} connect {args}; echo \"[exited $?]\"; sleep 600",
+            state.display(),
             env!("CARGO_BIN_EXE_tcpchat")
         );
         self.run(&[
@@ -390,7 +394,7 @@ fn a_registered_name_logs_in_with_a_masked_password_and_changes_it() {
         listener,
         vec![
             (
-                "EXT keepalive,presence,accounts,rooms",
+                "EXT keepalive,presence,accounts,rooms,history",
                 "EXT-OK keepalive,presence,accounts\n",
             ),
             ("HELLO-FROM alice", "NAME-REGISTERED\n"),
@@ -511,6 +515,77 @@ fn alice_registers_in_the_tui_and_gets_her_name_back_after_a_restart_with_her_pa
         s.contains("│ alice │ online")
     });
     assert!(!screen.contains("correct-horse-9"), "{screen}");
+    tmux.type_line("alice2", "/quit");
+    tmux.wait_for("alice2", "exit", |s| s.contains("[exited 0]"));
+}
+
+/// Issue 14: alice closes the full-screen client; what bob says meanwhile, in their room and
+/// to her directly, is on her screen when she starts it again (the state file brings the
+/// room and the resume point back; the server the missed messages).
+#[test]
+fn after_a_restart_of_the_tui_the_messages_sent_while_it_was_closed_are_there() {
+    // See: #14
+    require_tmux();
+    let server = Server::start("127.0.0.1:0", &[]);
+    let addr = server.addr;
+    let state = common::test_data_dir().join("tui-state");
+    let _ = std::fs::remove_dir_all(&state);
+    let args = format!("--name alice --state-dir {} {addr}", state.display());
+    let tmux = Tmux::new("history");
+    tmux.start_client("alice", &args);
+    tmux.wait_for("alice", "login", |s| s.contains("│ alice │ online"));
+    tmux.type_line("alice", "/register");
+    tmux.wait_for("alice", "new password prompt", |s| {
+        s.contains("new password:")
+    });
+    tmux.type_line("alice", "correct-horse");
+    tmux.wait_for("alice", "again prompt", |s| {
+        s.contains("new password again:")
+    });
+    tmux.type_line("alice", "correct-horse");
+    tmux.wait_for("alice", "registered", |s| {
+        s.contains("your name is registered")
+    });
+    tmux.type_line("alice", "/join #tui");
+    tmux.wait_for("alice", "joined", |s| s.contains("you joined #tui"));
+
+    let mut bob = common::PlainClient::start(&["--name", "bob", &addr.to_string()]);
+    bob.expect(&format!("logged in to {addr} as bob"));
+    bob.type_line("/join #tui");
+    bob.expect("you joined #tui");
+    bob.type_line("before the restart");
+    tmux.wait_for("alice", "bob's first line", |s| {
+        s.contains("<bob> before the restart")
+    });
+    tmux.type_line("alice", "/quit");
+    tmux.wait_for("alice", "exit", |s| s.contains("[exited 0]"));
+
+    bob.type_line("while alice was away");
+    bob.expect("[#tui] <bob> while alice was away");
+    bob.type_line("@alice psst, direct");
+    bob.expect("queued for alice (offline; delivered at their next login): psst, direct");
+
+    tmux.start_client("alice2", &args);
+    tmux.wait_for("alice2", "password prompt", |s| {
+        s.contains("password for alice:")
+    });
+    tmux.type_line("alice2", "correct-horse");
+    // The room and the direct conversation are back, each with one unread line.
+    tmux.wait_for("alice2", "conversations with unread counts", |s| {
+        s.contains("#tui (1)") && s.contains("bob (1)")
+    });
+    tmux.keys("alice2", &["M-2"]);
+    let screen = tmux.wait_for("alice2", "the missed room line", |s| {
+        s.contains("<bob> while alice was away")
+    });
+    assert!(
+        !screen.contains("before the restart"),
+        "only what was missed is shown:\n{screen}"
+    );
+    tmux.keys("alice2", &["M-3"]);
+    tmux.wait_for("alice2", "the missed direct line", |s| {
+        s.contains("<bob> psst, direct")
+    });
     tmux.type_line("alice2", "/quit");
     tmux.wait_for("alice2", "exit", |s| s.contains("[exited 0]"));
 }

@@ -8,12 +8,13 @@
 
 use std::time::Instant;
 
-use tcpchat_proto::{Extension, ExtensionSet, Username};
+use tcpchat_proto::{Extension, ExtensionSet, Stream, Username};
 
 use crate::account::{AccountOp, AccountReply, PasswordPrompt, Secret};
 use crate::command::{self, TopicArg, UserCommand};
-use crate::conversations::{Buffer, Conversations, Target};
+use crate::conversations::{Buffer, Conversations, Older, Target};
 use crate::rooms::{RoomEvent, RoomOp, RoomRefusal};
+use crate::session::HistoryNote;
 use crate::session::{one_line, Config, Delivery, Effect, Event, Phase, Session, Undelivered};
 
 /// The client: a session and its conversations. See the module documentation.
@@ -233,6 +234,47 @@ impl Client {
         self.absorb(effects, now)
     }
 
+    /// Restores what a previous run left (the state file): the rooms to join, the resume
+    /// points and the conversations with their unread counts. Call before [`Client::start`].
+    pub fn restore(&mut self, restored: crate::state::Restored) {
+        self.session
+            .restore(restored.positions, restored.joined.clone());
+        for room in &restored.joined {
+            self.chats.restore(Target::Room(room.clone()), 0);
+        }
+        for (target, unread) in restored.conversations {
+            self.chats.restore(target, unread);
+        }
+    }
+
+    /// The user scrolled past the top of the open conversation: ask the server for the
+    /// page before its oldest line (a room's stream, or the direct stream for a peer), once
+    /// at a time, and not when the beginning was reached.
+    pub fn load_older(&mut self, now: Instant) -> Vec<Effect> {
+        let buffer = self.chats.open_buffer();
+        if buffer.older != Older::Unknown {
+            return Vec::new();
+        }
+        let stream = match &buffer.target {
+            Target::Status => return Vec::new(),
+            // Only an account has a direct stream.
+            Target::Peer(_) if !self.session.is_account() => return Vec::new(),
+            Target::Peer(_) => Stream::Direct,
+            Target::Room(room) => Stream::Room(room.clone()),
+        };
+        if !self.session.has(Extension::History) {
+            return Vec::new();
+        }
+        let effects = self.session.load_older(stream, now);
+        self.absorb(effects, now)
+    }
+
+    /// A remark in the status buffer (a warning from the run loop, such as a state file
+    /// that was ignored).
+    pub fn status_notice(&mut self, text: &str, now: Instant) {
+        self.chats.status_notice(text, now);
+    }
+
     // ---- the view's side ----------------------------------------------------------------
 
     /// The protocol session.
@@ -302,11 +344,31 @@ impl Client {
         let text = crate::rooms::describe(event, me.as_ref());
         let chats = &mut self.chats;
         match event {
-            RoomEvent::Said { room, from, text } if mine(from) => {
+            RoomEvent::Said {
+                room,
+                from,
+                text,
+                at,
+            } if mine(from) && at.is_none_or(|a| a.live) => {
                 let fallback = self.session.next_msg_id();
-                self.chats.room_echo(room, text, fallback, now);
+                self.chats.room_echo(room, text, fallback, *at, now);
             }
-            RoomEvent::Said { room, from, text } => chats.room_message(room, from, text, now),
+            RoomEvent::Said {
+                room,
+                from,
+                text,
+                at,
+            } if mine(from) => {
+                // One of ours from the history: shown as sent, in its place.
+                let id = self.session.next_msg_id();
+                chats.room_sent_earlier(room, id, text, *at, now);
+            }
+            RoomEvent::Said {
+                room,
+                from,
+                text,
+                at,
+            } => chats.room_message(room, from, text, *at, now),
             RoomEvent::Joined { room, name } => {
                 chats.room_notice(room, &text, mine(name), now);
                 chats.member_joined(room, name);
@@ -355,6 +417,53 @@ impl Client {
                 chats.notice(&text, now);
             }
             RoomEvent::Rooms(_) | RoomEvent::Refused { .. } => chats.notice(&text, now),
+        }
+    }
+
+    fn record_history(&mut self, note: &HistoryNote, now: Instant) {
+        let chats = &mut self.chats;
+        // The conversations a stream's older lines belong to: a room's own, or, for the
+        // direct stream, which mixes every peer, each peer's.
+        let targets = |chats: &Conversations, stream: &Stream| -> Vec<Target> {
+            match stream {
+                Stream::Room(room) => vec![Target::Room(room.clone())],
+                Stream::Direct => chats
+                    .buffers()
+                    .iter()
+                    .filter(|b| matches!(b.target, Target::Peer(_)))
+                    .map(|b| b.target.clone())
+                    .collect(),
+            }
+        };
+        let mark = |chats: &mut Conversations, stream: &Stream, older: Older| {
+            for t in targets(chats, stream) {
+                chats.set_older(&t, older);
+            }
+        };
+        match note {
+            HistoryNote::CaughtUp => {}
+            HistoryNote::Expired | HistoryNote::Reset => {
+                chats.status_notice(&note.to_string(), now);
+                if chats.open_index() != 0 {
+                    chats.notice(&note.to_string(), now);
+                }
+            }
+            HistoryNote::Loading(stream) => mark(chats, stream, Older::Loading),
+            HistoryNote::Loaded { stream, beginning } => {
+                let older = if *beginning {
+                    Older::Beginning
+                } else {
+                    Older::Unknown
+                };
+                mark(chats, stream, older);
+            }
+            HistoryNote::CatchUpCut { room, .. } => {
+                chats.room_notice(room, &note.to_string(), true, now);
+            }
+            HistoryNote::Unavailable(stream) => {
+                mark(chats, stream, Older::Unknown);
+                chats.notice(&note.to_string(), now);
+            }
         }
     }
 
@@ -478,7 +587,18 @@ impl Client {
                     chats.notice(&text, now);
                 }
             }
-            Event::Message { from, text } => chats.incoming(from, text, now),
+            Event::Message { from, text, at } => chats.incoming_at(from, text, *at, now),
+            Event::Kept { id, to, text } => {
+                if !chats.set_state(to, *id, Delivery::Kept) {
+                    chats.status_notice(
+                        &format!(
+                            "queued for {to} (offline, delivered at their next login): {text}"
+                        ),
+                        now,
+                    );
+                }
+            }
+            Event::History(note) => self.record_history(note, now),
             Event::Sending { id, to } => {
                 chats.set_state(to, *id, Delivery::Sending);
             }

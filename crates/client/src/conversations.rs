@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use tcpchat_proto::{RoomName, Username};
 
+use crate::history::Stamp;
 use crate::session::{Delivery, MsgId};
 
 /// The most conversations kept, the status buffer included.
@@ -60,8 +61,24 @@ pub struct Buffer {
     /// A room's members as last seen (`MEMBERS-OK`, then `JOINED`, `PARTED`, `KICKED`):
     /// empty when not in the room. At most [`MAX_KNOWN_MEMBERS`].
     pub members: Vec<Username>,
+    /// Whether older lines are being fetched from the server, or there are none.
+    pub older: Older,
     /// The text held by `entries`, for [`MAX_HISTORY_BYTES`].
     text_bytes: usize,
+    /// Unread lines of a previous run that are not held here (a restored state).
+    unseen: usize,
+}
+
+/// What is known of the lines before a conversation's first (`history`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Older {
+    /// Nothing asked yet: scrolling past the top asks the server.
+    #[default]
+    Unknown,
+    /// Asked, the page is on its way ("loading older…").
+    Loading,
+    /// The server keeps nothing older ("beginning of history").
+    Beginning,
 }
 
 impl Buffer {
@@ -72,7 +89,9 @@ impl Buffer {
             unread: 0,
             topic: None,
             members: Vec::new(),
+            older: Older::Unknown,
             text_bytes: 0,
+            unseen: 0,
         }
     }
 
@@ -87,6 +106,8 @@ impl Buffer {
 pub struct Entry {
     pub at: Instant,
     pub kind: EntryKind,
+    /// Its place in its stream and its server time, when it was stored (`history`).
+    pub stamp: Option<Stamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +190,7 @@ impl Conversations {
         self.open = index.min(self.buffers.len() - 1);
         let buffer = &mut self.buffers[self.open];
         buffer.unread = 0;
+        buffer.unseen = 0;
         if let (Some(arrival), Target::Peer(peer)) = (&self.arrival, &buffer.target) {
             if arrival.from == *peer {
                 self.arrival = None;
@@ -196,18 +218,26 @@ impl Conversations {
     /// A message from `from`: appended to its conversation (created if needed), counted as
     /// unread and noted as the latest arrival unless that conversation is open.
     pub fn incoming(&mut self, from: &Username, text: &str, now: Instant) {
+        self.incoming_at(from, text, None, now);
+    }
+
+    /// [`Conversations::incoming`] with the message's stamp: a line caught up or fetched
+    /// from the history takes its place by offset among the lines already held.
+    pub fn incoming_at(&mut self, from: &Username, text: &str, stamp: Option<Stamp>, now: Instant) {
         let index = self.peer_index(from);
-        self.push(
+        self.push_at(
             index,
             now,
             EntryKind::Incoming {
                 from: from.clone(),
                 text: text.to_owned(),
             },
+            stamp,
         );
-        if index != self.open {
+        // An older page is history the user asked for, not news.
+        if index != self.open && !stamp.is_some_and(|s| s.older) {
             let buffer = &mut self.buffers[index];
-            buffer.unread = (buffer.unread + 1).min(buffer.entries.len());
+            buffer.unread = (buffer.unread + 1).min(buffer.entries.len() + buffer.unseen);
             self.arrival = Some(Arrival {
                 from: from.clone(),
                 preview: preview(text),
@@ -276,7 +306,14 @@ impl Conversations {
     /// oldest unconfirmed entry of that text moves to where the room's order put it, the
     /// end, and is delivered: every member got it. Without one (the conversation was
     /// closed meanwhile) the message is added as delivered, with `fallback` as its id.
-    pub fn room_echo(&mut self, room: &RoomName, text: &str, fallback: MsgId, now: Instant) {
+    pub fn room_echo(
+        &mut self,
+        room: &RoomName,
+        text: &str,
+        fallback: MsgId,
+        stamp: Option<Stamp>,
+        now: Instant,
+    ) {
         let index = self.target_index(Target::Room(room.clone()));
         let buffer = &mut self.buffers[index];
         let waiting = buffer.entries.iter().position(|e| {
@@ -293,7 +330,7 @@ impl Conversations {
             None => fallback,
         };
         buffer.unread = buffer.unread.min(buffer.entries.len());
-        self.push(
+        self.push_at(
             index,
             now,
             EntryKind::Outgoing {
@@ -301,6 +338,30 @@ impl Conversations {
                 text: text.to_owned(),
                 state: Delivery::Delivered,
             },
+            stamp,
+        );
+    }
+
+    /// One of the user's own room messages that came from the history (a catch-up or an
+    /// older page): shown as sent, in its place by offset.
+    pub fn room_sent_earlier(
+        &mut self,
+        room: &RoomName,
+        id: MsgId,
+        text: &str,
+        stamp: Option<Stamp>,
+        now: Instant,
+    ) {
+        let index = self.target_index(Target::Room(room.clone()));
+        self.push_at(
+            index,
+            now,
+            EntryKind::Outgoing {
+                id,
+                text: text.to_owned(),
+                state: Delivery::Delivered,
+            },
+            stamp,
         );
     }
 
@@ -368,19 +429,27 @@ impl Conversations {
 
     /// A message from someone else in `room` (created if needed): counted as unread unless
     /// that conversation is open.
-    pub fn room_message(&mut self, room: &RoomName, from: &Username, text: &str, now: Instant) {
+    pub fn room_message(
+        &mut self,
+        room: &RoomName,
+        from: &Username,
+        text: &str,
+        stamp: Option<Stamp>,
+        now: Instant,
+    ) {
         let index = self.target_index(Target::Room(room.clone()));
-        self.push(
+        self.push_at(
             index,
             now,
             EntryKind::Incoming {
                 from: from.clone(),
                 text: text.to_owned(),
             },
+            stamp,
         );
-        if index != self.open {
+        if index != self.open && !stamp.is_some_and(|s| s.older) {
             let buffer = &mut self.buffers[index];
-            buffer.unread = (buffer.unread + 1).min(buffer.entries.len());
+            buffer.unread = (buffer.unread + 1).min(buffer.entries.len() + buffer.unseen);
         }
     }
 
@@ -469,10 +538,55 @@ impl Conversations {
         self.buffers.len() - 1
     }
 
+    /// What is known of `target`'s older lines (if it has a conversation).
+    pub fn set_older(&mut self, target: &Target, older: Older) {
+        if let Some(b) = self.buffers.iter_mut().find(|b| b.target == *target) {
+            b.older = older;
+        }
+    }
+
+    /// The conversations' targets with their unread counts (for the state file).
+    pub fn unread_counts(&self) -> Vec<(Target, usize)> {
+        self.buffers
+            .iter()
+            .skip(1)
+            .map(|b| (b.target.clone(), b.unread))
+            .collect()
+    }
+
+    /// Opens no conversation but makes `target`'s exist with `unread` unread lines (a
+    /// restored state; the lines come back from the server). The status buffer stays open.
+    pub fn restore(&mut self, target: Target, unread: usize) {
+        if target == Target::Status {
+            return;
+        }
+        let index = self.target_index(target);
+        let unread = unread.min(MAX_HISTORY_ENTRIES);
+        self.buffers[index].unread = unread;
+        self.buffers[index].unseen = unread;
+    }
+
     fn push(&mut self, index: usize, at: Instant, kind: EntryKind) {
+        self.push_at(index, at, kind, None);
+    }
+
+    /// Appends a line; one that was not live goes before the first line with a higher
+    /// offset, so a conversation stays in its stream's order whatever order pages come in.
+    fn push_at(&mut self, index: usize, at: Instant, kind: EntryKind, stamp: Option<Stamp>) {
         let buffer = &mut self.buffers[index];
         buffer.text_bytes += kind.text_bytes();
-        buffer.entries.push_back(Entry { at, kind });
+        let place = match stamp {
+            Some(s) if !s.live => buffer
+                .entries
+                .iter()
+                .position(|e| e.stamp.is_some_and(|o| o.offset > s.offset)),
+            _ => None,
+        };
+        let entry = Entry { at, kind, stamp };
+        match place {
+            Some(i) => buffer.entries.insert(i, entry),
+            None => buffer.entries.push_back(entry),
+        }
         while buffer.entries.len() > MAX_HISTORY_ENTRIES
             || (buffer.text_bytes > MAX_HISTORY_BYTES && buffer.entries.len() > 1)
         {
@@ -480,7 +594,7 @@ impl Conversations {
                 buffer.text_bytes -= old.kind.text_bytes();
             }
         }
-        buffer.unread = buffer.unread.min(buffer.entries.len());
+        buffer.unread = buffer.unread.min(buffer.entries.len() + buffer.unseen);
     }
 }
 

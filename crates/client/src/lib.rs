@@ -24,21 +24,23 @@ mod account;
 mod client;
 pub mod command;
 mod conversations;
+pub mod history;
 pub mod net;
 pub mod plain;
 pub mod rooms;
 mod session;
+pub mod state;
 
 pub use account::{AccountOp, AccountReply, PasswordPrompt, Secret};
 pub use client::Client;
 pub use command::{InputError, UserCommand, HELP, NAME_RULES};
 pub use conversations::{
-    Arrival, Buffer, Conversations, Entry, EntryKind, Target, MAX_CONVERSATIONS, MAX_HISTORY_BYTES,
-    MAX_HISTORY_ENTRIES, MAX_KNOWN_MEMBERS, PREVIEW_CHARS,
+    Arrival, Buffer, Conversations, Entry, EntryKind, Older, Target, MAX_CONVERSATIONS,
+    MAX_HISTORY_BYTES, MAX_HISTORY_ENTRIES, MAX_KNOWN_MEMBERS, PREVIEW_CHARS,
 };
 pub use rooms::{RoomEvent, RoomOp, RoomRefusal, MAX_JOINED_ROOMS};
 pub use session::{
-    one_line, Config, Delivery, Effect, Event, LoginError, MsgId, NameProblem, Offline, Outgoing,
-    Phase, Session, Undelivered, MAX_ONLINE_NAMES, MAX_PENDING_REQUESTS, MAX_SERVER_LINE_BYTES,
-    MAX_UNSETTLED_MESSAGES, PING_AFTER, PING_TIMEOUT, QUIT_GRACE,
+    one_line, Config, Delivery, Effect, Event, HistoryNote, LoginError, MsgId, NameProblem,
+    Offline, Outgoing, Phase, Session, Undelivered, MAX_ONLINE_NAMES, MAX_PENDING_REQUESTS,
+    MAX_SERVER_LINE_BYTES, MAX_UNSETTLED_MESSAGES, PING_AFTER, PING_TIMEOUT, QUIT_GRACE,
 };

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::net::{self, Link, Server};
 use crate::{AccountOp, AccountReply, Client, Config, Effect, Event, LoginError, Secret, HELP};
-use crate::{PasswordPrompt, Phase};
+use crate::{HistoryNote, PasswordPrompt, Phase};
 
 /// The passwords a plain-mode run may use, read once at start.
 #[derive(Debug, Clone, Default)]
@@ -122,9 +122,17 @@ pub async fn run_with_passwords(
     mut input: mpsc::Receiver<String>,
     output: &mut impl Write,
 ) -> Result<(), PlainError> {
+    let server_name = server.to_string();
+    let (mut keeper, restored, warning) = crate::state::for_config(&config, &server_name);
     let mut client = Client::new(config);
+    if let Some(restored) = restored {
+        client.restore(restored);
+    }
+    if let Some(warning) = warning {
+        writeln!(output, "{warning}").map_err(PlainError::Output)?;
+    }
     let mut link = Link::new(server.clone());
-    let server = server.to_string();
+    let server = server_name;
     let mut input_open = true;
     let mut effects = client.start(Instant::now());
     // The account command a `New` prompt belongs to: after `Current` it is `/password`'s.
@@ -193,7 +201,14 @@ pub async fn run_with_passwords(
                         }
                         show(output, &server, &event)
                     }
-                    Effect::Exit(result) => return result.map_err(PlainError::Login),
+                    Effect::Exit(result) => {
+                        if let Some(keeper) = keeper.as_mut() {
+                            if let Some(warning) = keeper.update(&client, Instant::now(), true) {
+                                let _ = writeln!(output, "{warning}");
+                            }
+                        }
+                        return result.map_err(PlainError::Login);
+                    }
                     Effect::Connect | Effect::Send(_) | Effect::Disconnect => Ok(()),
                 };
                 match written.and_then(|()| output.flush()) {
@@ -203,6 +218,11 @@ pub async fn run_with_passwords(
                 }
             }
             effects = more;
+        }
+        if let Some(keeper) = keeper.as_mut() {
+            if let Some(warning) = keeper.update(&client, Instant::now(), false) {
+                writeln!(output, "{warning}").map_err(PlainError::Output)?;
+            }
         }
         let deadline = client.poll_timeout();
         effects = tokio::select! {
@@ -233,7 +253,23 @@ pub fn show(out: &mut impl Write, server: &str, event: &Event) -> io::Result<()>
         Event::LoggedIn { name, again: true } => {
             writeln!(out, "reconnected to {server} as {name}")
         }
-        Event::Message { from, text } => writeln!(out, "<{from}> {text}"),
+        Event::Message {
+            from,
+            text,
+            at: Some(at),
+        } if !at.live => writeln!(out, "{} <{from}> {text}", crate::history::clock(at.time)),
+        Event::Message { from, text, .. } => writeln!(out, "<{from}> {text}"),
+        Event::Kept { to, text, .. } => writeln!(
+            out,
+            "queued for {to} (offline; delivered at their next login): {text}"
+        ),
+        Event::History(
+            note @ (HistoryNote::Expired
+            | HistoryNote::Reset
+            | HistoryNote::CatchUpCut { .. }
+            | HistoryNote::Unavailable(_)),
+        ) => writeln!(out, "{note}"),
+        Event::History(_) => Ok(()),
         Event::Delivered { to, text, .. } => writeln!(out, "delivered to {to}: {text}"),
         Event::NotDelivered { to, text, why, .. } => {
             writeln!(out, "not delivered to {to} ({why}): {text}")

@@ -133,10 +133,12 @@ pub enum RoomEvent {
         text: Option<String>,
     },
     /// A message in the room; the user's own come back this way too, in the room's order.
+    /// `at`: its place in the room's stream and its server time (`history`).
     Said {
         room: RoomName,
         from: Username,
         text: String,
+        at: Option<crate::history::Stamp>,
     },
     /// The answer to `/rooms`: every room, sorted.
     Rooms(Vec<RoomName>),
@@ -234,6 +236,7 @@ pub fn room_line(reply: &Reply<'_>) -> Option<RoomEvent> {
             room: room.clone(),
             from: from.clone(),
             text: (*body).to_owned(),
+            at: None,
         },
         _ => return None,
     })
@@ -285,7 +288,18 @@ pub fn describe(event: &RoomEvent, me: Option<&Username>) -> String {
             by,
             text: None,
         } => format!("{by} cleared the topic of {room}"),
-        RoomEvent::Said { room, from, text } => format!("[{room}] <{from}> {text}"),
+        RoomEvent::Said {
+            room,
+            from,
+            text,
+            at: Some(at),
+        } if !at.live => format!(
+            "{} [{room}] <{from}> {text}",
+            crate::history::clock(at.time)
+        ),
+        RoomEvent::Said {
+            room, from, text, ..
+        } => format!("[{room}] <{from}> {text}"),
         RoomEvent::Rooms(rooms) if rooms.is_empty() => {
             "no rooms yet (/join #name makes one)".into()
         }
@@ -339,6 +353,7 @@ mod tests {
             room: room("#r"),
             from: name(from),
             text: "x".into(),
+            at: None,
         };
         assert!(say.answered_by(&said("ann"), &me));
         assert!(!say.answered_by(&said("bob"), &me));

@@ -34,12 +34,13 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use tcpchat_proto::{
-    Extension, ExtensionSet, Framer, NameError, Reply, Request, RoomName, Username,
+    Extension, ExtensionSet, Framer, NameError, Reply, Request, RoomName, Stream, Username,
     DEFAULT_MAX_LINE_BYTES,
 };
 
 use crate::account::{carries_password, AccountOp, AccountReply, PasswordPrompt, Secret};
 use crate::command::NAME_RULES;
+use crate::history::{PageIn, PageRequest, Positions, Purpose, Stamp, PAGE};
 use crate::rooms::{RoomEvent, RoomOp, RoomRefusal, MAX_JOINED_ROOMS};
 
 /// The longest server line the client accepts. The longest line a server sends is `LIST-OK`:
@@ -82,7 +83,8 @@ pub const SPOKEN: ExtensionSet = ExtensionSet::NONE
     .with(Extension::Keepalive)
     .with(Extension::Presence)
     .with(Extension::Accounts)
-    .with(Extension::Rooms);
+    .with(Extension::Rooms)
+    .with(Extension::History);
 
 /// How the session behaves; see [`Config::interactive`] and [`Config::script`].
 #[derive(Debug, Clone)]
@@ -120,6 +122,11 @@ pub struct Config {
     /// Ask for the password ([`Event::PasswordNeeded`]) before logging in, when
     /// [`Config::password`] is not given (`tcpchat connect --login`).
     pub ask_password: bool,
+    /// Keep a state file for an account's login (`crate::state`; the run loops do it):
+    /// `tcpchat connect` sets it unless `--classic`.
+    pub keep_state: bool,
+    /// The state file's directory (`--state-dir`); `None`: [`crate::state::default_dir`].
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -138,6 +145,8 @@ impl Config {
             ping_timeout: PING_TIMEOUT,
             password: None,
             ask_password: false,
+            keep_state: false,
+            state_dir: None,
         }
     }
 
@@ -205,7 +214,18 @@ pub enum Event {
     Message {
         from: Username,
         text: String,
+        /// Its place in the direct stream and its server time (`history`).
+        at: Option<Stamp>,
     },
+    /// The recipient is offline: the server keeps the message and delivers it at their
+    /// next login (`SEND-QUEUED`; its state is now [`Delivery::Kept`]).
+    Kept {
+        id: MsgId,
+        to: Username,
+        text: String,
+    },
+    /// About stored messages (`history`).
+    History(HistoryNote),
     /// A queued message was written to the server (its state is now [`Delivery::Sending`]).
     Sending {
         id: MsgId,
@@ -375,7 +395,55 @@ pub enum Delivery {
     Sending,
     /// `SEND-OK`.
     Delivered,
+    /// `SEND-QUEUED`: the recipient is offline; the server keeps it for their next login.
+    Kept,
     NotDelivered(Undelivered),
+}
+
+/// What the session says about stored messages (`docs/protocol.md`, "history").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryNote {
+    /// The login's catch-up of the direct messages is complete (`RESUME-OK`).
+    CaughtUp,
+    /// Some direct messages sent while away were removed by the server's limits before
+    /// they could be read (`RESUME-EXPIRED`).
+    Expired,
+    /// The server's direct stream was reset (`RESUME-EPOCH`): what was kept before is gone.
+    Reset,
+    /// Older lines of this stream are being fetched.
+    Loading(Stream),
+    /// An older page arrived; `beginning`: nothing older is kept.
+    Loaded { stream: Stream, beginning: bool },
+    /// The room's catch-up stopped after this many pages; older missed messages were not
+    /// fetched.
+    CatchUpCut { room: RoomName, pages: u32 },
+    /// The server would not give this stream's history (`NO-HISTORY`, or no `history`).
+    Unavailable(Stream),
+}
+
+impl fmt::Display for HistoryNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::CaughtUp => f.write_str("caught up with the messages sent while you were away"),
+            Self::Expired => f.write_str(
+                "some messages sent while you were away have expired on the server; older \
+                 messages are gone",
+            ),
+            Self::Reset => f.write_str(
+                "the server's store of your messages was reset; what it kept before is gone",
+            ),
+            Self::Loading(_) => f.write_str("loading older messages…"),
+            Self::Loaded {
+                beginning: true, ..
+            } => f.write_str("beginning of history"),
+            Self::Loaded { .. } => f.write_str("older messages loaded"),
+            Self::CatchUpCut { room, pages } => write!(
+                f,
+                "{room}: fetched {pages} pages of missed messages; older ones were not fetched"
+            ),
+            Self::Unavailable(stream) => write!(f, "no history for {stream} on this server"),
+        }
+    }
 }
 
 /// Why a message was not delivered.
@@ -459,6 +527,8 @@ enum Pending {
     },
     /// A room request not answered by its own room line yet.
     Room(RoomOp),
+    /// `HISTORY`: answered by `HISTORY-OK` and its lines, or `NO-HISTORY`.
+    History(PageRequest),
 }
 
 /// The protocol session. See the module documentation.
@@ -513,6 +583,14 @@ pub struct Session {
     ping_sent: Option<Instant>,
     pings: u64,
     next_id: u64,
+    /// With `history`: where the client stands in each stream (`history.rs`).
+    positions: Positions,
+    /// A `HISTORY` page whose lines are arriving.
+    page_in: Option<PageIn>,
+    /// Between an account's login and its `RESUME-OK`: direct lines are the catch-up.
+    catching_up: bool,
+    /// The current login is an account's (`LOGIN`).
+    account: bool,
     out: Vec<Effect>,
 }
 
@@ -548,6 +626,10 @@ impl Session {
             ping_sent: None,
             pings: 0,
             next_id: 0,
+            positions: Positions::default(),
+            page_in: None,
+            catching_up: false,
+            account: false,
             out: Vec::new(),
         }
     }
@@ -576,6 +658,8 @@ impl Session {
             self.extensions = ExtensionSet::NONE;
             self.login_after_ext = false;
             self.snapshot = None;
+            self.page_in = None;
+            self.catching_up = false;
             self.last_heard = now;
             self.ping_sent = None;
             if !self.config.extensions.is_empty() && !self.ext_dropped {
@@ -1051,6 +1135,21 @@ impl Session {
             // Never a password before the server said it knows accounts.
             self.login_after_ext = true;
         } else if self.has(Extension::Accounts) {
+            if let Some(pos) = self
+                .positions
+                .direct
+                .as_ref()
+                .filter(|_| self.has(Extension::History))
+            {
+                if tcpchat_proto::is_epoch(pos.epoch.as_bytes()) {
+                    let line = Request::Resume {
+                        epoch: &pos.epoch,
+                        offset: pos.top,
+                    }
+                    .to_line();
+                    self.out.push(Effect::Send(line));
+                }
+            }
             let line = Request::Login {
                 name: name.clone(),
                 password: secret.password(),
@@ -1314,6 +1413,10 @@ impl Session {
                     op,
                     why: RoomRefusal::Unanswered,
                 }))),
+                Pending::History(PageRequest {
+                    stream: Stream::Room(room),
+                    ..
+                }) => self.positions.catch_up_abandoned(&room),
                 _ => {}
             }
         }
@@ -1397,7 +1500,52 @@ impl Session {
             }
         };
         match reply {
-            Reply::Delivery { from, body } => return self.incoming(from, body),
+            Reply::Delivery { from, body } => return self.incoming(from, body, None),
+            Reply::DeliveryAt {
+                offset,
+                time,
+                from,
+                body,
+            } if self.has(Extension::History) => {
+                return self.delivery_at(offset, time, from, body, now);
+            }
+            Reply::SaidAt {
+                room,
+                offset,
+                time,
+                from,
+                body,
+            } if self.has(Extension::History) => {
+                return self.said_at(room, offset, time, from, body, now);
+            }
+            Reply::ResumeOk { epoch, top }
+            | Reply::ResumeExpired { epoch, top }
+            | Reply::ResumeEpoch { epoch, top }
+                if self.has(Extension::History) =>
+            {
+                let note = match reply {
+                    Reply::ResumeOk { .. } => {
+                        self.catching_up = false;
+                        self.positions.direct_caught_up(epoch, top);
+                        HistoryNote::CaughtUp
+                    }
+                    Reply::ResumeExpired { .. } => HistoryNote::Expired,
+                    _ => {
+                        self.positions.direct_reset(epoch);
+                        HistoryNote::Reset
+                    }
+                };
+                self.out.push(Effect::Show(Event::History(note)));
+                return;
+            }
+            Reply::DeliveryAt { .. }
+            | Reply::SaidAt { .. }
+            | Reply::ResumeOk { .. }
+            | Reply::ResumeExpired { .. }
+            | Reply::ResumeEpoch { .. } => {
+                tracing::debug!(?reply, "history line on a connection without it ignored");
+                return self.unknown_line();
+            }
             // Unsolicited: no request waits for these (a PONG answers our PING, which is
             // not a request the queue tracks; any line counts as life anyway).
             Reply::Ping(token) if self.has(Extension::Keepalive) => {
@@ -1459,7 +1607,14 @@ impl Session {
                     .push(Effect::Show(Event::Extensions(self.extensions)));
                 self.after_ext(now);
             }
-            (Pending::Hello(_) | Pending::Login(_), Reply::Hello(name)) => {
+            (Pending::Login(_), Reply::Hello(name)) => {
+                // An account's login is followed by its direct stream's catch-up.
+                self.catching_up = self.has(Extension::History);
+                self.account = true;
+                self.logged_in(name, now);
+            }
+            (Pending::Hello(_), Reply::Hello(name)) => {
+                self.account = false;
                 self.logged_in(name, now);
             }
             (Pending::Hello(name), Reply::NameRegistered) => {
@@ -1490,6 +1645,11 @@ impl Session {
                 if reply == AccountReply::Done {
                     // Reconnections log in with the password the account has now.
                     self.password = then;
+                    match op {
+                        AccountOp::Register => self.account = true,
+                        AccountOp::Unregister => self.account = false,
+                        AccountOp::ChangePassword => {}
+                    }
                 }
                 self.out.push(Effect::Show(Event::Account { op, reply }));
             }
@@ -1526,6 +1686,32 @@ impl Session {
                 }
                 self.settle(id, Delivery::Delivered);
             }
+            (Pending::Send(id), Reply::SendQueued) => self.settle(id, Delivery::Kept),
+            (
+                Pending::History(request),
+                Reply::HistoryOk {
+                    stream, epoch, n, ..
+                },
+            ) if stream == request.stream => {
+                let page = self.positions.page_start(request, epoch, n);
+                if page.left == 0 {
+                    self.page_complete(page, now);
+                } else {
+                    self.page_in = Some(page);
+                }
+            }
+            (Pending::History(request), other) => {
+                tracing::debug!(reply = ?other, "HISTORY not answered with its page");
+                if let Stream::Room(room) = &request.stream {
+                    self.positions.catch_up_abandoned(room);
+                }
+                if request.purpose == Purpose::Older {
+                    self.out
+                        .push(Effect::Show(Event::History(HistoryNote::Unavailable(
+                            request.stream,
+                        ))));
+                }
+            }
             (Pending::Send(id), Reply::BadDestUser | Reply::Unknown) => {
                 if let (Some(online), Some(m)) = (&mut self.online, self.store.get(&id)) {
                     online.retain(|n| *n != m.to);
@@ -1560,9 +1746,17 @@ impl Session {
     /// A room line: always an event; also the answer to the oldest waiting request when it
     /// is that request's own line (`rooms.rs`).
     fn room_line(&mut self, reply: &Reply<'_>, now: Instant) {
-        let Some(event) = crate::rooms::room_line(reply) else {
+        self.room_line_at(reply, None, now);
+    }
+
+    /// [`Session::room_line`], for a `SAID-AT` with its stamp.
+    fn room_line_at(&mut self, reply: &Reply<'_>, at: Option<Stamp>, now: Instant) {
+        let Some(mut event) = crate::rooms::room_line(reply) else {
             return;
         };
+        if let RoomEvent::Said { at: stamp, .. } = &mut event {
+            *stamp = at;
+        }
         if !self.has(Extension::Rooms) {
             tracing::debug!(?reply, "room line on a connection without rooms ignored");
             return self.unknown_line();
@@ -1599,7 +1793,13 @@ impl Session {
             if let Some(room) = joined_now {
                 if self.room() {
                     let request = Request::Members(room.clone());
-                    self.request(request, Pending::Room(RoomOp::Members(room)), now);
+                    self.request(request, Pending::Room(RoomOp::Members(room.clone())), now);
+                }
+                // Back in a room we had lines of: fetch what was said meanwhile.
+                if self.has(Extension::History) {
+                    if let Some(request) = self.positions.rejoined(&room) {
+                        self.history_request(request, now);
+                    }
                 }
             }
             self.answered(now);
@@ -1667,12 +1867,207 @@ impl Session {
         self.online = Some(names);
     }
 
-    fn incoming(&mut self, from: Username, text: &str) {
+    fn incoming(&mut self, from: Username, text: &str, at: Option<Stamp>) {
         self.seen_online(&from);
         self.out.push(Effect::Show(Event::Message {
             from,
             text: text.to_owned(),
+            at,
         }));
+    }
+
+    /// A stored direct message: live, the login's catch-up, or a line of a page.
+    fn delivery_at(&mut self, offset: u64, time: u64, from: Username, body: &str, now: Instant) {
+        let in_page = matches!(&self.page_in, Some(p) if p.request.stream == Stream::Direct);
+        let new = if in_page {
+            match self.page_in.as_mut() {
+                Some(page) => self.positions.page_line(page, offset),
+                None => false,
+            }
+        } else {
+            self.positions.direct_line(offset)
+        };
+        if new {
+            let live = !in_page && !self.catching_up;
+            let older = self
+                .page_in
+                .as_ref()
+                .is_some_and(|p| in_page && p.request.purpose == Purpose::Older);
+            if live {
+                self.seen_online(&from);
+            }
+            self.out.push(Effect::Show(Event::Message {
+                from,
+                text: body.to_owned(),
+                at: Some(Stamp {
+                    offset,
+                    time,
+                    live,
+                    older,
+                }),
+            }));
+        }
+        if in_page {
+            self.page_line_done(now);
+        }
+    }
+
+    /// A stored room message: live (the echo of our own `SAY` included), or a page's line.
+    fn said_at(
+        &mut self,
+        room: RoomName,
+        offset: u64,
+        time: u64,
+        from: Username,
+        body: &str,
+        now: Instant,
+    ) {
+        let in_page =
+            matches!(&self.page_in, Some(p) if p.request.stream == Stream::Room(room.clone()));
+        if !in_page {
+            let new = self.positions.room_live(&room, offset);
+            let at = Some(Stamp {
+                offset,
+                time,
+                live: true,
+                older: false,
+            });
+            if new {
+                let reply = Reply::Said { room, from, body };
+                return self.room_line_at(&reply, at, now);
+            }
+            return;
+        }
+        let new = match self.page_in.as_mut() {
+            Some(page) => self.positions.page_line(page, offset),
+            None => false,
+        };
+        let older = self
+            .page_in
+            .as_ref()
+            .is_some_and(|p| p.request.purpose == Purpose::Older);
+        if new {
+            self.out.push(Effect::Show(Event::Room(RoomEvent::Said {
+                room,
+                from,
+                text: body.to_owned(),
+                at: Some(Stamp {
+                    offset,
+                    time,
+                    live: false,
+                    older,
+                }),
+            })));
+        }
+        self.page_line_done(now);
+    }
+
+    /// A page's line was taken: the page is complete when none is left.
+    fn page_line_done(&mut self, now: Instant) {
+        if self.page_in.as_ref().is_some_and(|p| p.left == 0) {
+            if let Some(page) = self.page_in.take() {
+                self.page_complete(page, now);
+            }
+        }
+    }
+
+    fn page_complete(&mut self, page: PageIn, now: Instant) {
+        match self.positions.page_done(&page) {
+            Ok(Some(next)) => self.history_request(next, now),
+            Ok(None) => {}
+            Err(pages) => {
+                if let Stream::Room(room) = &page.request.stream {
+                    let note = HistoryNote::CatchUpCut {
+                        room: room.clone(),
+                        pages,
+                    };
+                    self.out.push(Effect::Show(Event::History(note)));
+                }
+            }
+        }
+        if page.request.purpose == Purpose::Older {
+            let note = HistoryNote::Loaded {
+                stream: page.request.stream.clone(),
+                beginning: page.got < PAGE,
+            };
+            self.out.push(Effect::Show(Event::History(note)));
+        }
+        self.answered(now);
+    }
+
+    fn history_request(&mut self, request: PageRequest, now: Instant) {
+        if !self.room() {
+            if let Stream::Room(room) = &request.stream {
+                self.positions.catch_up_abandoned(room);
+            }
+            return;
+        }
+        let line = Request::History {
+            stream: request.stream.clone(),
+            before: request.before,
+            count: PAGE,
+        }
+        .to_line();
+        self.out.push(Effect::Send(line));
+        self.pending.push_back((Pending::History(request), now));
+    }
+
+    /// The user scrolled past the top of `stream`'s conversation: fetch the page before
+    /// the oldest line held. Says [`HistoryNote::Loading`], or why not.
+    pub fn load_older(&mut self, stream: Stream, now: Instant) -> Vec<Effect> {
+        let loading = self
+            .pending
+            .iter()
+            .any(|(p, _)| matches!(p, Pending::History(r) if r.stream == stream))
+            || self
+                .page_in
+                .as_ref()
+                .is_some_and(|p| p.request.stream == stream);
+        if loading {
+            return self.take();
+        }
+        if self.phase != Phase::Online || !self.has(Extension::History) {
+            self.out
+                .push(Effect::Show(Event::History(HistoryNote::Unavailable(
+                    stream,
+                ))));
+            return self.take();
+        }
+        match self.positions.older(&stream) {
+            Some(request) => {
+                self.out
+                    .push(Effect::Show(Event::History(HistoryNote::Loading(stream))));
+                self.history_request(request, now);
+            }
+            None => self
+                .out
+                .push(Effect::Show(Event::History(HistoryNote::Loaded {
+                    stream,
+                    beginning: true,
+                }))),
+        }
+        self.take()
+    }
+
+    /// Whether the current (or last) login was to an account, with its password.
+    pub fn is_account(&self) -> bool {
+        self.account
+    }
+
+    /// Where the client stands in its streams (for the state file).
+    pub fn positions(&self) -> &Positions {
+        &self.positions
+    }
+
+    /// Restores what a previous run knew (the state file): the positions, and the rooms
+    /// to join at the login. Call before [`Session::start`].
+    pub fn restore(&mut self, positions: Positions, rooms: Vec<RoomName>) {
+        self.positions = positions;
+        for room in rooms {
+            if !self.joined.contains(&room) && self.joined.len() < MAX_JOINED_ROOMS {
+                self.joined.push(room);
+            }
+        }
     }
 
     /// `name` just proved to be online: list it now rather than at the next refresh.
@@ -1691,6 +2086,7 @@ impl Session {
         };
         let event = match state {
             Delivery::Delivered => Event::Delivered { id, to, text },
+            Delivery::Kept => Event::Kept { id, to, text },
             Delivery::NotDelivered(why) => Event::NotDelivered { id, to, text, why },
             Delivery::Queued | Delivery::Sending => return,
         };

@@ -712,7 +712,10 @@ async fn server_pings_are_answered_over_a_real_socket() {
         .expect("the client connects")
         .expect("accept");
     let mut peer = testkit_lines(socket);
-    assert_eq!(peer.next().await, "EXT keepalive,presence,accounts,rooms");
+    assert_eq!(
+        peer.next().await,
+        "EXT keepalive,presence,accounts,rooms,history"
+    );
     assert_eq!(peer.next().await, "HELLO-FROM pinged");
     peer.send("EXT-OK keepalive\nHELLO pinged\nPING t-42\n")
         .await;

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::time::Instant;
 
-use chrono::{NaiveTime, Timelike};
+use chrono::{NaiveTime, Offset, Timelike};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tcpchat_client::net::{self, NetEvent};
 use tcpchat_client::{Client, Config, Effect, LoginError, Target};
@@ -17,17 +17,41 @@ use crate::editor::LineEditor;
 pub struct Clock {
     origin: Instant,
     wall: NaiveTime,
+    /// The local zone's offset from UTC, for the server's times (UTC milliseconds).
+    offset: chrono::FixedOffset,
 }
 
 impl Clock {
     /// A clock on which `origin` is `wall`.
     pub fn new(origin: Instant, wall: NaiveTime) -> Self {
-        Self { origin, wall }
+        Self {
+            origin,
+            wall,
+            offset: chrono::FixedOffset::east_opt(0).unwrap_or(chrono::Utc.fix()),
+        }
     }
 
     /// The local time now.
     pub fn local() -> Self {
-        Self::new(Instant::now(), chrono::Local::now().time())
+        let now = chrono::Local::now();
+        Self {
+            offset: *now.offset(),
+            ..Self::new(Instant::now(), now.time())
+        }
+    }
+
+    /// A server time (ms since the Unix epoch, UTC) as `HH:MM` in this clock's zone.
+    pub fn server_hh_mm(&self, time_ms: u64) -> String {
+        let utc = i64::try_from(time_ms)
+            .ok()
+            .and_then(chrono::DateTime::from_timestamp_millis);
+        match utc {
+            Some(t) => {
+                let t = t.with_timezone(&self.offset);
+                format!("{:02}:{:02}", t.hour(), t.minute())
+            }
+            None => "--:--".to_owned(),
+        }
     }
 
     /// `at` as `HH:MM`.
@@ -71,6 +95,10 @@ impl App {
             now: clock.origin,
             exit: None,
         }
+    }
+
+    pub fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
     }
 
     pub fn client(&self) -> &Client {
@@ -193,8 +221,13 @@ impl App {
             KeyCode::Tab => self.complete(),
             KeyCode::PageUp => {
                 let page = self.page.get().max(2) - 1;
+                let at_top = self.scroll.get() >= self.max_scroll.get();
                 self.scroll
                     .set((self.scroll.get() + page).min(self.max_scroll.get()));
+                // Past the top: the server may have older lines.
+                if at_top {
+                    return self.client.load_older(now);
+                }
             }
             KeyCode::PageDown => {
                 let page = self.page.get().max(2) - 1;

@@ -58,7 +58,15 @@ async fn event_loop(
     server: &Server,
     config: Config,
 ) -> Result<(), TuiError> {
+    let (mut keeper, restored, warning) =
+        tcpchat_client::state::for_config(&config, &server.to_string());
     let mut app = App::new(server.to_string(), config, Clock::local());
+    if let Some(restored) = restored {
+        app.client_mut().restore(restored);
+    }
+    if let Some(warning) = warning {
+        app.client_mut().status_notice(&warning, Instant::now());
+    }
     let mut link = Link::new(server.clone());
     let mut keys = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -67,6 +75,12 @@ async fn event_loop(
     link.apply(effects);
     loop {
         terminal.draw(|frame| view::render(&app, frame))?;
+        if let Some(keeper) = keeper.as_mut() {
+            let last_call = app.client().phase() == &tcpchat_client::Phase::Done;
+            if let Some(warning) = keeper.update(app.client(), Instant::now(), last_call) {
+                app.client_mut().status_notice(&warning, Instant::now());
+            }
+        }
         if let Some(exit) = app.take_exit() {
             return exit.map_err(TuiError::Login);
         }
@@ -88,7 +102,12 @@ async fn event_loop(
             event = link.next() => app.handle_net(event, Instant::now()),
             () = net::sleep_until(deadline) => app.handle_timeout(Instant::now()),
             _ = tick.tick() => app.handle_timeout(Instant::now()),
-            () = &mut terminate => return Ok(()),
+            () = &mut terminate => {
+                if let Some(keeper) = keeper.as_mut() {
+                    keeper.update(app.client(), Instant::now(), true);
+                }
+                return Ok(());
+            }
         };
         link.apply(effects);
     }

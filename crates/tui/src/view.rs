@@ -20,7 +20,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
-use tcpchat_client::{Delivery, EntryKind, Phase, Target, HELP, NAME_RULES};
+use tcpchat_client::{Delivery, EntryKind, Older, Phase, Target, HELP, NAME_RULES};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use crate::app::App;
@@ -229,7 +229,10 @@ fn render_messages(app: &App, frame: &mut Frame, area: Rect) {
             exhausted = false;
             break;
         }
-        let time = app.clock.hh_mm(entry.at);
+        let time = match entry.stamp {
+            Some(stamp) => app.clock.server_hh_mm(stamp.time),
+            None => app.clock.hh_mm(entry.at),
+        };
         let mut lines = wrap(
             entry_spans(app, &time, &entry.kind),
             width,
@@ -237,6 +240,17 @@ fn render_messages(app: &App, frame: &mut Frame, area: Rect) {
         );
         lines.reverse();
         rows.extend(lines);
+    }
+    if exhausted {
+        // The top of what is held: is there more on the server?
+        let mark = match buffer.older {
+            Older::Loading => Some("loading older…"),
+            Older::Beginning => Some("— beginning of history —"),
+            Older::Unknown => None,
+        };
+        if let Some(mark) = mark {
+            rows.push(Line::from(Span::styled(mark.to_owned(), dim())));
+        }
     }
     rows.reverse();
     let total = rows.len();
@@ -271,6 +285,10 @@ fn entry_spans(app: &App, time: &str, kind: &EntryKind) -> Vec<Span<'static>> {
                 Delivery::Queued => Span::styled(" (waiting for the connection…)", dim()),
                 Delivery::Sending => Span::styled(" (sending…)", dim()),
                 Delivery::Delivered => Span::styled(" ✓", Style::new().fg(Color::Green)),
+                Delivery::Kept => Span::styled(
+                    " (queued: delivered at their next login)",
+                    Style::new().fg(Color::Yellow),
+                ),
                 Delivery::NotDelivered(why) => Span::styled(
                     format!(" ✗ not delivered: {why}"),
                     Style::new().fg(Color::Red),

@@ -462,7 +462,7 @@ fn a_registered_name_asks_for_its_password_masked_and_never_remembered() {
     assert_eq!(
         s.sent,
         [
-            "EXT keepalive,presence,accounts,rooms",
+            "EXT keepalive,presence,accounts,rooms,history",
             "HELLO-FROM alice",
             "LOGIN alice hunter22-x"
         ]
@@ -598,4 +598,70 @@ fn a_room_elsewhere_counts_unread_and_a_narrow_screen_keeps_its_header() {
             "[#r]",
         ],
     );
+}
+
+/// Logged in as alice on a server offering rooms and history, joined to `#r`.
+fn in_a_room_with_history() -> Screen {
+    let name = Username::parse("alice").expect("valid test name");
+    let mut s = Screen::with_config(Config::interactive(Some(name)).extended());
+    s.net(NetEvent::Connected);
+    s.server("EXT-OK keepalive,presence,accounts,rooms,history");
+    s.server("HELLO alice");
+    s.server("ONLINE alice,bob");
+    s.server("ONLINE-DONE");
+    s.type_line("/join #r");
+    s.server("JOINED #r alice");
+    s.server("MEMBERS-OK #r alice,bob");
+    s.sent.clear();
+    s
+}
+
+#[test]
+fn messages_show_their_server_time_and_a_kept_message_says_queued() {
+    let mut s = in_a_room_with_history();
+    // 2026-12-02 09:15 UTC; the test clock's zone is UTC.
+    s.server("SAID-AT #r 7 1764666900000 bob from the morning");
+    let screen = s.draw(80, 8);
+    assert!(
+        whole(&screen).contains("09:15 <bob> from the morning"),
+        "{screen:#?}"
+    );
+    s.type_line("/msg carol are you there");
+    s.server("SEND-QUEUED");
+    let screen = s.draw(80, 8);
+    assert!(
+        whole(&screen).contains("are you there (queued: delivered"),
+        "{screen:#?}"
+    );
+}
+
+#[test]
+fn scrolling_past_the_top_loads_older_history_then_says_where_it_begins() {
+    let mut s = in_a_room_with_history();
+    s.server("SAID-AT #r 60 1764666900000 bob newest");
+    s.key(KeyCode::PageUp);
+    assert_eq!(s.sent, ["HISTORY #r BEFORE 60 50"]);
+    let screen = s.draw(80, 8);
+    assert!(whole(&screen).contains("loading older…"), "{screen:#?}");
+    s.key(KeyCode::PageUp);
+    assert_eq!(s.sent.len(), 1, "asked once: {:?}", s.sent);
+    s.server("HISTORY-OK #r e1 60 2");
+    s.server("SAID-AT #r 58 1764666780000 bob older one");
+    s.server("SAID-AT #r 59 1764666840000 alice older two");
+    let screen = s.draw(80, 10);
+    let text = whole(&screen);
+    assert!(text.contains("— beginning of history —"), "{screen:#?}");
+    assert!(!text.contains("loading older"), "{screen:#?}");
+    let at = |needle: &str| {
+        screen
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not drawn: {screen:#?}"))
+    };
+    assert!(at("beginning of history") < at("09:13 <bob> older one"));
+    assert!(at("older one") < at("09:14 <alice> older two"));
+    assert!(at("older two") < at("09:15 <bob> newest"));
+    // The beginning is known: no more requests.
+    s.key(KeyCode::PageUp);
+    assert_eq!(s.sent.len(), 1, "{:?}", s.sent);
 }

@@ -42,6 +42,7 @@ pub fn scrub(cmd: &mut Command) {
         }
     }
     cmd.env("TCPCHAT_DATA_DIR", test_data_dir());
+    cmd.env("TCPCHAT_STATE_DIR", test_data_dir().join("state"));
 }
 
 /// Lines of a child's stream, read on a thread.
@@ -260,6 +261,11 @@ impl PlainClient {
 
     pub fn expect(&mut self, want: &str) {
         wait_for(&self.out, &mut self.seen, want, |l| l == want);
+    }
+
+    /// Waits for a line that `matches`; returns it.
+    pub fn expect_line(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        wait_for(&self.out, &mut self.seen, what, matches)
     }
 
     pub fn expect_prefix(&mut self, prefix: &str) -> String {

@@ -194,7 +194,8 @@ fn logs_in_and_chats() {
         h.take_shown(),
         vec![Event::Message {
             from: name("bob"),
-            text: "hello  alice".into()
+            text: "hello  alice".into(),
+            at: None,
         }]
     );
 }
@@ -989,7 +990,7 @@ fn ask_password_prompts_before_connecting() {
     h.client_connected();
     assert_eq!(
         h.take_sent(),
-        owned(&["EXT keepalive,presence,accounts,rooms"])
+        owned(&["EXT keepalive,presence,accounts,rooms,history"])
     );
     h.server("EXT-OK keepalive,presence,accounts");
     assert_eq!(h.take_sent(), owned(&["LOGIN alice correct-horse"]));
@@ -1005,7 +1006,7 @@ fn room(s: &str) -> tcpchat_proto::RoomName {
 fn online_with_rooms() -> Harness {
     let mut h = Harness::new(Config::interactive(Some(name("alice"))).extended());
     h.client_connected();
-    h.server("EXT-OK keepalive,presence,accounts,rooms");
+    h.server("EXT-OK keepalive,presence,accounts,rooms,history");
     h.server("HELLO alice");
     h.server("ONLINE alice,bob");
     h.server("ONLINE-DONE");
@@ -1197,7 +1198,7 @@ fn a_reconnection_joins_the_rooms_again() {
     h.advance(Duration::from_secs(1));
     h.client_connected();
     h.take_sent();
-    h.server("EXT-OK keepalive,presence,accounts,rooms");
+    h.server("EXT-OK keepalive,presence,accounts,rooms,history");
     h.server("HELLO alice");
     assert_eq!(h.take_sent(), owned(&["JOIN #a", "JOIN #b"]));
     h.server("ONLINE alice,bob");
@@ -1276,4 +1277,145 @@ fn room_commands_explain_what_they_need() {
     // And room lines it did not negotiate are not understood.
     h.server("SAID #r mallory boo");
     assert!(!h.room_lines("#r").iter().any(|l| l.contains("boo")));
+}
+
+// ---- history (#14) --------------------------------------------------------------------------
+
+#[test]
+fn a_rejoined_room_gets_what_it_missed_in_order_once() {
+    let mut h = online_with_rooms();
+    h.type_line("/join #r");
+    h.server("JOINED #r alice");
+    h.server("MEMBERS-OK #r alice,bob");
+    h.server("SAID-AT #r 1 1764666900000 bob one");
+    h.server("SAID-AT #r 2 1764666900001 bob two");
+    h.closed();
+    h.advance(Duration::from_secs(1));
+    h.client_connected();
+    h.server("EXT-OK keepalive,presence,accounts,rooms,history");
+    h.server("HELLO alice");
+    h.server("ONLINE alice,bob");
+    h.server("ONLINE-DONE");
+    h.take_sent();
+    h.server("JOINED #r alice");
+    assert_eq!(h.take_sent(), ["MEMBERS #r", "HISTORY #r 50"]);
+    h.server("MEMBERS-OK #r alice,bob");
+    h.server("SAID-AT #r 6 6 bob six, live");
+    h.server("HISTORY-OK #r e 6 5");
+    for (o, who) in [(2, "bob"), (3, "bob"), (4, "alice"), (5, "bob"), (6, "bob")] {
+        h.server(&format!("SAID-AT #r {o} {o} {who} m{o}"));
+    }
+    let messages: Vec<String> = h
+        .room_lines("#r")
+        .into_iter()
+        .filter(|l| !l.starts_with('*'))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "<bob> one",
+            "<bob> two",
+            "<bob> m3",
+            "me: m4 (Delivered)",
+            "<bob> m5",
+            "<bob> six, live"
+        ]
+    );
+    let stamps: Vec<u64> = h
+        .room_buffer("#r")
+        .entries
+        .iter()
+        .filter_map(|e| e.stamp.map(|s| s.offset))
+        .collect();
+    assert_eq!(stamps, [1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn a_restored_state_brings_back_conversations_and_unread_counts() {
+    let mut positions = crate::history::Positions::default();
+    positions.direct_caught_up("e1", 9);
+    let restored = crate::state::Restored {
+        positions,
+        joined: vec![room("#r")],
+        conversations: vec![
+            (Target::Peer(name("bob")), 2),
+            (Target::Room(room("#r")), 1),
+        ],
+    };
+    let mut config = Config::interactive(Some(name("alice"))).extended();
+    config.password = Some(crate::Secret::parse("correct-horse").expect("valid"));
+    let mut client = Client::new(config);
+    client.restore(restored);
+    let now = Instant::now();
+    client.start(now);
+    let sent: Vec<String> = client
+        .handle_connected(now)
+        .into_iter()
+        .chain(client.handle_bytes(b"EXT-OK accounts,rooms,history\n", now))
+        .filter_map(|e| match e {
+            Effect::Send(l) => Some(String::from_utf8_lossy(&l).trim_end().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            "EXT keepalive,presence,accounts,rooms,history",
+            "RESUME e1 9",
+            "LOGIN alice correct-horse"
+        ]
+    );
+    let effects = client.handle_bytes(b"HELLO alice\nDELIVERY-AT 10 5 bob missed\n", now);
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Send(l) if l == b"JOIN #r\n")));
+    let unread: Vec<(Target, usize)> = client.conversations().unread_counts();
+    assert_eq!(
+        unread,
+        [
+            (Target::Room(room("#r")), 1),
+            (Target::Peer(name("bob")), 3)
+        ]
+    );
+}
+
+#[test]
+fn an_older_page_is_not_unread_but_a_missed_message_is() {
+    let mut config = Config::interactive(Some(name("alice"))).extended();
+    config.password = Some(crate::Secret::parse("correct-horse").expect("valid"));
+    let mut h = Harness::new(config);
+    h.client_connected();
+    h.server("EXT-OK accounts,history");
+    h.server("HELLO alice");
+    h.server("LIST-OK alice,bob,carol");
+    h.server("DELIVERY-AT 8 1 carol missed while away");
+    h.server("RESUME-OK e1 9");
+    h.server("DELIVERY-AT 10 2 bob hello");
+    h.type_line("/query bob");
+    h.take_sent();
+    let unread = |h: &Harness, who: &str| {
+        h.client
+            .buffers()
+            .iter()
+            .find(|b| b.target == Target::Peer(name(who)))
+            .map_or(0, |b| b.unread)
+    };
+    assert_eq!(unread(&h, "carol"), 1, "the catch-up is news");
+    let effects = h.client.load_older(h.now);
+    h.apply(effects);
+    assert_eq!(h.take_sent(), ["HISTORY @ BEFORE 8 50"]);
+    h.server("HISTORY-OK @ e1 10 2");
+    h.server("DELIVERY-AT 3 0 carol long ago");
+    h.server("DELIVERY-AT 4 0 bob long ago too");
+    assert_eq!(unread(&h, "carol"), 1, "an older page is not");
+    let bob = &h.client.open_buffer().entries;
+    let texts: Vec<&str> = bob
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Incoming { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["long ago too", "hello"], "placed by offset");
+    assert_eq!(h.client.open_buffer().older, crate::Older::Beginning);
 }

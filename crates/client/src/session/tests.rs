@@ -2,6 +2,7 @@
 //! user's requests, a fake clock. See: #11
 
 use super::*;
+use crate::history::Stamp;
 
 fn name(s: &str) -> Username {
     Username::parse(s).expect("test name is valid")
@@ -277,7 +278,7 @@ fn who_beyond_the_pending_bound_waits_for_room() {
 
 // ---- extensions (#13) ---------------------------------------------------------------------
 
-const ASK: &str = "EXT keepalive,presence,accounts,rooms";
+const ASK: &str = "EXT keepalive,presence,accounts,rooms,history";
 
 fn secret(s: &str) -> Secret {
     Secret::parse(s).expect("test password is valid")
@@ -829,4 +830,250 @@ fn a_hostile_presence_stream_cannot_grow_the_online_list() {
         .session
         .online()
         .is_some_and(|o| o.contains(&name("newcomer"))));
+}
+
+// ---- history (docs/protocol.md, "history") -------------------------------------------------
+
+fn messages(shown: &[Event]) -> Vec<(String, Option<Stamp>)> {
+    shown
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { from, text, at } => Some((format!("<{from}> {text}"), *at)),
+            Event::Room(RoomEvent::Said {
+                room,
+                from,
+                text,
+                at,
+            }) => Some((format!("[{room}] <{from}> {text}"), *at)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn texts(shown: &[Event]) -> Vec<String> {
+    messages(shown).into_iter().map(|(t, _)| t).collect()
+}
+
+impl Harness {
+    /// Logged in to alice's account on a server with every extension, the catch-up done
+    /// (`RESUME-OK <epoch> <top>`), everything sent and shown cleared.
+    fn account(epoch: &str, top: u64) -> Self {
+        let mut config = Config::interactive(Some(name("alice"))).extended();
+        config.password = Some(secret("correct-horse"));
+        let mut h = Self::new(config);
+        h.connected();
+        h.server("EXT-OK keepalive,presence,accounts,rooms,history");
+        h.server("HELLO alice");
+        h.server("ONLINE alice");
+        h.server("ONLINE-DONE");
+        h.server(&format!("RESUME-OK {epoch} {top}"));
+        h.sent.clear();
+        h.shown.clear();
+        h
+    }
+
+    fn reconnect(&mut self) {
+        self.reconnect_to("keepalive,presence,accounts,rooms,history");
+    }
+
+    fn reconnect_to(&mut self, offered: &str) {
+        let effects = self.session.handle_closed("reset", self.now);
+        self.apply(effects);
+        self.advance(Duration::from_secs(1));
+        self.sent.clear();
+        self.shown.clear();
+        self.connected();
+        self.server(&format!("EXT-OK {offered}"));
+    }
+}
+
+#[test]
+fn history_lines_keep_their_server_time_and_a_queued_message_is_kept_not_refused() {
+    let mut h = Harness::account("e1", 0);
+    h.server("DELIVERY-AT 1 1764650000000 bob hi  there");
+    assert_eq!(
+        messages(&h.shown),
+        vec![(
+            "<bob> hi  there".to_owned(),
+            Some(Stamp {
+                offset: 1,
+                time: 1_764_650_000_000,
+                live: true,
+                older: false,
+            })
+        )]
+    );
+    let id = h.send("carol", "see you");
+    h.server("SEND-QUEUED");
+    assert!(h.has_shown(&Event::Kept {
+        id,
+        to: name("carol"),
+        text: "see you".into()
+    }));
+    assert_eq!(h.session.unsettled(), 0);
+}
+
+#[test]
+fn a_reconnection_resumes_the_direct_stream_with_no_duplicate_and_no_gap() {
+    let mut h = Harness::account("e1", 4);
+    h.server("DELIVERY-AT 5 1000 bob five");
+    h.server("DELIVERY-AT 6 1001 bob six");
+    h.reconnect();
+    assert_eq!(
+        h.sent,
+        vec![ASK, "RESUME e1 6", "LOGIN alice correct-horse"]
+    );
+    h.server("HELLO alice");
+    h.server("ONLINE alice,bob");
+    h.server("ONLINE-DONE");
+    // The catch-up: a server that resends 6 (it should not) is not shown twice.
+    h.server("DELIVERY-AT 6 1001 bob six");
+    h.server("DELIVERY-AT 7 1002 bob seven");
+    h.server("RESUME-OK e1 7");
+    h.server("DELIVERY-AT 8 1003 bob eight");
+    let got = messages(&h.shown);
+    assert_eq!(texts(&h.shown), vec!["<bob> seven", "<bob> eight"]);
+    assert!(!got[0].1.expect("stamped").live, "the catch-up is not live");
+    assert!(got[1].1.expect("stamped").live);
+    assert!(h.has_shown(&Event::History(HistoryNote::CaughtUp)));
+}
+
+#[test]
+fn expired_and_reset_streams_are_said_plainly() {
+    let mut h = Harness::account("e1", 10);
+    h.reconnect();
+    h.server("HELLO alice");
+    h.server("RESUME-EXPIRED e1 300");
+    h.server("DELIVERY-AT 290 1 bob still kept");
+    h.server("RESUME-OK e1 300");
+    assert!(h.has_shown(&Event::History(HistoryNote::Expired)));
+    assert_eq!(texts(&h.shown), vec!["<bob> still kept"]);
+    assert!(HistoryNote::Expired.to_string().contains("expired"));
+
+    h.reconnect();
+    assert!(h.sent.contains(&"RESUME e1 300".to_owned()), "{:?}", h.sent);
+    h.server("HELLO alice");
+    h.server("RESUME-EPOCH e2 2");
+    h.server("DELIVERY-AT 1 1 bob new one");
+    h.server("DELIVERY-AT 2 2 bob new two");
+    h.server("RESUME-OK e2 2");
+    assert!(h.has_shown(&Event::History(HistoryNote::Reset)));
+    assert_eq!(
+        texts(&h.shown),
+        vec!["<bob> new one", "<bob> new two"],
+        "a reset stream's low offsets are new"
+    );
+    assert_eq!(
+        h.session
+            .positions()
+            .direct
+            .as_ref()
+            .map(|p| p.epoch.as_str()),
+        Some("e2")
+    );
+}
+
+#[test]
+fn a_rejoined_room_pages_back_to_what_it_had() {
+    let mut h = Harness::account("e1", 0);
+    let room = RoomName::parse("#r").expect("valid room");
+    let effects = h.session.room_request(RoomOp::Join(room.clone()), h.now);
+    h.apply(effects);
+    h.server("JOINED #r alice");
+    h.server("MEMBERS-OK #r alice,bob");
+    h.server("SAID-AT #r 1 10 bob one");
+    h.server("SAID-AT #r 2 11 bob two");
+    h.reconnect();
+    h.server("HELLO alice");
+    h.server("RESUME-OK e1 0");
+    assert!(h.sent.contains(&"JOIN #r".to_owned()));
+    h.sent.clear();
+    h.server("JOINED #r alice");
+    assert_eq!(h.sent, vec!["MEMBERS #r", "HISTORY #r 50"]);
+    h.sent.clear();
+    h.server("MEMBERS-OK #r alice,bob");
+    // Said while we were away: 3..=53; 54 arrives live before the page.
+    h.server("SAID-AT #r 54 100 bob live");
+    let mut page = vec!["HISTORY-OK #r re 54 50".to_owned()];
+    page.extend((5..=54).map(|o| format!("SAID-AT #r {o} {o} bob m{o}")));
+    for line in &page {
+        h.server(line);
+    }
+    assert_eq!(h.sent, vec!["HISTORY #r BEFORE 5 50"], "the gap is paged");
+    h.sent.clear();
+    h.server("HISTORY-OK #r re 54 4");
+    for o in 1..=4 {
+        h.server(&format!("SAID-AT #r {o} {o} bob m{o}"));
+    }
+    assert!(h.sent.is_empty(), "reached what it had: {:?}", h.sent);
+    let shown = texts(&h.shown);
+    let mut want = vec!["[#r] <bob> live".to_owned()];
+    want.extend((5..=53).map(|o| format!("[#r] <bob> m{o}")));
+    want.extend((3..=4).map(|o| format!("[#r] <bob> m{o}")));
+    assert_eq!(shown, want, "no duplicate (1, 2, 54), no gap (3..=53)");
+}
+
+#[test]
+fn older_lines_are_fetched_on_request_and_the_beginning_is_said() {
+    let mut h = Harness::account("e1", 0);
+    let room = RoomName::parse("#r").expect("valid room");
+    // Nothing held yet: the newest page (a non-member is refused).
+    let effects = h.session.load_older(Stream::Room(room.clone()), h.now);
+    h.apply(effects);
+    assert_eq!(h.sent, vec!["HISTORY #r 50"]);
+    h.server("NO-HISTORY");
+    assert!(
+        h.has_shown(&Event::History(HistoryNote::Unavailable(Stream::Room(
+            room.clone()
+        ))))
+    );
+    h.shown.clear();
+    h.sent.clear();
+    let effects = h.session.room_request(RoomOp::Join(room.clone()), h.now);
+    h.apply(effects);
+    h.server("JOINED #r alice");
+    h.server("MEMBERS-OK #r alice");
+    h.server("SAID-AT #r 40 10 bob newest");
+    h.sent.clear();
+    h.shown.clear();
+    let effects = h.session.load_older(Stream::Room(room.clone()), h.now);
+    h.apply(effects);
+    let again = h.session.load_older(Stream::Room(room.clone()), h.now);
+    h.apply(again);
+    assert_eq!(h.sent, vec!["HISTORY #r BEFORE 40 50"], "asked once");
+    h.server("HISTORY-OK #r re 40 2");
+    h.server("SAID-AT #r 38 1 bob older");
+    h.server("SAID-AT #r 39 2 alice mine");
+    assert_eq!(
+        texts(&h.shown),
+        vec!["[#r] <bob> older", "[#r] <alice> mine"]
+    );
+    assert!(h.has_shown(&Event::History(HistoryNote::Loaded {
+        stream: Stream::Room(room),
+        beginning: true
+    })));
+}
+
+#[test]
+fn a_server_without_history_sees_exactly_what_it_saw_before() {
+    let mut config = Config::interactive(Some(name("alice"))).extended();
+    config.password = Some(secret("correct-horse"));
+    let mut h = Harness::new(config);
+    h.connected();
+    h.server("EXT-OK keepalive,presence,accounts,rooms");
+    h.server("HELLO alice");
+    h.server("ONLINE alice");
+    h.server("ONLINE-DONE");
+    h.server("DELIVERY bob before");
+    h.reconnect_to("keepalive,presence,accounts,rooms");
+    assert_eq!(h.sent, vec![ASK, "LOGIN alice correct-horse"], "no RESUME");
+    h.server("HELLO alice");
+    h.sent.clear();
+    let effects = h.session.load_older(Stream::Direct, h.now);
+    h.apply(effects);
+    assert!(h.sent.is_empty(), "no HISTORY: {:?}", h.sent);
+    assert!(h.has_shown(&Event::History(HistoryNote::Unavailable(Stream::Direct))));
+    // History lines it did not negotiate are not understood.
+    h.server("DELIVERY-AT 1 1 bob hi");
+    assert!(texts(&h.shown).is_empty(), "{:?}", h.shown);
 }
