@@ -647,6 +647,8 @@ fn tick_schedule(state: &State) {
     let mut lag = crate::stats::Latency::new();
     // Senders' schedules interleave in index order: the m-th tick is sender m mod count's
     // (m / count)-th message.
+    let tick = plan.pace_tick;
+    let mut woke = std::time::Instant::now();
     for m in 0u64.. {
         if state.stopped.load(Ordering::Acquire) {
             break;
@@ -655,7 +657,9 @@ fn tick_schedule(state: &State) {
         let at = origin + pacer.intended(start, m / senders.len() as u64);
         let now = std::time::Instant::now();
         if at > now {
-            std::thread::sleep(at - now);
+            let until = at.max(woke + tick);
+            std::thread::sleep(until - now);
+            woke = std::time::Instant::now();
         }
         let sender = DirectSender {
             state,

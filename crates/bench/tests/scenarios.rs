@@ -95,6 +95,7 @@ fn plan(target: SocketAddr, scenario: Scenario, clients: usize) -> Plan {
         drain_timeout: Duration::from_secs(20),
         tag: format!("t{}x", scenario.name().len()),
         spread_sources: true,
+        pace_tick: tcpchat_bench::DEFAULT_PACE_TICK,
         tls: None,
         ws: None,
     }
