@@ -483,7 +483,11 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
         let waiting_flow = c.stage == Stage::Running && out_flow.is_some();
         let timed = match c.stage {
             Stage::LoggingIn | Stage::Stopping => true,
-            Stage::Running => (pacer.is_some() && out_flow.is_some()) || list_pacer.is_some(),
+            // A sender the pacing thread writes for has no timer of its own: `sleep` still
+            // holds the login deadline, which would fire, and fire again, once passed.
+            Stage::Running => {
+                (pacer.is_some() && out_flow.is_some() && !c.direct) || list_pacer.is_some()
+            }
             Stage::Ready => false,
         };
         tokio::select! {
