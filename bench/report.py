@@ -166,6 +166,51 @@ def interleaved(w):
         w("")
 
 
+def room_rounds(w):
+    """The interleaved room rounds' table (bench/compare --only room)."""
+    rate = float(os.environ.get("COMPARE_RATE", "20000"))
+    w(f"## Room, interleaved rounds (pinned, {rounds} rounds)")
+    w("")
+    w(f"`tcpchat bench ADDR room -n 200 --senders 10 -r {rate:,.0f} -d {duration}` against tcpchat with history (its")
+    w("default extensions), tcpchat with `--extensions keepalive,presence,accounts,rooms` (history off) and")
+    w("InspIRCd's channel, one after the other, a fresh process each, server on core 0 and bench on core 1.")
+    w("Medians over the rounds, lowest and highest in brackets; *lost* counts deliveries never received")
+    w("(a server drops a member it cannot write to in time: a room never waits for one).")
+    if os.environ.get("COMPARE_REALTIME"):
+        w("Server and bench at real-time priority (`--realtime`).")
+    w("")
+    w("| server | deliveries/s | vs InspIRCd | p50 | p99 | lost | bench CPU | bench lag p99 | load avg |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    labels = [("tcpchat", "tcpchat, history on"), ("tcpchat-nohist", "tcpchat, history off"), ("inspircd", "InspIRCd")]
+    insp = [r for r in load("inspircd", "pinned", "roomround") if "error" not in r]
+    insp_med = med([msgs("delivered_per_sec")(r) for r in insp])
+    for key, label in labels:
+        rs = [r for r in load(key, "pinned", "roomround") if "error" not in r]
+        if not rs:
+            continue
+        get = lambda f: [f(r) for r in rs]
+        d = get(msgs("delivered_per_sec"))
+        loads = load_avgs(key, "roomround")
+        load_txt = f"{min(loads):.1f}–{max(loads):.1f}" if loads else "–"
+        ratio = fmt_ratio(med(d), insp_med) if key != "inspircd" else ""
+        w(f"| {label} | {spread(d, fmt_rate)} | {ratio} | {spread(get(lat('p50_us')), fmt_ms)} | "
+          f"{spread(get(lat('p99_us')), fmt_ms)} | {spread(get(msgs('lost')), fmt_rate)} | "
+          f"{spread(get(bench_cpu), lambda v: f'{v:.2}')} | {spread(get(lag('p99_us')), fmt_ms)} | {load_txt} |")
+    w("")
+    for key, label in labels:
+        p = problems(key, "pinned", "roomround")
+        if p:
+            w(f"- {label}: {p}")
+    w("")
+
+
+if only == "room":
+    lines = []
+    room_rounds(lines.append)
+    with open(out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    sys.exit(0)
+
 if only == "latency":
     lines = []
     interleaved(lines.append)

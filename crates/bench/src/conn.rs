@@ -90,6 +90,14 @@ impl Conn {
         Ok(c)
     }
 
+    /// The socket's descriptor when the connection is plain TCP: the pacing thread may then
+    /// write a sender's messages to it itself (see `share::Direct`). `None` for TLS and
+    /// WebSocket, whose bytes only their codec may write.
+    pub(crate) fn plain_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        (self.tls.is_none() && self.ws.is_none()).then(|| self.tcp.as_raw_fd())
+    }
+
     pub(crate) fn set_nodelay(&self) {
         let _ = self.tcp.set_nodelay(true);
     }
@@ -124,7 +132,7 @@ impl Conn {
             return ws.try_read(&self.tcp, buf);
         }
         let Some(tls) = self.tls.as_mut() else {
-            return self.tcp.try_read(buf);
+            return read_plain(&mut self.tcp, buf);
         };
         loop {
             if tls.plaintext > 0 {
@@ -213,6 +221,23 @@ impl Conn {
                 other => return other,
             }
         }
+    }
+}
+
+/// Reads from the socket without waiting. Unlike `TcpStream::try_read`, a read that does not
+/// fill `buf` also tells tokio the socket is drained (its `AsyncRead` does so), so the next
+/// wait goes to `epoll` directly instead of first trying one more `recv` that would block:
+/// without it, every read with data cost a second, empty `recv` (bench/notes.md, "A cheaper
+/// load generator"). No waker is kept: callers wait with [`Conn::readable`].
+fn read_plain(tcp: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::task::{Context, Poll, Waker};
+    use tokio::io::{AsyncRead, ReadBuf};
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut rb = ReadBuf::new(buf);
+    match std::pin::Pin::new(tcp).poll_read(&mut cx, &mut rb) {
+        Poll::Ready(Ok(())) => Ok(rb.filled().len()),
+        Poll::Ready(Err(e)) => Err(e),
+        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
     }
 }
 

@@ -38,7 +38,9 @@ pub use counters::{Counters, Failure, Failures};
 pub use dialect::{Codec, Dialect, Event, Refusal};
 pub use message::{BodyError, Header, OrderCheck, MIN_BODY_BYTES};
 pub use pacing::Pacer;
-pub use plan::{Choices, Defaults, Plan, Scenario, ScenarioKind, Share, TlsTarget, WsTarget};
+pub use plan::{
+    Choices, Defaults, Plan, Scenario, ScenarioKind, Share, TlsTarget, WsTarget, DEFAULT_PACE_TICK,
+};
 pub use report::{LoginReport, MemoryReport, MessageReport, Report};
 pub use run::{resident_bytes, run, run_worker, Options};
 pub use server_side::{MetricsUrl, ServerLatency};

@@ -53,10 +53,7 @@ pub fn decode(body: &[u8], size: usize) -> Result<Header, BodyError> {
     let mut fields = body.splitn(4, |b| *b == b' ');
     let mut num = || -> Result<u64, BodyError> {
         let f = fields.next().ok_or(BodyError::Header)?;
-        std::str::from_utf8(f)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or(BodyError::Header)
+        decimal(f).ok_or(BodyError::Header)
     };
     let sender = u32::try_from(num()?).map_err(|_| BodyError::Header)?;
     let seq = num()?;
@@ -75,6 +72,19 @@ pub fn decode(body: &[u8], size: usize) -> Result<Header, BodyError> {
         sender,
         seq,
         intended_ns,
+    })
+}
+
+/// A decimal number as [`encode`] writes one: 1 to 20 ASCII digits, no sign, no overflow.
+/// (The bench reads millions a second; `str::parse` would first check UTF-8.)
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        let d = d.wrapping_sub(b'0');
+        (d < 10).then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
     })
 }
 
@@ -143,6 +153,36 @@ mod tests {
         );
         assert_eq!(decode(b"hello world", 64), Err(BodyError::Header));
         assert_eq!(decode(b"", 64), Err(BodyError::Header));
+    }
+
+    proptest::proptest! {
+        /// The hand-written number parser agrees with `str::parse` on digit strings, and
+        /// refuses everything `encode` never writes (signs, spaces, overflow, nothing).
+        #[test]
+        fn decimal_is_str_parse_on_what_encode_writes(field in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24)) {
+            let std = std::str::from_utf8(&field).ok().filter(|s| !s.starts_with('+')).and_then(|s| s.parse::<u64>().ok());
+            proptest::prop_assert_eq!(decimal(&field), std);
+        }
+
+        #[test]
+        fn any_header_round_trips(sender in proptest::prelude::any::<u32>(), seq in proptest::prelude::any::<u64>(), intended_ns in proptest::prelude::any::<u64>(), extra in 0usize..64) {
+            let h = Header { sender, seq, intended_ns };
+            let size = 64 + extra;
+            let mut out = Vec::new();
+            encode(&mut out, size, h);
+            proptest::prop_assert_eq!(decode(&out, size), Ok(h));
+        }
+    }
+
+    #[test]
+    fn decimal_edges() {
+        assert_eq!(decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(decimal(b"18446744073709551616"), None);
+        assert_eq!(decimal(b"00000000000000000000"), Some(0));
+        assert_eq!(decimal(b"000000000000000000001"), None);
+        for bad in [&b""[..], b"+1", b"-1", b"1 ", b"1.", b"x"] {
+            assert_eq!(decimal(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -411,6 +411,12 @@ pub struct Plan {
     pub tag: String,
     /// Spread client source addresses over 127.0.0.0/8 when the target is loopback.
     pub spread_sources: bool,
+    /// Open-loop pacing: the shortest sleep of the pacing thread. It wakes at the next
+    /// message's intended time, or this long after its last wakeup if that is later, and
+    /// sends everything due; so a message may leave up to this late (it is in the bench's
+    /// lag, and latency still runs from the intended time). Zero: a wakeup per message.
+    #[serde(default = "default_pace_tick")]
+    pub pace_tick: Duration,
     /// Connect inside TLS (a `tls://` target); `None`: plain text.
     #[serde(default)]
     pub tls: Option<TlsTarget>,
@@ -437,6 +443,16 @@ pub struct WsTarget {
     pub path: String,
 }
 
+/// The pacing thread's default shortest sleep: 100 µs. A sleep and its wakeup cost this
+/// VM about 12 µs of the bench's core (bench/notes.md, "A cheaper load generator"): a
+/// wakeup per message at 20,000 msg/s (every 50 µs) was a quarter of the core, and with
+/// this tick it is half that, for at most 100 µs of lag.
+pub const DEFAULT_PACE_TICK: Duration = Duration::from_micros(100);
+
+fn default_pace_tick() -> Duration {
+    DEFAULT_PACE_TICK
+}
+
 impl Plan {
     /// A plan for `kind` against `target` with the caller's `choices` over the scenario's
     /// defaults: classic dialect, one target, source addresses spread, names tagged `tag`.
@@ -455,6 +471,7 @@ impl Plan {
             drain_timeout: choices.drain_timeout.unwrap_or(d.drain_timeout),
             tag,
             spread_sources: true,
+            pace_tick: DEFAULT_PACE_TICK,
             tls: None,
             ws: None,
         }

@@ -514,6 +514,7 @@ mod tests {
             drain_timeout: Duration::from_secs(1),
             tag: "t".into(),
             spread_sources: true,
+            pace_tick: crate::plan::DEFAULT_PACE_TICK,
             tls: None,
             ws: None,
         }

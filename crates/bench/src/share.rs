@@ -66,6 +66,24 @@ struct Flow {
     notify: Notify,
 }
 
+/// A rate sender's socket as the pacing thread writes to it (plain TCP only).
+///
+/// The thread sends each message itself when it is due instead of waking the sender's task
+/// to do it: the wakeup cost the bench an `eventfd` write, an `epoll_wait`, a context switch
+/// and a task poll per message, about a quarter of its CPU at 20,000 msg/s (bench/notes.md,
+/// "A cheaper load generator"). What is sent and when is the same: message `k` carries its
+/// intended time and the lag is recorded from it, as the task did.
+#[derive(Debug, Default)]
+struct Direct {
+    /// The socket, from when the sender's task enters Running until it stops or ends.
+    fd: Option<std::os::fd::RawFd>,
+    /// Messages sent so far: the next one's sequence number.
+    sent: u64,
+    /// Bytes the socket has not taken yet, in order. While there are any, the thread
+    /// appends instead of writing and the task writes them when the socket is writable.
+    unsent: Vec<u8>,
+}
+
 impl Flow {
     fn complete(&self) -> bool {
         self.finished.load(Ordering::Acquire)
@@ -78,6 +96,8 @@ struct State {
     share: Share,
     origin: Instant,
     flows: Vec<Flow>,
+    /// Per local client: the pacing thread's way to its socket (used by rate senders).
+    direct: Vec<Mutex<Direct>>,
     logins: Semaphore,
     /// Live totals for progress reports; the exact counts are in `totals`.
     sent: AtomicU64,
@@ -149,6 +169,9 @@ pub async fn run_share(
         });
     let state = Arc::new(State {
         flows: (0..share.count).map(|_| Flow::default()).collect(),
+        direct: (0..share.count)
+            .map(|_| Mutex::new(Direct::default()))
+            .collect(),
         logins: Semaphore::new(
             share
                 .plan
@@ -238,17 +261,24 @@ enum Stage {
     Stopping,
 }
 
+/// How client `index` speaks: to its partner, or in the room.
+fn codec_of(plan: &crate::plan::Plan, index: usize) -> Codec {
+    let name = plan.name(index);
+    if plan.scenario.in_room() {
+        Codec::room(plan.dialect, ROOM, &name)
+    } else {
+        let partner = plan.scenario.partner(index, plan.clients);
+        Codec::new(plan.dialect, &plan.name(partner.unwrap_or(index)))
+    }
+}
+
 /// One client from connect to close.
 async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phase>) {
     let plan = &state.share.plan;
     let index = state.share.first + local;
     let name = plan.name(index);
     let partner = plan.scenario.partner(index, plan.clients);
-    let codec = if plan.scenario.in_room() {
-        Codec::room(plan.dialect, ROOM, &name)
-    } else {
-        Codec::new(plan.dialect, &plan.name(partner.unwrap_or(index)))
-    };
+    let codec = codec_of(plan, index);
 
     // Logins in progress are bounded; the permit is held until this one is answered.
     let permit = state.logins.acquire().await;
@@ -314,6 +344,7 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
         verify_lists: false,
         seen: Vec::new(),
         roster: None,
+        direct: false,
     };
     c.codec.login(&mut c.wbuf, &name);
     // Incoming flows: the partner's (pairs) or everyone's (fan-in recipient).
@@ -375,7 +406,7 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
         }
         // Top up sends.
         if c.stage == Stage::Running {
-            if let Some(flow) = out_flow {
+            if let Some(flow) = out_flow.filter(|_| !c.direct) {
                 let before = c.counters.sent;
                 if let Some(pacer) = &pacer {
                     let now = state.since_origin(Instant::now());
@@ -437,7 +468,7 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
             c.lost_connection(&format!("write failed: {e}"));
             break;
         }
-        if c.wbuf.len() > MAX_UNSENT_BYTES {
+        if c.wbuf.len() > MAX_UNSENT_BYTES || c.direct_unsent() > MAX_UNSENT_BYTES {
             c.lost_connection("the server stopped reading (64 MiB unsent)");
             break;
         }
@@ -452,7 +483,11 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
         let waiting_flow = c.stage == Stage::Running && out_flow.is_some();
         let timed = match c.stage {
             Stage::LoggingIn | Stage::Stopping => true,
-            Stage::Running => (pacer.is_some() && out_flow.is_some()) || list_pacer.is_some(),
+            // A sender the pacing thread writes for has no timer of its own: `sleep` still
+            // holds the login deadline, which would fire, and fire again, once passed.
+            Stage::Running => {
+                (pacer.is_some() && out_flow.is_some() && !c.direct) || list_pacer.is_some()
+            }
             Stage::Ready => false,
         };
         tokio::select! {
@@ -469,9 +504,22 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
                             Err(earlier) => earlier,
                         };
                         run_start = Duration::from_nanos(start);
+                        // A plain socket's paced messages are written by the pacing thread.
+                        if pacer.is_some() && out_flow.is_some() {
+                            if let Some(fd) = c.stream.plain_fd() {
+                                let mut d = lock(&state.direct[local]);
+                                d.unsent.extend_from_slice(&c.wbuf[c.wpos..]);
+                                c.wbuf.clear();
+                                c.wpos = 0;
+                                d.sent = c.counters.sent;
+                                d.fd = Some(fd);
+                                c.direct = true;
+                            }
+                        }
                     }
                     (Stage::Ready | Stage::Running, Phase::Stop) => {
                         c.stage = Stage::Stopping;
+                        c.stop_direct();
                         if let Some(flow) = out_flow {
                             flow.finished.store(true, Ordering::Release);
                         }
@@ -523,7 +571,7 @@ async fn client(state: Arc<State>, local: usize, mut phase: watch::Receiver<Phas
                     }
                 }
             }
-            ready = c.stream.writable(), if c.wpos < c.wbuf.len() || c.stream.wants_write() => {
+            ready = c.stream.writable(), if c.wpos < c.wbuf.len() || c.stream.wants_write() || c.direct_unsent() > 0 => {
                 if let Err(e) = ready {
                     c.lost_connection(&format!("write failed: {e}"));
                     break;
@@ -566,11 +614,13 @@ fn list_line_bytes(plan: &crate::plan::Plan) -> usize {
     (2 * plan.clients * name + READ_CHUNK_BYTES).max(READ_CHUNK_BYTES)
 }
 
-/// The open-loop clock: wakes each sender of this share at its intended send times.
+/// The open-loop clock: sends each message of this share's senders at its intended time.
 ///
 /// Tokio's timer wheel has millisecond granularity, which would add up to a millisecond of
 /// the bench's own lateness to every latency. A dedicated thread sleeping with a 1 ns timer
-/// slack wakes within microseconds; the sender then sends everything due (see [`Pacer`]).
+/// slack wakes within microseconds and writes everything due (see [`Pacer`]) to a plain
+/// socket itself ([`Direct`]); a sender it cannot write for (TLS, WebSocket, or a task not
+/// yet running) is woken to send instead, as every sender was before.
 fn tick_schedule(state: &State) {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
@@ -578,10 +628,11 @@ fn tick_schedule(state: &State) {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
     let plan = &state.share.plan;
-    let senders: Vec<(usize, Pacer)> = (0..state.share.count)
+    let senders: Vec<(usize, Pacer, Codec)> = (0..state.share.count)
         .filter_map(|l| {
-            let pacer = plan.scenario.pacer(state.share.first + l, plan.clients)?;
-            Some((l, pacer))
+            let index = state.share.first + l;
+            let pacer = plan.scenario.pacer(index, plan.clients)?;
+            Some((l, pacer, codec_of(plan, index)))
         })
         .collect();
     if senders.is_empty() {
@@ -597,19 +648,108 @@ fn tick_schedule(state: &State) {
         }
     };
     let origin = state.origin.into_std();
+    let mut lag = crate::stats::Latency::new();
     // Senders' schedules interleave in index order: the m-th tick is sender m mod count's
     // (m / count)-th message.
+    let tick = plan.pace_tick;
+    let mut woke = std::time::Instant::now();
     for m in 0u64.. {
         if state.stopped.load(Ordering::Acquire) {
-            return;
+            break;
         }
-        let (local, pacer) = &senders[(m % senders.len() as u64) as usize];
+        let (local, pacer, codec) = &senders[(m % senders.len() as u64) as usize];
         let at = origin + pacer.intended(start, m / senders.len() as u64);
         let now = std::time::Instant::now();
         if at > now {
-            std::thread::sleep(at - now);
+            let until = at.max(woke + tick);
+            std::thread::sleep(until - now);
+            woke = std::time::Instant::now();
         }
-        state.flows[*local].notify.notify_one();
+        let sender = DirectSender {
+            state,
+            local: *local,
+            index: state.share.first + local,
+            pacer,
+            codec,
+            start,
+            origin,
+        };
+        if !sender.send_due(&mut lag) {
+            state.flows[*local].notify.notify_one();
+        }
+    }
+    lock(&state.totals).send_lag.merge(&lag);
+}
+
+/// One sender as the pacing thread sees it.
+struct DirectSender<'a> {
+    state: &'a State,
+    local: usize,
+    index: usize,
+    pacer: &'a Pacer,
+    codec: &'a Codec,
+    start: Duration,
+    origin: std::time::Instant,
+}
+
+impl DirectSender<'_> {
+    /// Writes every message of this sender due by now, recording each one's lag; false if
+    /// its socket is not the thread's to write (then its task must be woken to send).
+    fn send_due(&self, lag: &mut crate::stats::Latency) -> bool {
+        let state = self.state;
+        let mut d = lock(&state.direct[self.local]);
+        let Some(fd) = d.fd else {
+            return false;
+        };
+        let now = std::time::Instant::now().saturating_duration_since(self.origin);
+        let due = self.pacer.due(self.start, now);
+        if d.sent >= due {
+            return true;
+        }
+        let queued = !d.unsent.is_empty();
+        let size = state.share.plan.size;
+        let before = d.sent;
+        while d.sent < due {
+            let intended = self.pacer.intended(self.start, d.sent);
+            lag.record_micros(
+                u64::try_from(now.saturating_sub(intended).as_micros()).unwrap_or(u64::MAX),
+            );
+            let header = Header {
+                sender: self.index as u32,
+                seq: d.sent,
+                intended_ns: intended.as_nanos() as u64,
+            };
+            let out = &mut d.unsent;
+            self.codec
+                .send(out, |body| message::encode(body, size, header));
+            d.sent += 1;
+        }
+        if !queued {
+            // Nothing ahead of these bytes: write them now, and leave what the socket does
+            // not take (or all of it, on an error the task will meet too) to the task.
+            let bytes = &d.unsent[..];
+            // SAFETY: `fd` is the open socket of this sender's task, which takes it back
+            // (under this lock) before its socket closes; `bytes` is a live buffer.
+            let n = unsafe {
+                libc::send(
+                    fd,
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            let n = usize::try_from(n).unwrap_or(0);
+            d.unsent.drain(..n);
+        }
+        let sent = d.sent;
+        state.flows[self.local].sent.store(sent, Ordering::Release);
+        state.sent.fetch_add(sent - before, Ordering::Relaxed);
+        let leftover = !d.unsent.is_empty();
+        drop(d);
+        if leftover {
+            state.flows[self.local].notify.notify_one();
+        }
+        true
     }
 }
 
@@ -694,6 +834,17 @@ struct Client<'s> {
     seen: Vec<u64>,
     /// This client's copy of the share's checked `LIST-OK` line.
     roster: Option<Arc<[u8]>>,
+    /// The pacing thread writes this sender's messages ([`Direct`]); everything this task
+    /// writes then goes through the same queue, so the stream stays in order.
+    direct: bool,
+}
+
+impl Drop for Client<'_> {
+    /// The socket closes with the client: the pacing thread must not write to its
+    /// descriptor (or to the next socket that reuses the number) after that.
+    fn drop(&mut self) {
+        self.stop_direct();
+    }
 }
 
 impl Client<'_> {
@@ -709,7 +860,30 @@ impl Client<'_> {
         self.counters.sent += 1;
     }
 
+    /// Bytes waiting in this sender's [`Direct`] queue.
+    fn direct_unsent(&self) -> usize {
+        if !self.direct {
+            return 0;
+        }
+        lock(&self.state.direct[self.local]).unsent.len()
+    }
+
+    /// Takes the socket back from the pacing thread (at Stop, or when the client ends):
+    /// from here on it sends nothing, and what it sent is this client's count.
+    fn stop_direct(&mut self) {
+        if !self.direct {
+            return;
+        }
+        let mut d = lock(&self.state.direct[self.local]);
+        if d.fd.take().is_some() {
+            self.counters.sent = d.sent;
+        }
+    }
+
     fn flush(&mut self) -> io::Result<()> {
+        if self.direct {
+            return self.flush_direct();
+        }
         self.stream.push_pending()?;
         while self.wpos < self.wbuf.len() {
             match self.stream.try_write(&self.wbuf[self.wpos..]) {
@@ -726,6 +900,28 @@ impl Client<'_> {
             self.wpos = 0;
         }
         Ok(())
+    }
+
+    /// [`Self::flush`] for a sender whose socket the pacing thread writes: this task's own
+    /// bytes (a PONG) join the queue behind the thread's, and the queue goes out in order.
+    fn flush_direct(&mut self) -> io::Result<()> {
+        let mut d = lock(&self.state.direct[self.local]);
+        d.unsent.extend_from_slice(&self.wbuf[self.wpos..]);
+        self.wbuf.clear();
+        self.wpos = 0;
+        let mut written = 0;
+        let result = loop {
+            if written == d.unsent.len() {
+                break Ok(());
+            }
+            match self.stream.try_write(&d.unsent[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        d.unsent.drain(..written);
+        result
     }
 
     fn problem(&mut self, what: &str) {
@@ -1013,6 +1209,7 @@ impl Client<'_> {
     }
 
     fn finish(mut self) {
+        self.stop_direct();
         self.flush_samples();
         let c = &mut self.counters;
         c.order_violations += self.orders.iter().map(|o| o.violations).sum::<u64>();

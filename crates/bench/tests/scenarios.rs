@@ -95,6 +95,7 @@ fn plan(target: SocketAddr, scenario: Scenario, clients: usize) -> Plan {
         drain_timeout: Duration::from_secs(20),
         tag: format!("t{}x", scenario.name().len()),
         spread_sources: true,
+        pace_tick: tcpchat_bench::DEFAULT_PACE_TICK,
         tls: None,
         ws: None,
     }
@@ -396,6 +397,75 @@ fn corrupting_proxy(upstream: SocketAddr) -> SocketAddr {
         });
     });
     rx.recv().expect("proxy started")
+}
+
+/// A proxy in front of `upstream` that, on each connection, passes the client's first line
+/// (its login) and then reads nothing more from the client for `stall`, with a 4 KiB receive
+/// buffer: the client's socket fills and refuses bytes. The server's side passes through.
+fn stalling_proxy(upstream: SocketAddr, stall: Duration) -> SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("proxy runtime");
+        rt.block_on(async move {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .set_recv_buffer_size(4096)
+                .expect("small receive buffer");
+            socket
+                .bind("127.0.0.1:0".parse().expect("literal"))
+                .expect("bind loopback");
+            let listener = socket.listen(16).expect("listen");
+            tx.send(listener.local_addr().expect("local addr"))
+                .expect("test waits for the address");
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                    });
+                    let mut from_client = BufReader::with_capacity(1024, from_client);
+                    let mut login = Vec::new();
+                    if from_client.read_until(b'\n', &mut login).await.unwrap_or(0) == 0
+                        || to_server.write_all(&login).await.is_err()
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(stall).await;
+                    let _ = tokio::io::copy_buf(&mut from_client, &mut to_server).await;
+                });
+            }
+        });
+    });
+    rx.recv().expect("proxy started")
+}
+
+/// The pacing thread writes a plain sender's messages itself, and what the socket does not
+/// take waits in the sender's queue for its task. Against a server that stops reading for a
+/// second (3.2 MB per sender in the meantime, beyond what the sender's socket buffers on
+/// loopback, whose 64 KiB segments start it at a few MB, and the proxy's 4 KiB receive
+/// buffer hold), every message still arrives once, in order, intact, and is acknowledged.
+#[test]
+fn messages_a_full_socket_refused_arrive_once_in_order() {
+    let addr = stalling_proxy(server(load_test_config()), Duration::from_secs(1));
+    let mut p = plan(addr, Scenario::Latency { rate: 4000.0 }, 2);
+    p.size = 4000;
+    p.duration = Duration::from_millis(800);
+    let report = run(p, None).expect("bench runs");
+    assert_clean(&report);
+    let m = report.messages.as_ref().expect("latency sends");
+    assert!(
+        m.sent >= 1000,
+        "the run sent its schedule:\n{}",
+        report.table()
+    );
 }
 
 /// The bench compares a LIST-OK with the last one it checked name by name instead of

@@ -180,6 +180,13 @@ pub struct BenchArgs {
           help = with_defaults("After the measured phase, how long to wait for messages still in flight", |d| Some(duration_text(d.drain_timeout))))]
     drain_timeout: Option<humantime::Duration>,
 
+    /// Open-loop runs: the pacing thread's shortest sleep. It wakes at the next message's
+    /// time or this long after its last wakeup, whichever is later, and sends all that is
+    /// due: fewer wakeups (each costs the bench CPU) for at most this much of its own lag.
+    /// 0: a wakeup per message
+    #[arg(long, value_name = "DURATION", default_value = "100us")]
+    pace_tick: humantime::Duration,
+
     /// Most clients per process; more are spread over worker processes (each process can
     /// open only so many sockets)
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -353,6 +360,7 @@ fn run_load(
         DialectArg::Irc => Dialect::Irc,
     };
     plan.spread_sources = !args.no_spread;
+    plan.pace_tick = args.pace_tick.into();
     let exe = std::env::current_exe().context("cannot find this program to start bench workers")?;
     let options = Options {
         plan,
