@@ -405,7 +405,18 @@ fn now_ms() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_message_sent_on_one_node_arrives_once_at_login_on_another() {
     let redis = Redis::start_persistent();
-    let nodes = nodes_on(&redis.url(), 3, &[]);
+    offline_once(&nodes_on(&redis.url(), 3, &[])).await;
+}
+
+/// The same on a Redis Cluster whose servers persist: the stream's keys, the holder and the
+/// account are on their own shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_an_offline_message_arrives_once_at_login_on_another_node() {
+    let redis = RedisCluster::start_persistent();
+    offline_once(&nodes_on(&redis.url(), 3, &[])).await;
+}
+
+async fn offline_once(nodes: &[Node]) {
     register(&nodes[0], "dora", "correct-horse").await;
     let mut eve = history_user(&nodes[0], "history", "eve").await;
     let mut fred = nodes[2].login("fred").await;
