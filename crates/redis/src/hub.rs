@@ -116,6 +116,10 @@ impl SharedHistory for SharedStreams {
     }
 
     fn reset(&self, user: &str) {
+        // Still logged in, but no longer an account: nothing more is kept for it.
+        if let Some(l) = self.0.local().get_mut(user) {
+            l.account = false;
+        }
         self.0.reset_direct(user);
     }
 }

@@ -446,6 +446,9 @@ async fn offline_once(nodes: &[Node]) {
     let mut gus = history_user(&nodes[1], "history", "gus").await;
     gus.send("SEND dora same node").await;
     gus.expect("SEND-OK").await;
+    // Not an account: no direct stream.
+    gus.send("HISTORY @ 5").await;
+    gus.expect("NO-HISTORY").await;
     let (offset, _, text) = delivery_at(&dora.next_text().await.expect("DELIVERY-AT"));
     assert_eq!((offset, text.as_str()), (3, "gus same node"));
     // A classic sender's live message to a `history` recipient is numbered too.
@@ -542,6 +545,37 @@ async fn resume_after_a_dropped_connection_on_another_node_gets_exactly_what_was
     assert_eq!(
         resume_ok(&other.next_text().await.expect("RESUME-OK")),
         (epoch, 4)
+    );
+}
+
+/// The direct cap holds in Redis (`--history-direct-cap 2`): of three messages kept while
+/// dora was offline the oldest is gone, so `RESUME` from before it is `RESUME-EXPIRED`, then
+/// the two kept, then `RESUME-OK`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_direct_cap_holds_in_redis_and_a_resume_past_it_is_expired() {
+    let redis = Redis::start_persistent();
+    let nodes = nodes_on(&redis.url(), 2, &["--history-direct-cap", "2"]);
+    register(&nodes[0], "dora", "correct-horse").await;
+    let mut eve = history_user(&nodes[1], "history", "eve").await;
+    tcpchat_testkit::wait_presence(&mut eve, "dora", false).await;
+    let mut dora = account(&nodes[0], "accounts,history", "dora", None).await;
+    let (epoch, top) = resume_ok(&dora.next_text().await.expect("RESUME-OK"));
+    assert_eq!(top, 0);
+    drop(dora);
+    tcpchat_testkit::wait_presence(&mut eve, "dora", false).await;
+    for m in ["m1", "m2", "m3"] {
+        eve.send(&format!("SEND dora {m}")).await;
+        eve.expect("SEND-QUEUED").await;
+    }
+    let mut back = account(&nodes[1], "accounts,history", "dora", Some((&epoch, 0))).await;
+    back.expect(&format!("RESUME-EXPIRED {epoch} 3")).await;
+    for (o, want) in [(2, "eve m2"), (3, "eve m3")] {
+        let (offset, _, text) = delivery_at(&back.next_text().await.expect("a kept one"));
+        assert_eq!((offset, text.as_str()), (o, want));
+    }
+    assert_eq!(
+        resume_ok(&back.next_text().await.expect("RESUME-OK")),
+        (epoch, 3)
     );
 }
 
