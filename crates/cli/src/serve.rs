@@ -1085,7 +1085,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         sqlite = Some(store);
     }
     // History: in one process in the same file; in a cluster in Redis (docs/cluster.md,
-    // "History": room streams only for now).
+    // "History").
     let mut cluster = cluster;
     let history = match (&mut cluster, config.extensions.contains(Extension::History)) {
         (None, true) => Some(open_history(&data_dir, config.history, sqlite)?),

@@ -36,7 +36,7 @@ const ACCOUNTS: &str = "tcpchat:accounts";
 /// How often a node asks again while Redis has not confirmed persistence.
 const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn key(name: &str) -> String {
+pub(crate) fn key(name: &str) -> String {
     format!("tcpchat:account:{name}")
 }
 

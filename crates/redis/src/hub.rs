@@ -30,6 +30,7 @@
 //! subscription, so each node hands its members one room's lines in the order Redis ran the
 //! scripts, on one Redis and on a Redis Cluster alike.
 
+mod direct;
 mod room_steps;
 mod router;
 mod steps;
@@ -42,10 +43,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tcpchat_accounts::StoreError;
 use tcpchat_proto::{RoomName, Username};
-use tcpchat_server::history::{Page, PageFuture, SharedHistory, StreamView};
+use tcpchat_server::history::{DirectFuture, PageFuture, SharedHistory, StreamView};
 use tcpchat_server::History;
 use tcpchat_server::{
-    Delivery, Hub, LoginError, MemoryHub, Outbox, RoomError, RoomLimits, RoomRequest, Roster, Sent,
+    Delivery, DirectResult, Hub, LoginError, MemoryHub, Outbox, RoomError, RoomLimits, RoomRequest,
+    Roster, Sent,
 };
 use tokio::sync::{mpsc, Notify, RwLock};
 use tokio_util::sync::CancellationToken;
@@ -66,31 +68,59 @@ pub struct RedisHub {
     history: Option<History>,
 }
 
-/// The room streams in Redis as the server's history service sees them
-/// (`docs/cluster.md`, "History"): pages are read in the room's slot. Room messages are
-/// numbered by the room's script itself, not here.
+/// The streams in Redis as the server's history service sees them (`docs/cluster.md`,
+/// "History"): pages are read in the stream's slot. Room messages are numbered by the room's
+/// script, direct ones on the recipient's node (`direct.rs`), not here.
 struct SharedStreams(Arc<Inner>);
 
 impl SharedHistory for SharedStreams {
     fn page(&self, key: &str, below: Option<u64>, count: u32) -> PageFuture<'_> {
-        let room = key.to_owned();
-        Box::pin(async move {
-            if !room.starts_with('#') {
-                // Direct streams are not kept on a cluster yet (never asked: not tracked).
-                return Ok(Page {
-                    view: StreamView {
-                        epoch: String::from("0"),
-                        top: 0,
-                        delivered: 0,
-                    },
-                    messages: Vec::new(),
-                });
+        let stream = match key.strip_prefix('@') {
+            Some(user) => {
+                let [top, epoch, list, ..] = keys::user_stream(user);
+                [top, epoch, list]
             }
+            None => keys::room_stream(key),
+        };
+        Box::pin(async move {
             self.0
-                .room_page(&room, below, count)
+                .room_page(&stream, below, count)
                 .await
                 .map_err(|e| StoreError::Task(e.to_string()))
         })
+    }
+
+    fn tracks(&self, user: &str) -> bool {
+        self.0
+            .local()
+            .get(user)
+            .is_some_and(|l| l.active && l.account)
+    }
+
+    fn hold(&self, user: &str) {
+        self.0.hold(user);
+    }
+
+    fn go_live(&self, user: &str, upto: u64, then: &mut dyn FnMut(&StreamView)) -> bool {
+        self.0.go_live(user, upto, then)
+    }
+
+    fn direct_read(&self, user: &str, after: u64, limit: u32) -> DirectFuture<'_> {
+        let user = user.to_owned();
+        Box::pin(async move {
+            self.0
+                .direct_read(&user, after, limit)
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))
+        })
+    }
+
+    fn reset(&self, user: &str) {
+        // Still logged in, but no longer an account: nothing more is kept for it.
+        if let Some(l) = self.0.local().get_mut(user) {
+            l.account = false;
+        }
+        self.0.reset_direct(user);
     }
 }
 
@@ -121,6 +151,11 @@ struct Inner {
     router: mpsc::UnboundedSender<router::Job>,
     /// Results for other nodes' frames, to publish ([`router::answer`]).
     answers: mpsc::UnboundedSender<router::Answer>,
+    /// With history: the task that numbers and queues messages for this node's accounts
+    /// ([`direct::run`]); every routed frame goes through it, in order.
+    numbering: Option<mpsc::UnboundedSender<direct::Job>>,
+    /// This node's accounts' direct streams, by name (`direct.rs`).
+    direct: Mutex<HashMap<String, direct::DirectState>>,
 }
 
 struct Local {
@@ -129,6 +164,8 @@ struct Local {
     /// Confirmed by Redis and answered `HELLO`; until then the name is only reserved here
     /// (so two local logins of one name cannot both reach Redis) and is not reachable.
     active: bool,
+    /// Logged in with the account's password: the name has a direct stream.
+    account: bool,
 }
 
 /// A presence connection on this node.
@@ -172,6 +209,13 @@ impl RedisHub {
         let client = config.client()?;
         let (jobs, queued) = mpsc::unbounded_channel();
         let (answers, owed) = mpsc::unbounded_channel();
+        let (numbering, to_number) = match config.history {
+            Some(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let inner = Arc::new(Inner {
             node: config.node_id.clone(),
             store: Store::new(client, config.call_timeout, metrics),
@@ -188,6 +232,8 @@ impl RedisHub {
             cancel: CancellationToken::new(),
             router: jobs,
             answers,
+            numbering,
+            direct: Mutex::new(HashMap::new()),
             config,
         });
         info!(node = %inner.node, redis = %shown, "cluster mode: joining");
@@ -195,6 +241,9 @@ impl RedisHub {
         tokio::spawn(keeper(Arc::clone(&inner)));
         tokio::spawn(router::run(Arc::clone(&inner), queued));
         tokio::spawn(router::answer(Arc::clone(&inner), owed));
+        if let Some(rx) = to_number {
+            tokio::spawn(direct::run(Arc::clone(&inner), rx));
+        }
         let history = inner
             .config
             .history
@@ -422,6 +471,24 @@ impl Inner {
                 from = node,
                 "a frame arrived past its deadline; nothing in it is delivered"
             );
+        }
+        if let Some(numbering) = &self.numbering {
+            let msgs = lines
+                .filter(|l| !l.is_empty())
+                .map(|line| {
+                    let i = line.iter().position(|&b| b == b' ')?;
+                    let token = std::str::from_utf8(&line[..i]).ok()?.parse().ok()?;
+                    let (to, from, body) = split_payload(&line[i + 1..])?;
+                    Some((token, to.to_owned(), from.to_owned(), body.to_owned()))
+                })
+                .collect();
+            let _ = numbering.send(direct::Job::Frame {
+                node: node.to_owned(),
+                id: id.to_owned(),
+                late,
+                msgs,
+            });
+            return;
         }
         let mut payload = Vec::with_capacity(id.len() + 2 + frame.len() / 16);
         payload.push(b'#');
@@ -858,6 +925,7 @@ impl Hub for RedisHub {
                     token,
                     outbox: Arc::clone(outbox),
                     active: false,
+                    account: false,
                 },
             );
         }
@@ -900,6 +968,7 @@ impl Hub for RedisHub {
                 token,
                 outbox: Arc::clone(outbox),
                 active: false,
+                account: true,
             },
         );
         if let Some(earlier) = earlier {
@@ -971,6 +1040,31 @@ impl Hub for RedisHub {
         }
     }
 
+    /// Delivered if the recipient is on a node; else, if it is an account nobody holds,
+    /// kept in its stream (`SEND-QUEUED`), decided with the holder key in one step. A name
+    /// held but not reached (its login moving between nodes) is tried again, a few times.
+    async fn deliver_or_queue(&self, from: &Username, to: &Username, body: &str) -> DirectResult {
+        for _ in 0..3 {
+            if self.deliver(from, to, body).await == Delivery::Delivered {
+                return DirectResult::Delivered;
+            }
+            match self
+                .inner
+                .queue_direct(to.as_str(), from.as_str(), body)
+                .await
+            {
+                Ok(direct::Queued::Stored) => return DirectResult::Queued,
+                Ok(direct::Queued::Held) => {}
+                Ok(direct::Queued::NotAccount) => return DirectResult::NoSuchUser,
+                Err(e) => {
+                    debug!(error = %e, %to, "cannot keep a message for an offline account");
+                    return DirectResult::NoSuchUser;
+                }
+            }
+        }
+        DirectResult::NoSuchUser
+    }
+
     async fn deliver(&self, from: &Username, to: &Username, body: &str) -> Delivery {
         match self.submit(from, to, body).await {
             Sent::Now(outcome) => outcome,
@@ -988,6 +1082,24 @@ impl Hub for RedisHub {
         body: &str,
     ) -> impl std::future::Future<Output = Sent> + Send {
         let inner = &self.inner;
+        // An account of this node: numbered first, in the numbering task's order.
+        if let Some(numbering) = inner
+            .numbering
+            .as_ref()
+            .filter(|_| inner.direct_mode(to.as_str(), None).is_some())
+        {
+            let (reply, outcome) = tokio::sync::oneshot::channel();
+            let sent = match numbering.send(direct::Job::Local {
+                to: to.as_str().to_owned(),
+                from: from.as_str().to_owned(),
+                body: body.to_owned(),
+                reply,
+            }) {
+                Ok(()) => Sent::Later(outcome),
+                Err(_) => Sent::Now(Delivery::NoSuchUser),
+            };
+            return std::future::ready(sent);
+        }
         let sent = match inner.deliver_local(to.as_str(), from.as_str(), body, None) {
             Some(outcome) => Sent::Now(outcome),
             None => {
@@ -1033,6 +1145,9 @@ impl Drop for RedisLease {
             if local.get(&self.name).is_some_and(|l| l.token == self.token) {
                 local.remove(&self.name);
             }
+        }
+        if !self.inner.local().contains_key(&self.name) {
+            self.inner.direct().remove(self.name.as_str());
         }
     }
 }

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `{global}` | `epoch`, `settling`, `nodes`, `rooms` | the cluster's own state: "did Redis lose it", the registry of nodes |
 //! | `{n:NODE}` | `alive`, `users`, `watching`, `rooms`, the `deliver` channel | one node's lease, its name set (a side index of the names it holds), its presence flag, its sharded pub/sub channel |
-//! | `{u:NAME}` | `holder` | one name's holder: claimed by one single-key script, so a name is taken atomically |
+//! | `{u:NAME}` | `holder`; `htop`, `hepoch`, `hist`, `hdelivered` (direct history) | one name's holder: claimed by one single-key script, so a name is taken atomically; its direct stream, numbered with "is it held" in one step |
 //! | `{r:ROOM}` | `members`, `where`, `topic`, `seq`, the `lines` channel; `htop`, `hepoch`, `hist` (history) | one room: its script checks, changes, numbers and publishes in one step, on one shard |
 //!
 //! Accounts keep their own keys (`tcpchat:account:NAME`, hashed whole, and the index
@@ -127,6 +127,13 @@ pub(crate) fn rooms() -> String {
 /// `"{node} {token}"`: who holds the name.
 pub(crate) fn holder(name: &str) -> String {
     user_key(name, "holder")
+}
+
+/// A user's direct history stream (`docs/cluster.md`, "History"), in the name's slot beside
+/// its holder: the newest offset, the epoch, the kept messages (the order the stream
+/// helpers of `scripts.rs` take), the holder, the newest offset queued on a login.
+pub(crate) fn user_stream(name: &str) -> [String; 5] {
+    ["htop", "hepoch", "hist", "holder", "hdelivered"].map(|what| user_key(name, what))
 }
 
 #[cfg(test)]

@@ -286,6 +286,87 @@ return out
 "
 );
 
+/// A user's slot (`KEYS` = top, epoch, list, holder, delivered: `keys::user_stream`). A
+/// direct message to an account (`docs/cluster.md`, "History"): `ARGV` = the mode, from,
+/// body, cap, retention ms (0: none), an epoch for a new stream. Mode `q` (a `history`
+/// sender, the account not on any node): stored only if nobody holds the name, else
+/// `{'HELD'}`, decided with the holder key in this one step; `l`: numbered on the holder's
+/// node and queued live (the delivered mark moves to it); `h`: numbered on the holder's node
+/// while its login catches up (the catch-up carries it). Returns `{'OK', offset, time}`.
+const DIRECT_SEND: &str = concat!(
+    stream_helpers!(),
+    r"
+local mode = ARGV[1]
+if mode == 'q' and redis.call('EXISTS', KEYS[4]) == 1 then return {'HELD'} end
+local now = stream_now()
+local offset = redis.call('INCR', KEYS[1])
+if offset == 1 then
+  redis.call('SET', KEYS[2], ARGV[6], 'NX')
+  redis.call('DEL', KEYS[5])
+end
+redis.call('RPUSH', KEYS[3], offset .. ' ' .. now .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[4]), -1)
+if mode == 'l' then redis.call('SET', KEYS[5], offset) end
+local keep = tonumber(ARGV[5])
+if keep > 0 then
+  if offset % 16 == 0 then stream_pop_expired(KEYS[3], now, keep) end
+  redis.call('PEXPIRE', KEYS[1], keep)
+  redis.call('PEXPIRE', KEYS[2], keep)
+  redis.call('PEXPIRE', KEYS[3], keep)
+  redis.call('PEXPIRE', KEYS[5], keep)
+end
+return {'OK', offset, now}
+"
+);
+
+/// A user's slot (`KEYS` as [`DIRECT_SEND`]). A login's catch-up read: `ARGV` = after, limit,
+/// retention ms (0: none), an epoch for a stream that does not exist yet. Applies the
+/// retention first; returns `{epoch, top, delivered, oldest (0: none kept), entries...}`,
+/// the entries (`"OFFSET TIME FROM BODY"`) those after `after`, oldest first, at most
+/// `limit`.
+const DIRECT_READ: &str = concat!(
+    stream_helpers!(),
+    r"
+local after, limit, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+stream_expire(KEYS[1], KEYS[2], KEYS[3], stream_now(), keep)
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[2], epoch)
+  if keep > 0 then redis.call('PEXPIRE', KEYS[2], keep) end
+  redis.call('DEL', KEYS[1], KEYS[3], KEYS[5])
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[5]) end
+local top = tonumber(redis.call('GET', KEYS[1]) or '0')
+local delivered = tonumber(redis.call('GET', KEYS[5]) or '0')
+if delivered > top then delivered = top end
+local len = redis.call('LLEN', KEYS[3])
+local first = top - len + 1
+local out = {epoch, top, delivered, 0}
+if len > 0 then out[4] = first end
+if limit > 0 and after < top and len > 0 then
+  local start = after + 1 - first
+  if start < 0 then start = 0 end
+  for _, e in ipairs(redis.call('LRANGE', KEYS[3], start, start + limit - 1)) do
+    table.insert(out, e)
+  end
+end
+return out
+"
+);
+
+/// A user's slot (`KEYS` as [`DIRECT_SEND`]): a catch-up queued everything up to `ARGV[1]`:
+/// the delivered mark moves there (never back, never past the top), expiring with the top.
+const DIRECT_DELIVERED: &str = r"
+local upto = tonumber(ARGV[1])
+local top = tonumber(redis.call('GET', KEYS[1]) or '0')
+if upto > top or tonumber(redis.call('GET', KEYS[5]) or '0') >= upto then return 0 end
+redis.call('SET', KEYS[5], upto)
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
+return 1
+";
+
 /// A node's slot (`KEYS` = users or rooms): the set becomes exactly `ARGV` (ends a re-sync).
 const SET_USERS: &str = r"
 redis.call('DEL', KEYS[1])
@@ -372,6 +453,9 @@ pub(crate) struct Scripts {
     pub drop: &'static str,
     pub room: &'static str,
     pub stream_page: &'static str,
+    pub direct_send: &'static str,
+    pub direct_read: &'static str,
+    pub direct_delivered: &'static str,
 }
 
 pub(crate) const SCRIPTS: Scripts = Scripts {
@@ -388,6 +472,9 @@ pub(crate) const SCRIPTS: Scripts = Scripts {
     drop: DROP,
     room: ROOM,
     stream_page: STREAM_PAGE,
+    direct_send: DIRECT_SEND,
+    direct_read: DIRECT_READ,
+    direct_delivered: DIRECT_DELIVERED,
 };
 
 /// Adds `EVAL script` on `keys` (one hash tag) with `args` to `pipe`.

@@ -3,7 +3,9 @@
 //! Redis Cluster). Every member on every node sees one room message with the same offset
 //! and time; `HISTORY #room` pages the same stream on any node; a member of a node that was
 //! killed and started again pages back to exactly what it missed; caps and retention hold
-//! in Redis.
+//! in Redis. Direct streams: an offline message sent on one node arrives once at a login on
+//! another, `RESUME` on a third gets exactly what was missed, and `tcpchat check` passes
+//! against three nodes with accounts on.
 
 use std::time::Duration;
 
@@ -322,59 +324,287 @@ async fn a_room_stream_lapses_a_retention_after_its_newest_message() {
     );
 }
 
-/// What a cluster does not keep yet (`docs/protocol.md`, "history", "Cluster"): no direct
-/// stream. A `history` sender's message to an account that is offline is `BAD-DEST-USER`,
-/// never `SEND-QUEUED`; `HISTORY @` is `NO-HISTORY`; `LOGIN` gets no catch-up and no
-/// `RESUME-OK`; a live direct message is a plain `DELIVERY`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_keeps_no_direct_stream_yet_and_says_so_plainly() {
-    let redis = Redis::start_persistent();
-    let nodes = nodes_on(&redis.url(), 2, &[]);
-    // Register `dora` on n1 (retrying while the cluster settles), then leave.
+/// Registers the account `name` on `node` (retrying while the cluster settles) and leaves.
+async fn register(node: &Node, name: &str, password: &str) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let mut c = nodes[0].connect().await;
-        c.send_raw(b"EXT accounts,history\nHELLO-FROM dora\n").await;
+        let mut c = node.connect().await;
+        c.send_raw(format!("EXT accounts,history\nHELLO-FROM {name}\n").as_bytes())
+            .await;
         c.expect("EXT-OK accounts,history").await;
         match c.next_text().await.as_deref() {
-            Some("HELLO dora") => {
-                c.send("REGISTER correct-horse").await;
+            Some(l) if l == format!("HELLO {name}") => {
+                c.send(&format!("REGISTER {password}")).await;
                 c.expect("REGISTER-OK").await;
-                break;
+                return;
             }
             Some("BUSY") if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            other => panic!("login of dora: {other:?}"),
+            other => panic!("login of {name}: {other:?}"),
         }
     }
-    let mut eve = nodes[1].connect().await;
-    eve.send_raw(b"EXT history\nHELLO-FROM eve\n").await;
-    eve.expect("EXT-OK history").await;
-    eve.expect("HELLO eve").await;
-    // dora's connection is gone once its name is free again.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        eve.send("SEND dora while away").await;
-        match eve.next_text().await.as_deref() {
-            Some("BAD-DEST-USER") => break,
-            Some("SEND-OK") if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => panic!("SEND to an offline account: expected BAD-DEST-USER, got {other:?}"),
-        }
+}
+
+/// A connection with `exts` that logs in to the account `name`, `RESUME` first if given;
+/// the lines up to its catch-up's `RESUME-OK` are left to read.
+async fn account(node: &Node, exts: &str, name: &str, resume: Option<(&str, u64)>) -> Client {
+    let mut c = node.connect().await;
+    c.send(&format!("EXT {exts}")).await;
+    c.expect(&format!("EXT-OK {exts}")).await;
+    if let Some((epoch, offset)) = resume {
+        c.send(&format!("RESUME {epoch} {offset}")).await;
     }
-    let mut dora = nodes[1].connect().await;
-    dora.send("EXT accounts,history").await;
-    dora.expect("EXT-OK accounts,history").await;
-    dora.send("LOGIN dora correct-horse").await;
-    dora.expect("HELLO dora").await;
-    dora.send("HISTORY @ 10").await;
-    // No catch-up, no RESUME-OK before it: the next line is the answer.
-    dora.expect("NO-HISTORY").await;
-    eve.send("SEND dora now").await;
+    c.send(&format!("LOGIN {name} correct-horse")).await;
+    c.expect(&format!("HELLO {name}")).await;
+    c
+}
+
+/// A `history` connection logged in as `name` (no account).
+async fn history_user(node: &Node, exts: &str, name: &str) -> Client {
+    let mut c = node.connect().await;
+    c.send_raw(format!("EXT {exts}\nHELLO-FROM {name}\n").as_bytes())
+        .await;
+    c.expect(&format!("EXT-OK {exts}")).await;
+    c.expect(&format!("HELLO {name}")).await;
+    c
+}
+
+/// `DELIVERY-AT {offset} {time} {from} {body}`: `(offset, time, "from body")`.
+fn delivery_at(line: &str) -> (u64, u64, String) {
+    let rest = line
+        .strip_prefix("DELIVERY-AT ")
+        .unwrap_or_else(|| panic!("expected DELIVERY-AT, got {line:?}"));
+    let mut parts = rest.splitn(3, ' ');
+    let offset = parts.next().and_then(|o| o.parse().ok()).expect("offset");
+    let time = parts.next().and_then(|t| t.parse().ok()).expect("time");
+    (offset, time, parts.next().expect("from body").to_owned())
+}
+
+/// `RESUME-OK {epoch} {top}`: `(epoch, top)`.
+fn resume_ok(line: &str) -> (String, u64) {
+    let rest = line
+        .strip_prefix("RESUME-OK ")
+        .unwrap_or_else(|| panic!("expected RESUME-OK, got {line:?}"));
+    let (epoch, top) = rest.split_once(' ').expect("epoch top");
+    (epoch.to_owned(), top.parse().expect("top"))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Offline delivery across nodes (`docs/protocol.md`, "Offline delivery"; `docs/cluster.md`,
+/// "History"): a `history` sender on n1 gets `SEND-QUEUED` for an account that is offline;
+/// a classic sender gets `BAD-DEST-USER` and nothing is kept; the account's login on n2
+/// gets the kept message once, with the time it was accepted, then `RESUME-OK`, then live
+/// lines numbered after it; a later login on n3 gets nothing again; `HISTORY @` pages the
+/// stream from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_message_sent_on_one_node_arrives_once_at_login_on_another() {
+    let redis = Redis::start_persistent();
+    offline_once(&nodes_on(&redis.url(), 3, &[])).await;
+}
+
+/// The same on a Redis Cluster whose servers persist: the stream's keys, the holder and the
+/// account are on their own shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_an_offline_message_arrives_once_at_login_on_another_node() {
+    let redis = RedisCluster::start_persistent();
+    offline_once(&nodes_on(&redis.url(), 3, &[])).await;
+}
+
+async fn offline_once(nodes: &[Node]) {
+    register(&nodes[0], "dora", "correct-horse").await;
+    let mut eve = history_user(&nodes[0], "history", "eve").await;
+    let mut fred = nodes[2].login("fred").await;
+    tcpchat_testkit::wait_presence(&mut eve, "dora", false).await;
+    let before = now_ms();
+    eve.send("SEND dora while away").await;
+    eve.expect("SEND-QUEUED").await;
+    let after = now_ms();
+    // A classic sender is unaffected: nothing kept.
+    fred.send("SEND dora classic").await;
+    fred.expect("BAD-DEST-USER").await;
+
+    let mut dora = account(&nodes[1], "accounts,history", "dora", None).await;
+    let (offset, time, text) = delivery_at(&dora.next_text().await.expect("DELIVERY-AT"));
+    assert_eq!((offset, text.as_str()), (1, "eve while away"));
+    assert!(
+        (before..=after).contains(&time),
+        "the kept message's time {time} is when it was accepted ({before}..={after})"
+    );
+    let (epoch, top) = resume_ok(&dora.next_text().await.expect("RESUME-OK"));
+    assert_eq!(top, 1);
+    // Live after the catch-up, numbered on: from the sender's node and from dora's own.
+    eve.send("SEND dora now live").await;
     eve.expect("SEND-OK").await;
-    dora.expect("DELIVERY eve now").await;
+    let (offset, _, text) = delivery_at(&dora.next_text().await.expect("DELIVERY-AT"));
+    assert_eq!((offset, text.as_str()), (2, "eve now live"));
+    let mut gus = history_user(&nodes[1], "history", "gus").await;
+    gus.send("SEND dora same node").await;
+    gus.expect("SEND-OK").await;
+    // Not an account: no direct stream.
+    gus.send("HISTORY @ 5").await;
+    gus.expect("NO-HISTORY").await;
+    let (offset, _, text) = delivery_at(&dora.next_text().await.expect("DELIVERY-AT"));
+    assert_eq!((offset, text.as_str()), (3, "gus same node"));
+    // A classic sender's live message to a `history` recipient is numbered too.
+    fred.send("SEND dora classic live").await;
+    fred.expect("SEND-OK").await;
+    let (offset, _, text) = delivery_at(&dora.next_text().await.expect("DELIVERY-AT"));
+    assert_eq!((offset, text.as_str()), (4, "fred classic live"));
+
+    // The stream, paged from Redis.
+    dora.send("HISTORY @ 10").await;
+    dora.expect(&format!("HISTORY-OK @ {epoch} 4 4")).await;
+    dora.expect(&format!("DELIVERY-AT 1 {time} eve while away"))
+        .await;
+    for (o, want) in [
+        (2, "eve now live"),
+        (3, "gus same node"),
+        (4, "fred classic live"),
+    ] {
+        let (offset, _, text) = delivery_at(&dora.next_text().await.expect("a stored line"));
+        assert_eq!((offset, text.as_str()), (o, want));
+    }
+    dora.send("HISTORY @ BEFORE 2 5").await;
+    dora.expect(&format!("HISTORY-OK @ {epoch} 4 1")).await;
+    dora.expect(&format!("DELIVERY-AT 1 {time} eve while away"))
+        .await;
+
+    // Once: a later login, on n3, has nothing to catch up.
+    drop(dora);
+    tcpchat_testkit::wait_presence(&mut eve, "dora", false).await;
+    let mut again = account(&nodes[2], "accounts,history", "dora", None).await;
+    assert_eq!(
+        resume_ok(&again.next_text().await.expect("RESUME-OK")),
+        (epoch, 4)
+    );
+    // A classic login of the account gets live messages as plain `DELIVERY`.
+    drop(again);
+    tcpchat_testkit::wait_presence(&mut eve, "dora", false).await;
+    let mut classic = account(&nodes[0], "accounts", "dora", None).await;
+    eve.send("SEND dora plain").await;
+    eve.expect("SEND-OK").await;
+    classic.expect("DELIVERY eve plain").await;
+}
+
+/// `RESUME` across nodes (`docs/protocol.md`, "Resume"): dora reads message 1 on n1, her
+/// connection drops; messages 2 and 3 are sent meanwhile (kept, whether her old login was
+/// still held or not); `RESUME {epoch} 1` on n3 gets exactly 2 and 3, then `RESUME-OK`,
+/// then live lines from 4, with no duplicate and no gap. A wrong epoch is `RESUME-EPOCH`,
+/// and nothing follows it that was delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_a_dropped_connection_on_another_node_gets_exactly_what_was_missed() {
+    let redis = Redis::start_persistent();
+    let nodes = nodes_on(&redis.url(), 3, &[]);
+    register(&nodes[0], "dora", "correct-horse").await;
+    let mut eve = history_user(&nodes[1], "history", "eve").await;
+    tcpchat_testkit::wait_presence(&mut eve, "dora", false).await;
+    let mut dora = account(&nodes[0], "accounts,history", "dora", None).await;
+    let (epoch, top) = resume_ok(&dora.next_text().await.expect("RESUME-OK"));
+    assert_eq!(top, 0);
+    eve.send("SEND dora m1").await;
+    eve.expect("SEND-OK").await;
+    assert_eq!(
+        delivery_at(&dora.next_text().await.expect("m1")).0,
+        1,
+        "m1 is the stream's first"
+    );
+    drop(dora);
+    for m in ["m2", "m3"] {
+        eve.send(&format!("SEND dora {m}")).await;
+        let answer = eve.next_text().await.expect("an answer");
+        assert!(
+            answer == "SEND-OK" || answer == "SEND-QUEUED",
+            "SEND dora {m}: {answer}"
+        );
+    }
+    tcpchat_testkit::wait_presence(&mut eve, "dora", false).await;
+    let mut back = account(&nodes[2], "accounts,history", "dora", Some((&epoch, 1))).await;
+    for (o, want) in [(2, "eve m2"), (3, "eve m3")] {
+        let (offset, _, text) = delivery_at(&back.next_text().await.expect("a missed one"));
+        assert_eq!((offset, text.as_str()), (o, want));
+    }
+    assert_eq!(
+        resume_ok(&back.next_text().await.expect("RESUME-OK")),
+        (epoch.clone(), 3)
+    );
+    eve.send("SEND dora m4").await;
+    eve.expect("SEND-OK").await;
+    let (offset, _, text) = delivery_at(&back.next_text().await.expect("m4"));
+    assert_eq!((offset, text.as_str()), (4, "eve m4"));
+    drop(back);
+    tcpchat_testkit::wait_presence(&mut eve, "dora", false).await;
+    // Another epoch: said so, then what was never delivered (nothing), then `RESUME-OK`.
+    let mut other = account(&nodes[1], "accounts,history", "dora", Some(("0abc", 2))).await;
+    other.expect(&format!("RESUME-EPOCH {epoch} 4")).await;
+    assert_eq!(
+        resume_ok(&other.next_text().await.expect("RESUME-OK")),
+        (epoch, 4)
+    );
+}
+
+/// The direct cap holds in Redis (`--history-direct-cap 2`): of three messages kept while
+/// dora was offline the oldest is gone, so `RESUME` from before it is `RESUME-EXPIRED`, then
+/// the two kept, then `RESUME-OK`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_direct_cap_holds_in_redis_and_a_resume_past_it_is_expired() {
+    let redis = Redis::start_persistent();
+    let nodes = nodes_on(&redis.url(), 2, &["--history-direct-cap", "2"]);
+    register(&nodes[0], "dora", "correct-horse").await;
+    let mut eve = history_user(&nodes[1], "history", "eve").await;
+    tcpchat_testkit::wait_presence(&mut eve, "dora", false).await;
+    let mut dora = account(&nodes[0], "accounts,history", "dora", None).await;
+    let (epoch, top) = resume_ok(&dora.next_text().await.expect("RESUME-OK"));
+    assert_eq!(top, 0);
+    drop(dora);
+    tcpchat_testkit::wait_presence(&mut eve, "dora", false).await;
+    for m in ["m1", "m2", "m3"] {
+        eve.send(&format!("SEND dora {m}")).await;
+        eve.expect("SEND-QUEUED").await;
+    }
+    let mut back = account(&nodes[1], "accounts,history", "dora", Some((&epoch, 0))).await;
+    back.expect(&format!("RESUME-EXPIRED {epoch} 3")).await;
+    for (o, want) in [(2, "eve m2"), (3, "eve m3")] {
+        let (offset, _, text) = delivery_at(&back.next_text().await.expect("a kept one"));
+        assert_eq!((offset, text.as_str()), (o, want));
+    }
+    assert_eq!(
+        resume_ok(&back.next_text().await.expect("RESUME-OK")),
+        (epoch, 3)
+    );
+}
+
+/// `tcpchat check` against three nodes whose Redis persists (accounts on): its
+/// `ext-history-offline` case (offline delivery and resume, from outside) passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcpchat_check_passes_against_three_nodes_with_accounts() {
+    let redis = Redis::start_persistent();
+    let nodes = nodes_on(&redis.url(), 3, &[]);
+    drop(nodes[0].login("warmup").await);
+    let targets: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+    let out = tokio::process::Command::new(tcpchat_testkit::tcpchat_bin())
+        .args(["check", &targets.join(",")])
+        .output()
+        .await
+        .expect("run tcpchat check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tcpchat check failed against the cluster's nodes:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for case in ["ext-history", "ext-history-offline"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(case))
+            .unwrap_or_else(|| panic!("no {case} case in:\n{stdout}"));
+        assert!(line.trim_start().starts_with("pass "), "{line}");
+    }
 }
 
 /// A node cut off from Redis has no stream to page: `HISTORY #room` is `ROOM-UNAVAILABLE`

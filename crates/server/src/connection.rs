@@ -633,7 +633,7 @@ impl<H: Hub> Connection<H> {
                     .shared
                     .hub
                     .history()
-                    .filter(|h| h.tracks(name.as_str()))
+                    .filter(|h| h.is_shared() || h.tracks(name.as_str()))
                 {
                     history.hold(name.as_str());
                 }
@@ -641,7 +641,6 @@ impl<H: Hub> Connection<H> {
                 let logged_in = outcome.is_ok();
                 self.finish_login(name.clone(), outcome).await?;
                 let resume = self.session.take_resume();
-                // Only where the direct stream is kept (not on a cluster yet).
                 match shared.hub.history() {
                     Some(history) if logged_in && history.tracks(name.as_str()) => {
                         Box::pin(self.catch_up(history, &name, resume)).await
@@ -869,53 +868,60 @@ impl<H: Hub> Connection<H> {
         resume: Option<(String, u64)>,
     ) -> Flow {
         let key = direct_key(name.as_str());
+        let user = name.as_str();
         let extended = self.session.has(Extension::History);
-        let view = history.view(&key);
-        let mut from = view.delivered;
-        if let (true, Some((epoch, offset))) = (extended, resume) {
-            if epoch == view.epoch && offset <= view.top {
-                from = offset;
-                if offset < view.top {
-                    history.flushed().await;
-                    let oldest = history.oldest(&key).await.ok().flatten();
-                    if oldest.is_none_or(|o| o > offset + 1) {
-                        self.reply(&Reply::ResumeExpired {
+        // A cluster's store out of reach: the login goes live without a catch-up (its
+        // messages stay kept for the next one) and without `RESUME-OK`.
+        let unreachable = |e: tcpchat_accounts::StoreError| {
+            warn!(error = %e, stream = %key, "history read failed during a catch-up");
+            history.go_live(user, u64::MAX, |_| {});
+        };
+        let mut from = match history.direct_read(user, 0, 0).await {
+            Ok(read) => {
+                let view = read.view;
+                let mut from = view.delivered;
+                if let (true, Some((epoch, offset))) = (extended, resume) {
+                    if epoch == view.epoch && offset <= view.top {
+                        from = offset;
+                        if offset < view.top && read.oldest.is_none_or(|o| o > offset + 1) {
+                            self.reply(&Reply::ResumeExpired {
+                                epoch: &view.epoch,
+                                top: view.top,
+                            })?;
+                        }
+                    } else {
+                        self.reply(&Reply::ResumeEpoch {
                             epoch: &view.epoch,
                             top: view.top,
                         })?;
                     }
                 }
-            } else {
-                self.reply(&Reply::ResumeEpoch {
-                    epoch: &view.epoch,
-                    top: view.top,
-                })?;
+                from
             }
-        }
+            Err(e) => {
+                unreachable(e);
+                return Ok(());
+            }
+        };
         let stream = tcpchat_proto::Stream::Direct;
         loop {
-            let top = history.view(&key).top;
-            if from < top {
-                history.flushed().await;
-                while from < top {
-                    let page = match history
-                        .after(&key, from, top, tcpchat_proto::MAX_HISTORY_PAGE)
-                        .await
-                    {
-                        Ok(page) => page,
-                        Err(e) => {
-                            warn!(error = %e, stream = %key, "history read failed during a catch-up");
-                            Vec::new()
-                        }
-                    };
-                    let Some(last) = page.last().map(|m| m.offset) else {
-                        // Nothing kept after `from`: the rest expired.
-                        from = top;
-                        break;
-                    };
+            let read = match history
+                .direct_read(user, from, tcpchat_proto::MAX_HISTORY_PAGE)
+                .await
+            {
+                Ok(read) => read,
+                Err(e) => {
+                    unreachable(e);
+                    return Ok(());
+                }
+            };
+            match read.messages.last().map(|m| m.offset) {
+                // Nothing kept after `from`: the rest expired.
+                None => from = from.max(read.view.top),
+                Some(last) => {
                     self.outbox
                         .push_with(|buf| {
-                            for m in &page {
+                            for m in &read.messages {
                                 if extended {
                                     stored_line(buf, &stream, m);
                                 } else {
@@ -926,10 +932,13 @@ impl<H: Hub> Connection<H> {
                         .map_err(|why| self.refused(why))?;
                     from = last;
                     self.drain().await?;
+                    if from < read.view.top {
+                        continue;
+                    }
                 }
             }
             let outbox = Arc::clone(&self.outbox);
-            let live = history.go_live(name.as_str(), from, |v| {
+            let live = history.go_live(user, from, |v| {
                 if extended {
                     let _ = outbox.push_with(|buf| {
                         Reply::ResumeOk {

@@ -139,14 +139,54 @@ pub struct Page {
 /// The future of a [`SharedHistory`] read.
 pub type PageFuture<'a> = Pin<Box<dyn Future<Output = Result<Page, StoreError>> + Send + 'a>>;
 
-/// Streams kept by a cluster backend (Redis) rather than by this process: it numbers room
-/// messages where it orders them, and answers pages. Direct streams are not kept by it yet
-/// (`docs/cluster.md`, "Not done"), so [`History::tracks`] is false on it.
+/// What a login's catch-up reads of its direct stream ([`History::direct_read`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectRead {
+    /// The stream's counters when read (created, with a new epoch, if it did not exist).
+    pub view: StreamView,
+    /// The oldest offset kept, when asked for (`limit` 0).
+    pub oldest: Option<u64>,
+    /// Messages after the offset asked, up to `view.top`, oldest first, at most the limit.
+    pub messages: Vec<StoredMessage>,
+}
+
+/// The future of a [`SharedHistory::direct_read`].
+pub type DirectFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<DirectRead, StoreError>> + Send + 'a>>;
+
+/// Streams kept by a cluster backend (Redis) rather than by this process: it numbers
+/// messages where it orders them (a room's in the room's script, a user's direct ones on the
+/// node holding the user), and answers pages and catch-ups (`docs/cluster.md`, "History").
 pub trait SharedHistory: Send + Sync + 'static {
     /// The newest `count` messages of the stream `key` with offsets below `below` (all
     /// when `None`), oldest first, with the stream's counters (created, with a new epoch,
     /// if it does not exist).
     fn page(&self, key: &str, below: Option<u64>, count: u32) -> PageFuture<'_>;
+
+    /// Whether `user` has a direct stream here: a login of an account on this node.
+    fn tracks(&self, user: &str) -> bool {
+        let _ = user;
+        false
+    }
+
+    /// A login of the account `user` begins on this node (see [`History::hold`]).
+    fn hold(&self, user: &str) {
+        let _ = user;
+    }
+
+    /// See [`History::go_live`]; `then` gets the stream's epoch and `upto` as its top.
+    fn go_live(&self, user: &str, upto: u64, then: &mut dyn FnMut(&StreamView)) -> bool {
+        let _ = (user, upto, then);
+        true
+    }
+
+    /// `user`'s direct stream after `after`: see [`History::direct_read`].
+    fn direct_read(&self, user: &str, after: u64, limit: u32) -> DirectFuture<'_>;
+
+    /// The account `user` is gone: its stream goes too.
+    fn reset(&self, user: &str) {
+        let _ = user;
+    }
 }
 
 /// The history service. Cheap to clone.
@@ -229,8 +269,8 @@ impl History {
         })
     }
 
-    /// History kept by a cluster backend: pages are read from `store`; nothing is numbered,
-    /// stored or held in this process, and no direct stream is tracked.
+    /// History kept by a cluster backend: pages, catch-ups and the direct streams' holds
+    /// are `store`'s; nothing is numbered or stored in this process.
     ///
     /// Its local parts are inert: the writer's channel has no thread behind it (a write to
     /// it fails, as to a stopped writer), and reads find nothing.
@@ -290,9 +330,50 @@ impl History {
         self.inner.dropped.get()
     }
 
-    /// Whether `user` has a direct stream (is an account).
+    /// Whether `user` has a direct stream (is an account; on a cluster, an account logged
+    /// in on this node).
     pub fn tracks(&self, user: &str) -> bool {
-        (self.inner.is_registered)(user)
+        match &self.shared {
+            Some(shared) => shared.tracks(user),
+            None => (self.inner.is_registered)(user),
+        }
+    }
+
+    /// A login's read of `user`'s direct stream: its counters, the oldest offset kept when
+    /// `limit` is 0, else up to `limit` messages after `after` (up to the top it read).
+    ///
+    /// # Errors
+    /// A cluster's store is out of reach (in one process a failed read is logged and
+    /// reads as nothing kept).
+    pub async fn direct_read(
+        &self,
+        user: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<DirectRead, StoreError> {
+        if let Some(shared) = &self.shared {
+            return shared.direct_read(user, after, limit).await;
+        }
+        let key = direct_key(user);
+        let view = self.view(&key);
+        let mut read = DirectRead {
+            oldest: None,
+            messages: Vec::new(),
+            view,
+        };
+        if limit == 0 {
+            self.flushed().await;
+            read.oldest = self.oldest(&key).await.ok().flatten();
+        } else if after < read.view.top {
+            self.flushed().await;
+            match self.after(&key, after, read.view.top, limit).await {
+                Ok(messages) => read.messages = messages,
+                Err(e) => {
+                    warn!(error = %e, stream = %key, "history read failed during a catch-up");
+                }
+            }
+        }
+        Ok(read)
     }
 
     fn streams(&self) -> MutexGuard<'_, HashMap<String, StreamState>> {
@@ -440,6 +521,9 @@ impl History {
     /// A login of `user` begins: its direct stream stops taking live lines until its
     /// catch-up is done ([`History::go_live`]). Called before the login takes the name.
     pub fn hold(&self, user: &str) {
+        if let Some(shared) = &self.shared {
+            return shared.hold(user);
+        }
         let epoch = self.new_epoch();
         let mut streams = self.streams();
         let state = streams.entry(direct_key(user)).or_insert(StreamState {
@@ -456,6 +540,14 @@ impl History {
     /// `RESUME-OK`, so no live line can come before it); otherwise `false`, and the caller
     /// catches up again.
     pub fn go_live(&self, user: &str, upto: u64, then: impl FnOnce(&StreamView)) -> bool {
+        if let Some(shared) = &self.shared {
+            let mut then = Some(then);
+            return shared.go_live(user, upto, &mut |v| {
+                if let Some(then) = then.take() {
+                    then(v);
+                }
+            });
+        }
         let key = direct_key(user);
         let mut streams = self.streams();
         let Some(state) = streams.get_mut(&key) else {
@@ -483,6 +575,9 @@ impl History {
 
     /// The account `user` is gone: its stream, messages included.
     pub fn reset(&self, user: &str) {
+        if let Some(shared) = &self.shared {
+            return shared.reset(user);
+        }
         let key = direct_key(user);
         let mut streams = self.streams();
         streams.remove(&key);

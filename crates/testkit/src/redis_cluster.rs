@@ -24,9 +24,19 @@ impl RedisCluster {
     /// Starts six servers, creates the cluster (three masters, one replica each) and waits
     /// until every server reports `cluster_state:ok` and agrees on three masters.
     pub fn start() -> Self {
+        Self::start_inner(&[])
+    }
+
+    /// [`RedisCluster::start`] with AOF on and every write synced on each server, as the
+    /// accounts require of a cluster's Redis (so nodes on it offer `accounts`).
+    pub fn start_persistent() -> Self {
+        Self::start_inner(&["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    fn start_inner(more: &[&str]) -> Self {
         let servers: Vec<Redis> = (0..6)
             .map(|_| {
-                Redis::start_with(&[
+                let mut args = vec![
                     "--cluster-enabled".to_owned(),
                     "yes".to_owned(),
                     "--cluster-node-timeout".to_owned(),
@@ -41,7 +51,9 @@ impl RedisCluster {
                     "0".to_owned(),
                     "--cluster-replica-validity-factor".to_owned(),
                     "0".to_owned(),
-                ])
+                ];
+                args.extend(more.iter().map(|a| (*a).to_owned()));
+                Redis::start_with(&args)
             })
             .collect();
         let cli = require("redis-cli", "redis-tools");

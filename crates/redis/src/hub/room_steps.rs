@@ -16,7 +16,6 @@
 use std::sync::Arc;
 
 use redis::Value;
-use tcpchat_accounts::history::StoredMessage;
 use tcpchat_proto::{Reply, RoomName, Username};
 use tcpchat_server::history::{Page, StreamView};
 use tcpchat_server::{Outbox, RoomError, RoomLimits, RoomRequest};
@@ -507,11 +506,11 @@ impl Inner {
 }
 
 impl Inner {
-    /// A page of a room's history stream (`docs/cluster.md`, "History"), read in the
-    /// room's slot, with the retention applied first.
+    /// A page of a history stream (`docs/cluster.md`, "History"): a room's or a user's
+    /// (`keys::room_stream`, the first three of `keys::user_stream`), read in its slot, with the retention applied first.
     pub(super) async fn room_page(
         &self,
-        room: &str,
+        stream: &[String; 3],
         below: Option<u64>,
         count: u32,
     ) -> Result<Page, CallError> {
@@ -521,7 +520,7 @@ impl Inner {
             .and_then(|h| h.retention_ms())
             .unwrap_or(0);
         let mut pipe = redis::pipe();
-        eval(&mut pipe, SCRIPTS.stream_page, &keys::room_stream(room))
+        eval(&mut pipe, SCRIPTS.stream_page, stream)
             // 0 tells the script "the newest"; `BEFORE 0`, like `BEFORE 1`, has nothing.
             .arg(below.map_or(0, |b| b.max(1)))
             .arg(count)
@@ -537,18 +536,7 @@ impl Inner {
         let epoch = v.next().as_ref().and_then(text).unwrap_or_default();
         let top = v.next().as_ref().map_or(0, int);
         let messages = v
-            .filter_map(|e| text(&e))
-            .filter_map(|e| {
-                let (offset, rest) = e.split_once(' ')?;
-                let (time, rest) = rest.split_once(' ')?;
-                let (sender, body) = rest.split_once(' ')?;
-                Some(StoredMessage {
-                    offset: offset.parse().ok()?,
-                    time: time.parse().ok()?,
-                    sender: sender.to_owned(),
-                    body: body.to_owned(),
-                })
-            })
+            .filter_map(|e| super::direct::stored(&text(&e)?))
             .collect();
         Ok(Page {
             view: StreamView {
